@@ -1,0 +1,25 @@
+//! A shadowstore node.
+//!
+//! A node hosts replicas of many Raft groups: one meta group (cluster
+//! members, resource directory) and one group per resource. The modules are
+//! named after the domain; docs/ARCHITECTURE.md has the picture.
+//!
+//! - [`ids`], [`limits`]: identities and explicit limits.
+//! - [`storage`]: the storage engine seam (sled), group commit.
+//! - [`raft`]: the thin openraft layer (types, log store, state machine,
+//!   network).
+//! - [`meta`], [`resource`]: the two kinds of replicated state machines.
+//! - [`transport`]: the network seam and the peer channels.
+//! - [`clock`], [`rng`]: the time and randomness seams.
+
+pub mod clock;
+pub mod codec;
+pub mod dedup;
+pub mod ids;
+pub mod limits;
+pub mod meta;
+pub mod raft;
+pub mod resource;
+pub mod rng;
+pub mod storage;
+pub mod transport;

@@ -1,0 +1,52 @@
+//! Explicit limits on everything a request or the cluster can grow.
+//!
+//! Each limit is checked where input enters the node (the API layer) and
+//! asserted where it matters for correctness (the state machines). Changing
+//! one is a compatibility decision: documented in docs/API.md.
+
+/// Resource names: 1..=128 bytes of `[a-z0-9._-]`, starting with `[a-z0-9]`.
+pub const RESOURCE_NAME_BYTES_MAX: usize = 128;
+/// Variant names: 1..=256 bytes of `[A-Za-z0-9._/-]`, path-like segments.
+pub const VARIANT_NAME_BYTES_MAX: usize = 256;
+
+/// Largest value carried inline through the Raft log.
+pub const INLINE_VALUE_BYTES_MAX: usize = 64 * 1024;
+/// Total inline bytes one resource may hold (bounds snapshots and memory).
+pub const RESOURCE_INLINE_BYTES_MAX: u64 = 256 * 1024 * 1024;
+/// Variants one resource may hold.
+pub const RESOURCE_VARIANTS_MAX: usize = 100_000;
+/// Resources one cluster may hold.
+pub const CLUSTER_RESOURCES_MAX: usize = 1_000_000;
+/// Nodes one cluster may hold.
+pub const CLUSTER_NODES_MAX: usize = 1_024;
+
+/// Replication factors a resource may be created with.
+pub const REPLICATION_FACTORS_ALLOWED: [u32; 2] = [3, 5];
+pub const REPLICATION_FACTOR_DEFAULT: u32 = 3;
+/// Meta group voters (the rest of the nodes are meta learners).
+pub const META_VOTERS_MAX: usize = 5;
+
+/// Request-deduplication sessions kept per group; the least recently active
+/// is evicted beyond this (its client then sees its retries as new).
+pub const SESSIONS_PER_GROUP_MAX: usize = 4_096;
+/// Answers kept per session (requests a client may have in flight to one
+/// group and still be deduplicated).
+pub const SESSION_ANSWERS_MAX: usize = 1_024;
+/// A session idle longer than this (by the leader's clock, carried in the
+/// log) is forgotten.
+pub const SESSION_IDLE_EXPIRY_MS: u64 = 10 * 60 * 1000;
+
+/// gRPC message size limit, both directions (a 64 KiB value plus framing;
+/// snapshot chunks are smaller).
+pub const GRPC_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Snapshot transfer chunk size.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Largest snapshot a node accepts (the inline limit plus sessions).
+pub const SNAPSHOT_BYTES_MAX: usize = RESOURCE_INLINE_BYTES_MAX as usize + 64 * 1024 * 1024;
+
+/// Largest value sled ever stores for us. Larger ones are split, so that no
+/// leaf page approaches sled's blob threshold (segment size / 4).
+pub const STORED_VALUE_BYTES_MAX: usize = 64 * 1024 + 1024;
+
+/// Requests waiting for a group-commit sync at once; further appends wait.
+pub const SYNC_QUEUE_DEPTH_MAX: usize = 65_536;

@@ -1,0 +1,517 @@
+//! The state machine of the meta group: cluster members and the resource
+//! directory.
+//!
+//! The meta group allocates every identity in the cluster (node ids,
+//! replica ids, group ids) from counters in this state, so identities are
+//! unique and never reused. Placement of a new resource's replicas is chosen
+//! by the proposing leader (it knows which nodes are alive) and validated
+//! here; applying is deterministic.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::dedup::Admission;
+use crate::dedup::Sessions;
+use crate::ids::BOOTSTRAP_META_REPLICA_ID;
+use crate::ids::BOOTSTRAP_NODE_ID;
+use crate::ids::GroupId;
+use crate::ids::NodeId;
+use crate::ids::ReplicaId;
+use crate::ids::RequestId;
+use crate::limits::CLUSTER_NODES_MAX;
+use crate::limits::CLUSTER_RESOURCES_MAX;
+use crate::limits::REPLICATION_FACTORS_ALLOWED;
+
+/// Prices of a node, in micro-units of the cluster's currency.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prices {
+    pub storage_gb_hour_micros: u64,
+    pub transfer_gb_micros: u64,
+    pub million_requests_micros: u64,
+}
+
+/// What a node says about itself when it joins or restarts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLabels {
+    pub addr: String,
+    pub region: String,
+    pub read_capacity_rps: u64,
+    pub disk_capacity_bytes: u64,
+    pub prices: Prices,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub node_id: NodeId,
+    pub meta_replica_id: ReplicaId,
+    pub labels: NodeLabels,
+    pub joined_at_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaRole {
+    /// A primary replica: a voter of the resource group.
+    Primary,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaRecord {
+    pub replica_id: ReplicaId,
+    pub node_id: NodeId,
+    pub role: ReplicaRole,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceRecord {
+    pub name: String,
+    pub group_id: GroupId,
+    pub replication_factor: u32,
+    pub replicas: Vec<ReplicaRecord>,
+    /// The replicas the group was initialized with; the smallest of them
+    /// initializes the Raft group.
+    pub initial_replicas: BTreeSet<ReplicaId>,
+    pub created_at_ms: u64,
+}
+
+impl ResourceRecord {
+    pub fn replica_on(&self, node: NodeId) -> Option<&ReplicaRecord> {
+        self.replicas.iter().find(|r| r.node_id == node)
+    }
+
+    pub fn node_of(&self, replica: ReplicaId) -> Option<NodeId> {
+        self.replicas
+            .iter()
+            .find(|r| r.replica_id == replica)
+            .map(|r| r.node_id)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaCommand {
+    /// First entry of a new cluster: registers the bootstrap node.
+    Bootstrap { now_ms: u64, labels: NodeLabels },
+    /// A new node joins: allocates its node id and meta replica id.
+    RegisterNode {
+        request: RequestId,
+        now_ms: u64,
+        labels: NodeLabels,
+    },
+    /// A known node restarted with new labels or a new address.
+    UpdateNode {
+        now_ms: u64,
+        node_id: NodeId,
+        labels: NodeLabels,
+    },
+    CreateResource {
+        request: RequestId,
+        now_ms: u64,
+        name: String,
+        replication_factor: u32,
+        /// Nodes for the replicas, chosen by the proposer.
+        nodes: Vec<NodeId>,
+    },
+    DeleteResource {
+        request: RequestId,
+        now_ms: u64,
+        name: String,
+    },
+}
+
+impl fmt::Display for MetaCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetaCommand::Bootstrap { labels, .. } => write!(f, "bootstrap at {}", labels.addr),
+            MetaCommand::RegisterNode { labels, .. } => {
+                write!(f, "register node at {}", labels.addr)
+            }
+            MetaCommand::UpdateNode {
+                node_id, labels, ..
+            } => write!(f, "update node {node_id} at {}", labels.addr),
+            MetaCommand::CreateResource { name, nodes, .. } => {
+                write!(f, "create resource {name} on {nodes:?}")
+            }
+            MetaCommand::DeleteResource { name, .. } => write!(f, "delete resource {name}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaResponse {
+    Registered {
+        node_id: NodeId,
+        meta_replica_id: ReplicaId,
+    },
+    Updated,
+    Created(ResourceRecord),
+    Deleted,
+    AlreadyExists(ResourceRecord),
+    NotFound,
+    Rejected {
+        reason: String,
+    },
+    StaleRequest,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetaState {
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
+    pub resources: BTreeMap<String, ResourceRecord>,
+    /// group id → resource name.
+    pub groups: BTreeMap<GroupId, String>,
+    pub next_node_id: NodeId,
+    pub next_replica_id: ReplicaId,
+    pub next_group_id: GroupId,
+    pub sessions: Sessions<MetaResponse>,
+}
+
+impl Default for MetaState {
+    fn default() -> Self {
+        MetaState {
+            nodes: BTreeMap::new(),
+            resources: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            next_node_id: BOOTSTRAP_NODE_ID + 1,
+            next_replica_id: BOOTSTRAP_META_REPLICA_ID + 1,
+            next_group_id: 1,
+            sessions: Sessions::default(),
+        }
+    }
+}
+
+impl MetaState {
+    pub fn apply(&mut self, cmd: &MetaCommand) -> MetaResponse {
+        let request = match cmd {
+            MetaCommand::Bootstrap { now_ms, .. } | MetaCommand::UpdateNode { now_ms, .. } => {
+                self.sessions.advance(*now_ms);
+                None
+            }
+            MetaCommand::RegisterNode {
+                request, now_ms, ..
+            }
+            | MetaCommand::CreateResource {
+                request, now_ms, ..
+            }
+            | MetaCommand::DeleteResource {
+                request, now_ms, ..
+            } => {
+                self.sessions.advance(*now_ms);
+                Some(request)
+            }
+        };
+        if let Some(request) = request {
+            match self.sessions.admit(request) {
+                Admission::Duplicate(answer) => return answer,
+                Admission::Stale => return MetaResponse::StaleRequest,
+                Admission::Execute => {}
+            }
+        }
+        let answer = self.execute(cmd);
+        if let Some(request) = request {
+            self.sessions.record(request, &answer);
+        }
+        self.check_invariants();
+        answer
+    }
+
+    fn execute(&mut self, cmd: &MetaCommand) -> MetaResponse {
+        let now_ms = self.sessions.now_ms();
+        match cmd {
+            MetaCommand::Bootstrap { labels, .. } => {
+                if self.nodes.contains_key(&BOOTSTRAP_NODE_ID) {
+                    return MetaResponse::Updated;
+                }
+                self.nodes.insert(
+                    BOOTSTRAP_NODE_ID,
+                    NodeRecord {
+                        node_id: BOOTSTRAP_NODE_ID,
+                        meta_replica_id: BOOTSTRAP_META_REPLICA_ID,
+                        labels: labels.clone(),
+                        joined_at_ms: now_ms,
+                    },
+                );
+                MetaResponse::Registered {
+                    node_id: BOOTSTRAP_NODE_ID,
+                    meta_replica_id: BOOTSTRAP_META_REPLICA_ID,
+                }
+            }
+            MetaCommand::RegisterNode { labels, .. } => {
+                if self.nodes.len() >= CLUSTER_NODES_MAX {
+                    return MetaResponse::Rejected {
+                        reason: format!(
+                            "cluster already has the maximum of {CLUSTER_NODES_MAX} nodes"
+                        ),
+                    };
+                }
+                if let Some(n) = self.nodes.values().find(|n| n.labels.addr == labels.addr) {
+                    return MetaResponse::Rejected {
+                        reason: format!(
+                            "address {} belongs to node {}; a node with its data directory keeps its identity",
+                            labels.addr, n.node_id
+                        ),
+                    };
+                }
+                let node_id = self.next_node_id;
+                let meta_replica_id = self.next_replica_id;
+                self.next_node_id += 1;
+                self.next_replica_id += 1;
+                self.nodes.insert(
+                    node_id,
+                    NodeRecord {
+                        node_id,
+                        meta_replica_id,
+                        labels: labels.clone(),
+                        joined_at_ms: now_ms,
+                    },
+                );
+                MetaResponse::Registered {
+                    node_id,
+                    meta_replica_id,
+                }
+            }
+            MetaCommand::UpdateNode {
+                node_id, labels, ..
+            } => {
+                if let Some(other) = self
+                    .nodes
+                    .values()
+                    .find(|n| n.labels.addr == labels.addr && n.node_id != *node_id)
+                {
+                    return MetaResponse::Rejected {
+                        reason: format!(
+                            "address {} belongs to node {}",
+                            labels.addr, other.node_id
+                        ),
+                    };
+                }
+                match self.nodes.get_mut(node_id) {
+                    None => MetaResponse::NotFound,
+                    Some(n) => {
+                        n.labels = labels.clone();
+                        MetaResponse::Updated
+                    }
+                }
+            }
+            MetaCommand::CreateResource {
+                name,
+                replication_factor,
+                nodes,
+                ..
+            } => {
+                if let Some(existing) = self.resources.get(name) {
+                    return MetaResponse::AlreadyExists(existing.clone());
+                }
+                if self.resources.len() >= CLUSTER_RESOURCES_MAX {
+                    return MetaResponse::Rejected {
+                        reason: format!(
+                            "cluster already holds the maximum of {CLUSTER_RESOURCES_MAX} resources"
+                        ),
+                    };
+                }
+                if !REPLICATION_FACTORS_ALLOWED.contains(replication_factor) {
+                    return MetaResponse::Rejected {
+                        reason: format!(
+                            "replication factor {replication_factor} is not one of {REPLICATION_FACTORS_ALLOWED:?}"
+                        ),
+                    };
+                }
+                let distinct: BTreeSet<_> = nodes.iter().collect();
+                if nodes.len() != *replication_factor as usize || distinct.len() != nodes.len() {
+                    return MetaResponse::Rejected {
+                        reason: format!("need {replication_factor} distinct nodes, got {nodes:?}"),
+                    };
+                }
+                if let Some(n) = nodes.iter().find(|n| !self.nodes.contains_key(n)) {
+                    return MetaResponse::Rejected {
+                        reason: format!("node {n} is not a member"),
+                    };
+                }
+                let group_id = self.next_group_id;
+                self.next_group_id += 1;
+                let mut replicas = Vec::with_capacity(nodes.len());
+                for &node_id in nodes {
+                    replicas.push(ReplicaRecord {
+                        replica_id: self.next_replica_id,
+                        node_id,
+                        role: ReplicaRole::Primary,
+                    });
+                    self.next_replica_id += 1;
+                }
+                let record = ResourceRecord {
+                    name: name.clone(),
+                    group_id,
+                    replication_factor: *replication_factor,
+                    initial_replicas: replicas.iter().map(|r| r.replica_id).collect(),
+                    replicas,
+                    created_at_ms: now_ms,
+                };
+                self.resources.insert(name.clone(), record.clone());
+                self.groups.insert(group_id, name.clone());
+                MetaResponse::Created(record)
+            }
+            MetaCommand::DeleteResource { name, .. } => match self.resources.remove(name) {
+                None => MetaResponse::NotFound,
+                Some(r) => {
+                    self.groups.remove(&r.group_id);
+                    MetaResponse::Deleted
+                }
+            },
+        }
+    }
+
+    /// Cheap structural invariants, asserted after every apply.
+    fn check_invariants(&self) {
+        debug_assert_eq!(self.resources.len(), self.groups.len());
+        for r in self.resources.values() {
+            assert!(
+                r.group_id < self.next_group_id,
+                "group id {} not allocated",
+                r.group_id
+            );
+            assert_eq!(self.groups.get(&r.group_id), Some(&r.name));
+            for rep in &r.replicas {
+                assert!(
+                    rep.replica_id < self.next_replica_id,
+                    "replica id {} not allocated",
+                    rep.replica_id
+                );
+            }
+        }
+    }
+
+    pub fn resource_by_group(&self, group: GroupId) -> Option<&ResourceRecord> {
+        self.groups
+            .get(&group)
+            .and_then(|name| self.resources.get(name))
+    }
+
+    /// Replicas hosted per node, for placement.
+    pub fn replicas_per_node(&self) -> BTreeMap<NodeId, usize> {
+        let mut counts: BTreeMap<NodeId, usize> = self.nodes.keys().map(|n| (*n, 0)).collect();
+        for r in self.resources.values() {
+            for rep in &r.replicas {
+                *counts.entry(rep.node_id).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    pub fn addr_of(&self, node: NodeId) -> Option<&str> {
+        self.nodes.get(&node).map(|n| n.labels.addr.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(addr: &str) -> NodeLabels {
+        NodeLabels {
+            addr: addr.into(),
+            region: "local".into(),
+            read_capacity_rps: 1000,
+            ..Default::default()
+        }
+    }
+
+    fn cluster(n: usize) -> MetaState {
+        let mut s = MetaState::default();
+        s.apply(&MetaCommand::Bootstrap {
+            now_ms: 1,
+            labels: labels("a:1"),
+        });
+        for i in 1..n {
+            s.apply(&MetaCommand::RegisterNode {
+                request: RequestId::default(),
+                now_ms: 2,
+                labels: labels(&format!("a:{}", i + 1)),
+            });
+        }
+        s
+    }
+
+    #[test]
+    fn identities_are_unique_and_never_reused() {
+        let mut s = cluster(3);
+        assert_eq!(s.nodes.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+        let metas: BTreeSet<_> = s.nodes.values().map(|n| n.meta_replica_id).collect();
+        assert_eq!(metas.len(), 3);
+        let create = |name: &str| MetaCommand::CreateResource {
+            request: RequestId::default(),
+            now_ms: 3,
+            name: name.into(),
+            replication_factor: 3,
+            nodes: vec![1, 2, 3],
+        };
+        let MetaResponse::Created(a) = s.apply(&create("a")) else {
+            panic!()
+        };
+        s.apply(&MetaCommand::DeleteResource {
+            request: RequestId::default(),
+            now_ms: 4,
+            name: "a".into(),
+        });
+        let MetaResponse::Created(a2) = s.apply(&create("a")) else {
+            panic!()
+        };
+        assert_ne!(a.group_id, a2.group_id, "group ids are not reused");
+        let ids_a: BTreeSet<_> = a.replicas.iter().map(|r| r.replica_id).collect();
+        let ids_a2: BTreeSet<_> = a2.replicas.iter().map(|r| r.replica_id).collect();
+        assert!(ids_a.is_disjoint(&ids_a2), "replica ids are not reused");
+        assert!(ids_a.is_disjoint(&metas));
+    }
+
+    #[test]
+    fn create_validates_and_changes_nothing_on_rejection() {
+        let mut s = cluster(3);
+        let before = s.clone();
+        for (rf, nodes) in [
+            (4, vec![1, 2, 3, 3]),
+            (3, vec![1, 2, 2]),
+            (3, vec![1, 2, 9]),
+            (5, vec![1, 2, 3]),
+        ] {
+            let r = s.apply(&MetaCommand::CreateResource {
+                request: RequestId::default(),
+                now_ms: 3,
+                name: "x".into(),
+                replication_factor: rf,
+                nodes,
+            });
+            assert!(matches!(r, MetaResponse::Rejected { .. }), "{r:?}");
+        }
+        assert_eq!(s.resources, before.resources);
+        assert_eq!(s.next_replica_id, before.next_replica_id);
+    }
+
+    #[test]
+    fn duplicate_name_returns_existing_record() {
+        let mut s = cluster(3);
+        let cmd = MetaCommand::CreateResource {
+            request: RequestId::default(),
+            now_ms: 3,
+            name: "x".into(),
+            replication_factor: 3,
+            nodes: vec![1, 2, 3],
+        };
+        let MetaResponse::Created(rec) = s.apply(&cmd) else {
+            panic!()
+        };
+        assert_eq!(s.apply(&cmd), MetaResponse::AlreadyExists(rec));
+    }
+
+    #[test]
+    fn address_of_a_member_cannot_register_again() {
+        let mut s = cluster(2);
+        let r = s.apply(&MetaCommand::RegisterNode {
+            request: RequestId::default(),
+            now_ms: 2,
+            labels: labels("a:2"),
+        });
+        assert!(matches!(r, MetaResponse::Rejected { .. }));
+        assert_eq!(s.nodes.len(), 2);
+    }
+}

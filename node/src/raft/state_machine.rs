@@ -1,0 +1,410 @@
+//! openraft's state machine for every group: the group's state lives in
+//! memory (shared with readers), snapshots are persisted in the engine.
+//!
+//! Recovery: the state is transient. On restart openraft installs the last
+//! persisted snapshot and re-applies the log up to the saved committed
+//! pointer (see `log_store`), so a node never serves state older than what
+//! it had applied before the crash. Snapshots are stored as chunks of at
+//! most 64 KiB under a manifest with a crc32; the manifest is written after
+//! its chunks and old chunks are deleted after it, so a crash at any point
+//! leaves one complete snapshot.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::RwLock;
+use std::sync::RwLockReadGuard;
+use std::sync::RwLockWriteGuard;
+
+use bytes::Bytes;
+use futures::Stream;
+use futures::StreamExt;
+use openraft::EntryPayload;
+use openraft::RaftSnapshotBuilder;
+use openraft::storage::EntryResponder;
+use openraft::storage::RaftStateMachine;
+use serde::Deserialize;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::Command;
+use super::CommandResponse;
+use super::LogId;
+use super::Snapshot;
+use super::SnapshotMeta;
+use super::StoredMembership;
+use super::TypeConfig;
+use crate::codec;
+use crate::ids::GroupId;
+use crate::ids::META_GROUP_ID;
+use crate::limits::SNAPSHOT_BYTES_MAX;
+use crate::meta::state::MetaState;
+use crate::resource::ResourceState;
+use crate::storage::SharedEngine;
+use crate::storage::Syncer;
+use crate::storage::Tree;
+use crate::storage::WriteBatch;
+use crate::storage::keys;
+
+/// Bytes per persisted snapshot chunk.
+const SNAPSHOT_STORED_CHUNK_BYTES: usize = 64 * 1024;
+
+/// The replicated data of a group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum GroupData {
+    Meta(MetaState),
+    Resource(ResourceState),
+}
+
+impl GroupData {
+    pub fn initial(group: GroupId) -> Self {
+        if group == META_GROUP_ID {
+            GroupData::Meta(MetaState::default())
+        } else {
+            GroupData::Resource(ResourceState::default())
+        }
+    }
+
+    fn apply(&mut self, index: u64, cmd: &Command) -> CommandResponse {
+        match (self, cmd) {
+            (GroupData::Meta(s), Command::Meta(c)) => CommandResponse::Meta(s.apply(c)),
+            (GroupData::Resource(s), Command::Resource(c)) => {
+                CommandResponse::Resource(s.apply(index, c))
+            }
+            _ => CommandResponse::WrongGroupKind,
+        }
+    }
+}
+
+/// A group's state as of `last_applied`.
+#[derive(Clone, Debug)]
+pub struct AppliedState {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub data: GroupData,
+}
+
+/// The group's state, shared between the state machine (writer) and the
+/// API (readers).
+#[derive(Clone)]
+pub struct SharedState {
+    inner: Arc<RwLock<AppliedState>>,
+    /// The index of the last applied entry (0: none).
+    applied_tx: Arc<watch::Sender<u64>>,
+}
+
+impl SharedState {
+    fn new(group: GroupId) -> Self {
+        SharedState {
+            inner: Arc::new(RwLock::new(AppliedState {
+                last_applied: None,
+                membership: StoredMembership::default(),
+                data: GroupData::initial(group),
+            })),
+            applied_tx: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, AppliedState> {
+        // A panic while holding the lock would have killed the Raft core
+        // too, and the supervisor rebuilds the group from storage.
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, AppliedState> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Watches the last applied index.
+    pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
+        self.applied_tx.subscribe()
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        *self.applied_tx.borrow()
+    }
+
+    fn publish_applied(&self, index: u64) {
+        self.applied_tx.send_if_modified(|cur| {
+            if index != *cur {
+                *cur = index;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SnapshotManifest {
+    snapshot_id: u64,
+    meta: SnapshotMeta,
+    len_bytes: u64,
+    chunks: u32,
+    crc32: u32,
+}
+
+pub struct StateMachineStore {
+    group: GroupId,
+    state: SharedState,
+    engine: SharedEngine,
+    syncer: Syncer,
+}
+
+impl StateMachineStore {
+    /// Opens the state machine of `group`, discarding chunks of snapshots
+    /// that were being written when the node last stopped.
+    pub fn open(group: GroupId, engine: SharedEngine, syncer: Syncer) -> io::Result<Self> {
+        let store = StateMachineStore {
+            group,
+            state: SharedState::new(group),
+            engine,
+            syncer,
+        };
+        store.discard_orphan_chunks()?;
+        Ok(store)
+    }
+
+    pub fn shared(&self) -> SharedState {
+        self.state.clone()
+    }
+
+    fn manifest(&self) -> io::Result<Option<SnapshotManifest>> {
+        match self
+            .engine
+            .get(Tree::Snapshot, &keys::snapshot_manifest(self.group))?
+        {
+            None => Ok(None),
+            Some(v) => Ok(Some(codec::decode("snapshot manifest", &v)?)),
+        }
+    }
+
+    fn discard_orphan_chunks(&self) -> io::Result<()> {
+        let keep = self.manifest()?.map(|m| m.snapshot_id);
+        let (all_s, all_e) = keys::snapshot_chunks_all(self.group);
+        let mut b = WriteBatch::new(Tree::Snapshot);
+        match keep {
+            None => {
+                b.delete_range(all_s, all_e);
+            }
+            Some(id) => {
+                let (s, e) = keys::snapshot_chunks_of(self.group, id);
+                b.delete_range(all_s, s);
+                b.delete_range(e, all_e);
+            }
+        }
+        self.engine.write(b)
+    }
+
+    /// Persists `data` as the group's snapshot described by `meta`.
+    async fn persist_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+        let old = self.manifest()?;
+        let snapshot_id = old.as_ref().map(|m| m.snapshot_id + 1).unwrap_or(1);
+        let mut chunks = 0u32;
+        for (i, chunk) in data.chunks(SNAPSHOT_STORED_CHUNK_BYTES).enumerate() {
+            let mut b = WriteBatch::new(Tree::Snapshot);
+            b.put(
+                keys::snapshot_chunk(self.group, snapshot_id, i as u32),
+                chunk.to_vec(),
+            );
+            self.engine.write(b)?;
+            chunks += 1;
+        }
+        let manifest = SnapshotManifest {
+            snapshot_id,
+            meta: meta.clone(),
+            len_bytes: data.len() as u64,
+            chunks,
+            crc32: crc32fast::hash(data),
+        };
+        let mut b = WriteBatch::new(Tree::Snapshot);
+        b.put(
+            keys::snapshot_manifest(self.group),
+            codec::encode("snapshot manifest", &manifest)?,
+        );
+        self.engine.write(b)?;
+        if let Some(old) = old {
+            let (s, e) = keys::snapshot_chunks_of(self.group, old.snapshot_id);
+            let mut b = WriteBatch::new(Tree::Snapshot);
+            b.delete_range(s, e);
+            self.engine.write(b)?;
+        }
+        self.syncer.sync().await
+    }
+
+    fn load_snapshot(&self) -> io::Result<Option<Snapshot>> {
+        let Some(m) = self.manifest()? else {
+            return Ok(None);
+        };
+        let (s, e) = keys::snapshot_chunks_of(self.group, m.snapshot_id);
+        let kvs = self.engine.range(Tree::Snapshot, &s, &e, usize::MAX)?;
+        if kvs.len() != m.chunks as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "group {}: snapshot {} has {} of {} chunks",
+                    self.group,
+                    m.snapshot_id,
+                    kvs.len(),
+                    m.chunks
+                ),
+            ));
+        }
+        let mut data = Vec::with_capacity(m.len_bytes as usize);
+        for (_, v) in kvs {
+            data.extend_from_slice(&v);
+        }
+        if data.len() as u64 != m.len_bytes || crc32fast::hash(&data) != m.crc32 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "group {}: snapshot {} fails its checksum",
+                    self.group, m.snapshot_id
+                ),
+            ));
+        }
+        Ok(Some(Snapshot {
+            meta: m.meta,
+            snapshot: Bytes::from(data),
+        }))
+    }
+
+    /// Removes the group's snapshots (the replica is being deleted).
+    pub fn destroy(&self) -> io::Result<()> {
+        let mut b = WriteBatch::new(Tree::Snapshot);
+        b.delete(keys::snapshot_manifest(self.group));
+        let (s, e) = keys::snapshot_chunks_all(self.group);
+        b.delete_range(s, e);
+        self.engine.write(b)
+    }
+}
+
+/// Builds a snapshot from a copy of the state taken when the builder was
+/// created.
+pub struct SnapshotBuilder {
+    store_group: GroupId,
+    copy: AppliedState,
+    persist: StateMachineStore,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = Bytes;
+
+    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
+        let data = codec::encode("snapshot", &self.copy.data)?;
+        let meta = SnapshotMeta {
+            last_log_id: self.copy.last_applied.clone(),
+            last_membership: self.copy.membership.clone(),
+        };
+        self.persist.persist_snapshot(&meta, &data).await?;
+        tracing::debug!(
+            group = self.store_group,
+            bytes = data.len(),
+            "snapshot built"
+        );
+        Ok(Snapshot {
+            meta,
+            snapshot: Bytes::from(data),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = Bytes;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        let st = self.state.read();
+        Ok((st.last_applied.clone(), st.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
+    where
+        Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + Send,
+    {
+        let mut items = Vec::new();
+        while let Some(item) = entries.next().await {
+            items.push(item?);
+        }
+        let mut answers = Vec::with_capacity(items.len());
+        let last_index;
+        {
+            let mut st = self.state.write();
+            for (entry, responder) in items {
+                let index = entry.log_id.index;
+                assert!(
+                    st.last_applied.as_ref().is_none_or(|l| l.index < index),
+                    "group {}: applying {} after {:?}",
+                    self.group,
+                    entry.log_id,
+                    st.last_applied
+                );
+                let answer = match entry.payload {
+                    EntryPayload::Blank => CommandResponse::None,
+                    EntryPayload::Normal(cmd) => st.data.apply(index, &cmd),
+                    EntryPayload::Membership(m) => {
+                        st.membership = StoredMembership::new(Some(entry.log_id.clone()), m);
+                        CommandResponse::None
+                    }
+                };
+                st.last_applied = Some(entry.log_id);
+                if let Some(r) = responder {
+                    answers.push((r, answer));
+                }
+            }
+            last_index = st.last_applied.as_ref().map(|l| l.index).unwrap_or(0);
+        }
+        self.state.publish_applied(last_index);
+        for (r, answer) in answers {
+            r.send(answer);
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            store_group: self.group,
+            copy: self.state.read().clone(),
+            persist: StateMachineStore {
+                group: self.group,
+                state: self.state.clone(),
+                engine: self.engine.clone(),
+                syncer: self.syncer.clone(),
+            },
+        }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Bytes) -> io::Result<()> {
+        if snapshot.len() > SNAPSHOT_BYTES_MAX {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "snapshot of {} bytes exceeds {SNAPSHOT_BYTES_MAX}",
+                    snapshot.len()
+                ),
+            ));
+        }
+        let data: GroupData = codec::decode("snapshot", &snapshot)?;
+        if std::mem::discriminant(&data) != std::mem::discriminant(&GroupData::initial(self.group))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("group {}: snapshot of the wrong group kind", self.group),
+            ));
+        }
+        self.persist_snapshot(meta, &snapshot).await?;
+        let index = meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0);
+        {
+            let mut st = self.state.write();
+            st.data = data;
+            st.last_applied = meta.last_log_id.clone();
+            st.membership = meta.last_membership.clone();
+        }
+        self.state.publish_applied(index);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
+        self.load_snapshot()
+    }
+}

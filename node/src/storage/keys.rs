@@ -1,0 +1,140 @@
+//! Key layout of every tree. All multi-byte integers are big-endian so that
+//! key order is numeric order.
+//!
+//! | tree        | key                                   | value                     |
+//! |-------------|---------------------------------------|---------------------------|
+//! | raft_log    | group(8) index(8)                     | postcard `Entry`          |
+//! | raft_state  | group(8) b'v'                         | postcard `Vote`           |
+//! | raft_state  | group(8) b'c'                         | postcard `Option<LogId>`  |
+//! | raft_state  | group(8) b'p'                         | postcard `LogId` (purged) |
+//! | snapshot    | group(8) b'M'                         | postcard `SnapshotManifest` |
+//! | snapshot    | group(8) b'C' snapshot_id(8) chunk(4) | raw snapshot bytes        |
+//! | local       | b"identity"                           | postcard `NodeIdentity`   |
+//! | local       | b"replica/" group(8)                  | postcard `LocalReplica`   |
+
+use crate::ids::GroupId;
+
+pub fn log_entry(group: GroupId, index: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16);
+    k.extend_from_slice(&group.to_be_bytes());
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// `[start, end)` covering log indexes `[from, to)` of `group`; `to = None`
+/// means to the end of the group's log.
+pub fn log_range(group: GroupId, from: u64, to: Option<u64>) -> (Vec<u8>, Vec<u8>) {
+    let start = log_entry(group, from);
+    let end = match to {
+        Some(to) => log_entry(group, to),
+        None => group_end(group),
+    };
+    (start, end)
+}
+
+pub fn log_index_of(key: &[u8]) -> Option<u64> {
+    let b: [u8; 8] = key.get(8..16)?.try_into().ok()?;
+    Some(u64::from_be_bytes(b))
+}
+
+/// The first key after every key of `group` (in any group-prefixed tree).
+pub fn group_end(group: GroupId) -> Vec<u8> {
+    match group.checked_add(1) {
+        Some(next) => next.to_be_bytes().to_vec(),
+        None => vec![0xff; 9],
+    }
+}
+
+pub fn group_start(group: GroupId) -> Vec<u8> {
+    group.to_be_bytes().to_vec()
+}
+
+pub fn raft_state(group: GroupId, tag: u8) -> Vec<u8> {
+    let mut k = group.to_be_bytes().to_vec();
+    k.push(tag);
+    k
+}
+
+pub const VOTE_TAG: u8 = b'v';
+pub const COMMITTED_TAG: u8 = b'c';
+pub const PURGED_TAG: u8 = b'p';
+
+pub fn snapshot_manifest(group: GroupId) -> Vec<u8> {
+    raft_state(group, b'M')
+}
+
+pub fn snapshot_chunk(group: GroupId, snapshot_id: u64, chunk: u32) -> Vec<u8> {
+    let mut k = raft_state(group, b'C');
+    k.extend_from_slice(&snapshot_id.to_be_bytes());
+    k.extend_from_slice(&chunk.to_be_bytes());
+    k
+}
+
+/// `[start, end)` covering every chunk of every snapshot of `group`.
+pub fn snapshot_chunks_all(group: GroupId) -> (Vec<u8>, Vec<u8>) {
+    (raft_state(group, b'C'), raft_state(group, b'D'))
+}
+
+/// `[start, end)` covering every chunk of one snapshot.
+pub fn snapshot_chunks_of(group: GroupId, snapshot_id: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut start = raft_state(group, b'C');
+    start.extend_from_slice(&snapshot_id.to_be_bytes());
+    let mut end = raft_state(group, b'C');
+    match snapshot_id.checked_add(1) {
+        Some(next) => end.extend_from_slice(&next.to_be_bytes()),
+        None => end = raft_state(group, b'D'),
+    }
+    (start, end)
+}
+
+pub const IDENTITY_KEY: &[u8] = b"identity";
+pub const REPLICA_PREFIX: &[u8] = b"replica/";
+
+pub fn local_replica(group: GroupId) -> Vec<u8> {
+    let mut k = REPLICA_PREFIX.to_vec();
+    k.extend_from_slice(&group.to_be_bytes());
+    k
+}
+
+pub fn local_replicas_range() -> (Vec<u8>, Vec<u8>) {
+    (REPLICA_PREFIX.to_vec(), b"replica0".to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_keys_sort_by_group_then_index() {
+        let mut keys = vec![
+            log_entry(2, 1),
+            log_entry(1, 300),
+            log_entry(1, 2),
+            log_entry(0, u64::MAX),
+        ];
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![
+                log_entry(0, u64::MAX),
+                log_entry(1, 2),
+                log_entry(1, 300),
+                log_entry(2, 1)
+            ]
+        );
+        let (s, e) = log_range(1, 0, None);
+        assert!(s <= log_entry(1, 0) && log_entry(1, u64::MAX) < e && log_entry(2, 0) >= e);
+        assert_eq!(log_index_of(&log_entry(7, 42)), Some(42));
+    }
+
+    #[test]
+    fn snapshot_chunk_ranges_do_not_overlap_other_keys() {
+        let (s, e) = snapshot_chunks_of(3, 9);
+        let inside = snapshot_chunk(3, 9, 0);
+        let next = snapshot_chunk(3, 10, 0);
+        assert!(s <= inside && inside < e && next >= e);
+        let (as_, ae) = snapshot_chunks_all(3);
+        assert!(snapshot_manifest(3) < as_ || snapshot_manifest(3) >= ae);
+        assert!(as_ <= inside && inside < ae);
+    }
+}

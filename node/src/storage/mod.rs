@@ -1,0 +1,23 @@
+//! Local storage of a node: one storage engine (sled in production) holding
+//! every group's Raft log, vote, snapshots and the node's own records, in
+//! trees per concern with group-prefixed keys.
+//!
+//! - [`engine`]: the seam. [`engine::StorageEngine`] is what the Raft log and
+//!   state machine see; sled implements it in production
+//!   ([`sled_engine`]), an in-memory engine with durable and pending layers
+//!   in the simulator and unit tests ([`memory_engine`]).
+//! - [`syncer`]: group commit. Many groups' appends and votes wait for one
+//!   shared flush + fsync.
+//! - [`keys`]: the key layout of every tree.
+
+pub mod engine;
+pub mod keys;
+pub mod memory_engine;
+pub mod sled_engine;
+pub mod syncer;
+
+pub use engine::SharedEngine;
+pub use engine::StorageEngine;
+pub use engine::Tree;
+pub use engine::WriteBatch;
+pub use syncer::Syncer;

@@ -1,0 +1,15 @@
+//! How a node talks to other nodes.
+//!
+//! - [`seam`]: the network seam. [`seam::Network`] opens and accepts byte
+//!   streams; TCP in production, turmoil's simulated TCP in the simulator.
+//!   Both tonic's client and server run on top of it, so the simulator
+//!   exercises the real gRPC stack.
+//! - [`peers`]: one tonic channel per peer node, shared by every group,
+//!   and the address book (node id → address).
+
+pub mod peers;
+pub mod seam;
+
+pub use peers::Peers;
+pub use seam::Network;
+pub use seam::TcpNetwork;

@@ -1,0 +1,139 @@
+//! One gRPC channel per peer address, shared by every Raft group and every
+//! node-to-node call, plus the address book that says where each node and
+//! each replica lives.
+//!
+//! Channels are lazy: created on first use, they connect on demand and
+//! reconnect by themselves. HTTP/2 keepalives close a connection to a peer
+//! that stopped answering, so calls fail fast instead of hanging.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Mutex;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use shadowstore_proto::peer::peer_client::PeerClient;
+use tonic::transport::Channel;
+use tonic::transport::Endpoint;
+
+use super::seam::SharedNetwork;
+use crate::ids::NodeId;
+use crate::ids::ReplicaId;
+use crate::ids::ReplicaNode;
+use crate::limits::GRPC_MESSAGE_BYTES_MAX;
+
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+
+pub struct Peers {
+    net: SharedNetwork,
+    channels: Mutex<HashMap<String, Channel>>,
+    nodes: RwLock<HashMap<NodeId, String>>,
+    replicas: RwLock<HashMap<ReplicaId, ReplicaNode>>,
+}
+
+impl Peers {
+    pub fn new(net: SharedNetwork) -> Self {
+        Peers {
+            net,
+            channels: Mutex::new(HashMap::new()),
+            nodes: RwLock::new(HashMap::new()),
+            replicas: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn network(&self) -> &SharedNetwork {
+        &self.net
+    }
+
+    /// The shared channel to `addr`, created on first use.
+    pub fn channel(&self, addr: &str) -> io::Result<Channel> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = connect_lazy(self.net.clone(), addr)?;
+        channels.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    pub fn client(&self, addr: &str) -> io::Result<PeerClient<Channel>> {
+        Ok(PeerClient::new(self.channel(addr)?)
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX))
+    }
+
+    pub fn set_node_addr(&self, node: NodeId, addr: &str) {
+        let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        if nodes.get(&node).map(String::as_str) != Some(addr) {
+            nodes.insert(node, addr.to_string());
+        }
+    }
+
+    pub fn node_addr(&self, node: NodeId) -> Option<String> {
+        self.nodes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node)
+            .cloned()
+    }
+
+    /// Remembers where a replica lives (from a group's membership).
+    pub fn note_replica(&self, replica: ReplicaId, node: &ReplicaNode) {
+        let known = self
+            .replicas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&replica)
+            == Some(node);
+        if !known {
+            self.replicas
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(replica, node.clone());
+        }
+    }
+
+    /// The node hosting `replica` and its address. The meta directory's
+    /// address for the node wins over the one recorded in the membership.
+    pub fn replica_addr(&self, replica: ReplicaId) -> Option<(NodeId, String)> {
+        let rn = self
+            .replicas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&replica)
+            .cloned()?;
+        let addr = self.node_addr(rn.node_id).unwrap_or(rn.addr);
+        Some((rn.node_id, addr))
+    }
+}
+
+/// A lazily connecting channel to `addr` over `net`.
+pub fn connect_lazy(net: SharedNetwork, addr: &str) -> io::Result<Channel> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bad address {addr:?}: {e}"),
+            )
+        })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
+    let target = addr.to_string();
+    let connector = tower::service_fn(move |_uri: http::Uri| {
+        let net = net.clone();
+        let target = target.clone();
+        async move {
+            let conn = net.connect(target).await?;
+            Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(conn))
+        }
+    });
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}

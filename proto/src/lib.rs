@@ -1,0 +1,27 @@
+//! Generated gRPC types for shadowstore.
+//!
+//! `v1` is the public API every node serves and the client library speaks;
+//! `peer` is the node-to-node service (Raft traffic for all groups on one
+//! channel per peer, joins and failure detection). The `.proto` sources in
+//! `proto/` are the reference; this crate only compiles them.
+
+#![allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
+
+pub mod v1 {
+    tonic::include_proto!("shadowstore.v1");
+}
+
+pub mod peer {
+    tonic::include_proto!("shadowstore.peer.v1");
+}
+
+/// Encoded `FileDescriptorSet` of every service, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/shadowstore_descriptor.bin"));
+
+/// Response metadata key carrying the address of the current leader of the
+/// group a request was about, set on UNAVAILABLE answers.
+pub const LEADER_ADDRESS_METADATA: &str = "x-shadowstore-leader";
+/// Response metadata key carrying a retry hint in milliseconds, set on
+/// RESOURCE_EXHAUSTED and UNAVAILABLE answers where waiting helps.
+pub const RETRY_AFTER_MS_METADATA: &str = "x-shadowstore-retry-after-ms";
