@@ -1,1 +1,39 @@
+//! Rust client for shadowstore.
+//!
+//! A [`Client`] talks to any node of a cluster. It finds the node that
+//! serves each request (resource groups and the meta group each have their
+//! own leader), remembers it per resource, follows redirects, and retries
+//! with jittered backoff inside a total deadline. Every write carries a
+//! request id, so a write retried after a lost answer is applied once.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), shadowstore_client::Error> {
+//! use shadowstore_client::{Client, ReadOptions};
+//!
+//! let client = Client::connect(["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"]).await?;
+//! client.create_resource("catalog", 3).await?;
+//! let v1 = client.put("catalog", "en/mobile", b"hello".to_vec()).await?;
+//! let read = client.get("catalog", "en/mobile").await?;
+//! assert_eq!(read.version, v1);
+//! assert_eq!(&read.value[..], b"hello");
+//!
+//! // Optimistic concurrency: only overwrite the version we read.
+//! client.put_if("catalog", "en/mobile", b"hello again".to_vec(), read.version).await?;
+//!
+//! // A read any replica may serve, at most 500 ms stale.
+//! let stale = client.get_with("catalog", "en/mobile", ReadOptions::stale_ok(500)).await?;
+//! # let _ = stale;
+//! # Ok(())
+//! # }
+//! ```
 
+mod client;
+mod error;
+mod request_ids;
+
+pub use client::Client;
+pub use client::ClientOptions;
+pub use client::GetResult;
+pub use client::ReadOptions;
+pub use error::Error;
+pub use shadowstore_proto::v1;

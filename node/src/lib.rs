@@ -12,12 +12,16 @@
 //! - [`transport`]: the network seam and the peer channels.
 //! - [`clock`], [`rng`]: the time and randomness seams.
 
+pub mod api;
 pub mod clock;
 pub mod codec;
+pub mod config;
 pub mod dedup;
+pub mod group;
 pub mod ids;
 pub mod limits;
 pub mod meta;
+pub mod node;
 pub mod raft;
 pub mod resource;
 pub mod rng;

@@ -1,1 +1,130 @@
-fn main() {}
+//! `shadowstore`: runs one node.
+//!
+//! Configuration comes from `--config FILE` (TOML, see deploy/), overridden
+//! by `SHADOWSTORE_*` environment variables and then by flags. The node
+//! runs until SIGINT or SIGTERM, then stops its groups and syncs storage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use shadowstore_node::config::NodeConfig;
+use shadowstore_node::node::Node;
+use shadowstore_node::node::Seams;
+
+#[derive(Parser, Debug)]
+#[command(name = "shadowstore", version, about = "A shadowstore node")]
+struct Args {
+    /// TOML configuration file.
+    #[arg(long, env = "SHADOWSTORE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (sled files and the node's identity).
+    #[arg(long, env = "SHADOWSTORE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on, host:port.
+    #[arg(long, env = "SHADOWSTORE_LISTEN")]
+    listen: Option<String>,
+    /// Address other nodes and clients use, if not the listen address.
+    #[arg(long, env = "SHADOWSTORE_ADVERTISE")]
+    advertise: Option<String>,
+    /// Create a new cluster if this node has no identity yet.
+    #[arg(long, env = "SHADOWSTORE_BOOTSTRAP")]
+    bootstrap: bool,
+    /// Members to join through (comma separated) if this node has no identity yet.
+    #[arg(long, env = "SHADOWSTORE_JOIN", value_delimiter = ',')]
+    join: Vec<String>,
+    /// Region label of this node.
+    #[arg(long, env = "SHADOWSTORE_REGION")]
+    region: Option<String>,
+    /// Reads per second this node serves before shedding.
+    #[arg(long, env = "SHADOWSTORE_READ_CAPACITY_RPS")]
+    read_capacity_rps: Option<u64>,
+    /// tracing filter, e.g. "info" or "shadowstore_node=debug".
+    #[arg(long, env = "SHADOWSTORE_LOG")]
+    log: Option<String>,
+}
+
+fn load(args: Args) -> anyhow::Result<NodeConfig> {
+    let mut c = match &args.config {
+        Some(p) => NodeConfig::from_file(p)?,
+        None => NodeConfig::default(),
+    };
+    if let Some(v) = args.data_dir {
+        c.data_dir = v;
+    }
+    if let Some(v) = args.listen {
+        c.listen_addr = v;
+    }
+    if let Some(v) = args.advertise {
+        c.advertise_addr = Some(v);
+    }
+    if args.bootstrap {
+        c.bootstrap = true;
+    }
+    if !args.join.is_empty() {
+        c.join = args.join;
+    }
+    if let Some(v) = args.region {
+        c.region = v;
+    }
+    if let Some(v) = args.read_capacity_rps {
+        c.read_capacity_rps = v;
+    }
+    if let Some(v) = args.log {
+        c.log = v;
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.display().to_string();
+    let mut node = Node::start(config, Seams::production())
+        .await
+        .with_context(|| format!("starting node with data dir {data_dir}"))?;
+    println!("shadowstore node listening on {}", node.addr());
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing SIGTERM handler")?;
+    tokio::select! {
+        r = node.serve_until_stopped() => r.context("gRPC server stopped")?,
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shadowstore: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shadowstore: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shadowstore: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -162,6 +162,8 @@ pub struct MetaState {
     pub resources: BTreeMap<String, ResourceRecord>,
     /// group id → resource name.
     pub groups: BTreeMap<GroupId, String>,
+    /// Nodes replaced by a new registration from their address.
+    pub retired_nodes: BTreeSet<NodeId>,
     pub next_node_id: NodeId,
     pub next_replica_id: ReplicaId,
     pub next_group_id: GroupId,
@@ -174,6 +176,7 @@ impl Default for MetaState {
             nodes: BTreeMap::new(),
             resources: BTreeMap::new(),
             groups: BTreeMap::new(),
+            retired_nodes: BTreeSet::new(),
             next_node_id: BOOTSTRAP_NODE_ID + 1,
             next_replica_id: BOOTSTRAP_META_REPLICA_ID + 1,
             next_group_id: 1,
@@ -246,13 +249,18 @@ impl MetaState {
                         ),
                     };
                 }
-                if let Some(n) = self.nodes.values().find(|n| n.labels.addr == labels.addr) {
-                    return MetaResponse::Rejected {
-                        reason: format!(
-                            "address {} belongs to node {}; a node with its data directory keeps its identity",
-                            labels.addr, n.node_id
-                        ),
-                    };
+                // A new registration from the address of a member means that
+                // member lost its data directory and came back as a new
+                // node: the old identity is retired, never reused.
+                let replaced: Vec<NodeId> = self
+                    .nodes
+                    .values()
+                    .filter(|n| n.labels.addr == labels.addr)
+                    .map(|n| n.node_id)
+                    .collect();
+                for old in replaced {
+                    self.nodes.remove(&old);
+                    self.retired_nodes.insert(old);
                 }
                 let node_id = self.next_node_id;
                 let meta_replica_id = self.next_replica_id;
@@ -504,14 +512,36 @@ mod tests {
     }
 
     #[test]
-    fn address_of_a_member_cannot_register_again() {
+    fn new_registration_from_a_members_address_retires_the_old_identity() {
         let mut s = cluster(2);
         let r = s.apply(&MetaCommand::RegisterNode {
             request: RequestId::default(),
             now_ms: 2,
             labels: labels("a:2"),
         });
-        assert!(matches!(r, MetaResponse::Rejected { .. }));
+        assert!(
+            matches!(r, MetaResponse::Registered { node_id: 3, .. }),
+            "{r:?}"
+        );
+        assert_eq!(s.nodes.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+        assert!(s.retired_nodes.contains(&2));
+    }
+
+    #[test]
+    fn retried_join_registers_once() {
+        let mut s = cluster(1);
+        let request = RequestId {
+            client_id: 99,
+            seq: 1,
+            first_incomplete_seq: 1,
+        };
+        let cmd = MetaCommand::RegisterNode {
+            request,
+            now_ms: 5,
+            labels: labels("a:9"),
+        };
+        let first = s.apply(&cmd);
+        assert_eq!(s.apply(&cmd), first);
         assert_eq!(s.nodes.len(), 2);
     }
 }

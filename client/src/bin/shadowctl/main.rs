@@ -1,1 +1,268 @@
-fn main() {}
+//! `shadowctl`: operate a shadowstore cluster.
+//!
+//! Every command talks to the cluster through `--endpoints` (or
+//! `SHADOWSTORE_ENDPOINTS`); `demo` starts a local cluster of real node
+//! processes. Errors name the problem and exit non-zero (2 for bad usage or
+//! input, 1 for failures reported by the cluster or the system).
+
+mod bench;
+mod demo;
+mod output;
+
+use std::io::Read;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use clap::Subcommand;
+use output::Output;
+use shadowstore_client::Client;
+use shadowstore_client::ClientOptions;
+use shadowstore_client::ReadOptions;
+
+pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103";
+
+#[derive(Parser, Debug)]
+#[command(name = "shadowctl", version, about = "Operate a shadowstore cluster")]
+struct Cli {
+    /// Cluster nodes, comma separated host:port.
+    #[arg(long, global = true, env = "SHADOWSTORE_ENDPOINTS", default_value = DEFAULT_ENDPOINTS, value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Total time a command may take, retries included, in seconds.
+    #[arg(long, global = true, default_value_t = 15)]
+    timeout_secs: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create, delete, describe and list resources.
+    #[command(subcommand)]
+    Resource(ResourceCmd),
+    /// Write a variant from FILE, or standard input if FILE is "-" or absent.
+    Put {
+        resource: String,
+        variant: String,
+        file: Option<PathBuf>,
+        /// Only write if the variant's current version is this (0: absent).
+        #[arg(long)]
+        if_version: Option<u64>,
+    },
+    /// Read a variant to standard output or to a file.
+    Get {
+        resource: String,
+        variant: String,
+        /// Write the bytes to this file instead of standard output.
+        #[arg(short = 'o', long = "out")]
+        out: Option<PathBuf>,
+        /// A retained version instead of the latest.
+        #[arg(long)]
+        version: Option<u64>,
+        /// Accept a read from any replica at most this many ms stale.
+        #[arg(long)]
+        max_staleness_ms: Option<u64>,
+    },
+    /// Delete a variant.
+    Delete {
+        resource: String,
+        variant: String,
+        #[arg(long)]
+        if_version: Option<u64>,
+    },
+    /// List a resource's variants.
+    Variants { resource: String },
+    /// Show the cluster's nodes, their health and the groups they lead.
+    Status,
+    /// Measure put or get throughput and latency against a cluster.
+    Bench(bench::BenchArgs),
+    /// Start a local cluster of real node processes and run a demo workload.
+    Demo(demo::DemoCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ResourceCmd {
+    Create {
+        name: String,
+        /// Primary replicas: 3 or 5.
+        #[arg(long, short = 'r', default_value_t = 3)]
+        replication_factor: u32,
+    },
+    Delete {
+        name: String,
+    },
+    Describe {
+        name: String,
+    },
+    List,
+}
+
+async fn client(cli: &Cli) -> anyhow::Result<Client> {
+    let options = ClientOptions {
+        total_deadline: Duration::from_secs(cli.timeout_secs),
+        ..ClientOptions::default()
+    };
+    Client::connect_with(&cli.endpoints, options)
+        .await
+        .with_context(|| format!("cannot reach the cluster at {}", cli.endpoints.join(",")))
+}
+
+fn read_input(file: &Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
+    match file {
+        Some(p) if p.as_os_str() != "-" => {
+            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+        }
+        _ => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("cannot read standard input")?;
+            Ok(buf)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = cli.output;
+    match &cli.command {
+        Command::Demo(cmd) => return demo::run(cmd, out).await,
+        Command::Bench(args) => return bench::run(&cli.endpoints, args, out).await,
+        _ => {}
+    }
+    let c = client(&cli).await?;
+    match &cli.command {
+        Command::Resource(ResourceCmd::Create {
+            name,
+            replication_factor,
+        }) => {
+            let info = c.create_resource(name, *replication_factor).await?;
+            out.resource_info(&info);
+        }
+        Command::Resource(ResourceCmd::Delete { name }) => {
+            c.delete_resource(name).await?;
+            out.message(
+                &format!("deleted resource {name}"),
+                serde_json::json!({"deleted": name}),
+            );
+        }
+        Command::Resource(ResourceCmd::Describe { name }) => {
+            let d = c.describe_resource(name).await?;
+            out.describe(&d);
+        }
+        Command::Resource(ResourceCmd::List) => {
+            let list = c.list_resources().await?;
+            out.resource_list(&list);
+        }
+        Command::Put {
+            resource,
+            variant,
+            file,
+            if_version,
+        } => {
+            let bytes = read_input(file)?;
+            let len = bytes.len();
+            let version = match if_version {
+                Some(v) => c.put_if(resource, variant, bytes, *v).await?,
+                None => c.put(resource, variant, bytes).await?,
+            };
+            out.message(
+                &format!("{resource}/{variant}: wrote {len} bytes as version {version}"),
+                serde_json::json!({"resource": resource, "variant": variant, "version": version, "size_bytes": len}),
+            );
+        }
+        Command::Get {
+            resource,
+            variant,
+            out: file,
+            version,
+            max_staleness_ms,
+        } => {
+            let mut opts = match max_staleness_ms {
+                Some(ms) => ReadOptions::stale_ok(*ms),
+                None => ReadOptions::linearizable(),
+            };
+            opts.version = *version;
+            let r = c.get_with(resource, variant, opts).await?;
+            match file {
+                Some(p) => {
+                    std::fs::write(p, &r.value)
+                        .with_context(|| format!("cannot write {}", p.display()))?;
+                    out.message(
+                        &format!("{resource}/{variant}: version {} ({} bytes) written to {}", r.version, r.value.len(), p.display()),
+                        serde_json::json!({"version": r.version, "size_bytes": r.value.len(), "file": p}),
+                    );
+                }
+                None => match out {
+                    Output::Json => out.message(
+                        "",
+                        serde_json::json!({"version": r.version, "served_by_node": r.served_by_node,
+                            "value": String::from_utf8_lossy(&r.value)}),
+                    ),
+                    Output::Text => {
+                        std::io::stdout()
+                            .write_all(&r.value)
+                            .context("cannot write standard output")?;
+                    }
+                },
+            }
+        }
+        Command::Delete {
+            resource,
+            variant,
+            if_version,
+        } => {
+            let version = match if_version {
+                Some(v) => c.delete_if(resource, variant, *v).await?,
+                None => c.delete(resource, variant).await?,
+            };
+            out.message(
+                &format!("{resource}/{variant}: deleted (version {version})"),
+                serde_json::json!({"resource": resource, "variant": variant, "version": version}),
+            );
+        }
+        Command::Variants { resource } => {
+            let v = c.list_variants(resource).await?;
+            out.variants(&v);
+        }
+        Command::Status => {
+            let s = c.cluster_status().await?;
+            out.status(&s);
+        }
+        Command::Demo(_) | Command::Bench(_) => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shadowctl: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shadowctl: {e:#}");
+            let usage = e
+                .downcast_ref::<shadowstore_client::Error>()
+                .is_some_and(|ce| matches!(ce.code(), tonic::Code::InvalidArgument));
+            if usage {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! `shadowctl bench put|get`: closed-loop load from N concurrent clients.
+//!
+//! Each client task repeatedly writes (or reads) one variant of one of
+//! `--resources` resources, for `--duration` seconds after a warm-up, and
+//! records every latency. Tasks share `--connections` client instances
+//! (each one HTTP/2 connection per node). Prints throughput and latency
+//! percentiles; docs/BENCHMARKS.md records results with their command
+//! lines.
+
+use std::time::Duration;
+use std::time::Instant;
+
+use anyhow::Context;
+use anyhow::bail;
+use clap::Args;
+use clap::ValueEnum;
+use shadowstore_client::Client;
+use shadowstore_client::ClientOptions;
+use shadowstore_client::ReadOptions;
+
+use crate::output::Output;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    Put,
+    Get,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    workload: Workload,
+    /// Concurrent client tasks.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Warm-up seconds, not measured.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Resources the load is spread over (bench-0, bench-1, ...).
+    #[arg(long, default_value_t = 8)]
+    resources: usize,
+    /// Client instances (connections per node) shared by the tasks.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Gets: accept reads at most this many ms stale instead of linearizable.
+    #[arg(long)]
+    max_staleness_ms: Option<u64>,
+}
+
+struct TaskResult {
+    latencies_us: Vec<u32>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx] as f64 / 1000.0
+}
+
+pub async fn run(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow::Result<()> {
+    if args.clients == 0 || args.resources == 0 || args.connections == 0 || args.duration == 0 {
+        bail!("--clients, --resources, --connections and --duration must be positive");
+    }
+    if args.value_size > 64 * 1024 {
+        bail!(
+            "--value-size {} exceeds the 65536-byte inline limit",
+            args.value_size
+        );
+    }
+    let options = ClientOptions {
+        total_deadline: Duration::from_secs(10),
+        ..ClientOptions::default()
+    };
+    let clients: Vec<Client> = (0..args.connections)
+        .map(|_| Client::new_lazy(endpoints, options.clone()))
+        .collect::<Result<_, _>>()?;
+    let setup = &clients[0];
+    setup
+        .cluster_status()
+        .await
+        .context("cannot reach the cluster")?;
+    let resources: Vec<String> = (0..args.resources).map(|i| format!("bench-{i}")).collect();
+    for r in &resources {
+        match setup.create_resource(r, 3).await {
+            Ok(_) => {}
+            Err(e) if e.code() == tonic::Code::AlreadyExists => {
+                setup.wait_for_leader(r, Duration::from_secs(10)).await?
+            }
+            Err(e) => return Err(e).with_context(|| format!("creating {r}")),
+        }
+    }
+    let value: bytes::Bytes = (0..args.value_size)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    if args.workload == Workload::Get {
+        for t in 0..args.clients {
+            let r = &resources[t % resources.len()];
+            setup
+                .put(r, &format!("v{t}"), value.clone())
+                .await
+                .with_context(|| format!("preparing {r}/v{t}"))?;
+        }
+    }
+    let start = Instant::now();
+    let warm_end = start + Duration::from_secs(args.warmup);
+    let end = warm_end + Duration::from_secs(args.duration);
+    let mut handles = Vec::new();
+    for t in 0..args.clients {
+        let client = clients[t % clients.len()].clone();
+        let resource = resources[t % resources.len()].clone();
+        let variant = format!("v{t}");
+        let value = value.clone();
+        let workload = args.workload;
+        let read = match args.max_staleness_ms {
+            Some(ms) => ReadOptions::stale_ok(ms),
+            None => ReadOptions::linearizable(),
+        };
+        handles.push(tokio::spawn(async move {
+            let mut res = TaskResult {
+                latencies_us: Vec::with_capacity(1 << 16),
+                errors: 0,
+                first_error: None,
+            };
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                let r = match workload {
+                    Workload::Put => client
+                        .put(&resource, &variant, value.clone())
+                        .await
+                        .map(|_| ()),
+                    Workload::Get => client
+                        .get_with(&resource, &variant, read.clone())
+                        .await
+                        .map(|_| ()),
+                };
+                let t1 = Instant::now();
+                if t0 < warm_end || t1 > end {
+                    continue;
+                }
+                match r {
+                    Ok(()) => res
+                        .latencies_us
+                        .push((t1 - t0).as_micros().min(u32::MAX as u128) as u32),
+                    Err(e) => {
+                        res.errors += 1;
+                        res.first_error.get_or_insert_with(|| e.to_string());
+                    }
+                }
+            }
+            res
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    for h in handles {
+        let r = h.await.context("bench task panicked")?;
+        all.extend(r.latencies_us);
+        errors += r.errors;
+        if first_error.is_none() {
+            first_error = r.first_error;
+        }
+    }
+    all.sort_unstable();
+    let ops = all.len() as f64;
+    let secs = args.duration as f64;
+    let throughput = ops / secs;
+    let (p50, p99, p999, max) = (
+        percentile(&all, 0.50),
+        percentile(&all, 0.99),
+        percentile(&all, 0.999),
+        all.last().copied().unwrap_or(0) as f64 / 1000.0,
+    );
+    let kind = match (args.workload, args.max_staleness_ms) {
+        (Workload::Put, _) => "put".to_string(),
+        (Workload::Get, None) => "get (linearizable)".to_string(),
+        (Workload::Get, Some(ms)) => format!("get (stale <= {ms} ms)"),
+    };
+    match out {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({"workload": kind, "clients": args.clients, "value_size": args.value_size,
+                "resources": args.resources, "connections": args.connections, "duration_s": args.duration,
+                "ops": all.len(), "ops_per_s": throughput, "errors": errors,
+                "latency_ms": {"p50": p50, "p99": p99, "p999": p999, "max": max}})
+        ),
+        Output::Text => {
+            println!(
+                "{kind}: {} clients, {} B values, {} resources, {} connections, {} s",
+                args.clients, args.value_size, args.resources, args.connections, args.duration
+            );
+            println!(
+                "  {:.0} ops/s ({} ops, {errors} errors)",
+                throughput,
+                all.len()
+            );
+            println!("  latency ms: p50 {p50:.2}  p99 {p99:.2}  p99.9 {p999:.2}  max {max:.2}");
+            if let Some(e) = first_error {
+                println!("  first error: {e}");
+            }
+        }
+    }
+    Ok(())
+}

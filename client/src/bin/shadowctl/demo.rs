@@ -1,0 +1,388 @@
+//! `shadowctl demo`: a local cluster of real `shadowstore` processes on
+//! loopback, with a short demo workload.
+//!
+//! Node i (1-based) listens on 127.0.0.1:(base_port + i) and keeps its data,
+//! config and log under `<dir>/node<i>`. Node 1 bootstraps the cluster, the
+//! others join through it. Without `--detach` the cluster runs until Ctrl-C;
+//! with it, `shadowctl demo down` stops it later (pids are kept in
+//! `<dir>/pids`).
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use anyhow::bail;
+use clap::Args;
+use clap::Subcommand;
+use shadowstore_client::Client;
+use shadowstore_client::ClientOptions;
+
+use crate::output::Output;
+
+#[derive(Args, Debug)]
+pub struct DemoCmd {
+    #[command(subcommand)]
+    action: Option<DemoAction>,
+    #[command(flatten)]
+    args: DemoArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum DemoAction {
+    /// Stop a cluster started with --detach.
+    Down {
+        /// Also delete the cluster's data.
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Number of node processes (3 or more).
+    #[arg(long, default_value_t = 3)]
+    nodes: u16,
+    /// Directory for the nodes' data, configs and logs.
+    #[arg(long, default_value = ".demo", global = true)]
+    dir: PathBuf,
+    /// Node i listens on base_port + i.
+    #[arg(long, default_value_t = 7100)]
+    base_port: u16,
+    /// Return once the cluster is up and leave it running.
+    #[arg(long)]
+    detach: bool,
+    /// Skip the demo workload.
+    #[arg(long)]
+    no_workload: bool,
+    /// The node binary (default: `shadowstore` next to this executable).
+    #[arg(long, env = "SHADOWSTORE_NODE_BIN")]
+    node_binary: Option<PathBuf>,
+}
+
+const REGIONS: [&str; 3] = ["us-east", "us-west", "eu-west"];
+const READY_WAIT: Duration = Duration::from_secs(60);
+
+fn node_binary(args: &DemoArgs) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &args.node_binary {
+        return Ok(p.clone());
+    }
+    let me = std::env::current_exe().context("cannot locate shadowctl's own executable")?;
+    let candidate = me.with_file_name("shadowstore");
+    if candidate.exists() {
+        return Ok(candidate);
+    }
+    bail!(
+        "cannot find the node binary at {}; build it with `cargo build --release` or pass --node-binary",
+        candidate.display()
+    )
+}
+
+fn pids_file(dir: &Path) -> PathBuf {
+    dir.join("pids")
+}
+
+fn alive(pid: i32) -> bool {
+    // Signal 0 checks existence and permission without sending anything.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+fn read_pids(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(pids_file(dir))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn stop(pids: &[i32]) {
+    for &p in pids {
+        unsafe {
+            libc::kill(p, libc::SIGTERM);
+        }
+    }
+    for _ in 0..100 {
+        if pids.iter().all(|&p| !alive(p)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for &p in pids {
+        if alive(p) {
+            unsafe {
+                libc::kill(p, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn endpoints(args: &DemoArgs) -> Vec<String> {
+    (1..=args.nodes)
+        .map(|i| format!("127.0.0.1:{}", args.base_port + i))
+        .collect()
+}
+
+fn write_config(args: &DemoArgs, i: u16) -> anyhow::Result<PathBuf> {
+    let dir = args.dir.join(format!("node{i}"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let data = dir.join("data");
+    let addr = format!("127.0.0.1:{}", args.base_port + i);
+    let join = if i == 1 {
+        String::new()
+    } else {
+        format!("\"127.0.0.1:{}\"", args.base_port + 1)
+    };
+    let text = format!(
+        "# Written by `shadowctl demo`.\n\
+         data_dir = {data:?}\n\
+         listen_addr = \"{addr}\"\n\
+         bootstrap = {bootstrap}\n\
+         join = [{join}]\n\
+         region = \"{region}\"\n\
+         read_capacity_rps = 20000\n",
+        data = data.display().to_string(),
+        bootstrap = i == 1,
+        region = REGIONS[(i as usize - 1) % REGIONS.len()],
+    );
+    let path = dir.join("node.toml");
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+fn spawn_node(bin: &Path, config: &Path, log: &Path) -> anyhow::Result<Child> {
+    let log_file =
+        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let err_file = log_file
+        .try_clone()
+        .context("cannot duplicate log file handle")?;
+    std::process::Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(err_file)
+        // Own process group: a Ctrl-C in the terminal reaches shadowctl,
+        // which stops the nodes in order, not the nodes directly.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+async fn wait_ready(args: &DemoArgs, children: &mut [Child]) -> anyhow::Result<Client> {
+    let eps = endpoints(args);
+    let deadline = tokio::time::Instant::now() + READY_WAIT;
+    let options = ClientOptions {
+        total_deadline: Duration::from_secs(2),
+        ..ClientOptions::default()
+    };
+    let client = Client::new_lazy(&eps, options)?;
+    let want_voters = (args.nodes as usize).min(5);
+    loop {
+        for (i, c) in children.iter_mut().enumerate() {
+            if let Some(status) = c.try_wait().context("cannot poll node process")? {
+                let log = args.dir.join(format!("node{}", i + 1)).join("node.log");
+                bail!(
+                    "node {} exited with {status} during start-up; its log ends with:\n{}",
+                    i + 1,
+                    log_tail(&log)
+                );
+            }
+        }
+        if let Ok(s) = client.cluster_status().await {
+            let voters = s.nodes.iter().filter(|n| n.meta_voter).count();
+            let healthy = s
+                .nodes
+                .iter()
+                .all(|n| n.health == "up" || n.health == "self");
+            if s.nodes.len() == args.nodes as usize && voters == want_voters && healthy {
+                return Ok(Client::new_lazy(&eps, ClientOptions::default())?);
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "cluster not ready after {READY_WAIT:?}; see the logs under {}",
+                args.dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn workload(client: &Client, out: Output) -> anyhow::Result<()> {
+    let resource = "demo-catalog";
+    println!("\n== demo workload");
+    match client.create_resource(resource, 3).await {
+        Ok(info) => out.resource_info(&info),
+        Err(e) if e.code() == tonic::Code::AlreadyExists => {
+            println!("resource {resource} exists already")
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let variants = ["en/mobile", "en/desktop", "de/mobile", "de/desktop"];
+    for (i, v) in variants.iter().enumerate() {
+        let body = format!(
+            "{{\"variant\":\"{v}\",\"title\":\"product {i}\",\"price_cents\":{}}}",
+            999 + i * 100
+        );
+        let version = client.put(resource, v, body.into_bytes()).await?;
+        println!("put {resource}/{v} -> version {version}");
+    }
+    let read = client.get(resource, "en/mobile").await?;
+    println!(
+        "get {resource}/en/mobile -> version {} from node {}: {}",
+        read.version,
+        read.served_by_node,
+        String::from_utf8_lossy(&read.value)
+    );
+    let v2 = client
+        .put_if(
+            resource,
+            "en/mobile",
+            b"{\"variant\":\"en/mobile\",\"title\":\"product 0 (sale)\"}".to_vec(),
+            read.version,
+        )
+        .await?;
+    println!(
+        "conditional put on version {} -> version {v2}",
+        read.version
+    );
+    match client
+        .put_if(resource, "en/mobile", b"stale".to_vec(), read.version)
+        .await
+    {
+        Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+            println!(
+                "conditional put on the old version {} refused: {}",
+                read.version, e
+            )
+        }
+        other => bail!("expected a refused conditional put, got {other:?}"),
+    }
+    println!("\n== shadowctl variants {resource}");
+    out.variants(&client.list_variants(resource).await?);
+    println!("\n== shadowctl resource describe {resource}");
+    out.describe(&client.describe_resource(resource).await?);
+    println!("\n== shadowctl status");
+    out.status(&client.cluster_status().await?);
+    Ok(())
+}
+
+pub async fn run(cmd: &DemoCmd, out: Output) -> anyhow::Result<()> {
+    let args = &cmd.args;
+    if let Some(DemoAction::Down { purge }) = &cmd.action {
+        let pids = read_pids(&args.dir);
+        let running: Vec<i32> = pids.into_iter().filter(|p| alive(*p)).collect();
+        if running.is_empty() {
+            println!("no demo cluster is running in {}", args.dir.display());
+        } else {
+            stop(&running);
+            println!("stopped {} node processes", running.len());
+        }
+        let _ = std::fs::remove_file(pids_file(&args.dir));
+        if *purge {
+            std::fs::remove_dir_all(&args.dir)
+                .with_context(|| format!("cannot remove {}", args.dir.display()))?;
+            println!("removed {}", args.dir.display());
+        }
+        return Ok(());
+    }
+    if args.nodes < 3 {
+        bail!("--nodes must be at least 3, got {}", args.nodes);
+    }
+    if args.base_port.checked_add(args.nodes).is_none() {
+        bail!(
+            "--base-port {} + --nodes {} exceeds the port range",
+            args.base_port,
+            args.nodes
+        );
+    }
+    let running: Vec<i32> = read_pids(&args.dir)
+        .into_iter()
+        .filter(|p| alive(*p))
+        .collect();
+    if !running.is_empty() {
+        bail!(
+            "a demo cluster is already running from {} (pids {running:?}); stop it with `shadowctl demo down --dir {}`",
+            args.dir.display(),
+            args.dir.display()
+        );
+    }
+    let bin = node_binary(args)?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let mut children = Vec::new();
+    for i in 1..=args.nodes {
+        let config = write_config(args, i)?;
+        let log = args.dir.join(format!("node{i}")).join("node.log");
+        match spawn_node(&bin, &config, &log) {
+            Ok(c) => children.push(c),
+            Err(e) => {
+                stop(&children.iter().map(|c| c.id() as i32).collect::<Vec<_>>());
+                return Err(e);
+            }
+        }
+        if i == 1 {
+            // Let node 1 bootstrap before the others try to join it.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let pids: Vec<i32> = children.iter().map(|c| c.id() as i32).collect();
+    let pid_text: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+    std::fs::write(pids_file(&args.dir), pid_text.join("\n"))
+        .context("cannot write the pids file")?;
+    let client = match wait_ready(args, &mut children).await {
+        Ok(c) => c,
+        Err(e) => {
+            stop(&pids);
+            let _ = std::fs::remove_file(pids_file(&args.dir));
+            return Err(e);
+        }
+    };
+    let eps = endpoints(args).join(",");
+    println!("shadowstore demo cluster: {} nodes up", args.nodes);
+    println!("endpoints: {eps}");
+    println!("data, configs and logs: {}", args.dir.display());
+    if !args.no_workload {
+        if let Err(e) = workload(&client, out).await {
+            eprintln!("demo workload failed: {e:#}");
+        }
+    }
+    println!();
+    println!("try: SHADOWSTORE_ENDPOINTS={eps} shadowctl status");
+    if args.detach {
+        println!(
+            "running in the background; stop with `shadowctl demo down --dir {}`",
+            args.dir.display()
+        );
+        return Ok(());
+    }
+    println!("press Ctrl-C to stop the cluster");
+    let exited = tokio::task::spawn_blocking(move || {
+        loop {
+            for (i, c) in children.iter_mut().enumerate() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    return Some((i + 1, status));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => println!("\nstopping the cluster"),
+        r = exited => if let Ok(Some((i, status))) = r {
+            eprintln!("node {i} exited with {status}; stopping the cluster");
+        },
+    }
+    stop(&pids);
+    let _ = std::fs::remove_file(pids_file(&args.dir));
+    Ok(())
+}

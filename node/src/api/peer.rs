@@ -1,0 +1,225 @@
+//! The node-to-node `Peer` service: Raft messages for any group, joins,
+//! read indexes for follower reads, and pings for the failure detector.
+//!
+//! A Raft message is delivered only to the replica it names: a message for
+//! a group this node does not host, or for another replica id of it (a
+//! replica that was replaced), is refused with NOT_FOUND, which the sender
+//! treats as "unreachable, back off".
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use openraft::ReadPolicy;
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::AppendEntriesResponse;
+use openraft::raft::TransferLeaderRequest;
+use openraft::raft::VoteRequest;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shadowstore_proto::peer::JoinRequest;
+use shadowstore_proto::peer::JoinResponse;
+use shadowstore_proto::peer::PingRequest;
+use shadowstore_proto::peer::PingResponse;
+use shadowstore_proto::peer::RaftEnvelope;
+use shadowstore_proto::peer::ReadIndexRequest;
+use shadowstore_proto::peer::ReadIndexResponse;
+use shadowstore_proto::peer::SnapshotChunk;
+use shadowstore_proto::peer::peer_server::Peer;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+use tonic::Streaming;
+
+use super::status;
+use crate::codec;
+use crate::group::Group;
+use crate::limits::SNAPSHOT_BYTES_MAX;
+use crate::node::NodeCtx;
+use crate::raft::Snapshot;
+use crate::raft::SnapshotMeta;
+use crate::raft::TypeConfig;
+use crate::raft::Vote;
+
+pub struct PeerService {
+    ctx: Arc<NodeCtx>,
+}
+
+impl PeerService {
+    pub fn new(ctx: Arc<NodeCtx>) -> Self {
+        PeerService { ctx }
+    }
+
+    fn group_for(&self, env: &RaftEnvelope) -> Result<Arc<Group>, Status> {
+        let g = self.ctx.registry.get(env.group_id).ok_or_else(|| {
+            Status::not_found(format!("group {} is not hosted here", env.group_id))
+        })?;
+        if g.replica_id != env.target_replica_id {
+            return Err(Status::not_found(format!(
+                "group {} is hosted here as replica {}, not {}",
+                env.group_id, g.replica_id, env.target_replica_id
+            )));
+        }
+        Ok(g)
+    }
+}
+
+fn decode<T: DeserializeOwned>(what: &'static str, b: &[u8]) -> Result<T, Status> {
+    codec::decode(what, b).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+fn reply<T: Serialize>(
+    env: &RaftEnvelope,
+    what: &'static str,
+    v: &T,
+) -> Result<Response<RaftEnvelope>, Status> {
+    let payload = codec::encode(what, v).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftEnvelope {
+        group_id: env.group_id,
+        target_replica_id: env.target_replica_id,
+        payload: payload.into(),
+    }))
+}
+
+fn fatal(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("replica stopped: {e}"))
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn raft_append(
+        &self,
+        req: Request<RaftEnvelope>,
+    ) -> Result<Response<RaftEnvelope>, Status> {
+        let env = req.into_inner();
+        let g = self.group_for(&env)?;
+        g.touch();
+        let rpc: AppendEntriesRequest<TypeConfig> = decode("append entries", &env.payload)?;
+        let resp = g.raft.append_entries(rpc).await.map_err(fatal)?;
+        if matches!(
+            resp,
+            AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)
+        ) {
+            g.note_leader_contact();
+        }
+        reply(&env, "append response", &resp)
+    }
+
+    async fn raft_vote(
+        &self,
+        req: Request<RaftEnvelope>,
+    ) -> Result<Response<RaftEnvelope>, Status> {
+        let env = req.into_inner();
+        let g = self.group_for(&env)?;
+        g.touch();
+        let rpc: VoteRequest<TypeConfig> = decode("vote", &env.payload)?;
+        let resp = g.raft.vote(rpc).await.map_err(fatal)?;
+        reply(&env, "vote response", &resp)
+    }
+
+    async fn raft_pre_vote(
+        &self,
+        req: Request<RaftEnvelope>,
+    ) -> Result<Response<RaftEnvelope>, Status> {
+        let env = req.into_inner();
+        let g = self.group_for(&env)?;
+        g.touch();
+        let rpc: VoteRequest<TypeConfig> = decode("pre-vote", &env.payload)?;
+        let resp = g.raft.pre_vote(rpc).await.map_err(fatal)?;
+        reply(&env, "pre-vote response", &resp)
+    }
+
+    async fn raft_transfer_leader(
+        &self,
+        req: Request<RaftEnvelope>,
+    ) -> Result<Response<RaftEnvelope>, Status> {
+        let env = req.into_inner();
+        let g = self.group_for(&env)?;
+        g.touch();
+        let rpc: TransferLeaderRequest<TypeConfig> = decode("transfer leader", &env.payload)?;
+        let resp = g.raft.handle_transfer_leader(rpc).await.map_err(fatal)?;
+        reply(&env, "transfer leader response", &resp)
+    }
+
+    async fn raft_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftEnvelope>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        let env = first
+            .header
+            .ok_or_else(|| Status::invalid_argument("first snapshot chunk has no header"))?;
+        let g = self.group_for(&env)?;
+        g.touch();
+        let (vote, meta): (Vote, SnapshotMeta) = decode("snapshot header", &env.payload)?;
+        let mut data = Vec::new();
+        data.extend_from_slice(&first.data);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if data.len() + chunk.data.len() > SNAPSHOT_BYTES_MAX {
+                return Err(Status::resource_exhausted(format!(
+                    "snapshot exceeds {SNAPSHOT_BYTES_MAX} bytes"
+                )));
+            }
+            data.extend_from_slice(&chunk.data);
+        }
+        let snapshot = Snapshot {
+            meta,
+            snapshot: bytes::Bytes::from(data),
+        };
+        let resp = g
+            .raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(fatal)?;
+        g.note_leader_contact();
+        reply(&env, "snapshot response", &resp)
+    }
+
+    async fn read_index(
+        &self,
+        req: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        let group = req.into_inner().group_id;
+        let g = self
+            .ctx
+            .registry
+            .get(group)
+            .ok_or_else(|| Status::not_found(format!("group {group} is not hosted here")))?;
+        g.touch();
+        let what = "read index";
+        let lin = g
+            .raft
+            .get_read_linearizer(ReadPolicy::ReadIndex)
+            .await
+            .map_err(|e| status::read_error(what, e, |r| self.ctx.replica_addr(r)))?;
+        let bytes = codec::encode("read index", lin.read_log_id().log_id())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(ReadIndexResponse {
+            read_log_id: bytes.into(),
+        }))
+    }
+
+    async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let (node_id, meta_replica_id) =
+            crate::meta::membership::handle_join(&self.ctx, req.into_inner()).await?;
+        Ok(Response::new(JoinResponse {
+            node_id,
+            meta_replica_id,
+        }))
+    }
+
+    async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        let node_id = self.ctx.node_id()?;
+        let groups = self.ctx.registry.all();
+        let led = groups.iter().filter(|g| g.is_leader()).count();
+        Ok(Response::new(PingResponse {
+            node_id,
+            groups_hosted: groups.len() as u64,
+            groups_led: led as u64,
+        }))
+    }
+}

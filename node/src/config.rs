@@ -1,0 +1,270 @@
+//! Node configuration: a TOML file, overridden by command-line flags and
+//! `SHADOWSTORE_*` environment variables (flags win over the environment,
+//! both over the file).
+//!
+//! Cluster formation: a node with no identity in its data directory either
+//! bootstraps a new cluster (`bootstrap = true`) or joins through any
+//! member listed in `join`. A node that has an identity ignores both and
+//! rejoins as itself. See deploy/ for examples.
+
+use std::path::Path;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::group::failure_detector::DetectorTiming;
+use crate::meta::state::NodeLabels;
+use crate::meta::state::Prices;
+use crate::raft::config::RaftTiming;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricesConfig {
+    pub storage_gb_hour_micros: u64,
+    pub transfer_gb_micros: u64,
+    pub million_requests_micros: u64,
+}
+
+impl Default for PricesConfig {
+    fn default() -> Self {
+        PricesConfig {
+            storage_gb_hour_micros: 100,
+            transfer_gb_micros: 20_000,
+            million_requests_micros: 400_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub snapshot_every_entries: u64,
+    pub log_entries_kept_after_snapshot: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        let t = RaftTiming::default();
+        RaftConfig {
+            heartbeat_interval_ms: t.heartbeat_interval_ms,
+            election_timeout_min_ms: t.election_timeout_min_ms,
+            election_timeout_max_ms: t.election_timeout_max_ms,
+            snapshot_every_entries: t.snapshot_every_entries,
+            log_entries_kept_after_snapshot: t.log_entries_kept_after_snapshot,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Where sled and the node's identity live.
+    pub data_dir: PathBuf,
+    /// Address the gRPC server binds (`host:port`, port 0 picks one).
+    pub listen_addr: String,
+    /// Address other nodes and clients use; defaults to the bound address.
+    pub advertise_addr: Option<String>,
+    /// Create a new cluster if this node has no identity yet.
+    pub bootstrap: bool,
+    /// Members to join through when this node has no identity yet.
+    pub join: Vec<String>,
+    pub region: String,
+    /// Reads per second this node serves before shedding.
+    pub read_capacity_rps: u64,
+    /// Disk this node offers, 0 for "unknown".
+    pub disk_capacity_bytes: u64,
+    pub prices: PricesConfig,
+    pub raft: RaftConfig,
+    /// A group idle this long stops its timers.
+    pub quiesce_after_ms: u64,
+    pub ping_interval_ms: u64,
+    pub suspect_after_ms: u64,
+    /// sled's page cache.
+    pub cache_capacity_bytes: u64,
+    /// Longest a request may run on the server, whatever its deadline.
+    pub request_timeout_max_ms: u64,
+    /// tracing filter, e.g. "info" or "shadowstore_node=debug".
+    pub log: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        let d = DetectorTiming::default();
+        NodeConfig {
+            data_dir: PathBuf::from("shadowstore-data"),
+            listen_addr: "127.0.0.1:7100".to_string(),
+            advertise_addr: None,
+            bootstrap: false,
+            join: Vec::new(),
+            region: "local".to_string(),
+            read_capacity_rps: 20_000,
+            disk_capacity_bytes: 0,
+            prices: PricesConfig::default(),
+            raft: RaftConfig::default(),
+            quiesce_after_ms: 5_000,
+            ping_interval_ms: d.ping_interval.as_millis() as u64,
+            suspect_after_ms: d.suspect_after.as_millis() as u64,
+            cache_capacity_bytes: 256 * 1024 * 1024,
+            request_timeout_max_ms: 30_000,
+            log: "info,openraft=warn".to_string(),
+        }
+    }
+}
+
+impl NodeConfig {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.listen_addr.is_empty() {
+            return bad("listen_addr is empty".into());
+        }
+        if !self.bootstrap && self.join.is_empty() && !self.data_dir.join("db").exists() {
+            return bad(format!(
+                "node has no data in {} and neither bootstrap = true nor any join address: it cannot form or join a cluster",
+                self.data_dir.display()
+            ));
+        }
+        if self.region.is_empty() || self.region.len() > 64 {
+            return bad(format!(
+                "region must be 1..=64 bytes, got {:?}",
+                self.region
+            ));
+        }
+        if self.read_capacity_rps == 0 {
+            return bad("read_capacity_rps must be positive".into());
+        }
+        let r = &self.raft;
+        if r.heartbeat_interval_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_interval_ms {
+            return bad(format!(
+                "raft.election_timeout_min_ms ({}) must exceed raft.heartbeat_interval_ms ({})",
+                r.election_timeout_min_ms, r.heartbeat_interval_ms
+            ));
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            return bad(
+                "raft.election_timeout_max_ms must exceed raft.election_timeout_min_ms".into(),
+            );
+        }
+        if self.suspect_after_ms <= self.ping_interval_ms {
+            return bad("suspect_after_ms must exceed ping_interval_ms".into());
+        }
+        Ok(())
+    }
+
+    pub fn raft_timing(&self) -> RaftTiming {
+        RaftTiming {
+            heartbeat_interval_ms: self.raft.heartbeat_interval_ms,
+            election_timeout_min_ms: self.raft.election_timeout_min_ms,
+            election_timeout_max_ms: self.raft.election_timeout_max_ms,
+            snapshot_every_entries: self.raft.snapshot_every_entries,
+            log_entries_kept_after_snapshot: self.raft.log_entries_kept_after_snapshot,
+        }
+    }
+
+    pub fn detector_timing(&self) -> DetectorTiming {
+        DetectorTiming {
+            ping_interval: Duration::from_millis(self.ping_interval_ms),
+            suspect_after: Duration::from_millis(self.suspect_after_ms),
+            ..DetectorTiming::default()
+        }
+    }
+
+    /// What this node tells the meta group about itself.
+    pub fn labels(&self, addr: &str) -> NodeLabels {
+        NodeLabels {
+            addr: addr.to_string(),
+            region: self.region.clone(),
+            read_capacity_rps: self.read_capacity_rps,
+            disk_capacity_bytes: self.disk_capacity_bytes,
+            prices: Prices {
+                storage_gb_hour_micros: self.prices.storage_gb_hour_micros,
+                transfer_gb_micros: self.prices.transfer_gb_micros,
+                million_requests_micros: self.prices.million_requests_micros,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_deploy_style_file_and_rejects_unknown_keys() {
+        let c: NodeConfig = toml::from_str(
+            r#"
+            data_dir = "/tmp/n1"
+            listen_addr = "127.0.0.1:7101"
+            bootstrap = true
+            region = "eu-west"
+            [prices]
+            storage_gb_hour_micros = 5
+            [raft]
+            heartbeat_interval_ms = 100
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.region, "eu-west");
+        assert_eq!(c.prices.storage_gb_hour_micros, 5);
+        assert_eq!(
+            c.prices.transfer_gb_micros,
+            PricesConfig::default().transfer_gb_micros
+        );
+        assert_eq!(c.raft.heartbeat_interval_ms, 100);
+        c.validate().unwrap();
+        assert!(
+            toml::from_str::<NodeConfig>("listen = 'x'").is_err(),
+            "typo'd key must be refused"
+        );
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut c = NodeConfig {
+            bootstrap: true,
+            ..Default::default()
+        };
+        c.raft.election_timeout_min_ms = c.raft.heartbeat_interval_ms;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("election_timeout_min_ms"), "{e}");
+        let c = NodeConfig {
+            data_dir: "/nonexistent/x".into(),
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("bootstrap"), "{e}");
+    }
+}

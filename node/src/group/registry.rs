@@ -1,0 +1,260 @@
+//! The replicas this node hosts.
+//!
+//! Every replica is recorded in the `local` tree before its Raft group
+//! starts, so a restarting node starts all its replicas at once from local
+//! storage, without waiting for the meta group.
+
+use openraft::rt::WatchReceiver;
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::sync::RwLock;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+use super::quiesce::Activity;
+use crate::codec;
+use crate::ids::GroupId;
+use crate::ids::ReplicaId;
+use crate::raft::GroupRaft;
+use crate::raft::RaftMetrics;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::NetworkFactory;
+use crate::raft::network::RaftRouter;
+use crate::raft::state_machine::SharedState;
+use crate::raft::state_machine::StateMachineStore;
+use crate::rng::NodeRng;
+use crate::storage::SharedEngine;
+use crate::storage::Syncer;
+use crate::storage::Tree;
+use crate::storage::WriteBatch;
+use crate::storage::keys;
+
+/// The local record of a hosted replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalReplica {
+    pub group_id: GroupId,
+    pub replica_id: ReplicaId,
+}
+
+/// One running replica.
+pub struct Group {
+    pub id: GroupId,
+    pub replica_id: ReplicaId,
+    pub raft: GroupRaft,
+    pub state: SharedState,
+    pub activity: Activity,
+    /// Monotonic milliseconds (see `quiesce::mono_ms`) when this replica
+    /// last accepted entries or a heartbeat from a leader.
+    pub leader_contact_ms: AtomicU64,
+    log: LogStore,
+}
+
+impl Group {
+    pub fn metrics(&self) -> RaftMetrics {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.is_leader()
+    }
+
+    /// Marks the group active, waking it if it was quiesced.
+    pub fn touch(&self) {
+        self.activity.touch(&self.raft);
+    }
+
+    pub fn note_leader_contact(&self) {
+        self.leader_contact_ms
+            .store(super::quiesce::mono_ms(), Ordering::Relaxed);
+    }
+
+    /// Milliseconds since this replica last heard from a leader.
+    pub fn since_leader_contact_ms(&self) -> u64 {
+        super::quiesce::mono_ms().saturating_sub(self.leader_contact_ms.load(Ordering::Relaxed))
+    }
+}
+
+pub struct Registry {
+    groups: RwLock<HashMap<GroupId, Arc<Group>>>,
+    /// Serialises opening and removing replicas.
+    lifecycle: tokio::sync::Mutex<()>,
+    engine: SharedEngine,
+    syncer: Syncer,
+    router: RaftRouter,
+    raft_config: Arc<openraft::Config>,
+    rng: Arc<NodeRng>,
+    pub restarts: AtomicU64,
+}
+
+impl Registry {
+    pub fn new(
+        engine: SharedEngine,
+        syncer: Syncer,
+        router: RaftRouter,
+        raft_config: Arc<openraft::Config>,
+        rng: Arc<NodeRng>,
+    ) -> Self {
+        Registry {
+            groups: RwLock::new(HashMap::new()),
+            lifecycle: tokio::sync::Mutex::new(()),
+            engine,
+            syncer,
+            router,
+            raft_config,
+            rng,
+            restarts: AtomicU64::new(0),
+        }
+    }
+
+    pub fn get(&self, group: GroupId) -> Option<Arc<Group>> {
+        self.groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&group)
+            .cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Group>> {
+        self.groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.groups.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Replicas recorded in local storage.
+    pub fn local_replicas(&self) -> io::Result<Vec<LocalReplica>> {
+        let (s, e) = keys::local_replicas_range();
+        let mut out = Vec::new();
+        for (_, v) in self.engine.range(Tree::Local, &s, &e, usize::MAX)? {
+            out.push(codec::decode("local replica", &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Starts the replica `replica` of `group`, recording it locally first.
+    /// Returns the running group if it is already open with that replica id.
+    pub async fn open(&self, group: GroupId, replica: ReplicaId) -> io::Result<Arc<Group>> {
+        let _guard = self.lifecycle.lock().await;
+        if let Some(g) = self.get(group) {
+            if g.replica_id == replica {
+                return Ok(g);
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "group {group} already has replica {} on this node",
+                    g.replica_id
+                ),
+            ));
+        }
+        let record = LocalReplica {
+            group_id: group,
+            replica_id: replica,
+        };
+        let key = keys::local_replica(group);
+        if self.engine.get(Tree::Local, &key)?.is_none() {
+            let mut b = WriteBatch::new(Tree::Local);
+            b.put(key, codec::encode("local replica", &record)?);
+            self.engine.write(b)?;
+            self.syncer.sync().await?;
+        }
+        let g = self.start(group, replica).await?;
+        self.groups
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group, g.clone());
+        Ok(g)
+    }
+
+    async fn start(&self, group: GroupId, replica: ReplicaId) -> io::Result<Arc<Group>> {
+        let log = LogStore::new(group, self.engine.clone(), self.syncer.clone());
+        let sm = StateMachineStore::open(group, self.engine.clone(), self.syncer.clone())?;
+        let state = sm.shared();
+        let network = NetworkFactory::new(self.router.clone(), group);
+        let raft = self
+            .rng
+            .openraft_scope(GroupRaft::new(
+                replica,
+                self.raft_config.clone(),
+                network,
+                log.clone(),
+                sm,
+            ))
+            .await
+            .map_err(|e| io::Error::other(format!("group {group}: raft failed to start: {e}")))?;
+        tracing::debug!(group, replica, "group started");
+        Ok(Arc::new(Group {
+            id: group,
+            replica_id: replica,
+            raft: raft.clone(),
+            state,
+            activity: Activity::new(),
+            leader_contact_ms: AtomicU64::new(0),
+            log,
+        }))
+    }
+
+    /// Restarts a group whose Raft core stopped, from its durable state.
+    pub async fn restart(&self, group: GroupId) -> io::Result<Arc<Group>> {
+        let _guard = self.lifecycle.lock().await;
+        let Some(old) = self.get(group) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("group {group} is not open"),
+            ));
+        };
+        let _ = old.raft.shutdown().await;
+        let g = self.start(group, old.replica_id).await?;
+        self.groups
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group, g.clone());
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+        Ok(g)
+    }
+
+    /// Stops the replica of `group` and deletes all its data and its local
+    /// record.
+    pub async fn remove(&self, group: GroupId) -> io::Result<()> {
+        let _guard = self.lifecycle.lock().await;
+        let removed = self
+            .groups
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&group);
+        if let Some(g) = &removed {
+            let _ = g.raft.shutdown().await;
+            g.log.destroy()?;
+        } else {
+            LogStore::new(group, self.engine.clone(), self.syncer.clone()).destroy()?;
+        }
+        StateMachineStore::open(group, self.engine.clone(), self.syncer.clone())?.destroy()?;
+        let mut b = WriteBatch::new(Tree::Local);
+        b.delete(keys::local_replica(group));
+        self.engine.write(b)?;
+        self.syncer.sync().await?;
+        tracing::info!(group, "replica removed and its data deleted");
+        Ok(())
+    }
+
+    /// Stops every group (node shutdown).
+    pub async fn shutdown_all(&self) {
+        for g in self.all() {
+            let _ = g.raft.shutdown().await;
+        }
+    }
+}
