@@ -1,1 +1,320 @@
+//! Harness for cluster tests against real `shadowstore` processes.
+//!
+//! A [`Cluster`] runs N node processes from the workspace's freshly built
+//! binary, each with its own data directory under a temporary directory and
+//! its own loopback port. Tests kill (SIGKILL), stop (SIGTERM), restart and
+//! wipe nodes, and talk to the cluster through the real client library.
 
+use std::net::TcpListener;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::Context;
+use anyhow::bail;
+use shadowstore_client::Client;
+use shadowstore_client::ClientOptions;
+
+/// How long a cluster may take to form or settle in tests.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The workspace's target directory for the profile the tests run in.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary, rebuilt once per test process so tests never
+/// run a stale node.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let profile_dir = target_dir();
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "shadowstore-node",
+            "-p",
+            "shadowstore-client",
+            "--bins",
+        ]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .expect("running cargo build for the node binaries");
+        assert!(status.success(), "cargo build of the node binaries failed");
+    });
+    let p = target_dir().join(name);
+    assert!(p.exists(), "binary {} missing after build", p.display());
+    p
+}
+
+/// A free loopback port (bound and released; a small race is accepted).
+pub fn free_port() -> u16 {
+    static USED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind :0")
+            .port();
+        let mut used = USED.lock().unwrap();
+        if !used.contains(&port) {
+            used.push(port);
+            return port;
+        }
+    }
+}
+
+pub struct NodeProc {
+    pub index: usize,
+    pub addr: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProc {
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("node.log")
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let err = log.try_clone()?;
+        let child = Command::new(binary("shadowstore"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("SHADOWSTORE_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .context("spawning shadowstore")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn signal(&mut self, sig: i32) {
+        if let Some(c) = &mut self.child {
+            unsafe {
+                libc::kill(c.id() as i32, sig);
+            }
+            let _ = c.wait();
+        }
+        self.child = None;
+    }
+}
+
+pub struct Cluster {
+    _tmp: tempfile::TempDir,
+    pub nodes: Vec<NodeProc>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes: node 0 bootstraps, the others join through it.
+    pub async fn start(n: usize) -> anyhow::Result<Cluster> {
+        let tmp = tempfile::tempdir()?;
+        let mut nodes = Vec::new();
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        for (i, port) in ports.iter().enumerate() {
+            let dir = tmp.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&dir)?;
+            let addr = format!("127.0.0.1:{port}");
+            let config = dir.join("node.toml");
+            let join = if i == 0 {
+                String::new()
+            } else {
+                format!("\"127.0.0.1:{}\"", ports[0])
+            };
+            std::fs::write(
+                &config,
+                format!(
+                    "data_dir = {:?}\nlisten_addr = \"{addr}\"\nbootstrap = {}\njoin = [{join}]\nregion = \"r{}\"\n\
+                     quiesce_after_ms = 3000\n",
+                    dir.join("data").display().to_string(),
+                    i == 0,
+                    i % 3
+                ),
+            )?;
+            nodes.push(NodeProc {
+                index: i,
+                addr,
+                dir,
+                config,
+                child: None,
+            });
+        }
+        let mut cluster = Cluster { _tmp: tmp, nodes };
+        cluster.nodes[0].spawn()?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for i in 1..n {
+            cluster.nodes[i].spawn()?;
+        }
+        cluster.wait_formed(n).await?;
+        Ok(cluster)
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new_lazy(self.endpoints(), ClientOptions::default()).expect("client")
+    }
+
+    /// A client that only knows node `i` (requests start there).
+    pub fn client_via(&self, i: usize) -> Client {
+        Client::new_lazy([self.nodes[i].addr.clone()], ClientOptions::default()).expect("client")
+    }
+
+    /// Waits until `n` nodes are members, min(n, 5) of them meta voters,
+    /// and every running node reports every other running node up.
+    pub async fn wait_formed(&mut self, n: usize) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        let client = Client::new_lazy(
+            self.endpoints(),
+            ClientOptions {
+                total_deadline: Duration::from_secs(2),
+                ..ClientOptions::default()
+            },
+        )?;
+        loop {
+            for node in &mut self.nodes {
+                if node.child.is_some() && !node.is_running() {
+                    bail!(
+                        "node {} exited; log:\n{}",
+                        node.index,
+                        tail(&node.log_path())
+                    );
+                }
+            }
+            if let Ok(s) = client.cluster_status().await {
+                let voters = s.nodes.iter().filter(|x| x.meta_voter).count();
+                let up = s
+                    .nodes
+                    .iter()
+                    .all(|x| x.health == "up" || x.health == "self");
+                if s.nodes.len() == n && voters == n.min(5) && up {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("cluster did not form within {SETTLE_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The process index of the node with cluster id `node_id`.
+    pub async fn index_of(&self, node_id: u64) -> anyhow::Result<usize> {
+        let s = self.client().cluster_status().await?;
+        let addr = s
+            .nodes
+            .iter()
+            .find(|n| n.node_id == node_id)
+            .map(|n| n.address.clone())
+            .with_context(|| format!("node {node_id} not in status"))?;
+        self.nodes
+            .iter()
+            .position(|n| n.addr == addr)
+            .with_context(|| format!("no process at {addr}"))
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].signal(libc::SIGKILL);
+    }
+
+    pub fn stop(&mut self, i: usize) {
+        self.nodes[i].signal(libc::SIGTERM);
+    }
+
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        if self.nodes[i].is_running() {
+            self.kill(i);
+        }
+        self.nodes[i].spawn()
+    }
+
+    pub fn running(&mut self) -> Vec<usize> {
+        self.nodes
+            .iter_mut()
+            .filter_map(|n| n.is_running().then_some(n.index))
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.signal(libc::SIGKILL);
+        }
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                eprintln!(
+                    "---- node {} log tail ----\n{}",
+                    n.index,
+                    tail(&n.log_path())
+                );
+            }
+        }
+    }
+}
+
+pub fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Files under sled's `blobs/` directory of a data dir.
+pub fn blob_files(data_dir: &Path) -> usize {
+    std::fs::read_dir(data_dir.join("blobs"))
+        .map(|rd| rd.count())
+        .unwrap_or(0)
+}
+
+/// Retries `f` until it returns Ok or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                return Err(e.context(format!("not true within {timeout:?}")));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
