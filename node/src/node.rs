@@ -257,10 +257,17 @@ impl Node {
         health_reporter
             .set_not_serving::<ShadowStoreServer<api::client::ClientService>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(shadowstore_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(shadowstore_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        // Both reflection versions: grpcurl and older tools still ask v1alpha.
+        let reflection_v1 = reflection()
             .build_v1()
+            .map_err(|e| NodeError::Grpc(e.to_string()))?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
             .map_err(|e| NodeError::Grpc(e.to_string()))?;
         let client_service = ShadowStoreServer::new(api::client::ClientService::new(ctx.clone()))
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
@@ -276,7 +283,8 @@ impl Node {
             .initial_stream_window_size(Some(4 * 1024 * 1024))
             .initial_connection_window_size(Some(16 * 1024 * 1024))
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(client_service)
             .add_service(peer_service)
             .serve_with_incoming_shutdown(incoming, async {

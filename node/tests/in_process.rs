@@ -1,0 +1,257 @@
+//! Three nodes in one process over loopback TCP, each on the in-memory
+//! storage engine (the simulator's seam), to reach inside: the supervisor
+//! restarts a group whose Raft core stopped on a storage failure, idle
+//! groups quiesce and wake on the first request, and the standard gRPC
+//! health and reflection services answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shadowstore_node::config::NodeConfig;
+use shadowstore_node::node::Node;
+use shadowstore_node::node::Seams;
+use shadowstore_node::rng::NodeRng;
+use shadowstore_node::storage::memory_engine::MemoryEngine;
+use shadowstore_proto::v1;
+use shadowstore_proto::v1::shadow_store_client::ShadowStoreClient;
+use tonic::transport::Channel;
+
+struct TestNode {
+    node: Node,
+    engine: Arc<MemoryEngine>,
+}
+
+async fn start_node(i: u64, join: Option<String>) -> TestNode {
+    let engine = MemoryEngine::new();
+    let config = NodeConfig {
+        data_dir: format!("/nonexistent/in-process-{i}").into(),
+        listen_addr: "127.0.0.1:0".into(),
+        bootstrap: join.is_none(),
+        join: join.into_iter().collect(),
+        quiesce_after_ms: 1_000,
+        ..NodeConfig::default()
+    };
+    let seams = Seams {
+        network: Arc::new(shadowstore_node::transport::TcpNetwork),
+        engine: Some(engine.clone()),
+        clock: Arc::new(shadowstore_node::clock::SystemClock),
+        rng: Arc::new(NodeRng::from_seed(i)),
+    };
+    let node = Node::start(config, seams).await.expect("node starts");
+    TestNode { node, engine }
+}
+
+async fn stub(addr: &str) -> ShadowStoreClient<Channel> {
+    ShadowStoreClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+/// Retries `f` against every node until one succeeds (following no
+/// redirects: one of the three is the right node).
+async fn on_any<T, F, Fut>(nodes: &[TestNode], mut f: F) -> T
+where
+    F: FnMut(ShadowStoreClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        for n in nodes {
+            if let Ok(r) = f(stub(n.node.addr()).await).await {
+                return r.into_inner();
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no node succeeded within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn put(variant: &str, value: &[u8]) -> v1::PutRequest {
+    v1::PutRequest {
+        resource: "r".into(),
+        variant: variant.into(),
+        value: value.to_vec().into(),
+        if_version: None,
+        request_id: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_quiescing_health_and_reflection() {
+    let first = start_node(1, None).await;
+    let seed = first.node.addr().to_string();
+    let mut nodes = vec![first];
+    for i in 2..=3 {
+        nodes.push(start_node(i, Some(seed.clone())).await);
+    }
+    // Wait for three meta voters.
+    on_any(&nodes, |mut s| async move {
+        let st = s.cluster_status(v1::ClusterStatusRequest {}).await?;
+        if st.get_ref().nodes.iter().filter(|n| n.meta_voter).count() == 3 {
+            Ok(st)
+        } else {
+            Err(tonic::Status::unavailable("forming"))
+        }
+    })
+    .await;
+    let created = on_any(&nodes, |mut s| async move {
+        s.create_resource(v1::CreateResourceRequest {
+            name: "r".into(),
+            replication_factor: 3,
+            request_id: None,
+        })
+        .await
+    })
+    .await;
+    let group = created.resource.unwrap().group_id;
+    on_any(&nodes, |mut s| async move { s.put(put("v", b"1")).await }).await;
+
+    // --- health and reflection
+    let channel = Channel::from_shared(format!("http://{}", nodes[0].node.addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let h = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "shadowstore.v1.ShadowStore".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        h.into_inner().status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    use tonic_reflection::pb::v1 as refl;
+    let mut reflection = refl::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = refl::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            refl::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut answers = reflection
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers
+        .message()
+        .await
+        .unwrap()
+        .expect("a reflection answer");
+    let Some(refl::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answer.message_response
+    else {
+        panic!("unexpected reflection answer {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "shadowstore.v1.ShadowStore",
+        "grpc.health.v1.Health",
+        "shadowstore.peer.v1.Peer",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from reflection: {names:?}"
+        );
+    }
+
+    // --- quiescing: every group on every node stops its timers when idle,
+    // and a request wakes the group.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for n in &nodes {
+        for g in n.node.ctx().registry.all() {
+            assert!(
+                g.activity.is_quiesced(),
+                "group {} not quiesced on {}",
+                g.id,
+                n.node.addr()
+            );
+        }
+    }
+    on_any(&nodes, |mut s| async move { s.put(put("v", b"2")).await }).await;
+    let leader = nodes
+        .iter()
+        .find_map(|n| n.node.ctx().registry.get(group).filter(|g| g.is_leader()))
+        .expect("a leader");
+    assert!(
+        !leader.activity.is_quiesced(),
+        "a put did not wake the group's leader"
+    );
+
+    // --- supervisor: a follower's disk fails, its Raft core stops on the
+    // storage error; once the disk is back the group is restarted.
+    let follower = nodes
+        .iter()
+        .find(|n| {
+            n.node
+                .ctx()
+                .registry
+                .get(group)
+                .is_some_and(|g| !g.is_leader())
+        })
+        .expect("a follower");
+    follower.engine.set_failing(true);
+    for i in 0..5 {
+        on_any(&nodes, |mut s| async move {
+            s.put(put("v", format!("during-{i}").as_bytes())).await
+        })
+        .await;
+    }
+    let stopped = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let g = follower.node.ctx().registry.get(group).unwrap();
+            if g.metrics().running_state.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        stopped.is_ok(),
+        "follower's core did not stop on a failing disk"
+    );
+    follower.engine.set_failing(false);
+    let restarted = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let ctx = follower.node.ctx();
+            let g = ctx.registry.get(group).unwrap();
+            if ctx
+                .registry
+                .restarts
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+                && g.metrics().running_state.is_ok()
+            {
+                return g;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("supervisor did not restart the group");
+    // The restarted replica catches up with the writes it missed.
+    let last = on_any(
+        &nodes,
+        |mut s| async move { s.put(put("v", b"after")).await },
+    )
+    .await
+    .version;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while restarted.state.applied_index() < last {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("restarted replica caught up");
+
+    for n in nodes {
+        n.node.shutdown().await;
+    }
+}
