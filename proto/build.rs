@@ -7,21 +7,13 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = [
-        "proto/shadowstore/v1/shadowstore.proto",
-        "proto/shadowstore/v1/peer.proto",
-    ];
+    let files = ["proto/shadowstore/v1/shadowstore.proto", "proto/shadowstore/v1/peer.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out_dir.join("shadowstore_descriptor.bin"),
-        fds.encode_to_vec(),
-    )?;
-    tonic_prost_build::configure()
-        .bytes(".shadowstore")
-        .compile_fds(fds)?;
+    std::fs::write(out_dir.join("shadowstore_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure().bytes(".shadowstore").compile_fds(fds)?;
     Ok(())
 }

@@ -69,10 +69,7 @@ impl ReadOptions {
     }
 
     pub fn stale_ok(max_staleness_ms: u64) -> Self {
-        ReadOptions {
-            version: None,
-            max_staleness_ms: Some(max_staleness_ms),
-        }
+        ReadOptions { version: None, max_staleness_ms: Some(max_staleness_ms) }
     }
 
     pub fn at_version(mut self, version: u64) -> Self {
@@ -147,10 +144,8 @@ impl Client {
             return Err(Error::NoEndpoints);
         }
         for e in &endpoints {
-            Endpoint::from_shared(format!("http://{e}")).map_err(|err| Error::BadEndpoint {
-                endpoint: e.clone(),
-                reason: err.to_string(),
-            })?;
+            Endpoint::from_shared(format!("http://{e}"))
+                .map_err(|err| Error::BadEndpoint { endpoint: e.clone(), reason: err.to_string() })?;
         }
         let client_id: u64 = rand::rng().random();
         let start = rand::rng().random_range(0..endpoints.len());
@@ -171,11 +166,7 @@ impl Client {
     }
 
     fn stub(&self, addr: &str) -> Result<ShadowStoreClient<Channel>, Status> {
-        let mut channels = self
-            .inner
-            .channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut channels = self.inner.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
@@ -200,12 +191,7 @@ impl Client {
     }
 
     fn cached_leader(&self, route: &str) -> Option<String> {
-        self.inner
-            .leaders
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(route)
-            .cloned()
+        self.inner.leaders.lock().unwrap_or_else(|p| p.into_inner()).get(route).cloned()
     }
 
     fn set_leader(&self, route: &str, addr: Option<&str>) {
@@ -224,10 +210,7 @@ impl Client {
 
     fn backoff(&self, attempt: u32, hint: Option<Duration>) -> Duration {
         let o = &self.inner.options;
-        let cap = o
-            .backoff_initial
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(o.backoff_max);
+        let cap = o.backoff_initial.saturating_mul(1u32 << attempt.min(16)).min(o.backoff_max);
         let jittered = Duration::from_micros(rand::rng().random_range(0..=cap.as_micros() as u64));
         hint.map_or(jittered, |h| h.max(jittered))
     }
@@ -241,9 +224,7 @@ impl Client {
     {
         let o = &self.inner.options;
         let deadline = Instant::now() + o.total_deadline;
-        let mut target = self
-            .cached_leader(route)
-            .unwrap_or_else(|| self.next_endpoint());
+        let mut target = self.cached_leader(route).unwrap_or_else(|| self.next_endpoint());
         let mut failures = 0u32;
         let mut redirects = 0u32;
         loop {
@@ -258,9 +239,7 @@ impl Client {
             let result = match self.stub(&target) {
                 Ok(stub) => match tokio::time::timeout(budget, attempt(stub, budget)).await {
                     Ok(r) => r,
-                    Err(_) => Err(Status::deadline_exceeded(format!(
-                        "attempt against {target} timed out"
-                    ))),
+                    Err(_) => Err(Status::deadline_exceeded(format!("attempt against {target} timed out"))),
                 },
                 Err(s) => Err(s),
             };
@@ -271,11 +250,8 @@ impl Client {
                 }
                 Err(s) => s,
             };
-            let leader_hint = status
-                .metadata()
-                .get(LEADER_ADDRESS_METADATA)
-                .and_then(|v| v.to_str().ok())
-                .map(String::from);
+            let leader_hint =
+                status.metadata().get(LEADER_ADDRESS_METADATA).and_then(|v| v.to_str().ok()).map(String::from);
             let retry_after = status
                 .metadata()
                 .get(RETRY_AFTER_MS_METADATA)
@@ -283,9 +259,7 @@ impl Client {
                 .and_then(|v| v.parse::<u64>().ok())
                 .map(Duration::from_millis);
             let retryable = match status.code() {
-                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
-                    true
-                }
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => true,
                 Code::ResourceExhausted => retry_after.is_some(),
                 _ => false,
             };
@@ -339,11 +313,7 @@ impl Client {
 
     /// Creates a resource with `replication_factor` primaries (3 or 5) and
     /// waits until its group has a leader.
-    pub async fn create_resource(
-        &self,
-        name: &str,
-        replication_factor: u32,
-    ) -> Result<v1::ResourceInfo, Error> {
+    pub async fn create_resource(&self, name: &str, replication_factor: u32) -> Result<v1::ResourceInfo, Error> {
         let name_s = name.to_string();
         let resp = self
             .write(META_ROUTE, |mut stub, budget, id| {
@@ -356,10 +326,8 @@ impl Client {
                 async move { stub.create_resource(req).await }
             })
             .await?;
-        self.wait_for_leader(name, self.inner.options.create_wait)
-            .await?;
-        resp.resource
-            .ok_or_else(|| Error::Status(Status::internal("create answered without a resource")))
+        self.wait_for_leader(name, self.inner.options.create_wait).await?;
+        resp.resource.ok_or_else(|| Error::Status(Status::internal("create answered without a resource")))
     }
 
     /// Waits until the resource's group reports a leader.
@@ -374,10 +342,7 @@ impl Client {
                 Err(e) => return Err(e),
             }
             if Instant::now() >= deadline {
-                return Err(Error::Deadline {
-                    deadline: wait,
-                    last: format!("resource {name} has no leader yet"),
-                });
+                return Err(Error::Deadline { deadline: wait, last: format!("resource {name} has no leader yet") });
             }
             attempt += 1;
             tokio::time::sleep(self.backoff(attempt, None).max(Duration::from_millis(20))).await;
@@ -387,10 +352,7 @@ impl Client {
     pub async fn delete_resource(&self, name: &str) -> Result<(), Error> {
         let name = name.to_string();
         self.write(META_ROUTE, |mut stub, budget, id| {
-            let mut req = tonic::Request::new(v1::DeleteResourceRequest {
-                name: name.clone(),
-                request_id: Some(id),
-            });
+            let mut req = tonic::Request::new(v1::DeleteResourceRequest { name: name.clone(), request_id: Some(id) });
             req.set_timeout(budget);
             async move { stub.delete_resource(req).await }
         })
@@ -411,12 +373,7 @@ impl Client {
     }
 
     /// Writes a variant; returns its new version.
-    pub async fn put(
-        &self,
-        resource: &str,
-        variant: &str,
-        value: impl Into<Bytes>,
-    ) -> Result<u64, Error> {
+    pub async fn put(&self, resource: &str, variant: &str, value: impl Into<Bytes>) -> Result<u64, Error> {
         self.put_inner(resource, variant, value.into(), None).await
     }
 
@@ -429,8 +386,7 @@ impl Client {
         value: impl Into<Bytes>,
         if_version: u64,
     ) -> Result<u64, Error> {
-        self.put_inner(resource, variant, value.into(), Some(if_version))
-            .await
+        self.put_inner(resource, variant, value.into(), Some(if_version)).await
     }
 
     async fn put_inner(
@@ -459,16 +415,10 @@ impl Client {
 
     /// Reads the latest version of a variant, linearizably.
     pub async fn get(&self, resource: &str, variant: &str) -> Result<GetResult, Error> {
-        self.get_with(resource, variant, ReadOptions::linearizable())
-            .await
+        self.get_with(resource, variant, ReadOptions::linearizable()).await
     }
 
-    pub async fn get_with(
-        &self,
-        resource: &str,
-        variant: &str,
-        options: ReadOptions,
-    ) -> Result<GetResult, Error> {
+    pub async fn get_with(&self, resource: &str, variant: &str, options: ReadOptions) -> Result<GetResult, Error> {
         let route = resource_route(resource);
         let (consistency, max_staleness_ms) = match options.max_staleness_ms {
             None => (v1::Consistency::Linearizable, 0),
@@ -487,11 +437,7 @@ impl Client {
                 async move { stub.get(req).await }
             })
             .await?;
-        Ok(GetResult {
-            value: r.value,
-            version: r.version,
-            served_by_node: r.served_by_node,
-        })
+        Ok(GetResult { value: r.value, version: r.version, served_by_node: r.served_by_node })
     }
 
     /// Deletes a variant; returns the version of the deletion.
@@ -499,21 +445,11 @@ impl Client {
         self.delete_inner(resource, variant, None).await
     }
 
-    pub async fn delete_if(
-        &self,
-        resource: &str,
-        variant: &str,
-        if_version: u64,
-    ) -> Result<u64, Error> {
+    pub async fn delete_if(&self, resource: &str, variant: &str, if_version: u64) -> Result<u64, Error> {
         self.delete_inner(resource, variant, Some(if_version)).await
     }
 
-    async fn delete_inner(
-        &self,
-        resource: &str,
-        variant: &str,
-        if_version: Option<u64>,
-    ) -> Result<u64, Error> {
+    async fn delete_inner(&self, resource: &str, variant: &str, if_version: Option<u64>) -> Result<u64, Error> {
         let route = resource_route(resource);
         let r = self
             .write(&route, |mut stub, budget, id| {
@@ -545,15 +481,10 @@ impl Client {
         Ok(r.variants)
     }
 
-    pub async fn describe_resource(
-        &self,
-        name: &str,
-    ) -> Result<v1::DescribeResourceResponse, Error> {
+    pub async fn describe_resource(&self, name: &str) -> Result<v1::DescribeResourceResponse, Error> {
         let route = resource_route(name);
         self.call(&route, |mut stub, budget| {
-            let mut req = tonic::Request::new(v1::DescribeResourceRequest {
-                name: name.to_string(),
-            });
+            let mut req = tonic::Request::new(v1::DescribeResourceRequest { name: name.to_string() });
             req.set_timeout(budget);
             async move { stub.describe_resource(req).await }
         })

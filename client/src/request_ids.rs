@@ -21,13 +21,7 @@ struct State {
 
 impl RequestIds {
     pub fn new(client_id: u64) -> Self {
-        RequestIds {
-            client_id: client_id.max(1),
-            state: Mutex::new(State {
-                next_seq: 1,
-                in_flight: BTreeSet::new(),
-            }),
-        }
+        RequestIds { client_id: client_id.max(1), state: Mutex::new(State { next_seq: 1, in_flight: BTreeSet::new() }) }
     }
 
     /// A new request id; must be [`finish`](Self::finish)ed.
@@ -44,19 +38,11 @@ impl RequestIds {
     pub fn id(&self, seq: u64) -> RequestId {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let first_incomplete_seq = s.in_flight.first().copied().unwrap_or(seq).min(seq);
-        RequestId {
-            client_id: self.client_id,
-            seq,
-            first_incomplete_seq,
-        }
+        RequestId { client_id: self.client_id, seq, first_incomplete_seq }
     }
 
     pub fn finish(&self, seq: u64) {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .in_flight
-            .remove(&seq);
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).in_flight.remove(&seq);
     }
 }
 

@@ -47,11 +47,7 @@ pub struct PricesConfig {
 
 impl Default for PricesConfig {
     fn default() -> Self {
-        PricesConfig {
-            storage_gb_hour_micros: 100,
-            transfer_gb_micros: 20_000,
-            million_requests_micros: 400_000,
-        }
+        PricesConfig { storage_gb_hour_micros: 100, transfer_gb_micros: 20_000, million_requests_micros: 400_000 }
     }
 }
 
@@ -136,14 +132,9 @@ impl Default for NodeConfig {
 
 impl NodeConfig {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -158,10 +149,7 @@ impl NodeConfig {
             ));
         }
         if self.region.is_empty() || self.region.len() > 64 {
-            return bad(format!(
-                "region must be 1..=64 bytes, got {:?}",
-                self.region
-            ));
+            return bad(format!("region must be 1..=64 bytes, got {:?}", self.region));
         }
         if self.read_capacity_rps == 0 {
             return bad("read_capacity_rps must be positive".into());
@@ -174,9 +162,7 @@ impl NodeConfig {
             ));
         }
         if r.election_timeout_max_ms <= r.election_timeout_min_ms {
-            return bad(
-                "raft.election_timeout_max_ms must exceed raft.election_timeout_min_ms".into(),
-            );
+            return bad("raft.election_timeout_max_ms must exceed raft.election_timeout_min_ms".into());
         }
         if self.suspect_after_ms <= self.ping_interval_ms {
             return bad("suspect_after_ms must exceed ping_interval_ms".into());
@@ -239,31 +225,37 @@ mod tests {
         .unwrap();
         assert_eq!(c.region, "eu-west");
         assert_eq!(c.prices.storage_gb_hour_micros, 5);
-        assert_eq!(
-            c.prices.transfer_gb_micros,
-            PricesConfig::default().transfer_gb_micros
-        );
+        assert_eq!(c.prices.transfer_gb_micros, PricesConfig::default().transfer_gb_micros);
         assert_eq!(c.raft.heartbeat_interval_ms, 100);
         c.validate().unwrap();
-        assert!(
-            toml::from_str::<NodeConfig>("listen = 'x'").is_err(),
-            "typo'd key must be refused"
-        );
+        assert!(toml::from_str::<NodeConfig>("listen = 'x'").is_err(), "typo'd key must be refused");
+    }
+
+    #[test]
+    fn every_example_config_in_deploy_parses_and_validates() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let mut seen = 0;
+        for sub in ["local", "three-hosts"] {
+            for entry in std::fs::read_dir(root.join(sub)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    let c = NodeConfig::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    assert!(c.bootstrap || !c.join.is_empty(), "{} can neither bootstrap nor join", path.display());
+                    c.validate().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    seen += 1;
+                }
+            }
+        }
+        assert_eq!(seen, 6);
     }
 
     #[test]
     fn validation_names_the_problem() {
-        let mut c = NodeConfig {
-            bootstrap: true,
-            ..Default::default()
-        };
+        let mut c = NodeConfig { bootstrap: true, ..Default::default() };
         c.raft.election_timeout_min_ms = c.raft.heartbeat_interval_ms;
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("election_timeout_min_ms"), "{e}");
-        let c = NodeConfig {
-            data_dir: "/nonexistent/x".into(),
-            ..Default::default()
-        };
+        let c = NodeConfig { data_dir: "/nonexistent/x".into(), ..Default::default() };
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("bootstrap"), "{e}");
     }

@@ -52,11 +52,7 @@ pub struct Sessions<R> {
 
 impl<R> Default for Sessions<R> {
     fn default() -> Self {
-        Sessions {
-            by_client: BTreeMap::new(),
-            by_activity: BTreeSet::new(),
-            now_ms: 0,
-        }
+        Sessions { by_client: BTreeMap::new(), by_activity: BTreeSet::new(), now_ms: 0 }
     }
 }
 
@@ -94,13 +90,11 @@ impl<R: Clone> Sessions<R> {
                         self.by_client.remove(&victim);
                     }
                 }
-                self.by_client
-                    .entry(req.client_id)
-                    .or_insert_with(|| Session {
-                        answers: BTreeMap::new(),
-                        min_seq: 0,
-                        last_active_ms: now,
-                    })
+                self.by_client.entry(req.client_id).or_insert_with(|| Session {
+                    answers: BTreeMap::new(),
+                    min_seq: 0,
+                    last_active_ms: now,
+                })
             }
         };
         session.last_active_ms = now;
@@ -145,11 +139,7 @@ mod tests {
     use super::*;
 
     fn req(client_id: u64, seq: u64, first_incomplete_seq: u64) -> RequestId {
-        RequestId {
-            client_id,
-            seq,
-            first_incomplete_seq,
-        }
+        RequestId { client_id, seq, first_incomplete_seq }
     }
 
     #[test]
@@ -173,11 +163,7 @@ mod tests {
             s.record(&r, &seq);
         }
         assert_eq!(s.admit(&req(7, 4, 3)), Admission::Execute);
-        assert_eq!(
-            s.admit(&req(7, 1, 1)),
-            Admission::Stale,
-            "seq 1 is below min_seq 3"
-        );
+        assert_eq!(s.admit(&req(7, 1, 1)), Admission::Stale, "seq 1 is below min_seq 3");
         assert_eq!(s.admit(&req(7, 3, 3)), Admission::Duplicate(3));
     }
 

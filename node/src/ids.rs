@@ -48,9 +48,7 @@ impl fmt::Display for ReplicaNode {
 
 /// Identifies one client request across retries (see `RequestId` in the
 /// proto). A zero `client_id` means "not deduplicated".
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RequestId {
     pub client_id: u64,
     pub seq: u64,
@@ -67,11 +65,7 @@ impl From<Option<shadowstore_proto::v1::RequestId>> for RequestId {
     fn from(r: Option<shadowstore_proto::v1::RequestId>) -> Self {
         match r {
             None => RequestId::default(),
-            Some(r) => RequestId {
-                client_id: r.client_id,
-                seq: r.seq,
-                first_incomplete_seq: r.first_incomplete_seq,
-            },
+            Some(r) => RequestId { client_id: r.client_id, seq: r.seq, first_incomplete_seq: r.first_incomplete_seq },
         }
     }
 }

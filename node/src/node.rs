@@ -131,9 +131,7 @@ impl NodeCtx {
 
     /// This node's id, or UNAVAILABLE while it is still joining.
     pub fn node_id(&self) -> Result<NodeId, Status> {
-        self.identity()
-            .map(|i| i.node_id)
-            .ok_or_else(status::not_ready)
+        self.identity().map(|i| i.node_id).ok_or_else(status::not_ready)
     }
 
     pub fn meta_group(&self) -> Option<Arc<Group>> {
@@ -150,9 +148,12 @@ impl NodeCtx {
         }
     }
 
-    /// Address of the node hosting `replica`.
+    /// Address of the node hosting `replica`: from the meta directory, or
+    /// from group memberships seen by openraft (while joining).
     pub fn replica_addr(&self, replica: ReplicaId) -> Option<String> {
-        self.peers.replica_addr(replica).map(|(_, a)| a)
+        self.with_meta(|m| m.replica_addr(replica).map(|(_, a)| a.to_string()))
+            .flatten()
+            .or_else(|| self.peers.replica_addr(replica).map(|(_, a)| a))
     }
 
     /// Address of the node hosting the group's current leader.
@@ -176,18 +177,14 @@ impl NodeCtx {
                 .map_err(|e| status::read_error(what, e, |r| self.replica_addr(r)));
         }
         let addr = self.leader_addr(g).ok_or_else(|| status::no_leader(what))?;
-        let mut client = self
-            .peers
-            .client(&addr)
-            .map_err(|e| Status::unavailable(format!("{what}: {e}")))?;
+        let mut client = self.peers.client(&addr).map_err(|e| Status::unavailable(format!("{what}: {e}")))?;
         let mut req = tonic::Request::new(ReadIndexRequest { group_id: g.id });
         req.set_timeout(PEER_CALL_TIMEOUT);
         let resp = client.read_index(req).await?.into_inner();
-        let log_id: LogId = codec::decode("read index", &resp.read_log_id)
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let log_id: LogId =
+            codec::decode("read index", &resp.read_log_id).map_err(|e| Status::internal(e.to_string()))?;
         let applied = g.raft.metrics().borrow_watched().last_applied.clone();
-        let lin =
-            Linearizer::<TypeConfig>::new(g.replica_id, ReadLogId::from_log_id(log_id), applied);
+        let lin = Linearizer::<TypeConfig>::new(g.replica_id, ReadLogId::from_log_id(log_id), applied);
         match lin.try_await_ready(&g.raft, Some(FOLLOWER_READ_WAIT)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(st)) => Err(Status::unavailable(format!(
@@ -212,22 +209,15 @@ impl Node {
         config.validate()?;
         let engine: SharedEngine = match seams.engine {
             Some(e) => e,
-            None => SledEngine::open(&config.data_dir, config.cache_capacity_bytes).map_err(
-                |source| NodeError::Storage {
-                    path: config.data_dir.display().to_string(),
-                    source,
-                },
-            )?,
+            None => SledEngine::open(&config.data_dir, config.cache_capacity_bytes)
+                .map_err(|source| NodeError::Storage { path: config.data_dir.display().to_string(), source })?,
         };
         let syncer = Syncer::start(engine.clone());
         let (bound, incoming) = seams
             .network
             .listen(config.listen_addr.clone())
             .await
-            .map_err(|source| NodeError::Listen {
-                addr: config.listen_addr.clone(),
-                source,
-            })?;
+            .map_err(|source| NodeError::Listen { addr: config.listen_addr.clone(), source })?;
         let addr = config.advertise_addr.clone().unwrap_or(bound);
         let peers = Arc::new(Peers::new(seams.network.clone()));
         let raft_config = crate::raft::config::build(&config.raft_timing())
@@ -254,21 +244,15 @@ impl Node {
         });
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_not_serving::<ShadowStoreServer<api::client::ClientService>>()
-            .await;
+        health_reporter.set_not_serving::<ShadowStoreServer<api::client::ClientService>>().await;
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(shadowstore_proto::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
         // Both reflection versions: grpcurl and older tools still ask v1alpha.
-        let reflection_v1 = reflection()
-            .build_v1()
-            .map_err(|e| NodeError::Grpc(e.to_string()))?;
-        let reflection_v1alpha = reflection()
-            .build_v1alpha()
-            .map_err(|e| NodeError::Grpc(e.to_string()))?;
+        let reflection_v1 = reflection().build_v1().map_err(|e| NodeError::Grpc(e.to_string()))?;
+        let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| NodeError::Grpc(e.to_string()))?;
         let client_service = ShadowStoreServer::new(api::client::ClientService::new(ctx.clone()))
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
@@ -292,9 +276,7 @@ impl Node {
             });
         let server = tokio::spawn(server);
 
-        let identity = meta::membership::form(&ctx)
-            .await
-            .map_err(NodeError::Formation)?;
+        let identity = meta::membership::form(&ctx).await.map_err(NodeError::Formation)?;
         ctx.set_identity(identity);
         tracing::info!(node = identity.node_id, addr = %ctx.addr, "node ready");
 
@@ -310,34 +292,20 @@ impl Node {
                 identity.node_id,
                 move || {
                     members_ctx
-                        .with_meta(|m| {
-                            m.nodes
-                                .values()
-                                .map(|n| (n.node_id, n.labels.addr.clone()))
-                                .collect()
-                        })
+                        .with_meta(|m| m.nodes.values().map(|n| (n.node_id, n.labels.addr.clone())).collect())
                         .unwrap_or_default()
                 },
             )));
         }
         tasks.push(tokio::spawn(quiesce::run(
             ctx.registry.clone(),
+            ctx.peers.clone(),
             Duration::from_millis(ctx.config.quiesce_after_ms),
             Duration::from_secs(1),
         )));
-        tasks.push(tokio::spawn(supervisor::run(
-            ctx.registry.clone(),
-            Duration::from_secs(2),
-        )));
-        health_reporter
-            .set_serving::<ShadowStoreServer<api::client::ClientService>>()
-            .await;
-        Ok(Node {
-            ctx,
-            tasks,
-            server,
-            stop_server: Some(stop_tx),
-        })
+        tasks.push(tokio::spawn(supervisor::run(ctx.registry.clone(), Duration::from_secs(2))));
+        health_reporter.set_serving::<ShadowStoreServer<api::client::ClientService>>().await;
+        Ok(Node { ctx, tasks, server, stop_server: Some(stop_tx) })
     }
 
     pub fn ctx(&self) -> &Arc<NodeCtx> {

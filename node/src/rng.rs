@@ -20,10 +20,7 @@ pub struct NodeRng {
 
 impl NodeRng {
     pub fn from_seed(seed: u64) -> Self {
-        NodeRng {
-            seed,
-            inner: Mutex::new(SmallRng::seed_from_u64(seed)),
-        }
+        NodeRng { seed, inner: Mutex::new(SmallRng::seed_from_u64(seed)) }
     }
 
     /// A seed from the operating system, for production nodes.

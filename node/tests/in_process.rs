@@ -42,9 +42,7 @@ async fn start_node(i: u64, join: Option<String>) -> TestNode {
 }
 
 async fn stub(addr: &str) -> ShadowStoreClient<Channel> {
-    ShadowStoreClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
+    ShadowStoreClient::connect(format!("http://{addr}")).await.unwrap()
 }
 
 /// Retries `f` against every node until one succeeds (following no
@@ -61,10 +59,7 @@ where
                 return r.into_inner();
             }
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no node succeeded within 30 s"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "no node succeeded within 30 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -98,67 +93,35 @@ async fn supervisor_quiescing_health_and_reflection() {
     })
     .await;
     let created = on_any(&nodes, |mut s| async move {
-        s.create_resource(v1::CreateResourceRequest {
-            name: "r".into(),
-            replication_factor: 3,
-            request_id: None,
-        })
-        .await
+        s.create_resource(v1::CreateResourceRequest { name: "r".into(), replication_factor: 3, request_id: None }).await
     })
     .await;
     let group = created.resource.unwrap().group_id;
     on_any(&nodes, |mut s| async move { s.put(put("v", b"1")).await }).await;
 
     // --- health and reflection
-    let channel = Channel::from_shared(format!("http://{}", nodes[0].node.addr()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = Channel::from_shared(format!("http://{}", nodes[0].node.addr())).unwrap().connect().await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let h = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "shadowstore.v1.ShadowStore".into(),
-        })
+        .check(tonic_health::pb::HealthCheckRequest { service: "shadowstore.v1.ShadowStore".into() })
         .await
         .unwrap();
-    assert_eq!(
-        h.into_inner().status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-    );
+    assert_eq!(h.into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
     use tonic_reflection::pb::v1 as refl;
     let mut reflection = refl::server_reflection_client::ServerReflectionClient::new(channel);
     let request = refl::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(
-            refl::server_reflection_request::MessageRequest::ListServices(String::new()),
-        ),
+        message_request: Some(refl::server_reflection_request::MessageRequest::ListServices(String::new())),
     };
-    let mut answers = reflection
-        .server_reflection_info(futures::stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let answer = answers
-        .message()
-        .await
-        .unwrap()
-        .expect("a reflection answer");
-    let Some(refl::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        answer.message_response
+    let mut answers = reflection.server_reflection_info(futures::stream::iter([request])).await.unwrap().into_inner();
+    let answer = answers.message().await.unwrap().expect("a reflection answer");
+    let Some(refl::server_reflection_response::MessageResponse::ListServicesResponse(list)) = answer.message_response
     else {
         panic!("unexpected reflection answer {answer:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for want in [
-        "shadowstore.v1.ShadowStore",
-        "grpc.health.v1.Health",
-        "shadowstore.peer.v1.Peer",
-    ] {
-        assert!(
-            names.iter().any(|n| n == want),
-            "{want} missing from reflection: {names:?}"
-        );
+    for want in ["shadowstore.v1.ShadowStore", "grpc.health.v1.Health", "shadowstore.peer.v1.Peer"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing from reflection: {names:?}");
     }
 
     // --- quiescing: every group on every node stops its timers when idle,
@@ -166,42 +129,21 @@ async fn supervisor_quiescing_health_and_reflection() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     for n in &nodes {
         for g in n.node.ctx().registry.all() {
-            assert!(
-                g.activity.is_quiesced(),
-                "group {} not quiesced on {}",
-                g.id,
-                n.node.addr()
-            );
+            assert!(g.activity.is_quiesced(), "group {} not quiesced on {}", g.id, n.node.addr());
         }
     }
     on_any(&nodes, |mut s| async move { s.put(put("v", b"2")).await }).await;
-    let leader = nodes
-        .iter()
-        .find_map(|n| n.node.ctx().registry.get(group).filter(|g| g.is_leader()))
-        .expect("a leader");
-    assert!(
-        !leader.activity.is_quiesced(),
-        "a put did not wake the group's leader"
-    );
+    let leader =
+        nodes.iter().find_map(|n| n.node.ctx().registry.get(group).filter(|g| g.is_leader())).expect("a leader");
+    assert!(!leader.activity.is_quiesced(), "a put did not wake the group's leader");
 
     // --- supervisor: a follower's disk fails, its Raft core stops on the
     // storage error; once the disk is back the group is restarted.
-    let follower = nodes
-        .iter()
-        .find(|n| {
-            n.node
-                .ctx()
-                .registry
-                .get(group)
-                .is_some_and(|g| !g.is_leader())
-        })
-        .expect("a follower");
+    let follower =
+        nodes.iter().find(|n| n.node.ctx().registry.get(group).is_some_and(|g| !g.is_leader())).expect("a follower");
     follower.engine.set_failing(true);
     for i in 0..5 {
-        on_any(&nodes, |mut s| async move {
-            s.put(put("v", format!("during-{i}").as_bytes())).await
-        })
-        .await;
+        on_any(&nodes, |mut s| async move { s.put(put("v", format!("during-{i}").as_bytes())).await }).await;
     }
     let stopped = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -213,21 +155,13 @@ async fn supervisor_quiescing_health_and_reflection() {
         }
     })
     .await;
-    assert!(
-        stopped.is_ok(),
-        "follower's core did not stop on a failing disk"
-    );
+    assert!(stopped.is_ok(), "follower's core did not stop on a failing disk");
     follower.engine.set_failing(false);
     let restarted = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let ctx = follower.node.ctx();
             let g = ctx.registry.get(group).unwrap();
-            if ctx
-                .registry
-                .restarts
-                .load(std::sync::atomic::Ordering::Relaxed)
-                > 0
-                && g.metrics().running_state.is_ok()
+            if ctx.registry.restarts.load(std::sync::atomic::Ordering::Relaxed) > 0 && g.metrics().running_state.is_ok()
             {
                 return g;
             }
@@ -237,12 +171,7 @@ async fn supervisor_quiescing_health_and_reflection() {
     .await
     .expect("supervisor did not restart the group");
     // The restarted replica catches up with the writes it missed.
-    let last = on_any(
-        &nodes,
-        |mut s| async move { s.put(put("v", b"after")).await },
-    )
-    .await
-    .version;
+    let last = on_any(&nodes, |mut s| async move { s.put(put("v", b"after")).await }).await.version;
     tokio::time::timeout(Duration::from_secs(10), async {
         while restarted.state.applied_index() < last {
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -21,9 +21,7 @@ const GROUP: u64 = 7;
 struct SledBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledBuilder {
-    async fn build(
-        &self,
-    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine: SharedEngine = SledEngine::open(dir.path(), 8 << 20).expect("open sled");
         let syncer = Syncer::start(engine.clone());
@@ -47,14 +45,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, ()> for MemoryBuilder
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openraft_suite_on_sled() {
-    Runtime::scope(1, Suite::test_all(SledBuilder))
-        .await
-        .expect("suite failed on sled");
+    Runtime::scope(1, Suite::test_all(SledBuilder)).await.expect("suite failed on sled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openraft_suite_on_memory_engine() {
-    Runtime::scope(2, Suite::test_all(MemoryBuilder))
-        .await
-        .expect("suite failed on memory engine");
+    Runtime::scope(2, Suite::test_all(MemoryBuilder)).await.expect("suite failed on memory engine");
 }

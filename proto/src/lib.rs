@@ -16,8 +16,7 @@ pub mod peer {
 }
 
 /// Encoded `FileDescriptorSet` of every service, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/shadowstore_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/shadowstore_descriptor.bin"));
 
 /// Response metadata key carrying the address of the current leader of the
 /// group a request was about, set on UNAVAILABLE answers.

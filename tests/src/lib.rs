@@ -27,10 +27,7 @@ pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
 }
 
 /// Path of a workspace binary, rebuilt once per test process so tests never
@@ -41,21 +38,11 @@ pub fn binary(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let profile_dir = target_dir();
         let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "shadowstore-node",
-            "-p",
-            "shadowstore-client",
-            "--bins",
-        ]);
+        cmd.args(["build", "--quiet", "-p", "shadowstore-node", "-p", "shadowstore-client", "--bins"]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
-        let status = cmd
-            .status()
-            .expect("running cargo build for the node binaries");
+        let status = cmd.status().expect("running cargo build for the node binaries");
         assert!(status.success(), "cargo build of the node binaries failed");
     });
     let p = target_dir().join(name);
@@ -67,10 +54,7 @@ pub fn binary(name: &str) -> PathBuf {
 pub fn free_port() -> u16 {
     static USED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind :0")
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind :0").port();
         let mut used = USED.lock().unwrap();
         if !used.contains(&port) {
             used.push(port);
@@ -104,10 +88,7 @@ impl NodeProc {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
         let err = log.try_clone()?;
         let child = Command::new(binary("shadowstore"))
             .arg("--config")
@@ -149,11 +130,7 @@ impl Cluster {
             std::fs::create_dir_all(&dir)?;
             let addr = format!("127.0.0.1:{port}");
             let config = dir.join("node.toml");
-            let join = if i == 0 {
-                String::new()
-            } else {
-                format!("\"127.0.0.1:{}\"", ports[0])
-            };
+            let join = if i == 0 { String::new() } else { format!("\"127.0.0.1:{}\"", ports[0]) };
             std::fs::write(
                 &config,
                 format!(
@@ -164,13 +141,7 @@ impl Cluster {
                     i % 3
                 ),
             )?;
-            nodes.push(NodeProc {
-                index: i,
-                addr,
-                dir,
-                config,
-                child: None,
-            });
+            nodes.push(NodeProc { index: i, addr, dir, config, child: None });
         }
         let mut cluster = Cluster { _tmp: tmp, nodes };
         cluster.nodes[0].spawn()?;
@@ -201,27 +172,17 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
         let client = Client::new_lazy(
             self.endpoints(),
-            ClientOptions {
-                total_deadline: Duration::from_secs(2),
-                ..ClientOptions::default()
-            },
+            ClientOptions { total_deadline: Duration::from_secs(2), ..ClientOptions::default() },
         )?;
         loop {
             for node in &mut self.nodes {
                 if node.child.is_some() && !node.is_running() {
-                    bail!(
-                        "node {} exited; log:\n{}",
-                        node.index,
-                        tail(&node.log_path())
-                    );
+                    bail!("node {} exited; log:\n{}", node.index, tail(&node.log_path()));
                 }
             }
             if let Ok(s) = client.cluster_status().await {
                 let voters = s.nodes.iter().filter(|x| x.meta_voter).count();
-                let up = s
-                    .nodes
-                    .iter()
-                    .all(|x| x.health == "up" || x.health == "self");
+                let up = s.nodes.iter().all(|x| x.health == "up" || x.health == "self");
                 if s.nodes.len() == n && voters == n.min(5) && up {
                     return Ok(());
                 }
@@ -242,10 +203,7 @@ impl Cluster {
             .find(|n| n.node_id == node_id)
             .map(|n| n.address.clone())
             .with_context(|| format!("node {node_id} not in status"))?;
-        self.nodes
-            .iter()
-            .position(|n| n.addr == addr)
-            .with_context(|| format!("no process at {addr}"))
+        self.nodes.iter().position(|n| n.addr == addr).with_context(|| format!("no process at {addr}"))
     }
 
     pub fn kill(&mut self, i: usize) {
@@ -264,10 +222,7 @@ impl Cluster {
     }
 
     pub fn running(&mut self) -> Vec<usize> {
-        self.nodes
-            .iter_mut()
-            .filter_map(|n| n.is_running().then_some(n.index))
-            .collect()
+        self.nodes.iter_mut().filter_map(|n| n.is_running().then_some(n.index)).collect()
     }
 }
 
@@ -278,11 +233,7 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             for n in &self.nodes {
-                eprintln!(
-                    "---- node {} log tail ----\n{}",
-                    n.index,
-                    tail(&n.log_path())
-                );
+                eprintln!("---- node {} log tail ----\n{}", n.index, tail(&n.log_path()));
             }
         }
     }
@@ -296,9 +247,7 @@ pub fn tail(path: &Path) -> String {
 
 /// Files under sled's `blobs/` directory of a data dir.
 pub fn blob_files(data_dir: &Path) -> usize {
-    std::fs::read_dir(data_dir.join("blobs"))
-        .map(|rd| rd.count())
-        .unwrap_or(0)
+    std::fs::read_dir(data_dir.join("blobs")).map(|rd| rd.count()).unwrap_or(0)
 }
 
 /// Retries `f` until it returns Ok or `timeout` passes.

@@ -37,20 +37,14 @@ fn value(r: usize, v: usize, attempt: u64) -> Vec<u8> {
 
 fn attempt_of(bytes: &[u8]) -> u64 {
     let s = std::str::from_utf8(bytes).expect("utf8 value");
-    s.rsplit("attempt")
-        .next()
-        .unwrap()
-        .parse()
-        .expect("attempt number")
+    s.rsplit("attempt").next().unwrap().parse().expect("attempt number")
 }
 
 /// Writer `w` owns the (resource, variant) pairs with index % WRITERS == w,
 /// so each variant has a single sequential writer.
 async fn writer(w: usize, client: Client, ledger: Ledger, stop: Arc<AtomicBool>) -> u64 {
-    let mine: Vec<(usize, usize)> = (0..RESOURCES * VARIANTS)
-        .filter(|i| i % WRITERS == w)
-        .map(|i| (i / VARIANTS, i % VARIANTS))
-        .collect();
+    let mine: Vec<(usize, usize)> =
+        (0..RESOURCES * VARIANTS).filter(|i| i % WRITERS == w).map(|i| (i / VARIANTS, i % VARIANTS)).collect();
     let mut acks = 0;
     let mut round = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -65,20 +59,10 @@ async fn writer(w: usize, client: Client, ledger: Ledger, stop: Arc<AtomicBool>)
                 k.attempted = round;
                 round
             };
-            if let Ok(version) = client
-                .put(
-                    &format!("res-{r}"),
-                    &format!("var-{v}"),
-                    value(r, v, attempt),
-                )
-                .await
-            {
+            if let Ok(version) = client.put(&format!("res-{r}"), &format!("var-{v}"), value(r, v, attempt)).await {
                 let mut l = ledger.lock().unwrap();
                 let k = l.get_mut(&(r, v)).unwrap();
-                assert!(
-                    k.acked.is_none_or(|(old, _)| old < version),
-                    "acknowledged versions must increase"
-                );
+                assert!(k.acked.is_none_or(|(old, _)| old < version), "acknowledged versions must increase");
                 k.acked = Some((version, attempt));
                 acks += 1;
             }
@@ -101,16 +85,9 @@ async fn verify(client: &Client, ledger: &Ledger) {
         .await
         .unwrap_or_else(|e| panic!("res-{r}/var-{v}: acknowledged write unreadable: {e:#}"));
         let attempt = attempt_of(&got.value);
-        assert!(
-            got.version >= acked_version,
-            "res-{r}/var-{v}: version {} < acked {acked_version}",
-            got.version
-        );
+        assert!(got.version >= acked_version, "res-{r}/var-{v}: version {} < acked {acked_version}", got.version);
         if got.version == acked_version {
-            assert_eq!(
-                attempt, acked_attempt,
-                "res-{r}/var-{v}: acked version holds another value"
-            );
+            assert_eq!(attempt, acked_attempt, "res-{r}/var-{v}: acked version holds another value");
         } else {
             assert!(
                 attempt > acked_attempt && attempt <= k.attempted,
@@ -121,10 +98,7 @@ async fn verify(client: &Client, ledger: &Ledger) {
         }
         checked += 1;
     }
-    assert!(
-        checked >= RESOURCES * VARIANTS * 9 / 10,
-        "only {checked} variants were ever acknowledged"
-    );
+    assert!(checked >= RESOURCES * VARIANTS * 9 / 10, "only {checked} variants were ever acknowledged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,12 +112,7 @@ async fn acknowledged_writes_survive_leader_crashes_and_full_restart() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for w in 0..WRITERS {
-        writers.push(tokio::spawn(writer(
-            w,
-            cluster.client(),
-            ledger.clone(),
-            stop.clone(),
-        )));
+        writers.push(tokio::spawn(writer(w, cluster.client(), ledger.clone(), stop.clone())));
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -154,10 +123,7 @@ async fn acknowledged_writes_survive_leader_crashes_and_full_restart() {
             let s = admin.cluster_status().await.unwrap();
             cluster.index_of(s.meta_leader_node_id).await.unwrap()
         } else {
-            let d = admin
-                .describe_resource(&format!("res-{}", round * 7))
-                .await
-                .unwrap();
+            let d = admin.describe_resource(&format!("res-{}", round * 7)).await.unwrap();
             cluster.index_of(d.leader_node_id).await.unwrap()
         };
         eprintln!("round {round}: SIGKILL node process {victim}");
@@ -172,10 +138,7 @@ async fn acknowledged_writes_survive_leader_crashes_and_full_restart() {
         acks += w.await.unwrap();
     }
     eprintln!("{acks} acknowledged writes");
-    assert!(
-        acks > (RESOURCES * VARIANTS) as u64,
-        "writers made too little progress: {acks}"
-    );
+    assert!(acks > (RESOURCES * VARIANTS) as u64, "writers made too little progress: {acks}");
     verify(&admin, &ledger).await;
 
     // Every node crashes at once; everything acknowledged is still there.

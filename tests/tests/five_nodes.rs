@@ -17,24 +17,12 @@ async fn five_node_cluster_survives_losing_two() {
 
     // Lose the meta leader's node and the resource leader's node (or
     // another one if they coincide).
-    let meta_leader = cluster
-        .index_of(c.cluster_status().await.unwrap().meta_leader_node_id)
-        .await
-        .unwrap();
-    let res_leader = cluster
-        .index_of(c.describe_resource("wide").await.unwrap().leader_node_id)
-        .await
-        .unwrap();
-    let second = if res_leader != meta_leader {
-        res_leader
-    } else {
-        (meta_leader + 1) % 5
-    };
+    let meta_leader = cluster.index_of(c.cluster_status().await.unwrap().meta_leader_node_id).await.unwrap();
+    let res_leader = cluster.index_of(c.describe_resource("wide").await.unwrap().leader_node_id).await.unwrap();
+    let second = if res_leader != meta_leader { res_leader } else { (meta_leader + 1) % 5 };
     cluster.kill(meta_leader);
     cluster.kill(second);
-    let live: Vec<usize> = (0..5)
-        .filter(|i| *i != meta_leader && *i != second)
-        .collect();
+    let live: Vec<usize> = (0..5).filter(|i| *i != meta_leader && *i != second).collect();
     let c = cluster.client_via(live[0]);
 
     let after = eventually(Duration::from_secs(30), || {
@@ -56,18 +44,10 @@ async fn five_node_cluster_survives_losing_two() {
     .expect("meta group available with 3 of 5 voters");
     let live_ids: Vec<u64> = {
         let s = c.cluster_status().await.unwrap();
-        s.nodes
-            .iter()
-            .filter(|n| n.health == "up" || n.health == "self")
-            .map(|n| n.node_id)
-            .collect()
+        s.nodes.iter().filter(|n| n.health == "up" || n.health == "self").map(|n| n.node_id).collect()
     };
     for r in &fresh.replicas {
-        assert!(
-            live_ids.contains(&r.node_id),
-            "new replica placed on a dead node {}",
-            r.node_id
-        );
+        assert!(live_ids.contains(&r.node_id), "new replica placed on a dead node {}", r.node_id);
     }
     c.put("fresh", "v", b"x".to_vec()).await.unwrap();
     assert_eq!(&c.get("fresh", "v").await.unwrap().value[..], b"x");

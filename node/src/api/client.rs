@@ -57,19 +57,14 @@ impl ClientService {
         }
         let meta = self.ctx.meta_group().ok_or_else(status::not_ready)?;
         self.ctx.linearize(&meta, "resource directory").await?;
-        lookup()
-            .flatten()
-            .ok_or_else(|| Status::not_found(format!("resource {name:?} does not exist")))
+        lookup().flatten().ok_or_else(|| Status::not_found(format!("resource {name:?} does not exist")))
     }
 
     /// The local replica of `rec`'s group, if this node hosts it.
     fn local(&self, rec: &ResourceRecord) -> Option<Arc<Group>> {
         let me = self.ctx.identity()?.node_id;
         let mine = rec.replica_on(me)?;
-        self.ctx
-            .registry
-            .get(rec.group_id)
-            .filter(|g| g.replica_id == mine.replica_id)
+        self.ctx.registry.get(rec.group_id).filter(|g| g.replica_id == mine.replica_id)
     }
 
     /// A node hosting `rec`, preferring one the failure detector sees up.
@@ -77,17 +72,10 @@ impl ClientService {
         let addrs: Vec<(u64, String)> = self
             .ctx
             .with_meta(|m| {
-                rec.replicas
-                    .iter()
-                    .filter_map(|r| m.addr_of(r.node_id).map(|a| (r.node_id, a.to_string())))
-                    .collect()
+                rec.replicas.iter().filter_map(|r| m.addr_of(r.node_id).map(|a| (r.node_id, a.to_string()))).collect()
             })
             .unwrap_or_default();
-        addrs
-            .iter()
-            .find(|(n, _)| self.ctx.detector.is_up(*n))
-            .or(addrs.first())
-            .map(|(_, a)| a.clone())
+        addrs.iter().find(|(n, _)| self.ctx.detector.is_up(*n)).or(addrs.first()).map(|(_, a)| a.clone())
     }
 
     /// The local leader replica of `rec`'s group, or the redirect to give.
@@ -95,11 +83,7 @@ impl ClientService {
         match self.local(rec) {
             Some(g) => {
                 g.touch();
-                if g.is_leader() {
-                    Ok(g)
-                } else {
-                    Err(status::redirect(what, self.ctx.leader_addr(&g).as_deref()))
-                }
+                if g.is_leader() { Ok(g) } else { Err(status::redirect(what, self.ctx.leader_addr(&g).as_deref())) }
             }
             None => Err(status::redirect(what, self.hosting_addr(rec).as_deref())),
         }
@@ -113,18 +97,12 @@ impl ClientService {
         max_staleness_ms: u64,
         what: &str,
     ) -> Result<Arc<Group>, Status> {
-        let g = self
-            .local(rec)
-            .ok_or_else(|| status::redirect(what, self.hosting_addr(rec).as_deref()))?;
+        let g = self.local(rec).ok_or_else(|| status::redirect(what, self.hosting_addr(rec).as_deref()))?;
         g.touch();
         let consistency = v1::Consistency::try_from(consistency)
             .map_err(|_| Status::invalid_argument(format!("unknown consistency {consistency}")))?;
         if consistency == v1::Consistency::StaleOk {
-            let bound = if max_staleness_ms == 0 {
-                STALE_READ_DEFAULT_MS
-            } else {
-                max_staleness_ms
-            };
+            let bound = if max_staleness_ms == 0 { STALE_READ_DEFAULT_MS } else { max_staleness_ms };
             if g.is_leader() || g.since_leader_contact_ms() <= bound {
                 return Ok(g);
             }
@@ -133,12 +111,7 @@ impl ClientService {
         Ok(g)
     }
 
-    async fn propose(
-        &self,
-        g: &Group,
-        cmd: ResourceCommand,
-        what: &str,
-    ) -> Result<ResourceResponse, Status> {
+    async fn propose(&self, g: &Group, cmd: ResourceCommand, what: &str) -> Result<ResourceResponse, Status> {
         let resp = g
             .raft
             .client_write(Command::Resource(cmd))
@@ -146,17 +119,11 @@ impl ClientService {
             .map_err(|e| status::write_error(what, e, |r| self.ctx.replica_addr(r)))?;
         match resp.response() {
             CommandResponse::Resource(r) => Ok(r.clone()),
-            other => Err(Status::internal(format!(
-                "{what}: resource group answered {other:?}"
-            ))),
+            other => Err(Status::internal(format!("{what}: resource group answered {other:?}"))),
         }
     }
 
-    fn resource_info(
-        &self,
-        rec: &ResourceRecord,
-        roles: Option<&AppliedState>,
-    ) -> v1::ResourceInfo {
+    fn resource_info(&self, rec: &ResourceRecord, roles: Option<&AppliedState>) -> v1::ResourceInfo {
         let membership = roles.map(|st| st.membership.membership().clone());
         let replicas = rec
             .replicas
@@ -164,11 +131,7 @@ impl ClientService {
             .map(|r| v1::ReplicaInfo {
                 replica_id: r.replica_id,
                 node_id: r.node_id,
-                address: self
-                    .ctx
-                    .with_meta(|m| m.addr_of(r.node_id).map(String::from))
-                    .flatten()
-                    .unwrap_or_default(),
+                address: self.ctx.with_meta(|m| m.addr_of(r.node_id).map(String::from)).flatten().unwrap_or_default(),
                 role: match &membership {
                     Some(m) if m.voter_ids().any(|v| v == r.replica_id) => "voter".into(),
                     Some(m) if m.learner_ids().any(|l| l == r.replica_id) => "learner".into(),
@@ -192,29 +155,18 @@ fn resource_state(st: &AppliedState) -> Result<&ResourceState, Status> {
     }
 }
 
-fn write_outcome(
-    resource: &str,
-    variant: &str,
-    r: ResourceResponse,
-    if_version: Option<u64>,
-) -> Result<u64, Status> {
+fn write_outcome(resource: &str, variant: &str, r: ResourceResponse, if_version: Option<u64>) -> Result<u64, Status> {
     match r {
         ResourceResponse::Written { version } => Ok(version),
         ResourceResponse::VersionMismatch { current } => Err(Status::failed_precondition(format!(
             "{resource}/{variant} is at version {} but the request required {}",
             current.map_or("none (absent)".to_string(), |v| v.to_string()),
-            if_version.map_or("none".to_string(), |v| if v == 0 {
-                "absent".to_string()
-            } else {
-                v.to_string()
-            })
+            if_version.map_or("none".to_string(), |v| if v == 0 { "absent".to_string() } else { v.to_string() })
         ))),
-        ResourceResponse::NotFound => Err(Status::not_found(format!(
-            "variant {variant:?} of {resource:?} does not exist"
-        ))),
-        ResourceResponse::LimitExceeded { what } => {
-            Err(Status::resource_exhausted(format!("{resource}: {what}")))
+        ResourceResponse::NotFound => {
+            Err(Status::not_found(format!("variant {variant:?} of {resource:?} does not exist")))
         }
+        ResourceResponse::LimitExceeded { what } => Err(Status::resource_exhausted(format!("{resource}: {what}"))),
         ResourceResponse::StaleRequest => Err(Status::failed_precondition(
             "request id is older than the client's first incomplete request: it was answered already",
         )),
@@ -233,10 +185,7 @@ impl ShadowStore for ClientService {
         let me = self.ctx.node_id()?;
         let meta = self.ctx.meta_group().ok_or_else(status::not_ready)?;
         if !meta.is_leader() {
-            return Err(status::redirect(
-                "create resource",
-                self.ctx.leader_addr(&meta).as_deref(),
-            ));
+            return Err(status::redirect("create resource", self.ctx.leader_addr(&meta).as_deref()));
         }
         let detector = &self.ctx.detector;
         let nodes = self
@@ -269,21 +218,14 @@ impl ShadowStore for ClientService {
         match propose_meta(&self.ctx, cmd).await? {
             MetaResponse::Created(rec) => {
                 tracing::info!(resource = %rec.name, group = rec.group_id, "resource created");
-                Ok(Response::new(v1::CreateResourceResponse {
-                    resource: Some(self.resource_info(&rec, None)),
-                }))
+                Ok(Response::new(v1::CreateResourceResponse { resource: Some(self.resource_info(&rec, None)) }))
             }
-            MetaResponse::AlreadyExists(_) => Err(Status::already_exists(format!(
-                "resource {:?} already exists",
-                req.name
-            ))),
+            MetaResponse::AlreadyExists(_) => {
+                Err(Status::already_exists(format!("resource {:?} already exists", req.name)))
+            }
             MetaResponse::Rejected { reason } => Err(Status::failed_precondition(reason)),
-            MetaResponse::StaleRequest => {
-                Err(Status::failed_precondition("request was answered already"))
-            }
-            other => Err(Status::internal(format!(
-                "unexpected meta answer {other:?}"
-            ))),
+            MetaResponse::StaleRequest => Err(Status::failed_precondition("request was answered already")),
+            other => Err(Status::internal(format!("unexpected meta answer {other:?}"))),
         }
     }
 
@@ -295,10 +237,7 @@ impl ShadowStore for ClientService {
         validate::resource_name(&req.name)?;
         let meta = self.ctx.meta_group().ok_or_else(status::not_ready)?;
         if !meta.is_leader() {
-            return Err(status::redirect(
-                "delete resource",
-                self.ctx.leader_addr(&meta).as_deref(),
-            ));
+            return Err(status::redirect("delete resource", self.ctx.leader_addr(&meta).as_deref()));
         }
         let cmd = MetaCommand::DeleteResource {
             request: RequestId::from(req.request_id),
@@ -307,16 +246,9 @@ impl ShadowStore for ClientService {
         };
         match propose_meta(&self.ctx, cmd).await? {
             MetaResponse::Deleted => Ok(Response::new(v1::DeleteResourceResponse {})),
-            MetaResponse::NotFound => Err(Status::not_found(format!(
-                "resource {:?} does not exist",
-                req.name
-            ))),
-            MetaResponse::StaleRequest => {
-                Err(Status::failed_precondition("request was answered already"))
-            }
-            other => Err(Status::internal(format!(
-                "unexpected meta answer {other:?}"
-            ))),
+            MetaResponse::NotFound => Err(Status::not_found(format!("resource {:?} does not exist", req.name))),
+            MetaResponse::StaleRequest => Err(Status::failed_precondition("request was answered already")),
+            other => Err(Status::internal(format!("unexpected meta answer {other:?}"))),
         }
     }
 
@@ -326,22 +258,14 @@ impl ShadowStore for ClientService {
     ) -> Result<Response<v1::ListResourcesResponse>, Status> {
         let meta = self.ctx.meta_group().ok_or_else(status::not_ready)?;
         self.ctx.linearize(&meta, "list resources").await?;
-        let records: Vec<ResourceRecord> = self
-            .ctx
-            .with_meta(|m| m.resources.values().cloned().collect())
-            .unwrap_or_default();
+        let records: Vec<ResourceRecord> =
+            self.ctx.with_meta(|m| m.resources.values().cloned().collect()).unwrap_or_default();
         Ok(Response::new(v1::ListResourcesResponse {
-            resources: records
-                .iter()
-                .map(|r| self.resource_info(r, None))
-                .collect(),
+            resources: records.iter().map(|r| self.resource_info(r, None)).collect(),
         }))
     }
 
-    async fn put(
-        &self,
-        request: Request<v1::PutRequest>,
-    ) -> Result<Response<v1::PutResponse>, Status> {
+    async fn put(&self, request: Request<v1::PutRequest>) -> Result<Response<v1::PutResponse>, Status> {
         let req = request.into_inner();
         validate::resource_name(&req.resource)?;
         validate::variant_name(&req.variant)?;
@@ -360,24 +284,16 @@ impl ShadowStore for ClientService {
         Ok(Response::new(v1::PutResponse { version }))
     }
 
-    async fn get(
-        &self,
-        request: Request<v1::GetRequest>,
-    ) -> Result<Response<v1::GetResponse>, Status> {
+    async fn get(&self, request: Request<v1::GetRequest>) -> Result<Response<v1::GetResponse>, Status> {
         let req = request.into_inner();
         validate::resource_name(&req.resource)?;
         validate::variant_name(&req.variant)?;
         let rec = self.resource(&req.resource).await?;
-        let g = self
-            .reader(&rec, req.consistency, req.max_staleness_ms, "get")
-            .await?;
+        let g = self.reader(&rec, req.consistency, req.max_staleness_ms, "get").await?;
         let st = g.state.read();
         let rs = resource_state(&st)?;
         let v = rs.variants.get(&req.variant).ok_or_else(|| {
-            Status::not_found(format!(
-                "variant {:?} of {:?} does not exist",
-                req.variant, req.resource
-            ))
+            Status::not_found(format!("variant {:?} of {:?} does not exist", req.variant, req.resource))
         })?;
         if let Some(want) = req.version {
             if want != v.version {
@@ -395,10 +311,7 @@ impl ShadowStore for ClientService {
         }))
     }
 
-    async fn delete(
-        &self,
-        request: Request<v1::DeleteRequest>,
-    ) -> Result<Response<v1::DeleteResponse>, Status> {
+    async fn delete(&self, request: Request<v1::DeleteRequest>) -> Result<Response<v1::DeleteResponse>, Status> {
         let req = request.into_inner();
         validate::resource_name(&req.resource)?;
         validate::variant_name(&req.variant)?;
@@ -421,9 +334,7 @@ impl ShadowStore for ClientService {
     ) -> Result<Response<v1::ListVariantsResponse>, Status> {
         let req = request.into_inner();
         let rec = self.resource(&req.resource).await?;
-        let g = self
-            .reader(&rec, req.consistency, 0, "list variants")
-            .await?;
+        let g = self.reader(&rec, req.consistency, 0, "list variants").await?;
         let st = g.state.read();
         let rs = resource_state(&st)?;
         let variants = rs
@@ -444,9 +355,7 @@ impl ShadowStore for ClientService {
     ) -> Result<Response<v1::DescribeResourceResponse>, Status> {
         let req = request.into_inner();
         let rec = self.resource(&req.name).await?;
-        let g = self
-            .local(&rec)
-            .ok_or_else(|| status::redirect("describe", self.hosting_addr(&rec).as_deref()))?;
+        let g = self.local(&rec).ok_or_else(|| status::redirect("describe", self.hosting_addr(&rec).as_deref()))?;
         let m = g.metrics();
         let st = g.state.read();
         let rs = resource_state(&st)?;
@@ -483,11 +392,7 @@ impl ShadowStore for ClientService {
         let me = self.ctx.node_id()?;
         let meta = self.ctx.meta_group().ok_or_else(status::not_ready)?;
         let meta_metrics = meta.metrics();
-        let voters: Vec<u64> = meta_metrics
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
+        let voters: Vec<u64> = meta_metrics.membership_config.membership().voter_ids().collect();
         let meta_leader = meta_metrics.current_leader;
         let local = self.ctx.registry.all();
         let (nodes, meta_leader_node_id, resource_count) = self
@@ -532,10 +437,6 @@ impl ShadowStore for ClientService {
                 (nodes, leader_node, m.resources.len() as u64)
             })
             .ok_or_else(status::not_ready)?;
-        Ok(Response::new(v1::ClusterStatusResponse {
-            meta_leader_node_id,
-            nodes,
-            resource_count,
-        }))
+        Ok(Response::new(v1::ClusterStatusResponse { meta_leader_node_id, nodes, resource_count }))
     }
 }

@@ -20,6 +20,8 @@ use shadowstore_proto::peer::JoinRequest;
 use shadowstore_proto::peer::JoinResponse;
 use shadowstore_proto::peer::PingRequest;
 use shadowstore_proto::peer::PingResponse;
+use shadowstore_proto::peer::QuiesceRequest;
+use shadowstore_proto::peer::QuiesceResponse;
 use shadowstore_proto::peer::RaftEnvelope;
 use shadowstore_proto::peer::ReadIndexRequest;
 use shadowstore_proto::peer::ReadIndexResponse;
@@ -50,9 +52,11 @@ impl PeerService {
     }
 
     fn group_for(&self, env: &RaftEnvelope) -> Result<Arc<Group>, Status> {
-        let g = self.ctx.registry.get(env.group_id).ok_or_else(|| {
-            Status::not_found(format!("group {} is not hosted here", env.group_id))
-        })?;
+        let g = self
+            .ctx
+            .registry
+            .get(env.group_id)
+            .ok_or_else(|| Status::not_found(format!("group {} is not hosted here", env.group_id)))?;
         if g.replica_id != env.target_replica_id {
             return Err(Status::not_found(format!(
                 "group {} is hosted here as replica {}, not {}",
@@ -63,15 +67,36 @@ impl PeerService {
     }
 }
 
+impl PeerService {
+    /// Delivers one Raft message to the replica it names (waking the group)
+    /// and wraps the answer.
+    async fn deliver<Req, Resp, E, F, Fut>(
+        &self,
+        req: Request<RaftEnvelope>,
+        what: &'static str,
+        handle: F,
+    ) -> Result<Response<RaftEnvelope>, Status>
+    where
+        Req: DeserializeOwned,
+        Resp: Serialize,
+        E: std::fmt::Display,
+        F: FnOnce(Arc<Group>, Req) -> Fut,
+        Fut: std::future::Future<Output = Result<Resp, E>>,
+    {
+        let env = req.into_inner();
+        let g = self.group_for(&env)?;
+        g.touch();
+        let rpc: Req = decode(what, &env.payload)?;
+        let resp = handle(g, rpc).await.map_err(fatal)?;
+        reply(&env, what, &resp)
+    }
+}
+
 fn decode<T: DeserializeOwned>(what: &'static str, b: &[u8]) -> Result<T, Status> {
     codec::decode(what, b).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
-fn reply<T: Serialize>(
-    env: &RaftEnvelope,
-    what: &'static str,
-    v: &T,
-) -> Result<Response<RaftEnvelope>, Status> {
+fn reply<T: Serialize>(env: &RaftEnvelope, what: &'static str, v: &T) -> Result<Response<RaftEnvelope>, Status> {
     let payload = codec::encode(what, v).map_err(|e| Status::internal(e.to_string()))?;
     Ok(Response::new(RaftEnvelope {
         group_id: env.group_id,
@@ -86,72 +111,40 @@ fn fatal(e: impl std::fmt::Display) -> Status {
 
 #[tonic::async_trait]
 impl Peer for PeerService {
-    async fn raft_append(
-        &self,
-        req: Request<RaftEnvelope>,
-    ) -> Result<Response<RaftEnvelope>, Status> {
+    async fn raft_append(&self, req: Request<RaftEnvelope>) -> Result<Response<RaftEnvelope>, Status> {
         let env = req.into_inner();
         let g = self.group_for(&env)?;
-        g.touch();
         let rpc: AppendEntriesRequest<TypeConfig> = decode("append entries", &env.payload)?;
+        // Entries wake a quiesced follower; an empty heartbeat does not.
+        if !rpc.entries.is_empty() {
+            g.touch();
+        }
         let resp = g.raft.append_entries(rpc).await.map_err(fatal)?;
-        if matches!(
-            resp,
-            AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)
-        ) {
+        if matches!(resp, AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)) {
             g.note_leader_contact();
         }
         reply(&env, "append response", &resp)
     }
 
-    async fn raft_vote(
-        &self,
-        req: Request<RaftEnvelope>,
-    ) -> Result<Response<RaftEnvelope>, Status> {
-        let env = req.into_inner();
-        let g = self.group_for(&env)?;
-        g.touch();
-        let rpc: VoteRequest<TypeConfig> = decode("vote", &env.payload)?;
-        let resp = g.raft.vote(rpc).await.map_err(fatal)?;
-        reply(&env, "vote response", &resp)
+    async fn raft_vote(&self, req: Request<RaftEnvelope>) -> Result<Response<RaftEnvelope>, Status> {
+        self.deliver(req, "vote", |g, rpc: VoteRequest<TypeConfig>| async move { g.raft.vote(rpc).await }).await
     }
 
-    async fn raft_pre_vote(
-        &self,
-        req: Request<RaftEnvelope>,
-    ) -> Result<Response<RaftEnvelope>, Status> {
-        let env = req.into_inner();
-        let g = self.group_for(&env)?;
-        g.touch();
-        let rpc: VoteRequest<TypeConfig> = decode("pre-vote", &env.payload)?;
-        let resp = g.raft.pre_vote(rpc).await.map_err(fatal)?;
-        reply(&env, "pre-vote response", &resp)
+    async fn raft_pre_vote(&self, req: Request<RaftEnvelope>) -> Result<Response<RaftEnvelope>, Status> {
+        self.deliver(req, "pre-vote", |g, rpc: VoteRequest<TypeConfig>| async move { g.raft.pre_vote(rpc).await }).await
     }
 
-    async fn raft_transfer_leader(
-        &self,
-        req: Request<RaftEnvelope>,
-    ) -> Result<Response<RaftEnvelope>, Status> {
-        let env = req.into_inner();
-        let g = self.group_for(&env)?;
-        g.touch();
-        let rpc: TransferLeaderRequest<TypeConfig> = decode("transfer leader", &env.payload)?;
-        let resp = g.raft.handle_transfer_leader(rpc).await.map_err(fatal)?;
-        reply(&env, "transfer leader response", &resp)
+    async fn raft_transfer_leader(&self, req: Request<RaftEnvelope>) -> Result<Response<RaftEnvelope>, Status> {
+        self.deliver(req, "transfer leader", |g, rpc: TransferLeaderRequest<TypeConfig>| async move {
+            g.raft.handle_transfer_leader(rpc).await
+        })
+        .await
     }
 
-    async fn raft_snapshot(
-        &self,
-        req: Request<Streaming<SnapshotChunk>>,
-    ) -> Result<Response<RaftEnvelope>, Status> {
+    async fn raft_snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<RaftEnvelope>, Status> {
         let mut stream = req.into_inner();
-        let first = stream
-            .next()
-            .await
-            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
-        let env = first
-            .header
-            .ok_or_else(|| Status::invalid_argument("first snapshot chunk has no header"))?;
+        let first = stream.next().await.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        let env = first.header.ok_or_else(|| Status::invalid_argument("first snapshot chunk has no header"))?;
         let g = self.group_for(&env)?;
         g.touch();
         let (vote, meta): (Vote, SnapshotMeta) = decode("snapshot header", &env.payload)?;
@@ -160,29 +153,17 @@ impl Peer for PeerService {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
             if data.len() + chunk.data.len() > SNAPSHOT_BYTES_MAX {
-                return Err(Status::resource_exhausted(format!(
-                    "snapshot exceeds {SNAPSHOT_BYTES_MAX} bytes"
-                )));
+                return Err(Status::resource_exhausted(format!("snapshot exceeds {SNAPSHOT_BYTES_MAX} bytes")));
             }
             data.extend_from_slice(&chunk.data);
         }
-        let snapshot = Snapshot {
-            meta,
-            snapshot: bytes::Bytes::from(data),
-        };
-        let resp = g
-            .raft
-            .install_full_snapshot(vote, snapshot)
-            .await
-            .map_err(fatal)?;
+        let snapshot = Snapshot { meta, snapshot: bytes::Bytes::from(data) };
+        let resp = g.raft.install_full_snapshot(vote, snapshot).await.map_err(fatal)?;
         g.note_leader_contact();
         reply(&env, "snapshot response", &resp)
     }
 
-    async fn read_index(
-        &self,
-        req: Request<ReadIndexRequest>,
-    ) -> Result<Response<ReadIndexResponse>, Status> {
+    async fn read_index(&self, req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
         let group = req.into_inner().group_id;
         let g = self
             .ctx
@@ -196,30 +177,33 @@ impl Peer for PeerService {
             .get_read_linearizer(ReadPolicy::ReadIndex)
             .await
             .map_err(|e| status::read_error(what, e, |r| self.ctx.replica_addr(r)))?;
-        let bytes = codec::encode("read index", lin.read_log_id().log_id())
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(ReadIndexResponse {
-            read_log_id: bytes.into(),
-        }))
+        let bytes =
+            codec::encode("read index", lin.read_log_id().log_id()).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(ReadIndexResponse { read_log_id: bytes.into() }))
     }
 
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
-        let (node_id, meta_replica_id) =
-            crate::meta::membership::handle_join(&self.ctx, req.into_inner()).await?;
-        Ok(Response::new(JoinResponse {
-            node_id,
-            meta_replica_id,
-        }))
+        let (node_id, meta_replica_id) = crate::meta::membership::handle_join(&self.ctx, req.into_inner()).await?;
+        Ok(Response::new(JoinResponse { node_id, meta_replica_id }))
+    }
+
+    async fn quiesce(&self, req: Request<QuiesceRequest>) -> Result<Response<QuiesceResponse>, Status> {
+        let req = req.into_inner();
+        let g = self.group_for(&RaftEnvelope {
+            group_id: req.group_id,
+            target_replica_id: req.target_replica_id,
+            payload: Default::default(),
+        })?;
+        Ok(Response::new(QuiesceResponse { quiesced: crate::group::quiesce::follower_quiesce(&g, &req) }))
     }
 
     async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
         let node_id = self.ctx.node_id()?;
-        let groups = self.ctx.registry.all();
-        let led = groups.iter().filter(|g| g.is_leader()).count();
+        let registry = &self.ctx.registry;
         Ok(Response::new(PingResponse {
             node_id,
-            groups_hosted: groups.len() as u64,
-            groups_led: led as u64,
+            groups_hosted: registry.len() as u64,
+            groups_led: registry.led.load(std::sync::atomic::Ordering::Relaxed),
         }))
     }
 }

@@ -2,6 +2,8 @@
 //! problem; a redirect carries the leader's address in metadata.
 
 use openraft::errors::ClientWriteError;
+use openraft::errors::Fatal;
+use openraft::errors::ForwardToLeader;
 use openraft::errors::LinearizableReadError;
 use openraft::errors::RaftError;
 use shadowstore_proto::LEADER_ADDRESS_METADATA;
@@ -29,20 +31,14 @@ pub fn redirect(what: &str, addr: Option<&str>) -> Status {
 }
 
 pub fn no_leader(what: &str) -> Status {
-    let mut s = Status::unavailable(format!(
-        "{what}: no leader is known right now (election in progress?)"
-    ));
-    s.metadata_mut().insert(
-        RETRY_AFTER_MS_METADATA,
-        MetadataValue::from(NO_LEADER_RETRY_AFTER_MS),
-    );
+    let mut s = Status::unavailable(format!("{what}: no leader is known right now (election in progress?)"));
+    s.metadata_mut().insert(RETRY_AFTER_MS_METADATA, MetadataValue::from(NO_LEADER_RETRY_AFTER_MS));
     s
 }
 
 pub fn not_ready() -> Status {
     let mut s = Status::unavailable("node is starting or joining the cluster");
-    s.metadata_mut()
-        .insert(RETRY_AFTER_MS_METADATA, MetadataValue::from(500u64));
+    s.metadata_mut().insert(RETRY_AFTER_MS_METADATA, MetadataValue::from(500u64));
     s
 }
 
@@ -58,9 +54,7 @@ pub fn write_error(
     leader_addr: impl Fn(u64) -> Option<String>,
 ) -> Status {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-            redirect(what, f.leader_id.and_then(leader_addr).as_deref())
-        }
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => forward(what, f, leader_addr),
         RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => {
             let mut s = Status::unavailable(format!(
                 "{what}: leadership changed before the write committed; its outcome is unknown, retry with the same request id"
@@ -78,10 +72,16 @@ pub fn write_error(
         RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => {
             Status::failed_precondition(format!("{what}: {e}"))
         }
-        RaftError::Fatal(f) => Status::unavailable(format!(
-            "{what}: replica stopped ({f}); it is being restarted"
-        )),
+        RaftError::Fatal(f) => stopped(what, f),
     }
+}
+
+fn forward(what: &str, f: ForwardToLeader<TypeConfig>, leader_addr: impl Fn(u64) -> Option<String>) -> Status {
+    redirect(what, f.leader_id.and_then(leader_addr).as_deref())
+}
+
+fn stopped(what: &str, f: Fatal<TypeConfig>) -> Status {
+    Status::unavailable(format!("{what}: replica stopped ({f}); it is being restarted"))
 }
 
 pub fn read_error(
@@ -90,14 +90,10 @@ pub fn read_error(
     leader_addr: impl Fn(u64) -> Option<String>,
 ) -> Status {
     match e {
-        RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => {
-            redirect(what, f.leader_id.and_then(leader_addr).as_deref())
+        RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => forward(what, f, leader_addr),
+        RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)) => {
+            Status::unavailable(format!("{what}: cannot reach a quorum to confirm leadership: {q}"))
         }
-        RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)) => Status::unavailable(
-            format!("{what}: cannot reach a quorum to confirm leadership: {q}"),
-        ),
-        RaftError::Fatal(f) => Status::unavailable(format!(
-            "{what}: replica stopped ({f}); it is being restarted"
-        )),
+        RaftError::Fatal(f) => stopped(what, f),
     }
 }

@@ -15,27 +15,19 @@ use crate::limits::RESOURCE_NAME_BYTES_MAX;
 use crate::limits::VARIANT_NAME_BYTES_MAX;
 
 pub fn resource_name(name: &str) -> Result<(), Status> {
-    let bad = |why: &str| {
-        Err(Status::invalid_argument(format!(
-            "resource name {name:?} {why}"
-        )))
-    };
+    let bad = |why: &str| Err(Status::invalid_argument(format!("resource name {name:?} {why}")));
     if name.is_empty() {
         return Err(Status::invalid_argument("resource name is empty"));
     }
     if name.len() > RESOURCE_NAME_BYTES_MAX {
-        return bad(&format!(
-            "is {} bytes; the limit is {RESOURCE_NAME_BYTES_MAX}",
-            name.len()
-        ));
+        return bad(&format!("is {} bytes; the limit is {RESOURCE_NAME_BYTES_MAX}", name.len()));
     }
     let first = name.as_bytes()[0];
     if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
         return bad("must start with a lowercase letter or digit");
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')))
+    if let Some(c) =
+        name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')))
     {
         return bad(&format!("contains {c:?}; allowed are a-z 0-9 . _ -"));
     }
@@ -43,33 +35,20 @@ pub fn resource_name(name: &str) -> Result<(), Status> {
 }
 
 pub fn variant_name(name: &str) -> Result<(), Status> {
-    let bad = |why: &str| {
-        Err(Status::invalid_argument(format!(
-            "variant name {name:?} {why}"
-        )))
-    };
+    let bad = |why: &str| Err(Status::invalid_argument(format!("variant name {name:?} {why}")));
     if name.is_empty() {
         return Err(Status::invalid_argument("variant name is empty"));
     }
     if name.len() > VARIANT_NAME_BYTES_MAX {
-        return bad(&format!(
-            "is {} bytes; the limit is {VARIANT_NAME_BYTES_MAX}",
-            name.len()
-        ));
+        return bad(&format!("is {} bytes; the limit is {VARIANT_NAME_BYTES_MAX}", name.len()));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/')))
-    {
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))) {
         return bad(&format!("contains {c:?}; allowed are A-Z a-z 0-9 . _ - /"));
     }
     if name.starts_with('/') || name.ends_with('/') {
         return bad("must not start or end with '/'");
     }
-    if name
-        .split('/')
-        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
-    {
+    if name.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
         return bad("has an empty, '.' or '..' segment");
     }
     Ok(())
@@ -85,11 +64,7 @@ pub fn inline_value(len: usize) -> Result<(), Status> {
 }
 
 pub fn replication_factor(rf: u32) -> Result<u32, Status> {
-    let rf = if rf == 0 {
-        REPLICATION_FACTOR_DEFAULT
-    } else {
-        rf
-    };
+    let rf = if rf == 0 { REPLICATION_FACTOR_DEFAULT } else { rf };
     if !REPLICATION_FACTORS_ALLOWED.contains(&rf) {
         return Err(Status::invalid_argument(format!(
             "replication factor {rf} is not allowed; use one of {REPLICATION_FACTORS_ALLOWED:?}"
@@ -118,39 +93,19 @@ mod tests {
         for ok in ["en", "en/mobile", "De_de/Desktop-2.json", &"v".repeat(256)] {
             variant_name(ok).unwrap();
         }
-        for bad in [
-            "",
-            "/en",
-            "en/",
-            "en//m",
-            "en/./m",
-            "../x",
-            "en m",
-            "en\0",
-            &"v".repeat(257),
-        ] {
-            assert_eq!(
-                variant_name(bad).unwrap_err().code(),
-                tonic::Code::InvalidArgument,
-                "{bad:?}"
-            );
+        for bad in ["", "/en", "en/", "en//m", "en/./m", "../x", "en m", "en\0", &"v".repeat(257)] {
+            assert_eq!(variant_name(bad).unwrap_err().code(), tonic::Code::InvalidArgument, "{bad:?}");
         }
     }
 
     #[test]
     fn sizes_and_factors() {
         inline_value(INLINE_VALUE_BYTES_MAX).unwrap();
-        assert_eq!(
-            inline_value(INLINE_VALUE_BYTES_MAX + 1).unwrap_err().code(),
-            tonic::Code::ResourceExhausted
-        );
+        assert_eq!(inline_value(INLINE_VALUE_BYTES_MAX + 1).unwrap_err().code(), tonic::Code::ResourceExhausted);
         assert_eq!(replication_factor(0).unwrap(), 3);
         assert_eq!(replication_factor(5).unwrap(), 5);
         for bad in [1, 2, 4, 6] {
-            assert_eq!(
-                replication_factor(bad).unwrap_err().code(),
-                tonic::Code::InvalidArgument
-            );
+            assert_eq!(replication_factor(bad).unwrap_err().code(), tonic::Code::InvalidArgument);
         }
     }
 }

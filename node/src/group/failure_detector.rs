@@ -71,19 +71,11 @@ pub struct FailureDetector {
 
 impl FailureDetector {
     pub fn new(timing: DetectorTiming) -> Self {
-        FailureDetector {
-            timing,
-            peers_view: RwLock::new(HashMap::new()),
-            started_ms: mono_ms(),
-        }
+        FailureDetector { timing, peers_view: RwLock::new(HashMap::new()), started_ms: mono_ms() }
     }
 
     pub fn view(&self, node: NodeId) -> Option<PeerView> {
-        self.peers_view
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&node)
-            .cloned()
+        self.peers_view.read().unwrap_or_else(|p| p.into_inner()).get(&node).cloned()
     }
 
     /// Whether `node` is believed alive. A peer never heard from counts as
@@ -91,10 +83,7 @@ impl FailureDetector {
     pub fn is_up(&self, node: NodeId) -> bool {
         match self.view(node) {
             Some(v) => v.health == Health::Up,
-            None => {
-                mono_ms().saturating_sub(self.started_ms)
-                    < self.timing.suspect_after.as_millis() as u64
-            }
+            None => mono_ms().saturating_sub(self.started_ms) < self.timing.suspect_after.as_millis() as u64,
         }
     }
 
@@ -113,11 +102,7 @@ impl FailureDetector {
     fn record(&self, node: NodeId, answer: Option<PingResponse>) -> (Option<Health>, Health) {
         let now = mono_ms();
         let mut views = self.peers_view.write().unwrap_or_else(|p| p.into_inner());
-        let entry = views.entry(node).or_insert(PeerView {
-            health: Health::Up,
-            last_ok_ms: None,
-            last_answer: None,
-        });
+        let entry = views.entry(node).or_insert(PeerView { health: Health::Up, last_ok_ms: None, last_answer: None });
         let before = entry.health;
         if let Some(a) = answer {
             entry.last_ok_ms = Some(now);
@@ -138,9 +123,7 @@ pub fn wake_groups_led_from(registry: &Registry, peers: &Peers, node: NodeId) ->
     let mut woken = 0;
     for g in registry.all() {
         let leader = g.raft.metrics().borrow_watched().current_leader;
-        let led_from_node = leader
-            .and_then(|l| peers.replica_addr(l))
-            .is_some_and(|(n, _)| n == node);
+        let led_from_node = leader.and_then(|l| peers.replica_addr(l)).is_some_and(|(n, _)| n == node);
         if led_from_node && g.activity.is_quiesced() {
             g.touch();
             woken += 1;
@@ -161,10 +144,7 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let others: Vec<_> = members()
-            .into_iter()
-            .filter(|(n, _)| *n != self_id)
-            .collect();
+        let others: Vec<_> = members().into_iter().filter(|(n, _)| *n != self_id).collect();
         detector.forget_except(&others);
         let pings = others.iter().map(|(node, addr)| {
             let peers = peers.clone();
@@ -174,9 +154,7 @@ pub async fn run(
                 let answer = match peers.client(&addr) {
                     Err(_) => None,
                     Ok(mut c) => {
-                        let mut req = tonic::Request::new(PingRequest {
-                            from_node_id: self_id,
-                        });
+                        let mut req = tonic::Request::new(PingRequest { from_node_id: self_id });
                         req.set_timeout(timeout);
                         match tokio::time::timeout(timeout, c.ping(req)).await {
                             Ok(Ok(r)) if r.get_ref().node_id == node => Some(r.into_inner()),
@@ -191,12 +169,7 @@ pub async fn run(
             let (before, after) = detector.record(node, answer);
             if after != Health::Up && before == Some(Health::Up) {
                 let woken = wake_groups_led_from(&registry, &peers, node);
-                tracing::warn!(
-                    node,
-                    health = after.as_str(),
-                    woken,
-                    "peer stopped answering; woke its groups"
-                );
+                tracing::warn!(node, health = after.as_str(), woken, "peer stopped answering; woke its groups");
             } else if after == Health::Up && before.is_some_and(|b| b != Health::Up) {
                 tracing::info!(node, "peer answers again");
             }

@@ -1,16 +1,24 @@
-//! Quiescing: an idle group stops its timers so 10,000 idle groups cost
+//! Quiescing: idle groups stop their timers so 10,000 idle groups cost
 //! (almost) nothing.
 //!
-//! openraft's tick drives election timeouts and leader heartbeats; each
-//! costs CPU per group per second. A group idle for `quiesce_after_ms`
-//! whose log is fully replicated (leader) or applied with a known leader
-//! (follower) turns its tick and heartbeats off. Any request or Raft
-//! message for the group turns them back on ([`Activity::touch`]). While a
-//! group is quiesced nobody watches its leader: the node-level
-//! [`failure_detector`](super::failure_detector) wakes it if the leader's
-//! node stops answering.
+//! openraft's tick drives election timeouts and leader heartbeats; both
+//! cost CPU and messages per group per second. Quiescing is led by the
+//! leader (as in TiKV's hibernating regions):
+//!
+//! 1. a leader idle for `quiesce_after` whose log is fully replicated asks
+//!    every other member to quiesce (`Peer.Quiesce`, naming its term and
+//!    last log index);
+//! 2. a follower agrees only if it follows that leader in that term and has
+//!    applied that index; it then stops its election timer;
+//! 3. only when every member agreed does the leader stop heartbeating and
+//!    ticking.
+//!
+//! A follower therefore never times out on a leader that merely went quiet.
+//! Entries, votes and requests wake a group ([`Activity::touch`]); empty
+//! heartbeats do not. While a group is quiesced nobody watches its leader:
+//! the node-level [`failure_detector`](super::failure_detector) wakes it if
+//! the leader's node stops answering.
 
-use openraft::rt::WatchReceiver;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
@@ -19,23 +27,30 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use openraft::ServerState;
+use openraft::rt::WatchReceiver;
+use shadowstore_proto::peer::QuiesceRequest;
 
+use super::Group;
 use super::Registry;
 use crate::raft::GroupRaft;
+use crate::transport::Peers;
+
+/// Deadline of one quiesce request.
+const QUIESCE_RPC_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Milliseconds on tokio's monotonic clock since the first call (simulated
 /// under turmoil).
 pub fn mono_ms() -> u64 {
     static BASE: OnceLock<tokio::time::Instant> = OnceLock::new();
     let base = *BASE.get_or_init(tokio::time::Instant::now);
-    tokio::time::Instant::now()
-        .saturating_duration_since(base)
-        .as_millis() as u64
+    tokio::time::Instant::now().saturating_duration_since(base).as_millis() as u64
 }
 
 pub struct Activity {
     last_active_ms: AtomicU64,
     quiesced: AtomicBool,
+    /// A leader-side quiesce round is in flight.
+    quiescing: AtomicBool,
 }
 
 impl Default for Activity {
@@ -49,9 +64,12 @@ impl Activity {
         Activity {
             last_active_ms: AtomicU64::new(mono_ms()),
             quiesced: AtomicBool::new(false),
+            quiescing: AtomicBool::new(false),
         }
     }
 
+    /// Records activity and turns the group's timers back on if it was
+    /// quiesced.
     pub fn touch(&self, raft: &GroupRaft) {
         self.last_active_ms.store(mono_ms(), Ordering::Relaxed);
         if self.quiesced.swap(false, Ordering::AcqRel) {
@@ -64,52 +82,114 @@ impl Activity {
         self.quiesced.load(Ordering::Acquire)
     }
 
-    fn idle_ms(&self) -> u64 {
-        mono_ms().saturating_sub(self.last_active_ms.load(Ordering::Relaxed))
+    fn last_active_ms(&self) -> u64 {
+        self.last_active_ms.load(Ordering::Relaxed)
+    }
+
+    fn stop_timers(&self, raft: &GroupRaft) {
+        self.quiesced.store(true, Ordering::Release);
+        raft.runtime_config().heartbeat(false);
+        raft.runtime_config().tick(false);
     }
 }
 
-/// Whether the group's Raft state allows stopping its timers.
-fn settled(raft: &GroupRaft) -> bool {
-    let m = raft.metrics();
+/// Serves a leader's quiesce request on a follower: stops the election
+/// timer if this replica follows `leader` in `term` and has applied
+/// `last_log_index`.
+pub fn follower_quiesce(g: &Group, req: &QuiesceRequest) -> bool {
+    let ok = {
+        let m = g.raft.metrics();
+        let m = m.borrow_watched();
+        m.running_state.is_ok()
+            && matches!(m.state, ServerState::Follower | ServerState::Learner)
+            && m.current_leader == Some(req.leader_replica_id)
+            && m.current_term == req.term
+            && m.last_log_index == Some(req.last_log_index)
+            && m.last_applied.as_ref().map(|l| l.index) == Some(req.last_log_index)
+    };
+    if ok {
+        g.activity.stop_timers(&g.raft);
+    }
+    ok
+}
+
+/// What a leader asks its followers, if it may quiesce now.
+fn leader_request(g: &Group) -> Option<(u64, Vec<u64>)> {
+    let m = g.raft.metrics();
     let m = m.borrow_watched();
-    if m.running_state.is_err() {
-        return false;
+    if m.running_state.is_err() || m.state != ServerState::Leader {
+        return None;
     }
-    let last_log = m.last_log_index;
-    let applied = m.last_applied.as_ref().map(|l| l.index);
-    match m.state {
-        ServerState::Leader => {
-            let Some(repl) = &m.replication else {
-                return false;
-            };
-            applied == last_log
-                && repl
-                    .values()
-                    .all(|matched| matched.as_ref().map(|l| l.index) == last_log)
+    let last = m.last_log_index?;
+    let repl = m.replication.as_ref()?;
+    let settled = m.last_applied.as_ref().map(|l| l.index) == Some(last)
+        && repl.values().all(|matched| matched.as_ref().map(|l| l.index) == Some(last));
+    if !settled {
+        return None;
+    }
+    let others = m.membership_config.membership().nodes().map(|(id, _)| *id).filter(|id| *id != g.replica_id).collect();
+    Some((last, others))
+}
+
+/// One quiesce round for a leader: ask, then stop timers if all agreed and
+/// nothing happened meanwhile.
+async fn quiesce_leader(g: Arc<Group>, peers: Arc<Peers>) {
+    let Some((last, others)) = leader_request(&g) else { return };
+    let term = g.raft.metrics().borrow_watched().current_term;
+    let started_ms = g.activity.last_active_ms();
+    let asks = others.iter().map(|replica| {
+        let peers = peers.clone();
+        let req = QuiesceRequest {
+            group_id: g.id,
+            target_replica_id: *replica,
+            leader_replica_id: g.replica_id,
+            term,
+            last_log_index: last,
+        };
+        async move {
+            let Some((_, addr)) = peers.replica_addr(req.target_replica_id) else { return false };
+            let Ok(mut client) = peers.client(&addr) else { return false };
+            let mut r = tonic::Request::new(req);
+            r.set_timeout(QUIESCE_RPC_TIMEOUT);
+            matches!(client.quiesce(r).await, Ok(resp) if resp.get_ref().quiesced)
         }
-        ServerState::Follower | ServerState::Learner => {
-            m.current_leader.is_some() && applied == m.local_committed.as_ref().map(|l| l.index)
-        }
-        ServerState::Candidate | ServerState::Shutdown => false,
+    });
+    let all_agreed = futures::future::join_all(asks).await.into_iter().all(|ok| ok);
+    let unchanged = g.activity.last_active_ms() == started_ms
+        && leader_request(&g).is_some_and(|(l, _)| l == last)
+        && g.raft.metrics().borrow_watched().current_term == term;
+    if all_agreed && unchanged {
+        g.activity.stop_timers(&g.raft);
+        tracing::trace!(group = g.id, "quiesced");
     }
 }
 
-/// Quiesces groups idle longer than `quiesce_after`, every `period`.
-pub async fn run(registry: Arc<Registry>, quiesce_after: Duration, period: Duration) {
+/// Every `period`, starts a quiesce round for each local leader idle longer
+/// than `quiesce_after`.
+pub async fn run(registry: Arc<Registry>, peers: Arc<Peers>, quiesce_after: Duration, period: Duration) {
     let after_ms = quiesce_after.as_millis() as u64;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let now = mono_ms();
+        let mut led = 0;
         for g in registry.all() {
-            if g.activity.is_quiesced() || g.activity.idle_ms() < after_ms || !settled(&g.raft) {
+            let leader = g.is_leader();
+            led += leader as u64;
+            let a = &g.activity;
+            if !leader || a.is_quiesced() || now.saturating_sub(a.last_active_ms()) < after_ms {
                 continue;
             }
-            g.activity.quiesced.store(true, Ordering::Release);
-            g.raft.runtime_config().heartbeat(false);
-            g.raft.runtime_config().tick(false);
-            tracing::trace!(group = g.id, "quiesced");
+            if a.quiescing.swap(true, Ordering::AcqRel) {
+                continue;
+            }
+            let peers = peers.clone();
+            tokio::spawn(async move {
+                quiesce_leader(g.clone(), peers).await;
+                g.activity.quiescing.store(false, Ordering::Release);
+            });
         }
+        registry.led.store(led, Ordering::Relaxed);
     }
 }

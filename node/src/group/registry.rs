@@ -68,8 +68,7 @@ impl Group {
     }
 
     pub fn note_leader_contact(&self) {
-        self.leader_contact_ms
-            .store(super::quiesce::mono_ms(), Ordering::Relaxed);
+        self.leader_contact_ms.store(super::quiesce::mono_ms(), Ordering::Relaxed);
     }
 
     /// Milliseconds since this replica last heard from a leader.
@@ -88,6 +87,9 @@ pub struct Registry {
     raft_config: Arc<openraft::Config>,
     rng: Arc<NodeRng>,
     pub restarts: AtomicU64,
+    /// Groups this node led at the last quiesce scan (for status and
+    /// pings, which must not scan every group themselves).
+    pub led: AtomicU64,
 }
 
 impl Registry {
@@ -107,24 +109,16 @@ impl Registry {
             raft_config,
             rng,
             restarts: AtomicU64::new(0),
+            led: AtomicU64::new(0),
         }
     }
 
     pub fn get(&self, group: GroupId) -> Option<Arc<Group>> {
-        self.groups
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&group)
-            .cloned()
+        self.groups.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned()
     }
 
     pub fn all(&self) -> Vec<Arc<Group>> {
-        self.groups
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.groups.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
     pub fn len(&self) -> usize {
@@ -155,16 +149,10 @@ impl Registry {
             }
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                format!(
-                    "group {group} already has replica {} on this node",
-                    g.replica_id
-                ),
+                format!("group {group} already has replica {} on this node", g.replica_id),
             ));
         }
-        let record = LocalReplica {
-            group_id: group,
-            replica_id: replica,
-        };
+        let record = LocalReplica { group_id: group, replica_id: replica };
         let key = keys::local_replica(group);
         if self.engine.get(Tree::Local, &key)?.is_none() {
             let mut b = WriteBatch::new(Tree::Local);
@@ -173,10 +161,7 @@ impl Registry {
             self.syncer.sync().await?;
         }
         let g = self.start(group, replica).await?;
-        self.groups
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(group, g.clone());
+        self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(group, g.clone());
         Ok(g)
     }
 
@@ -187,13 +172,7 @@ impl Registry {
         let network = NetworkFactory::new(self.router.clone(), group);
         let raft = self
             .rng
-            .openraft_scope(GroupRaft::new(
-                replica,
-                self.raft_config.clone(),
-                network,
-                log.clone(),
-                sm,
-            ))
+            .openraft_scope(GroupRaft::new(replica, self.raft_config.clone(), network, log.clone(), sm))
             .await
             .map_err(|e| io::Error::other(format!("group {group}: raft failed to start: {e}")))?;
         tracing::debug!(group, replica, "group started");
@@ -212,17 +191,11 @@ impl Registry {
     pub async fn restart(&self, group: GroupId) -> io::Result<Arc<Group>> {
         let _guard = self.lifecycle.lock().await;
         let Some(old) = self.get(group) else {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("group {group} is not open"),
-            ));
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("group {group} is not open")));
         };
         let _ = old.raft.shutdown().await;
         let g = self.start(group, old.replica_id).await?;
-        self.groups
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(group, g.clone());
+        self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(group, g.clone());
         self.restarts.fetch_add(1, Ordering::Relaxed);
         Ok(g)
     }
@@ -231,11 +204,7 @@ impl Registry {
     /// record.
     pub async fn remove(&self, group: GroupId) -> io::Result<()> {
         let _guard = self.lifecycle.lock().await;
-        let removed = self
-            .groups
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&group);
+        let removed = self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
         if let Some(g) = &removed {
             let _ = g.raft.shutdown().await;
             g.log.destroy()?;

@@ -36,10 +36,7 @@ pub async fn run(registry: Arc<Registry>, period: Duration) {
                 Err(e) => Some(e.to_string()),
             };
             let Some(reason) = failed else {
-                if backoff
-                    .get(&g.id)
-                    .is_some_and(|b| now - b.last_restart > RESTART_BACKOFF_RESET)
-                {
+                if backoff.get(&g.id).is_some_and(|b| now - b.last_restart > RESTART_BACKOFF_RESET) {
                     backoff.remove(&g.id);
                 }
                 continue;
@@ -55,11 +52,7 @@ pub async fn run(registry: Arc<Registry>, period: Duration) {
             }
             backoff.insert(
                 g.id,
-                Backoff {
-                    not_before: now + delay,
-                    delay: (delay * 2).min(RESTART_BACKOFF_MAX),
-                    last_restart: now,
-                },
+                Backoff { not_before: now + delay, delay: (delay * 2).min(RESTART_BACKOFF_MAX), last_restart: now },
             );
         }
     }

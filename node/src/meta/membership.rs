@@ -50,10 +50,7 @@ const MANAGER_PERIOD: Duration = Duration::from_secs(1);
 const JOIN_RETRY_MAX: Duration = Duration::from_secs(2);
 
 pub async fn form(ctx: &Arc<NodeCtx>) -> Result<NodeIdentity, String> {
-    let stored = ctx
-        .engine
-        .get(Tree::Local, keys::IDENTITY_KEY)
-        .map_err(|e| format!("reading identity: {e}"))?;
+    let stored = ctx.engine.get(Tree::Local, keys::IDENTITY_KEY).map_err(|e| format!("reading identity: {e}"))?;
     if let Some(bytes) = stored {
         let id: NodeIdentity = codec::decode("identity", &bytes).map_err(|e| e.to_string())?;
         start_local_replicas(ctx).await?;
@@ -61,71 +58,41 @@ pub async fn form(ctx: &Arc<NodeCtx>) -> Result<NodeIdentity, String> {
         return Ok(id);
     }
     if ctx.config.bootstrap {
-        let id = NodeIdentity {
-            node_id: BOOTSTRAP_NODE_ID,
-            meta_replica_id: BOOTSTRAP_META_REPLICA_ID,
-        };
+        let id = NodeIdentity { node_id: BOOTSTRAP_NODE_ID, meta_replica_id: BOOTSTRAP_META_REPLICA_ID };
         persist_identity(ctx, id).await?;
         let meta = ctx
             .registry
             .open(META_GROUP_ID, id.meta_replica_id)
             .await
             .map_err(|e| format!("starting meta replica: {e}"))?;
-        let members = BTreeMap::from([(
-            id.meta_replica_id,
-            ReplicaNode {
-                node_id: id.node_id,
-                addr: ctx.addr.clone(),
-            },
-        )]);
-        meta.raft
-            .initialize(members)
-            .await
-            .map_err(|e| format!("initializing meta group: {e}"))?;
+        let members =
+            BTreeMap::from([(id.meta_replica_id, ReplicaNode { node_id: id.node_id, addr: ctx.addr.clone() })]);
+        meta.raft.initialize(members).await.map_err(|e| format!("initializing meta group: {e}"))?;
         ctx.peers.set_node_addr(id.node_id, &ctx.addr);
         tracing::info!(addr = %ctx.addr, "bootstrapped a new cluster as node 1");
         return Ok(id);
     }
     let id = join(ctx).await?;
     persist_identity(ctx, id).await?;
-    ctx.registry
-        .open(META_GROUP_ID, id.meta_replica_id)
-        .await
-        .map_err(|e| format!("starting meta replica: {e}"))?;
+    ctx.registry.open(META_GROUP_ID, id.meta_replica_id).await.map_err(|e| format!("starting meta replica: {e}"))?;
     tracing::info!(node = id.node_id, "joined the cluster");
     Ok(id)
 }
 
 async fn persist_identity(ctx: &NodeCtx, id: NodeIdentity) -> Result<(), String> {
     let mut b = WriteBatch::new(Tree::Local);
-    b.put(
-        keys::IDENTITY_KEY.to_vec(),
-        codec::encode("identity", &id).map_err(|e| e.to_string())?,
-    );
-    ctx.engine
-        .write(b)
-        .map_err(|e| format!("writing identity: {e}"))?;
-    ctx.syncer
-        .sync()
-        .await
-        .map_err(|e| format!("syncing identity: {e}"))
+    b.put(keys::IDENTITY_KEY.to_vec(), codec::encode("identity", &id).map_err(|e| e.to_string())?);
+    ctx.engine.write(b).map_err(|e| format!("writing identity: {e}"))?;
+    ctx.syncer.sync().await.map_err(|e| format!("syncing identity: {e}"))
 }
 
 async fn start_local_replicas(ctx: &NodeCtx) -> Result<(), String> {
-    let replicas = ctx
-        .registry
-        .local_replicas()
-        .map_err(|e| format!("listing local replicas: {e}"))?;
+    let replicas = ctx.registry.local_replicas().map_err(|e| format!("listing local replicas: {e}"))?;
     for r in replicas {
         ctx.registry
             .open(r.group_id, r.replica_id)
             .await
-            .map_err(|e| {
-                format!(
-                    "starting replica {} of group {}: {e}",
-                    r.replica_id, r.group_id
-                )
-            })?;
+            .map_err(|e| format!("starting replica {} of group {}: {e}", r.replica_id, r.group_id))?;
     }
     Ok(())
 }
@@ -147,11 +114,7 @@ fn join_request(labels: &NodeLabels, existing_node_id: NodeId, join_id: u64) -> 
 /// Sends `req` to the meta leader, starting from any of `seeds` and
 /// following redirects, until it succeeds or fails for a reason other than
 /// "not the leader yet".
-async fn send_join(
-    ctx: &NodeCtx,
-    seeds: &[String],
-    req: JoinRequest,
-) -> Result<(u64, u64), String> {
+async fn send_join(ctx: &NodeCtx, seeds: &[String], req: JoinRequest) -> Result<(u64, u64), String> {
     let mut delay = Duration::from_millis(100);
     let mut next: Option<String> = None;
     let mut i = 0usize;
@@ -177,21 +140,11 @@ async fn send_join(
                 let r = resp.into_inner();
                 return Ok((r.node_id, r.meta_replica_id));
             }
-            Err(s)
-                if s.code() == tonic::Code::Unavailable
-                    || s.code() == tonic::Code::DeadlineExceeded =>
-            {
-                next = s
-                    .metadata()
-                    .get(LEADER_ADDRESS_METADATA)
-                    .and_then(|v| v.to_str().ok())
-                    .map(String::from);
+            Err(s) if s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::DeadlineExceeded => {
+                next = s.metadata().get(LEADER_ADDRESS_METADATA).and_then(|v| v.to_str().ok()).map(String::from);
                 tracing::info!(via = %addr, status = %s.message(), "join: retrying");
             }
-            Err(s)
-                if s.code() == tonic::Code::InvalidArgument
-                    && s.message().contains("bad address") =>
-            {
+            Err(s) if s.code() == tonic::Code::InvalidArgument && s.message().contains("bad address") => {
                 return Err(s.message().to_string());
             }
             Err(s) if s.code() == tonic::Code::Unknown || s.code() == tonic::Code::Internal => {
@@ -210,10 +163,7 @@ async fn join(ctx: &NodeCtx) -> Result<NodeIdentity, String> {
     }
     let req = join_request(&ctx.config.labels(&ctx.addr), 0, ctx.rng.next_u64() | 1);
     let (node_id, meta_replica_id) = send_join(ctx, &ctx.config.join, req).await?;
-    Ok(NodeIdentity {
-        node_id,
-        meta_replica_id,
-    })
+    Ok(NodeIdentity { node_id, meta_replica_id })
 }
 
 /// Proposes a meta command on this node's meta replica (must be leader).
@@ -227,9 +177,7 @@ pub async fn propose_meta(ctx: &NodeCtx, cmd: MetaCommand) -> Result<MetaRespons
         .map_err(|e| crate::api::status::write_error("meta group", e, |r| ctx.replica_addr(r)))?;
     match resp.response() {
         CommandResponse::Meta(m) => Ok(m.clone()),
-        other => Err(tonic::Status::internal(format!(
-            "meta group answered {other:?}"
-        ))),
+        other => Err(tonic::Status::internal(format!("meta group answered {other:?}"))),
     }
 }
 
@@ -250,9 +198,7 @@ pub async fn run_manager(ctx: Arc<NodeCtx>) {
             }
         } else if !announced {
             // After a restart: tell the meta leader our current labels.
-            let recorded = ctx
-                .with_meta(|m| m.nodes.get(&me.node_id).map(|n| n.labels.clone()))
-                .flatten();
+            let recorded = ctx.with_meta(|m| m.nodes.get(&me.node_id).map(|n| n.labels.clone())).flatten();
             if recorded.as_ref() == Some(&labels) {
                 announced = true;
             } else if let Some(leader) = ctx.leader_addr(&meta) {
@@ -266,33 +212,16 @@ pub async fn run_manager(ctx: Arc<NodeCtx>) {
     }
 }
 
-async fn lead_meta_membership(
-    ctx: &NodeCtx,
-    me: NodeIdentity,
-    labels: &NodeLabels,
-) -> Result<(), tonic::Status> {
-    let recorded = ctx
-        .with_meta(|m| m.nodes.get(&me.node_id).map(|n| n.labels.clone()))
-        .flatten();
+async fn lead_meta_membership(ctx: &NodeCtx, me: NodeIdentity, labels: &NodeLabels) -> Result<(), tonic::Status> {
+    let recorded = ctx.with_meta(|m| m.nodes.get(&me.node_id).map(|n| n.labels.clone())).flatten();
     match recorded {
         None if me.node_id == BOOTSTRAP_NODE_ID => {
-            propose_meta(
-                ctx,
-                MetaCommand::Bootstrap {
-                    now_ms: ctx.clock.now_ms(),
-                    labels: labels.clone(),
-                },
-            )
-            .await?;
+            propose_meta(ctx, MetaCommand::Bootstrap { now_ms: ctx.clock.now_ms(), labels: labels.clone() }).await?;
         }
         Some(l) if &l != labels => {
             propose_meta(
                 ctx,
-                MetaCommand::UpdateNode {
-                    now_ms: ctx.clock.now_ms(),
-                    node_id: me.node_id,
-                    labels: labels.clone(),
-                },
+                MetaCommand::UpdateNode { now_ms: ctx.clock.now_ms(), node_id: me.node_id, labels: labels.clone() },
             )
             .await?;
         }
@@ -307,72 +236,43 @@ async fn lead_meta_membership(
     let present: BTreeSet<u64> = membership.nodes().map(|(id, _)| *id).collect();
     for n in nodes.values() {
         if !present.contains(&n.meta_replica_id) {
-            let node = ReplicaNode {
-                node_id: n.node_id,
-                addr: n.labels.addr.clone(),
-            };
-            tracing::info!(
-                node = n.node_id,
-                replica = n.meta_replica_id,
-                "adding meta learner"
-            );
+            let node = ReplicaNode { node_id: n.node_id, addr: n.labels.addr.clone() };
+            tracing::info!(node = n.node_id, replica = n.meta_replica_id, "adding meta learner");
             meta.raft
                 .add_learner(n.meta_replica_id, node, false)
                 .await
-                .map_err(|e| {
-                    crate::api::status::write_error("meta add learner", e, |r| ctx.replica_addr(r))
-                })?;
+                .map_err(|e| crate::api::status::write_error("meta add learner", e, |r| ctx.replica_addr(r)))?;
         }
     }
     if membership.get_joint_config().len() > 1 {
         return Ok(());
     }
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
-    let desired: BTreeSet<u64> = nodes
-        .values()
-        .take(META_VOTERS_MAX)
-        .map(|n| n.meta_replica_id)
-        .collect();
+    let desired: BTreeSet<u64> = nodes.values().take(META_VOTERS_MAX).map(|n| n.meta_replica_id).collect();
     let last = metrics.last_log_index.unwrap_or(0);
     let caught_up = |r: &u64| {
-        metrics
-            .replication
-            .as_ref()
-            .and_then(|repl| repl.get(r))
-            .and_then(|m| m.as_ref())
-            .map(|l| l.index)
-            .unwrap_or(0)
+        metrics.replication.as_ref().and_then(|repl| repl.get(r)).and_then(|m| m.as_ref()).map(|l| l.index).unwrap_or(0)
             + PROMOTE_LAG_ENTRIES_MAX
             >= last
     };
-    let ready = desired
-        .iter()
-        .all(|r| voters.contains(r) || (present.contains(r) && caught_up(r)));
+    let ready = desired.iter().all(|r| voters.contains(r) || (present.contains(r) && caught_up(r)));
     if desired != voters && ready && !desired.is_empty() {
         tracing::info!(?voters, ?desired, "changing meta voters");
         meta.raft
             .change_membership(ChangeMembers::ReplaceAllVoters(desired.clone()), false)
             .await
-            .map_err(|e| {
-                crate::api::status::write_error("meta voters", e, |r| ctx.replica_addr(r))
-            })?;
+            .map_err(|e| crate::api::status::write_error("meta voters", e, |r| ctx.replica_addr(r)))?;
         return Ok(());
     }
     // Meta replicas of retired nodes (wiped and re-registered) leave.
     let known: BTreeSet<u64> = nodes.values().map(|n| n.meta_replica_id).collect();
-    let stale: BTreeSet<u64> = present
-        .difference(&known)
-        .filter(|r| !voters.contains(r))
-        .copied()
-        .collect();
+    let stale: BTreeSet<u64> = present.difference(&known).filter(|r| !voters.contains(r)).copied().collect();
     if !stale.is_empty() {
         tracing::info!(?stale, "removing meta learners of retired nodes");
         meta.raft
             .change_membership(ChangeMembers::RemoveNodes(stale), false)
             .await
-            .map_err(|e| {
-                crate::api::status::write_error("meta remove learners", e, |r| ctx.replica_addr(r))
-            })?;
+            .map_err(|e| crate::api::status::write_error("meta remove learners", e, |r| ctx.replica_addr(r)))?;
     }
     Ok(())
 }
@@ -381,10 +281,7 @@ async fn lead_meta_membership(
 pub async fn handle_join(ctx: &NodeCtx, req: JoinRequest) -> Result<(u64, u64), tonic::Status> {
     let meta = ctx.meta_group().ok_or_else(crate::api::status::not_ready)?;
     if !meta.is_leader() {
-        return Err(crate::api::status::redirect(
-            "join",
-            ctx.leader_addr(&meta).as_deref(),
-        ));
+        return Err(crate::api::status::redirect("join", ctx.leader_addr(&meta).as_deref()));
     }
     if req.address.is_empty() {
         return Err(tonic::Status::invalid_argument("join: empty address"));
@@ -402,45 +299,25 @@ pub async fn handle_join(ctx: &NodeCtx, req: JoinRequest) -> Result<(u64, u64), 
     };
     let now_ms = ctx.clock.now_ms();
     let cmd = if req.existing_node_id != 0 {
-        MetaCommand::UpdateNode {
-            now_ms,
-            node_id: req.existing_node_id,
-            labels,
-        }
+        MetaCommand::UpdateNode { now_ms, node_id: req.existing_node_id, labels }
     } else {
         MetaCommand::RegisterNode {
-            request: RequestId {
-                client_id: req.join_id,
-                seq: 1,
-                first_incomplete_seq: 1,
-            },
+            request: RequestId { client_id: req.join_id, seq: 1, first_incomplete_seq: 1 },
             now_ms,
             labels,
         }
     };
     match propose_meta(ctx, cmd).await? {
-        MetaResponse::Registered {
-            node_id,
-            meta_replica_id,
-        } => Ok((node_id, meta_replica_id)),
+        MetaResponse::Registered { node_id, meta_replica_id } => Ok((node_id, meta_replica_id)),
         MetaResponse::Updated => {
-            let replica = ctx
-                .with_meta(|m| {
-                    m.nodes
-                        .get(&req.existing_node_id)
-                        .map(|n| n.meta_replica_id)
-                })
-                .flatten()
-                .unwrap_or(0);
+            let replica =
+                ctx.with_meta(|m| m.nodes.get(&req.existing_node_id).map(|n| n.meta_replica_id)).flatten().unwrap_or(0);
             Ok((req.existing_node_id, replica))
         }
-        MetaResponse::NotFound => Err(tonic::Status::not_found(format!(
-            "node {} is not a member of this cluster",
-            req.existing_node_id
-        ))),
+        MetaResponse::NotFound => {
+            Err(tonic::Status::not_found(format!("node {} is not a member of this cluster", req.existing_node_id)))
+        }
         MetaResponse::Rejected { reason } => Err(tonic::Status::failed_precondition(reason)),
-        other => Err(tonic::Status::internal(format!(
-            "unexpected meta answer {other:?}"
-        ))),
+        other => Err(tonic::Status::internal(format!("unexpected meta answer {other:?}"))),
     }
 }

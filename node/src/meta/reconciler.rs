@@ -1,7 +1,7 @@
 //! Makes this node host exactly the replicas the meta directory assigns it.
 //!
-//! Runs on every node, whenever the meta group applies something and once
-//! a second:
+//! Runs on every node whenever the meta group applies something, and every
+//! `RECONCILE_PERIOD` as a safety net:
 //! - refreshes the address book from the member list;
 //! - opens every replica the directory places on this node, and the
 //!   replica that initializes a new group (the smallest of its initial
@@ -24,7 +24,7 @@ use crate::meta::state::MetaState;
 use crate::meta::state::ResourceRecord;
 use crate::node::NodeCtx;
 
-const RECONCILE_PERIOD: Duration = Duration::from_secs(1);
+const RECONCILE_PERIOD: Duration = Duration::from_secs(10);
 
 pub async fn run(ctx: Arc<NodeCtx>) {
     let Some(me) = ctx.identity() else { return };
@@ -50,10 +50,7 @@ fn replica_nodes(meta: &MetaState, r: &ResourceRecord) -> BTreeMap<u64, ReplicaN
         .map(|rep| {
             (
                 rep.replica_id,
-                ReplicaNode {
-                    node_id: rep.node_id,
-                    addr: meta.addr_of(rep.node_id).unwrap_or_default().to_string(),
-                },
+                ReplicaNode { node_id: rep.node_id, addr: meta.addr_of(rep.node_id).unwrap_or_default().to_string() },
             )
         })
         .collect()
@@ -61,48 +58,24 @@ fn replica_nodes(meta: &MetaState, r: &ResourceRecord) -> BTreeMap<u64, ReplicaN
 
 struct Plan {
     addresses: Vec<(NodeId, String)>,
-    /// Where every replica of every group lives, for routing and redirects.
-    replicas: Vec<(u64, ReplicaNode)>,
     /// (group, replica, members to initialize with if this replica does).
     open: Vec<(u64, u64, Option<BTreeMap<u64, ReplicaNode>>)>,
     remove: Vec<u64>,
 }
 
 fn plan(ctx: &NodeCtx, me: NodeId) -> Option<Plan> {
-    let local: BTreeMap<u64, u64> = ctx
-        .registry
-        .all()
-        .iter()
-        .map(|g| (g.id, g.replica_id))
-        .collect();
+    let local: BTreeMap<u64, u64> = ctx.registry.all().iter().map(|g| (g.id, g.replica_id)).collect();
     ctx.with_meta(|meta| {
-        let addresses = meta
-            .nodes
-            .values()
-            .map(|n| (n.node_id, n.labels.addr.clone()))
-            .collect();
-        let node = |node_id: NodeId| ReplicaNode {
-            node_id,
-            addr: meta.addr_of(node_id).unwrap_or_default().to_string(),
-        };
-        let mut replicas: Vec<(u64, ReplicaNode)> = meta
-            .nodes
-            .values()
-            .map(|n| (n.meta_replica_id, node(n.node_id)))
-            .collect();
-        for r in meta.resources.values() {
-            replicas.extend(
-                r.replicas
-                    .iter()
-                    .map(|rep| (rep.replica_id, node(rep.node_id))),
-            );
-        }
+        let addresses = meta.nodes.values().map(|n| (n.node_id, n.labels.addr.clone())).collect();
         let mut open = Vec::new();
         for r in meta.resources.values() {
             let Some(mine) = r.replica_on(me) else {
                 continue;
             };
             let initializer = r.initial_replicas.first() == Some(&mine.replica_id);
+            if !initializer && local.get(&r.group_id) == Some(&mine.replica_id) {
+                continue; // open already, nothing to initialize
+            }
             let members = initializer.then(|| replica_nodes(meta, r));
             open.push((r.group_id, mine.replica_id, members));
         }
@@ -119,12 +92,7 @@ fn plan(ctx: &NodeCtx, me: NodeId) -> Option<Plan> {
                 remove.push(group);
             }
         }
-        Plan {
-            addresses,
-            replicas,
-            open,
-            remove,
-        }
+        Plan { addresses, open, remove }
     })
 }
 
@@ -135,14 +103,8 @@ async fn reconcile(ctx: &NodeCtx, me: NodeId) -> std::io::Result<()> {
     for (node, addr) in &plan.addresses {
         ctx.peers.set_node_addr(*node, addr);
     }
-    for (replica, node) in &plan.replicas {
-        ctx.peers.note_replica(*replica, node);
-    }
     for group in plan.remove {
-        tracing::info!(
-            group,
-            "directory no longer places this replica here; removing it"
-        );
+        tracing::info!(group, "directory no longer places this replica here; removing it");
         ctx.registry.remove(group).await?;
     }
     for (group, replica, members) in plan.open {
@@ -155,12 +117,7 @@ async fn reconcile(ctx: &NodeCtx, me: NodeId) -> std::io::Result<()> {
         let uninitialized = {
             let m = g.raft.metrics();
             let m = m.borrow_watched();
-            m.membership_config
-                .membership()
-                .voter_ids()
-                .next()
-                .is_none()
-                && m.last_log_index.is_none()
+            m.membership_config.membership().voter_ids().next().is_none() && m.last_log_index.is_none()
         };
         if uninitialized {
             for (r, n) in &members {

@@ -83,17 +83,17 @@ impl ResourceRecord {
     }
 
     pub fn node_of(&self, replica: ReplicaId) -> Option<NodeId> {
-        self.replicas
-            .iter()
-            .find(|r| r.replica_id == replica)
-            .map(|r| r.node_id)
+        self.replicas.iter().find(|r| r.replica_id == replica).map(|r| r.node_id)
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaCommand {
     /// First entry of a new cluster: registers the bootstrap node.
-    Bootstrap { now_ms: u64, labels: NodeLabels },
+    Bootstrap {
+        now_ms: u64,
+        labels: NodeLabels,
+    },
     /// A new node joins: allocates its node id and meta replica id.
     RegisterNode {
         request: RequestId,
@@ -128,9 +128,7 @@ impl fmt::Display for MetaCommand {
             MetaCommand::RegisterNode { labels, .. } => {
                 write!(f, "register node at {}", labels.addr)
             }
-            MetaCommand::UpdateNode {
-                node_id, labels, ..
-            } => write!(f, "update node {node_id} at {}", labels.addr),
+            MetaCommand::UpdateNode { node_id, labels, .. } => write!(f, "update node {node_id} at {}", labels.addr),
             MetaCommand::CreateResource { name, nodes, .. } => {
                 write!(f, "create resource {name} on {nodes:?}")
             }
@@ -141,18 +139,13 @@ impl fmt::Display for MetaCommand {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaResponse {
-    Registered {
-        node_id: NodeId,
-        meta_replica_id: ReplicaId,
-    },
+    Registered { node_id: NodeId, meta_replica_id: ReplicaId },
     Updated,
     Created(ResourceRecord),
     Deleted,
     AlreadyExists(ResourceRecord),
     NotFound,
-    Rejected {
-        reason: String,
-    },
+    Rejected { reason: String },
     StaleRequest,
 }
 
@@ -164,6 +157,9 @@ pub struct MetaState {
     pub groups: BTreeMap<GroupId, String>,
     /// Nodes replaced by a new registration from their address.
     pub retired_nodes: BTreeSet<NodeId>,
+    /// Where every replica (meta and resource) lives: replica id → node.
+    /// Derived from `nodes` and `resources`, kept in step by `apply`.
+    pub replica_index: BTreeMap<ReplicaId, NodeId>,
     pub next_node_id: NodeId,
     pub next_replica_id: ReplicaId,
     pub next_group_id: GroupId,
@@ -177,6 +173,7 @@ impl Default for MetaState {
             resources: BTreeMap::new(),
             groups: BTreeMap::new(),
             retired_nodes: BTreeSet::new(),
+            replica_index: BTreeMap::new(),
             next_node_id: BOOTSTRAP_NODE_ID + 1,
             next_replica_id: BOOTSTRAP_META_REPLICA_ID + 1,
             next_group_id: 1,
@@ -192,15 +189,9 @@ impl MetaState {
                 self.sessions.advance(*now_ms);
                 None
             }
-            MetaCommand::RegisterNode {
-                request, now_ms, ..
-            }
-            | MetaCommand::CreateResource {
-                request, now_ms, ..
-            }
-            | MetaCommand::DeleteResource {
-                request, now_ms, ..
-            } => {
+            MetaCommand::RegisterNode { request, now_ms, .. }
+            | MetaCommand::CreateResource { request, now_ms, .. }
+            | MetaCommand::DeleteResource { request, now_ms, .. } => {
                 self.sessions.advance(*now_ms);
                 Some(request)
             }
@@ -236,30 +227,24 @@ impl MetaState {
                         joined_at_ms: now_ms,
                     },
                 );
-                MetaResponse::Registered {
-                    node_id: BOOTSTRAP_NODE_ID,
-                    meta_replica_id: BOOTSTRAP_META_REPLICA_ID,
-                }
+                self.replica_index.insert(BOOTSTRAP_META_REPLICA_ID, BOOTSTRAP_NODE_ID);
+                MetaResponse::Registered { node_id: BOOTSTRAP_NODE_ID, meta_replica_id: BOOTSTRAP_META_REPLICA_ID }
             }
             MetaCommand::RegisterNode { labels, .. } => {
                 if self.nodes.len() >= CLUSTER_NODES_MAX {
                     return MetaResponse::Rejected {
-                        reason: format!(
-                            "cluster already has the maximum of {CLUSTER_NODES_MAX} nodes"
-                        ),
+                        reason: format!("cluster already has the maximum of {CLUSTER_NODES_MAX} nodes"),
                     };
                 }
                 // A new registration from the address of a member means that
                 // member lost its data directory and came back as a new
                 // node: the old identity is retired, never reused.
-                let replaced: Vec<NodeId> = self
-                    .nodes
-                    .values()
-                    .filter(|n| n.labels.addr == labels.addr)
-                    .map(|n| n.node_id)
-                    .collect();
+                let replaced: Vec<NodeId> =
+                    self.nodes.values().filter(|n| n.labels.addr == labels.addr).map(|n| n.node_id).collect();
                 for old in replaced {
-                    self.nodes.remove(&old);
+                    if let Some(n) = self.nodes.remove(&old) {
+                        self.replica_index.remove(&n.meta_replica_id);
+                    }
                     self.retired_nodes.insert(old);
                 }
                 let node_id = self.next_node_id;
@@ -268,31 +253,16 @@ impl MetaState {
                 self.next_replica_id += 1;
                 self.nodes.insert(
                     node_id,
-                    NodeRecord {
-                        node_id,
-                        meta_replica_id,
-                        labels: labels.clone(),
-                        joined_at_ms: now_ms,
-                    },
+                    NodeRecord { node_id, meta_replica_id, labels: labels.clone(), joined_at_ms: now_ms },
                 );
-                MetaResponse::Registered {
-                    node_id,
-                    meta_replica_id,
-                }
+                self.replica_index.insert(meta_replica_id, node_id);
+                MetaResponse::Registered { node_id, meta_replica_id }
             }
-            MetaCommand::UpdateNode {
-                node_id, labels, ..
-            } => {
-                if let Some(other) = self
-                    .nodes
-                    .values()
-                    .find(|n| n.labels.addr == labels.addr && n.node_id != *node_id)
+            MetaCommand::UpdateNode { node_id, labels, .. } => {
+                if let Some(other) = self.nodes.values().find(|n| n.labels.addr == labels.addr && n.node_id != *node_id)
                 {
                     return MetaResponse::Rejected {
-                        reason: format!(
-                            "address {} belongs to node {}",
-                            labels.addr, other.node_id
-                        ),
+                        reason: format!("address {} belongs to node {}", labels.addr, other.node_id),
                     };
                 }
                 match self.nodes.get_mut(node_id) {
@@ -303,20 +273,13 @@ impl MetaState {
                     }
                 }
             }
-            MetaCommand::CreateResource {
-                name,
-                replication_factor,
-                nodes,
-                ..
-            } => {
+            MetaCommand::CreateResource { name, replication_factor, nodes, .. } => {
                 if let Some(existing) = self.resources.get(name) {
                     return MetaResponse::AlreadyExists(existing.clone());
                 }
                 if self.resources.len() >= CLUSTER_RESOURCES_MAX {
                     return MetaResponse::Rejected {
-                        reason: format!(
-                            "cluster already holds the maximum of {CLUSTER_RESOURCES_MAX} resources"
-                        ),
+                        reason: format!("cluster already holds the maximum of {CLUSTER_RESOURCES_MAX} resources"),
                     };
                 }
                 if !REPLICATION_FACTORS_ALLOWED.contains(replication_factor) {
@@ -333,14 +296,17 @@ impl MetaState {
                     };
                 }
                 if let Some(n) = nodes.iter().find(|n| !self.nodes.contains_key(n)) {
-                    return MetaResponse::Rejected {
-                        reason: format!("node {n} is not a member"),
-                    };
+                    return MetaResponse::Rejected { reason: format!("node {n} is not a member") };
                 }
                 let group_id = self.next_group_id;
                 self.next_group_id += 1;
+                // The first replica initializes the group and usually becomes
+                // its first leader: rotate so leadership spreads over nodes.
+                let mut order = nodes.clone();
+                let shift = (group_id % order.len() as u64) as usize;
+                order.rotate_left(shift);
                 let mut replicas = Vec::with_capacity(nodes.len());
-                for &node_id in nodes {
+                for &node_id in &order {
                     replicas.push(ReplicaRecord {
                         replica_id: self.next_replica_id,
                         node_id,
@@ -356,6 +322,9 @@ impl MetaState {
                     replicas,
                     created_at_ms: now_ms,
                 };
+                for r in &record.replicas {
+                    self.replica_index.insert(r.replica_id, r.node_id);
+                }
                 self.resources.insert(name.clone(), record.clone());
                 self.groups.insert(group_id, name.clone());
                 MetaResponse::Created(record)
@@ -364,36 +333,46 @@ impl MetaState {
                 None => MetaResponse::NotFound,
                 Some(r) => {
                     self.groups.remove(&r.group_id);
+                    for rep in &r.replicas {
+                        self.replica_index.remove(&rep.replica_id);
+                    }
                     MetaResponse::Deleted
                 }
             },
         }
     }
 
-    /// Cheap structural invariants, asserted after every apply.
+    /// Structural invariants, asserted after every apply (the full index
+    /// comparison only in debug builds: it is linear in the directory).
     fn check_invariants(&self) {
-        debug_assert_eq!(self.resources.len(), self.groups.len());
+        assert_eq!(self.resources.len(), self.groups.len());
+        debug_assert_eq!(self.replica_index, self.derive_replica_index());
         for r in self.resources.values() {
-            assert!(
-                r.group_id < self.next_group_id,
-                "group id {} not allocated",
-                r.group_id
-            );
+            assert!(r.group_id < self.next_group_id, "group id {} not allocated", r.group_id);
             assert_eq!(self.groups.get(&r.group_id), Some(&r.name));
             for rep in &r.replicas {
-                assert!(
-                    rep.replica_id < self.next_replica_id,
-                    "replica id {} not allocated",
-                    rep.replica_id
-                );
+                assert!(rep.replica_id < self.next_replica_id, "replica id {} not allocated", rep.replica_id);
             }
         }
     }
 
+    fn derive_replica_index(&self) -> BTreeMap<ReplicaId, NodeId> {
+        let mut index: BTreeMap<ReplicaId, NodeId> =
+            self.nodes.values().map(|n| (n.meta_replica_id, n.node_id)).collect();
+        for r in self.resources.values() {
+            index.extend(r.replicas.iter().map(|rep| (rep.replica_id, rep.node_id)));
+        }
+        index
+    }
+
+    /// The node hosting `replica` (of any group) and its address.
+    pub fn replica_addr(&self, replica: ReplicaId) -> Option<(NodeId, &str)> {
+        let node = *self.replica_index.get(&replica)?;
+        Some((node, self.addr_of(node)?))
+    }
+
     pub fn resource_by_group(&self, group: GroupId) -> Option<&ResourceRecord> {
-        self.groups
-            .get(&group)
-            .and_then(|name| self.resources.get(name))
+        self.groups.get(&group).and_then(|name| self.resources.get(name))
     }
 
     /// Replicas hosted per node, for placement.
@@ -417,20 +396,12 @@ mod tests {
     use super::*;
 
     fn labels(addr: &str) -> NodeLabels {
-        NodeLabels {
-            addr: addr.into(),
-            region: "local".into(),
-            read_capacity_rps: 1000,
-            ..Default::default()
-        }
+        NodeLabels { addr: addr.into(), region: "local".into(), read_capacity_rps: 1000, ..Default::default() }
     }
 
     fn cluster(n: usize) -> MetaState {
         let mut s = MetaState::default();
-        s.apply(&MetaCommand::Bootstrap {
-            now_ms: 1,
-            labels: labels("a:1"),
-        });
+        s.apply(&MetaCommand::Bootstrap { now_ms: 1, labels: labels("a:1") });
         for i in 1..n {
             s.apply(&MetaCommand::RegisterNode {
                 request: RequestId::default(),
@@ -454,17 +425,9 @@ mod tests {
             replication_factor: 3,
             nodes: vec![1, 2, 3],
         };
-        let MetaResponse::Created(a) = s.apply(&create("a")) else {
-            panic!()
-        };
-        s.apply(&MetaCommand::DeleteResource {
-            request: RequestId::default(),
-            now_ms: 4,
-            name: "a".into(),
-        });
-        let MetaResponse::Created(a2) = s.apply(&create("a")) else {
-            panic!()
-        };
+        let MetaResponse::Created(a) = s.apply(&create("a")) else { panic!() };
+        s.apply(&MetaCommand::DeleteResource { request: RequestId::default(), now_ms: 4, name: "a".into() });
+        let MetaResponse::Created(a2) = s.apply(&create("a")) else { panic!() };
         assert_ne!(a.group_id, a2.group_id, "group ids are not reused");
         let ids_a: BTreeSet<_> = a.replicas.iter().map(|r| r.replica_id).collect();
         let ids_a2: BTreeSet<_> = a2.replicas.iter().map(|r| r.replica_id).collect();
@@ -473,15 +436,29 @@ mod tests {
     }
 
     #[test]
+    fn initializing_replica_rotates_over_nodes() {
+        let mut s = cluster(3);
+        let mut first_nodes = BTreeSet::new();
+        for i in 0..3 {
+            let r = s.apply(&MetaCommand::CreateResource {
+                request: RequestId::default(),
+                now_ms: 3,
+                name: format!("r{i}"),
+                replication_factor: 3,
+                nodes: vec![1, 2, 3],
+            });
+            let MetaResponse::Created(rec) = r else { panic!("{r:?}") };
+            let first = rec.initial_replicas.first().copied().unwrap();
+            first_nodes.insert(rec.node_of(first).unwrap());
+        }
+        assert_eq!(first_nodes.len(), 3, "three groups initialized from three different nodes");
+    }
+
+    #[test]
     fn create_validates_and_changes_nothing_on_rejection() {
         let mut s = cluster(3);
         let before = s.clone();
-        for (rf, nodes) in [
-            (4, vec![1, 2, 3, 3]),
-            (3, vec![1, 2, 2]),
-            (3, vec![1, 2, 9]),
-            (5, vec![1, 2, 3]),
-        ] {
+        for (rf, nodes) in [(4, vec![1, 2, 3, 3]), (3, vec![1, 2, 2]), (3, vec![1, 2, 9]), (5, vec![1, 2, 3])] {
             let r = s.apply(&MetaCommand::CreateResource {
                 request: RequestId::default(),
                 now_ms: 3,
@@ -505,24 +482,15 @@ mod tests {
             replication_factor: 3,
             nodes: vec![1, 2, 3],
         };
-        let MetaResponse::Created(rec) = s.apply(&cmd) else {
-            panic!()
-        };
+        let MetaResponse::Created(rec) = s.apply(&cmd) else { panic!() };
         assert_eq!(s.apply(&cmd), MetaResponse::AlreadyExists(rec));
     }
 
     #[test]
     fn new_registration_from_a_members_address_retires_the_old_identity() {
         let mut s = cluster(2);
-        let r = s.apply(&MetaCommand::RegisterNode {
-            request: RequestId::default(),
-            now_ms: 2,
-            labels: labels("a:2"),
-        });
-        assert!(
-            matches!(r, MetaResponse::Registered { node_id: 3, .. }),
-            "{r:?}"
-        );
+        let r = s.apply(&MetaCommand::RegisterNode { request: RequestId::default(), now_ms: 2, labels: labels("a:2") });
+        assert!(matches!(r, MetaResponse::Registered { node_id: 3, .. }), "{r:?}");
         assert_eq!(s.nodes.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
         assert!(s.retired_nodes.contains(&2));
     }
@@ -530,16 +498,8 @@ mod tests {
     #[test]
     fn retried_join_registers_once() {
         let mut s = cluster(1);
-        let request = RequestId {
-            client_id: 99,
-            seq: 1,
-            first_incomplete_seq: 1,
-        };
-        let cmd = MetaCommand::RegisterNode {
-            request,
-            now_ms: 5,
-            labels: labels("a:9"),
-        };
+        let request = RequestId { client_id: 99, seq: 1, first_incomplete_seq: 1 };
+        let cmd = MetaCommand::RegisterNode { request, now_ms: 5, labels: labels("a:9") };
         let first = s.apply(&cmd);
         assert_eq!(s.apply(&cmd), first);
         assert_eq!(s.nodes.len(), 2);

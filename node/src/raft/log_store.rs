@@ -42,38 +42,19 @@ pub struct LogStore {
 
 impl LogStore {
     pub fn new(group: GroupId, engine: SharedEngine, syncer: Syncer) -> Self {
-        LogStore {
-            group,
-            engine,
-            syncer,
-        }
+        LogStore { group, engine, syncer }
     }
 
-    fn get_state<T: serde::de::DeserializeOwned>(
-        &self,
-        tag: u8,
-        what: &'static str,
-    ) -> io::Result<Option<T>> {
-        match self
-            .engine
-            .get(Tree::RaftState, &keys::raft_state(self.group, tag))?
-        {
+    fn get_state<T: serde::de::DeserializeOwned>(&self, tag: u8, what: &'static str) -> io::Result<Option<T>> {
+        match self.engine.get(Tree::RaftState, &keys::raft_state(self.group, tag))? {
             None => Ok(None),
             Some(v) => Ok(Some(codec::decode(what, &v)?)),
         }
     }
 
-    fn put_state<T: serde::Serialize>(
-        &self,
-        tag: u8,
-        what: &'static str,
-        value: &T,
-    ) -> io::Result<()> {
+    fn put_state<T: serde::Serialize>(&self, tag: u8, what: &'static str, value: &T) -> io::Result<()> {
         let mut b = WriteBatch::new(Tree::RaftState);
-        b.put(
-            keys::raft_state(self.group, tag),
-            codec::encode(what, value)?,
-        );
+        b.put(keys::raft_state(self.group, tag), codec::encode(what, value)?);
         self.engine.write(b)
     }
 
@@ -90,10 +71,7 @@ impl LogStore {
             if index != Some(entry.log_id.index) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!(
-                        "group {}: log key {index:?} holds entry {}",
-                        self.group, entry.log_id
-                    ),
+                    format!("group {}: log key {index:?} holds entry {}", self.group, entry.log_id),
                 ));
             }
             if let Some(prev) = out.last() {
@@ -101,10 +79,7 @@ impl LogStore {
                 if prev.log_id.index + 1 != entry.log_id.index {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!(
-                            "group {}: hole in log after {}",
-                            self.group, prev.log_id.index
-                        ),
+                        format!("group {}: hole in log after {}", self.group, prev.log_id.index),
                     ));
                 }
             }
@@ -156,8 +131,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
-        let last_purged_log_id: Option<LogId> =
-            self.get_state(keys::PURGED_TAG, "purged log id")?;
+        let last_purged_log_id: Option<LogId> = self.get_state(keys::PURGED_TAG, "purged log id")?;
         let (s, e) = keys::log_range(self.group, 0, None);
         let last = match self.engine.last_in_range(Tree::Log, &s, &e)? {
             None => last_purged_log_id.clone(),
@@ -166,10 +140,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Some(entry.log_id)
             }
         };
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id: last,
-        })
+        Ok(LogState { last_purged_log_id, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -189,9 +160,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
-        Ok(self
-            .get_state::<Option<LogId>>(keys::COMMITTED_TAG, "committed log id")?
-            .flatten())
+        Ok(self.get_state::<Option<LogId>>(keys::COMMITTED_TAG, "committed log id")?.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
@@ -201,17 +170,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut b = WriteBatch::new(Tree::Log);
         for entry in entries {
-            b.put(
-                keys::log_entry(self.group, entry.log_id.index),
-                codec::encode("log entry", &entry)?,
-            );
+            b.put(keys::log_entry(self.group, entry.log_id.index), codec::encode("log entry", &entry)?);
         }
         if !b.is_empty() {
             self.engine.write(b)?;
         }
-        self.syncer
-            .after_sync(move |r| callback.io_completed(r))
-            .await;
+        self.syncer.after_sync(move |r| callback.io_completed(r)).await;
         Ok(())
     }
 

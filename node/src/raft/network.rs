@@ -83,13 +83,8 @@ impl RaftRouter {
         target: ReplicaId,
         req: &Req,
     ) -> Result<RaftEnvelope, RPCError<TypeConfig>> {
-        let payload = codec::encode("raft request", req)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        Ok(RaftEnvelope {
-            group_id: group,
-            target_replica_id: target,
-            payload: payload.into(),
-        })
+        let payload = codec::encode("raft request", req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        Ok(RaftEnvelope { group_id: group, target_replica_id: target, payload: payload.into() })
     }
 
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
@@ -100,15 +95,11 @@ impl RaftRouter {
         req: &Req,
         ttl: Duration,
     ) -> Result<Resp, RPCError<TypeConfig>> {
-        let (_node, addr) = self.peers.replica_addr(target).ok_or_else(|| {
-            unreachable(format!(
-                "replica {target} of group {group} has no known address"
-            ))
-        })?;
-        let mut client = self
+        let (_node, addr) = self
             .peers
-            .client(&addr)
-            .map_err(|e| unreachable(e.to_string()))?;
+            .replica_addr(target)
+            .ok_or_else(|| unreachable(format!("replica {target} of group {group} has no known address")))?;
+        let mut client = self.peers.client(&addr).map_err(|e| unreachable(e.to_string()))?;
         let mut request = tonic::Request::new(Self::envelope(group, target, req)?);
         request.set_timeout(ttl);
         let result = match rpc {
@@ -135,8 +126,7 @@ impl GroupRouter<TypeConfig, GroupId> for RaftRouter {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(RaftRpc::Append, target, group_id, &rpc, option.hard_ttl())
-            .await
+        self.call(RaftRpc::Append, target, group_id, &rpc, option.hard_ttl()).await
     }
 
     async fn vote(
@@ -146,8 +136,7 @@ impl GroupRouter<TypeConfig, GroupId> for RaftRouter {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(RaftRpc::Vote, target, group_id, &rpc, option.hard_ttl())
-            .await
+        self.call(RaftRpc::Vote, target, group_id, &rpc, option.hard_ttl()).await
     }
 
     async fn pre_vote(
@@ -157,8 +146,7 @@ impl GroupRouter<TypeConfig, GroupId> for RaftRouter {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(RaftRpc::PreVote, target, group_id, &rpc, option.hard_ttl())
-            .await
+        self.call(RaftRpc::PreVote, target, group_id, &rpc, option.hard_ttl()).await
     }
 
     async fn transfer_leader(
@@ -168,14 +156,7 @@ impl GroupRouter<TypeConfig, GroupId> for RaftRouter {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(
-            RaftRpc::TransferLeader,
-            target,
-            group_id,
-            &req,
-            option.hard_ttl(),
-        )
-        .await
+        self.call(RaftRpc::TransferLeader, target, group_id, &req, option.hard_ttl()).await
     }
 
     async fn full_snapshot(
@@ -191,34 +172,21 @@ impl GroupRouter<TypeConfig, GroupId> for RaftRouter {
             RPCError::Unreachable(u) => StreamingError::Unreachable(u),
             RPCError::Network(n) => StreamingError::Network(n),
             RPCError::Timeout(t) => StreamingError::Timeout(t),
-            RPCError::RemoteError(r) => {
-                StreamingError::Network(NetworkError::from_string(r.to_string()))
-            }
+            RPCError::RemoteError(r) => StreamingError::Network(NetworkError::from_string(r.to_string())),
         };
-        let (_node, addr) = self.peers.replica_addr(target).ok_or_else(|| {
-            to_streaming(unreachable(format!(
-                "replica {target} has no known address"
-            )))
-        })?;
-        let mut client = self
+        let (_node, addr) = self
             .peers
-            .client(&addr)
-            .map_err(|e| to_streaming(unreachable(e.to_string())))?;
-        let header =
-            Self::envelope(group_id, target, &(vote, snapshot.meta)).map_err(to_streaming)?;
+            .replica_addr(target)
+            .ok_or_else(|| to_streaming(unreachable(format!("replica {target} has no known address"))))?;
+        let mut client = self.peers.client(&addr).map_err(|e| to_streaming(unreachable(e.to_string())))?;
+        let header = Self::envelope(group_id, target, &(vote, snapshot.meta)).map_err(to_streaming)?;
         let data = snapshot.snapshot;
         let total = data.len();
-        let first = SnapshotChunk {
-            header: Some(header),
-            data: bytes::Bytes::new(),
-        };
+        let first = SnapshotChunk { header: Some(header), data: bytes::Bytes::new() };
         let mut chunks = Vec::with_capacity(1 + total.div_ceil(SNAPSHOT_CHUNK_BYTES));
         chunks.push(first);
         for off in (0..total).step_by(SNAPSHOT_CHUNK_BYTES) {
-            chunks.push(SnapshotChunk {
-                header: None,
-                data: data.slice(off..(off + SNAPSHOT_CHUNK_BYTES).min(total)),
-            });
+            chunks.push(SnapshotChunk { header: None, data: data.slice(off..(off + SNAPSHOT_CHUNK_BYTES).min(total)) });
         }
         let chunks = futures::stream::iter(chunks);
         let mut request = tonic::Request::new(chunks);

@@ -67,9 +67,7 @@ impl GroupData {
     fn apply(&mut self, index: u64, cmd: &Command) -> CommandResponse {
         match (self, cmd) {
             (GroupData::Meta(s), Command::Meta(c)) => CommandResponse::Meta(s.apply(c)),
-            (GroupData::Resource(s), Command::Resource(c)) => {
-                CommandResponse::Resource(s.apply(index, c))
-            }
+            (GroupData::Resource(s), Command::Resource(c)) => CommandResponse::Resource(s.apply(index, c)),
             _ => CommandResponse::WrongGroupKind,
         }
     }
@@ -155,12 +153,7 @@ impl StateMachineStore {
     /// Opens the state machine of `group`, discarding chunks of snapshots
     /// that were being written when the node last stopped.
     pub fn open(group: GroupId, engine: SharedEngine, syncer: Syncer) -> io::Result<Self> {
-        let store = StateMachineStore {
-            group,
-            state: SharedState::new(group),
-            engine,
-            syncer,
-        };
+        let store = StateMachineStore { group, state: SharedState::new(group), engine, syncer };
         store.discard_orphan_chunks()?;
         Ok(store)
     }
@@ -170,10 +163,7 @@ impl StateMachineStore {
     }
 
     fn manifest(&self) -> io::Result<Option<SnapshotManifest>> {
-        match self
-            .engine
-            .get(Tree::Snapshot, &keys::snapshot_manifest(self.group))?
-        {
+        match self.engine.get(Tree::Snapshot, &keys::snapshot_manifest(self.group))? {
             None => Ok(None),
             Some(v) => Ok(Some(codec::decode("snapshot manifest", &v)?)),
         }
@@ -203,10 +193,7 @@ impl StateMachineStore {
         let mut chunks = 0u32;
         for (i, chunk) in data.chunks(SNAPSHOT_STORED_CHUNK_BYTES).enumerate() {
             let mut b = WriteBatch::new(Tree::Snapshot);
-            b.put(
-                keys::snapshot_chunk(self.group, snapshot_id, i as u32),
-                chunk.to_vec(),
-            );
+            b.put(keys::snapshot_chunk(self.group, snapshot_id, i as u32), chunk.to_vec());
             self.engine.write(b)?;
             chunks += 1;
         }
@@ -218,10 +205,7 @@ impl StateMachineStore {
             crc32: crc32fast::hash(data),
         };
         let mut b = WriteBatch::new(Tree::Snapshot);
-        b.put(
-            keys::snapshot_manifest(self.group),
-            codec::encode("snapshot manifest", &manifest)?,
-        );
+        b.put(keys::snapshot_manifest(self.group), codec::encode("snapshot manifest", &manifest)?);
         self.engine.write(b)?;
         if let Some(old) = old {
             let (s, e) = keys::snapshot_chunks_of(self.group, old.snapshot_id);
@@ -241,13 +225,7 @@ impl StateMachineStore {
         if kvs.len() != m.chunks as usize {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!(
-                    "group {}: snapshot {} has {} of {} chunks",
-                    self.group,
-                    m.snapshot_id,
-                    kvs.len(),
-                    m.chunks
-                ),
+                format!("group {}: snapshot {} has {} of {} chunks", self.group, m.snapshot_id, kvs.len(), m.chunks),
             ));
         }
         let mut data = Vec::with_capacity(m.len_bytes as usize);
@@ -257,16 +235,10 @@ impl StateMachineStore {
         if data.len() as u64 != m.len_bytes || crc32fast::hash(&data) != m.crc32 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!(
-                    "group {}: snapshot {} fails its checksum",
-                    self.group, m.snapshot_id
-                ),
+                format!("group {}: snapshot {} fails its checksum", self.group, m.snapshot_id),
             ));
         }
-        Ok(Some(Snapshot {
-            meta: m.meta,
-            snapshot: Bytes::from(data),
-        }))
+        Ok(Some(Snapshot { meta: m.meta, snapshot: Bytes::from(data) }))
     }
 
     /// Removes the group's snapshots (the replica is being deleted).
@@ -292,20 +264,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
         let data = codec::encode("snapshot", &self.copy.data)?;
-        let meta = SnapshotMeta {
-            last_log_id: self.copy.last_applied.clone(),
-            last_membership: self.copy.membership.clone(),
-        };
+        let meta =
+            SnapshotMeta { last_log_id: self.copy.last_applied.clone(), last_membership: self.copy.membership.clone() };
         self.persist.persist_snapshot(&meta, &data).await?;
-        tracing::debug!(
-            group = self.store_group,
-            bytes = data.len(),
-            "snapshot built"
-        );
-        Ok(Snapshot {
-            meta,
-            snapshot: Bytes::from(data),
-        })
+        tracing::debug!(group = self.store_group, bytes = data.len(), "snapshot built");
+        Ok(Snapshot { meta, snapshot: Bytes::from(data) })
     }
 }
 
@@ -378,15 +341,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if snapshot.len() > SNAPSHOT_BYTES_MAX {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!(
-                    "snapshot of {} bytes exceeds {SNAPSHOT_BYTES_MAX}",
-                    snapshot.len()
-                ),
+                format!("snapshot of {} bytes exceeds {SNAPSHOT_BYTES_MAX}", snapshot.len()),
             ));
         }
         let data: GroupData = codec::decode("snapshot", &snapshot)?;
-        if std::mem::discriminant(&data) != std::mem::discriminant(&GroupData::initial(self.group))
-        {
+        if std::mem::discriminant(&data) != std::mem::discriminant(&GroupData::initial(self.group)) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("group {}: snapshot of the wrong group kind", self.group),

@@ -82,12 +82,9 @@ impl ResourceState {
     /// Applies `cmd`, committed at log index `index`.
     pub fn apply(&mut self, index: u64, cmd: &ResourceCommand) -> ResourceResponse {
         let (request, now_ms) = match cmd {
-            ResourceCommand::Put {
-                request, now_ms, ..
+            ResourceCommand::Put { request, now_ms, .. } | ResourceCommand::Delete { request, now_ms, .. } => {
+                (request, *now_ms)
             }
-            | ResourceCommand::Delete {
-                request, now_ms, ..
-            } => (request, *now_ms),
         };
         self.sessions.advance(now_ms);
         match self.sessions.admit(request) {
@@ -102,12 +99,7 @@ impl ResourceState {
 
     fn execute(&mut self, index: u64, cmd: &ResourceCommand) -> ResourceResponse {
         match cmd {
-            ResourceCommand::Put {
-                variant,
-                value,
-                if_version,
-                ..
-            } => {
+            ResourceCommand::Put { variant, value, if_version, .. } => {
                 let current = self.variants.get(variant);
                 if let Some(expected) = if_version {
                     let actual = current.map(|v| v.version);
@@ -117,47 +109,27 @@ impl ResourceState {
                 }
                 if value.len() > INLINE_VALUE_BYTES_MAX {
                     return ResourceResponse::LimitExceeded {
-                        what: format!(
-                            "value of {} bytes exceeds {INLINE_VALUE_BYTES_MAX}",
-                            value.len()
-                        ),
+                        what: format!("value of {} bytes exceeds {INLINE_VALUE_BYTES_MAX}", value.len()),
                     };
                 }
                 let old_len = current.map(|v| v.value.len() as u64).unwrap_or(0);
                 let new_total = self.inline_bytes - old_len + value.len() as u64;
                 if new_total > RESOURCE_INLINE_BYTES_MAX {
                     return ResourceResponse::LimitExceeded {
-                        what: format!(
-                            "resource would hold {new_total} bytes, limit {RESOURCE_INLINE_BYTES_MAX}"
-                        ),
+                        what: format!("resource would hold {new_total} bytes, limit {RESOURCE_INLINE_BYTES_MAX}"),
                     };
                 }
                 if current.is_none() && self.variants.len() >= RESOURCE_VARIANTS_MAX {
                     return ResourceResponse::LimitExceeded {
-                        what: format!(
-                            "resource holds the maximum of {RESOURCE_VARIANTS_MAX} variants"
-                        ),
+                        what: format!("resource holds the maximum of {RESOURCE_VARIANTS_MAX} variants"),
                     };
                 }
-                assert!(
-                    current.is_none_or(|v| v.version < index),
-                    "versions must increase: {variant} at {index}"
-                );
+                assert!(current.is_none_or(|v| v.version < index), "versions must increase: {variant} at {index}");
                 self.inline_bytes = new_total;
-                self.variants.insert(
-                    variant.clone(),
-                    Variant {
-                        version: index,
-                        value: value.clone(),
-                    },
-                );
+                self.variants.insert(variant.clone(), Variant { version: index, value: value.clone() });
                 ResourceResponse::Written { version: index }
             }
-            ResourceCommand::Delete {
-                variant,
-                if_version,
-                ..
-            } => {
+            ResourceCommand::Delete { variant, if_version, .. } => {
                 let Some(current) = self.variants.get(variant) else {
                     return match if_version {
                         Some(0) | None => ResourceResponse::NotFound,
@@ -166,9 +138,7 @@ impl ResourceState {
                 };
                 if let Some(expected) = if_version {
                     if current.version != *expected {
-                        return ResourceResponse::VersionMismatch {
-                            current: Some(current.version),
-                        };
+                        return ResourceResponse::VersionMismatch { current: Some(current.version) };
                     }
                 }
                 self.inline_bytes -= current.value.len() as u64;
@@ -196,32 +166,13 @@ mod tests {
     #[test]
     fn versions_are_log_indexes_and_conditions_hold() {
         let mut s = ResourceState::default();
-        assert_eq!(
-            s.apply(5, &put("en", b"a", None)),
-            ResourceResponse::Written { version: 5 }
-        );
-        assert_eq!(
-            s.apply(6, &put("en", b"b", Some(4))),
-            ResourceResponse::VersionMismatch { current: Some(5) }
-        );
-        assert_eq!(
-            s.variants["en"].value,
-            Bytes::from_static(b"a"),
-            "failed condition changed nothing"
-        );
-        assert_eq!(
-            s.apply(7, &put("en", b"bb", Some(5))),
-            ResourceResponse::Written { version: 7 }
-        );
+        assert_eq!(s.apply(5, &put("en", b"a", None)), ResourceResponse::Written { version: 5 });
+        assert_eq!(s.apply(6, &put("en", b"b", Some(4))), ResourceResponse::VersionMismatch { current: Some(5) });
+        assert_eq!(s.variants["en"].value, Bytes::from_static(b"a"), "failed condition changed nothing");
+        assert_eq!(s.apply(7, &put("en", b"bb", Some(5))), ResourceResponse::Written { version: 7 });
         assert_eq!(s.inline_bytes, 2);
-        assert_eq!(
-            s.apply(8, &put("de", b"x", Some(3))),
-            ResourceResponse::VersionMismatch { current: None }
-        );
-        assert_eq!(
-            s.apply(9, &put("de", b"x", Some(0))),
-            ResourceResponse::Written { version: 9 }
-        );
+        assert_eq!(s.apply(8, &put("de", b"x", Some(3))), ResourceResponse::VersionMismatch { current: None });
+        assert_eq!(s.apply(9, &put("de", b"x", Some(0))), ResourceResponse::Written { version: 9 });
     }
 
     #[test]
@@ -234,14 +185,8 @@ mod tests {
             variant: "en".into(),
             if_version: v,
         };
-        assert_eq!(
-            s.apply(2, &del(Some(9))),
-            ResourceResponse::VersionMismatch { current: Some(1) }
-        );
-        assert_eq!(
-            s.apply(3, &del(Some(1))),
-            ResourceResponse::Written { version: 3 }
-        );
+        assert_eq!(s.apply(2, &del(Some(9))), ResourceResponse::VersionMismatch { current: Some(1) });
+        assert_eq!(s.apply(3, &del(Some(1))), ResourceResponse::Written { version: 3 });
         assert_eq!(s.inline_bytes, 0);
         assert_eq!(s.apply(4, &del(None)), ResourceResponse::NotFound);
     }
@@ -249,11 +194,7 @@ mod tests {
     #[test]
     fn retried_put_applies_once() {
         let mut s = ResourceState::default();
-        let request = RequestId {
-            client_id: 3,
-            seq: 1,
-            first_incomplete_seq: 1,
-        };
+        let request = RequestId { client_id: 3, seq: 1, first_incomplete_seq: 1 };
         let cmd = ResourceCommand::Put {
             request,
             now_ms: 10,
@@ -270,12 +211,8 @@ mod tests {
     #[test]
     fn oversized_value_is_refused_in_the_state_machine_too() {
         let mut s = ResourceState::default();
-        let big: &'static [u8] =
-            Box::leak(vec![0u8; INLINE_VALUE_BYTES_MAX + 1].into_boxed_slice());
-        assert!(matches!(
-            s.apply(1, &put("v", big, None)),
-            ResourceResponse::LimitExceeded { .. }
-        ));
+        let big: &'static [u8] = Box::leak(vec![0u8; INLINE_VALUE_BYTES_MAX + 1].into_boxed_slice());
+        assert!(matches!(s.apply(1, &put("v", big, None)), ResourceResponse::LimitExceeded { .. }));
         assert!(s.variants.is_empty());
     }
 }

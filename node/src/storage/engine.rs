@@ -56,10 +56,7 @@ pub struct WriteBatch {
 
 impl WriteBatch {
     pub fn new(tree: Tree) -> Self {
-        WriteBatch {
-            tree,
-            ops: Vec::new(),
-        }
+        WriteBatch { tree, ops: Vec::new() }
     }
 
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> &mut Self {
@@ -108,21 +105,10 @@ pub trait StorageEngine: Send + Sync + 'static {
 
     /// Key-value pairs with keys in `[start, end)`, in key order, at most
     /// `limit` of them.
-    fn range(
-        &self,
-        tree: Tree,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    fn range(&self, tree: Tree, start: &[u8], end: &[u8], limit: usize) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>>;
 
     /// The greatest key in `[start, end)` with its value.
-    fn last_in_range(
-        &self,
-        tree: Tree,
-        start: &[u8],
-        end: &[u8],
-    ) -> io::Result<Option<(Vec<u8>, Vec<u8>)>>;
+    fn last_in_range(&self, tree: Tree, start: &[u8], end: &[u8]) -> io::Result<Option<(Vec<u8>, Vec<u8>)>>;
 
     fn write(&self, batch: WriteBatch) -> io::Result<()>;
 

@@ -106,22 +106,9 @@ mod tests {
 
     #[test]
     fn log_keys_sort_by_group_then_index() {
-        let mut keys = vec![
-            log_entry(2, 1),
-            log_entry(1, 300),
-            log_entry(1, 2),
-            log_entry(0, u64::MAX),
-        ];
+        let mut keys = vec![log_entry(2, 1), log_entry(1, 300), log_entry(1, 2), log_entry(0, u64::MAX)];
         keys.sort();
-        assert_eq!(
-            keys,
-            vec![
-                log_entry(0, u64::MAX),
-                log_entry(1, 2),
-                log_entry(1, 300),
-                log_entry(2, 1)
-            ]
-        );
+        assert_eq!(keys, vec![log_entry(0, u64::MAX), log_entry(1, 2), log_entry(1, 300), log_entry(2, 1)]);
         let (s, e) = log_range(1, 0, None);
         assert!(s <= log_entry(1, 0) && log_entry(1, u64::MAX) < e && log_entry(2, 0) >= e);
         assert_eq!(log_index_of(&log_entry(7, 42)), Some(42));

@@ -51,10 +51,7 @@ fn apply(map: &mut Map, batch: &WriteBatch) {
             }
             WriteOp::DeleteRange(s, e) => {
                 let keys: Vec<_> = map
-                    .range((
-                        Bound::Included((batch.tree, s.clone())),
-                        Bound::Excluded((batch.tree, e.clone())),
-                    ))
+                    .range((Bound::Included((batch.tree, s.clone())), Bound::Excluded((batch.tree, e.clone()))))
                     .map(|(k, _)| k.clone())
                     .collect();
                 for k in keys {
@@ -96,9 +93,7 @@ impl MemoryEngine {
         let mut l = self.lock();
         let k = (tree, key.to_vec());
         let mut flipped = false;
-        let Layers {
-            durable, visible, ..
-        } = &mut *l;
+        let Layers { durable, visible, .. } = &mut *l;
         for map in [durable, visible] {
             if let Some(v) = map.get_mut(&k) {
                 if !v.is_empty() {
@@ -113,12 +108,7 @@ impl MemoryEngine {
 
     /// Keys of `tree` in the durable layer (for picking rot targets).
     pub fn durable_keys(&self, tree: Tree) -> Vec<Vec<u8>> {
-        self.lock()
-            .durable
-            .keys()
-            .filter(|(t, _)| *t == tree)
-            .map(|(_, k)| k.clone())
-            .collect()
+        self.lock().durable.keys().filter(|(t, _)| *t == tree).map(|(_, k)| k.clone()).collect()
     }
 
     pub fn set_failing(&self, failing: bool) {
@@ -139,42 +129,25 @@ impl StorageEngine for MemoryEngine {
         Ok(self.lock().visible.get(&(tree, key.to_vec())).cloned())
     }
 
-    fn range(
-        &self,
-        tree: Tree,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn range(&self, tree: Tree, start: &[u8], end: &[u8], limit: usize) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         if start >= end {
             return Ok(Vec::new());
         }
         let l = self.lock();
         Ok(l.visible
-            .range((
-                Bound::Included((tree, start.to_vec())),
-                Bound::Excluded((tree, end.to_vec())),
-            ))
+            .range((Bound::Included((tree, start.to_vec())), Bound::Excluded((tree, end.to_vec()))))
             .take(limit)
             .map(|((_, k), v)| (k.clone(), v.clone()))
             .collect())
     }
 
-    fn last_in_range(
-        &self,
-        tree: Tree,
-        start: &[u8],
-        end: &[u8],
-    ) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    fn last_in_range(&self, tree: Tree, start: &[u8], end: &[u8]) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
         if start >= end {
             return Ok(None);
         }
         let l = self.lock();
         Ok(l.visible
-            .range((
-                Bound::Included((tree, start.to_vec())),
-                Bound::Excluded((tree, end.to_vec())),
-            ))
+            .range((Bound::Included((tree, start.to_vec())), Bound::Excluded((tree, end.to_vec()))))
             .next_back()
             .map(|((_, k), v)| (k.clone(), v.clone())))
     }
@@ -208,11 +181,7 @@ impl StorageEngine for MemoryEngine {
     }
 
     fn size_on_disk_bytes(&self) -> u64 {
-        self.lock()
-            .durable
-            .iter()
-            .map(|((_, k), v)| (k.len() + v.len()) as u64)
-            .sum()
+        self.lock().durable.iter().map(|((_, k), v)| (k.len() + v.len()) as u64).sum()
     }
 }
 
@@ -233,18 +202,10 @@ mod tests {
         e.clone().sync().await.unwrap();
         put(&e, b"b", b"2");
         put(&e, b"c", b"3");
-        assert_eq!(
-            e.get(Tree::Log, b"c").unwrap(),
-            Some(b"3".to_vec()),
-            "visible before sync"
-        );
+        assert_eq!(e.get(Tree::Log, b"c").unwrap(), Some(b"3".to_vec()), "visible before sync");
         e.crash(1);
         assert_eq!(e.get(Tree::Log, b"a").unwrap(), Some(b"1".to_vec()));
-        assert_eq!(
-            e.get(Tree::Log, b"b").unwrap(),
-            Some(b"2".to_vec()),
-            "torn prefix kept"
-        );
+        assert_eq!(e.get(Tree::Log, b"b").unwrap(), Some(b"2".to_vec()), "torn prefix kept");
         assert_eq!(e.get(Tree::Log, b"c").unwrap(), None, "suffix lost");
     }
 

@@ -4,7 +4,7 @@
 //! Two sled pitfalls shape this file (see docs/ARCHITECTURE.md, "Storage"):
 //! - `Db::flush` writes with `sync_file_range`, which neither flushes the
 //!   disk cache nor the file's metadata (sled issue #1452). [`sync`] follows
-//!   it with an `fsync` of sled's data file, done on a blocking thread.
+//!   it with an `fdatasync` of sled's data file, done on a blocking thread.
 //! - sled writes any page larger than `segment_size / 4` to a separate file
 //!   under `blobs/` that is never fsynced. Every value we store is at most
 //!   [`STORED_VALUE_BYTES_MAX`] and a leaf holds at most ~17 items before it
@@ -35,7 +35,7 @@ pub struct SledEngine {
     path: PathBuf,
     db: sled::Db,
     trees: Vec<(Tree, sled::Tree)>,
-    /// sled's main data file, kept open to fsync it after every flush.
+    /// sled's main data file, kept open to fdatasync it after every flush.
     data_file: File,
 }
 
@@ -64,12 +64,10 @@ impl SledEngine {
             trees.push((t, db.open_tree(t.name()).map_err(sled_err)?));
         }
         let data_file = File::open(dir.join("db"))?;
-        Ok(Arc::new(SledEngine {
-            path: dir.to_path_buf(),
-            db,
-            trees,
-            data_file,
-        }))
+        // Make the files' directory entries durable (matters right after
+        // sled created them).
+        File::open(dir)?.sync_all()?;
+        Ok(Arc::new(SledEngine { path: dir.to_path_buf(), db, trees, data_file }))
     }
 
     fn tree(&self, tree: Tree) -> &sled::Tree {
@@ -86,7 +84,8 @@ impl SledEngine {
 
     fn sync_blocking(&self) -> io::Result<()> {
         self.db.flush().map_err(sled_err)?;
-        self.data_file.sync_all()
+        // fdatasync: the data and the size needed to read it back.
+        self.data_file.sync_data()
     }
 }
 
@@ -108,20 +107,10 @@ pub fn blob_files_in(dir: &Path) -> io::Result<usize> {
 
 impl StorageEngine for SledEngine {
     fn get(&self, tree: Tree, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
-        Ok(self
-            .tree(tree)
-            .get(key)
-            .map_err(sled_err)?
-            .map(|v| v.to_vec()))
+        Ok(self.tree(tree).get(key).map_err(sled_err)?.map(|v| v.to_vec()))
     }
 
-    fn range(
-        &self,
-        tree: Tree,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn range(&self, tree: Tree, start: &[u8], end: &[u8], limit: usize) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
         if start >= end {
             return Ok(out);
@@ -133,12 +122,7 @@ impl StorageEngine for SledEngine {
         Ok(out)
     }
 
-    fn last_in_range(
-        &self,
-        tree: Tree,
-        start: &[u8],
-        end: &[u8],
-    ) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    fn last_in_range(&self, tree: Tree, start: &[u8], end: &[u8]) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
         if start >= end {
             return Ok(None);
         }
@@ -196,29 +180,18 @@ mod tests {
         {
             let e = SledEngine::open(dir.path(), 16 << 20).unwrap();
             let mut b = WriteBatch::new(Tree::Log);
-            b.put(b"a".to_vec(), b"1".to_vec())
-                .put(b"b".to_vec(), b"2".to_vec());
+            b.put(b"a".to_vec(), b"1".to_vec()).put(b"b".to_vec(), b"2".to_vec());
             e.write(b).unwrap();
             e.clone().sync().await.unwrap();
         }
         let e = SledEngine::open(dir.path(), 16 << 20).unwrap();
         assert_eq!(e.get(Tree::Log, b"a").unwrap(), Some(b"1".to_vec()));
-        assert_eq!(
-            e.get(Tree::Local, b"a").unwrap(),
-            None,
-            "trees are separate"
-        );
+        assert_eq!(e.get(Tree::Local, b"a").unwrap(), None, "trees are separate");
         let mut b = WriteBatch::new(Tree::Log);
         b.delete_range(b"a".to_vec(), b"b".to_vec());
         e.write(b).unwrap();
-        assert_eq!(
-            e.range(Tree::Log, b"", b"z", 10).unwrap(),
-            vec![(b"b".to_vec(), b"2".to_vec())]
-        );
-        assert_eq!(
-            e.last_in_range(Tree::Log, b"", b"z").unwrap().unwrap().0,
-            b"b".to_vec()
-        );
+        assert_eq!(e.range(Tree::Log, b"", b"z", 10).unwrap(), vec![(b"b".to_vec(), b"2".to_vec())]);
+        assert_eq!(e.last_in_range(Tree::Log, b"", b"z").unwrap().unwrap().0, b"b".to_vec());
     }
 
     #[tokio::test]

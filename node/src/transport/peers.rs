@@ -74,38 +74,21 @@ impl Peers {
     }
 
     pub fn node_addr(&self, node: NodeId) -> Option<String> {
-        self.nodes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&node)
-            .cloned()
+        self.nodes.read().unwrap_or_else(|p| p.into_inner()).get(&node).cloned()
     }
 
     /// Remembers where a replica lives (from a group's membership).
     pub fn note_replica(&self, replica: ReplicaId, node: &ReplicaNode) {
-        let known = self
-            .replicas
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&replica)
-            == Some(node);
+        let known = self.replicas.read().unwrap_or_else(|p| p.into_inner()).get(&replica) == Some(node);
         if !known {
-            self.replicas
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(replica, node.clone());
+            self.replicas.write().unwrap_or_else(|p| p.into_inner()).insert(replica, node.clone());
         }
     }
 
     /// The node hosting `replica` and its address. The meta directory's
     /// address for the node wins over the one recorded in the membership.
     pub fn replica_addr(&self, replica: ReplicaId) -> Option<(NodeId, String)> {
-        let rn = self
-            .replicas
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&replica)
-            .cloned()?;
+        let rn = self.replicas.read().unwrap_or_else(|p| p.into_inner()).get(&replica).cloned()?;
         let addr = self.node_addr(rn.node_id).unwrap_or(rn.addr);
         Some((rn.node_id, addr))
     }
@@ -114,12 +97,7 @@ impl Peers {
 /// A lazily connecting channel to `addr` over `net`.
 pub fn connect_lazy(net: SharedNetwork, addr: &str) -> io::Result<Channel> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("bad address {addr:?}: {e}"),
-            )
-        })?
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad address {addr:?}: {e}")))?
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
         .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)

@@ -24,32 +24,41 @@ use crate::output::Output;
 pub enum Workload {
     Put,
     Get,
+    /// Create `--resources` groups, let them go idle, then measure the CPU
+    /// and memory of the node processes of a `shadowctl demo` cluster.
+    Idle,
 }
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    workload: Workload,
+    pub workload: Workload,
     /// Concurrent client tasks.
     #[arg(long, default_value_t = 64)]
-    clients: usize,
+    pub clients: usize,
     /// Value size in bytes.
     #[arg(long, default_value_t = 256)]
     value_size: usize,
     /// Measured seconds (after the warm-up).
     #[arg(long, default_value_t = 10)]
-    duration: u64,
+    pub duration: u64,
     /// Warm-up seconds, not measured.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
     /// Resources the load is spread over (bench-0, bench-1, ...).
     #[arg(long, default_value_t = 8)]
-    resources: usize,
+    pub resources: usize,
     /// Client instances (connections per node) shared by the tasks.
     #[arg(long, default_value_t = 4)]
-    connections: usize,
+    pub connections: usize,
     /// Gets: accept reads at most this many ms stale instead of linearizable.
     #[arg(long)]
     max_staleness_ms: Option<u64>,
+    /// Idle: the `shadowctl demo` directory whose node processes to measure.
+    #[arg(long, default_value = ".demo")]
+    pub demo_dir: std::path::PathBuf,
+    /// Idle: seconds to wait after creating the groups before measuring.
+    #[arg(long, default_value_t = 20)]
+    pub settle: u64,
 }
 
 struct TaskResult {
@@ -67,27 +76,20 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 pub async fn run(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow::Result<()> {
+    if args.workload == Workload::Idle {
+        return crate::idle::run(endpoints, args, out).await;
+    }
     if args.clients == 0 || args.resources == 0 || args.connections == 0 || args.duration == 0 {
         bail!("--clients, --resources, --connections and --duration must be positive");
     }
     if args.value_size > 64 * 1024 {
-        bail!(
-            "--value-size {} exceeds the 65536-byte inline limit",
-            args.value_size
-        );
+        bail!("--value-size {} exceeds the 65536-byte inline limit", args.value_size);
     }
-    let options = ClientOptions {
-        total_deadline: Duration::from_secs(10),
-        ..ClientOptions::default()
-    };
-    let clients: Vec<Client> = (0..args.connections)
-        .map(|_| Client::new_lazy(endpoints, options.clone()))
-        .collect::<Result<_, _>>()?;
+    let options = ClientOptions { total_deadline: Duration::from_secs(10), ..ClientOptions::default() };
+    let clients: Vec<Client> =
+        (0..args.connections).map(|_| Client::new_lazy(endpoints, options.clone())).collect::<Result<_, _>>()?;
     let setup = &clients[0];
-    setup
-        .cluster_status()
-        .await
-        .context("cannot reach the cluster")?;
+    setup.cluster_status().await.context("cannot reach the cluster")?;
     let resources: Vec<String> = (0..args.resources).map(|i| format!("bench-{i}")).collect();
     for r in &resources {
         match setup.create_resource(r, 3).await {
@@ -98,17 +100,11 @@ pub async fn run(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow:
             Err(e) => return Err(e).with_context(|| format!("creating {r}")),
         }
     }
-    let value: bytes::Bytes = (0..args.value_size)
-        .map(|i| (i % 251) as u8)
-        .collect::<Vec<u8>>()
-        .into();
+    let value: bytes::Bytes = (0..args.value_size).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
     if args.workload == Workload::Get {
         for t in 0..args.clients {
             let r = &resources[t % resources.len()];
-            setup
-                .put(r, &format!("v{t}"), value.clone())
-                .await
-                .with_context(|| format!("preparing {r}/v{t}"))?;
+            setup.put(r, &format!("v{t}"), value.clone()).await.with_context(|| format!("preparing {r}/v{t}"))?;
         }
     }
     let start = Instant::now();
@@ -120,40 +116,29 @@ pub async fn run(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow:
         let resource = resources[t % resources.len()].clone();
         let variant = format!("v{t}");
         let value = value.clone();
-        let workload = args.workload;
+        let is_put = args.workload == Workload::Put;
         let read = match args.max_staleness_ms {
             Some(ms) => ReadOptions::stale_ok(ms),
             None => ReadOptions::linearizable(),
         };
         handles.push(tokio::spawn(async move {
-            let mut res = TaskResult {
-                latencies_us: Vec::with_capacity(1 << 16),
-                errors: 0,
-                first_error: None,
-            };
+            let mut res = TaskResult { latencies_us: Vec::with_capacity(1 << 16), errors: 0, first_error: None };
             loop {
                 let t0 = Instant::now();
                 if t0 >= end {
                     break;
                 }
-                let r = match workload {
-                    Workload::Put => client
-                        .put(&resource, &variant, value.clone())
-                        .await
-                        .map(|_| ()),
-                    Workload::Get => client
-                        .get_with(&resource, &variant, read.clone())
-                        .await
-                        .map(|_| ()),
+                let r = if is_put {
+                    client.put(&resource, &variant, value.clone()).await.map(|_| ())
+                } else {
+                    client.get_with(&resource, &variant, read.clone()).await.map(|_| ())
                 };
                 let t1 = Instant::now();
                 if t0 < warm_end || t1 > end {
                     continue;
                 }
                 match r {
-                    Ok(()) => res
-                        .latencies_us
-                        .push((t1 - t0).as_micros().min(u32::MAX as u128) as u32),
+                    Ok(()) => res.latencies_us.push((t1 - t0).as_micros().min(u32::MAX as u128) as u32),
                     Err(e) => {
                         res.errors += 1;
                         res.first_error.get_or_insert_with(|| e.to_string());
@@ -186,8 +171,8 @@ pub async fn run(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow:
     );
     let kind = match (args.workload, args.max_staleness_ms) {
         (Workload::Put, _) => "put".to_string(),
-        (Workload::Get, None) => "get (linearizable)".to_string(),
-        (Workload::Get, Some(ms)) => format!("get (stale <= {ms} ms)"),
+        (_, None) => "get (linearizable)".to_string(),
+        (_, Some(ms)) => format!("get (stale <= {ms} ms)"),
     };
     match out {
         Output::Json => println!(
@@ -202,11 +187,7 @@ pub async fn run(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow:
                 "{kind}: {} clients, {} B values, {} resources, {} connections, {} s",
                 args.clients, args.value_size, args.resources, args.connections, args.duration
             );
-            println!(
-                "  {:.0} ops/s ({} ops, {errors} errors)",
-                throughput,
-                all.len()
-            );
+            println!("  {:.0} ops/s ({} ops, {errors} errors)", throughput, all.len());
             println!("  latency ms: p50 {p50:.2}  p99 {p99:.2}  p99.9 {p999:.2}  max {max:.2}");
             if let Some(e) = first_error {
                 println!("  first error: {e}");

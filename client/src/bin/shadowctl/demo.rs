@@ -85,12 +85,12 @@ fn pids_file(dir: &Path) -> PathBuf {
     dir.join("pids")
 }
 
-fn alive(pid: i32) -> bool {
+pub fn alive(pid: i32) -> bool {
     // Signal 0 checks existence and permission without sending anything.
     unsafe { libc::kill(pid, 0) == 0 }
 }
 
-fn read_pids(dir: &Path) -> Vec<i32> {
+pub fn read_pids(dir: &Path) -> Vec<i32> {
     std::fs::read_to_string(pids_file(dir))
         .unwrap_or_default()
         .split_whitespace()
@@ -120,9 +120,7 @@ fn stop(pids: &[i32]) {
 }
 
 fn endpoints(args: &DemoArgs) -> Vec<String> {
-    (1..=args.nodes)
-        .map(|i| format!("127.0.0.1:{}", args.base_port + i))
-        .collect()
+    (1..=args.nodes).map(|i| format!("127.0.0.1:{}", args.base_port + i)).collect()
 }
 
 fn write_config(args: &DemoArgs, i: u16) -> anyhow::Result<PathBuf> {
@@ -130,11 +128,7 @@ fn write_config(args: &DemoArgs, i: u16) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let data = dir.join("data");
     let addr = format!("127.0.0.1:{}", args.base_port + i);
-    let join = if i == 1 {
-        String::new()
-    } else {
-        format!("\"127.0.0.1:{}\"", args.base_port + 1)
-    };
+    let join = if i == 1 { String::new() } else { format!("\"127.0.0.1:{}\"", args.base_port + 1) };
     let text = format!(
         "# Written by `shadowctl demo`.\n\
          data_dir = {data:?}\n\
@@ -153,11 +147,8 @@ fn write_config(args: &DemoArgs, i: u16) -> anyhow::Result<PathBuf> {
 }
 
 fn spawn_node(bin: &Path, config: &Path, log: &Path) -> anyhow::Result<Child> {
-    let log_file =
-        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-    let err_file = log_file
-        .try_clone()
-        .context("cannot duplicate log file handle")?;
+    let log_file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let err_file = log_file.try_clone().context("cannot duplicate log file handle")?;
     std::process::Command::new(bin)
         .arg("--config")
         .arg(config)
@@ -180,38 +171,25 @@ fn log_tail(path: &Path) -> String {
 async fn wait_ready(args: &DemoArgs, children: &mut [Child]) -> anyhow::Result<Client> {
     let eps = endpoints(args);
     let deadline = tokio::time::Instant::now() + READY_WAIT;
-    let options = ClientOptions {
-        total_deadline: Duration::from_secs(2),
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions { total_deadline: Duration::from_secs(2), ..ClientOptions::default() };
     let client = Client::new_lazy(&eps, options)?;
     let want_voters = (args.nodes as usize).min(5);
     loop {
         for (i, c) in children.iter_mut().enumerate() {
             if let Some(status) = c.try_wait().context("cannot poll node process")? {
                 let log = args.dir.join(format!("node{}", i + 1)).join("node.log");
-                bail!(
-                    "node {} exited with {status} during start-up; its log ends with:\n{}",
-                    i + 1,
-                    log_tail(&log)
-                );
+                bail!("node {} exited with {status} during start-up; its log ends with:\n{}", i + 1, log_tail(&log));
             }
         }
         if let Ok(s) = client.cluster_status().await {
             let voters = s.nodes.iter().filter(|n| n.meta_voter).count();
-            let healthy = s
-                .nodes
-                .iter()
-                .all(|n| n.health == "up" || n.health == "self");
+            let healthy = s.nodes.iter().all(|n| n.health == "up" || n.health == "self");
             if s.nodes.len() == args.nodes as usize && voters == want_voters && healthy {
                 return Ok(Client::new_lazy(&eps, ClientOptions::default())?);
             }
         }
         if tokio::time::Instant::now() > deadline {
-            bail!(
-                "cluster not ready after {READY_WAIT:?}; see the logs under {}",
-                args.dir.display()
-            );
+            bail!("cluster not ready after {READY_WAIT:?}; see the logs under {}", args.dir.display());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -229,10 +207,7 @@ async fn workload(client: &Client, out: Output) -> anyhow::Result<()> {
     }
     let variants = ["en/mobile", "en/desktop", "de/mobile", "de/desktop"];
     for (i, v) in variants.iter().enumerate() {
-        let body = format!(
-            "{{\"variant\":\"{v}\",\"title\":\"product {i}\",\"price_cents\":{}}}",
-            999 + i * 100
-        );
+        let body = format!("{{\"variant\":\"{v}\",\"title\":\"product {i}\",\"price_cents\":{}}}", 999 + i * 100);
         let version = client.put(resource, v, body.into_bytes()).await?;
         println!("put {resource}/{v} -> version {version}");
     }
@@ -251,19 +226,10 @@ async fn workload(client: &Client, out: Output) -> anyhow::Result<()> {
             read.version,
         )
         .await?;
-    println!(
-        "conditional put on version {} -> version {v2}",
-        read.version
-    );
-    match client
-        .put_if(resource, "en/mobile", b"stale".to_vec(), read.version)
-        .await
-    {
+    println!("conditional put on version {} -> version {v2}", read.version);
+    match client.put_if(resource, "en/mobile", b"stale".to_vec(), read.version).await {
         Err(e) if e.code() == tonic::Code::FailedPrecondition => {
-            println!(
-                "conditional put on the old version {} refused: {}",
-                read.version, e
-            )
+            println!("conditional put on the old version {} refused: {}", read.version, e)
         }
         other => bail!("expected a refused conditional put, got {other:?}"),
     }
@@ -289,8 +255,7 @@ pub async fn run(cmd: &DemoCmd, out: Output) -> anyhow::Result<()> {
         }
         let _ = std::fs::remove_file(pids_file(&args.dir));
         if *purge {
-            std::fs::remove_dir_all(&args.dir)
-                .with_context(|| format!("cannot remove {}", args.dir.display()))?;
+            std::fs::remove_dir_all(&args.dir).with_context(|| format!("cannot remove {}", args.dir.display()))?;
             println!("removed {}", args.dir.display());
         }
         return Ok(());
@@ -299,16 +264,9 @@ pub async fn run(cmd: &DemoCmd, out: Output) -> anyhow::Result<()> {
         bail!("--nodes must be at least 3, got {}", args.nodes);
     }
     if args.base_port.checked_add(args.nodes).is_none() {
-        bail!(
-            "--base-port {} + --nodes {} exceeds the port range",
-            args.base_port,
-            args.nodes
-        );
+        bail!("--base-port {} + --nodes {} exceeds the port range", args.base_port, args.nodes);
     }
-    let running: Vec<i32> = read_pids(&args.dir)
-        .into_iter()
-        .filter(|p| alive(*p))
-        .collect();
+    let running: Vec<i32> = read_pids(&args.dir).into_iter().filter(|p| alive(*p)).collect();
     if !running.is_empty() {
         bail!(
             "a demo cluster is already running from {} (pids {running:?}); stop it with `shadowctl demo down --dir {}`",
@@ -317,8 +275,7 @@ pub async fn run(cmd: &DemoCmd, out: Output) -> anyhow::Result<()> {
         );
     }
     let bin = node_binary(args)?;
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
     let mut children = Vec::new();
     for i in 1..=args.nodes {
         let config = write_config(args, i)?;
@@ -337,8 +294,7 @@ pub async fn run(cmd: &DemoCmd, out: Output) -> anyhow::Result<()> {
     }
     let pids: Vec<i32> = children.iter().map(|c| c.id() as i32).collect();
     let pid_text: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
-    std::fs::write(pids_file(&args.dir), pid_text.join("\n"))
-        .context("cannot write the pids file")?;
+    std::fs::write(pids_file(&args.dir), pid_text.join("\n")).context("cannot write the pids file")?;
     let client = match wait_ready(args, &mut children).await {
         Ok(c) => c,
         Err(e) => {
@@ -359,10 +315,7 @@ pub async fn run(cmd: &DemoCmd, out: Output) -> anyhow::Result<()> {
     println!();
     println!("try: SHADOWSTORE_ENDPOINTS={eps} shadowctl status");
     if args.detach {
-        println!(
-            "running in the background; stop with `shadowctl demo down --dir {}`",
-            args.dir.display()
-        );
+        println!("running in the background; stop with `shadowctl demo down --dir {}`", args.dir.display());
         return Ok(());
     }
     println!("press Ctrl-C to stop the cluster");

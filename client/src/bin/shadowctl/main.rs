@@ -7,6 +7,7 @@
 
 mod bench;
 mod demo;
+mod idle;
 mod output;
 
 use std::io::Read;
@@ -104,10 +105,7 @@ enum ResourceCmd {
 }
 
 async fn client(cli: &Cli) -> anyhow::Result<Client> {
-    let options = ClientOptions {
-        total_deadline: Duration::from_secs(cli.timeout_secs),
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions { total_deadline: Duration::from_secs(cli.timeout_secs), ..ClientOptions::default() };
     Client::connect_with(&cli.endpoints, options)
         .await
         .with_context(|| format!("cannot reach the cluster at {}", cli.endpoints.join(",")))
@@ -115,14 +113,10 @@ async fn client(cli: &Cli) -> anyhow::Result<Client> {
 
 fn read_input(file: &Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
     match file {
-        Some(p) if p.as_os_str() != "-" => {
-            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
-        }
+        Some(p) if p.as_os_str() != "-" => std::fs::read(p).with_context(|| format!("cannot read {}", p.display())),
         _ => {
             let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .context("cannot read standard input")?;
+            std::io::stdin().read_to_end(&mut buf).context("cannot read standard input")?;
             Ok(buf)
         }
     }
@@ -137,19 +131,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let c = client(&cli).await?;
     match &cli.command {
-        Command::Resource(ResourceCmd::Create {
-            name,
-            replication_factor,
-        }) => {
+        Command::Resource(ResourceCmd::Create { name, replication_factor }) => {
             let info = c.create_resource(name, *replication_factor).await?;
             out.resource_info(&info);
         }
         Command::Resource(ResourceCmd::Delete { name }) => {
             c.delete_resource(name).await?;
-            out.message(
-                &format!("deleted resource {name}"),
-                serde_json::json!({"deleted": name}),
-            );
+            out.message(&format!("deleted resource {name}"), serde_json::json!({"deleted": name}));
         }
         Command::Resource(ResourceCmd::Describe { name }) => {
             let d = c.describe_resource(name).await?;
@@ -159,12 +147,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let list = c.list_resources().await?;
             out.resource_list(&list);
         }
-        Command::Put {
-            resource,
-            variant,
-            file,
-            if_version,
-        } => {
+        Command::Put { resource, variant, file, if_version } => {
             let bytes = read_input(file)?;
             let len = bytes.len();
             let version = match if_version {
@@ -176,13 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 serde_json::json!({"resource": resource, "variant": variant, "version": version, "size_bytes": len}),
             );
         }
-        Command::Get {
-            resource,
-            variant,
-            out: file,
-            version,
-            max_staleness_ms,
-        } => {
+        Command::Get { resource, variant, out: file, version, max_staleness_ms } => {
             let mut opts = match max_staleness_ms {
                 Some(ms) => ReadOptions::stale_ok(*ms),
                 None => ReadOptions::linearizable(),
@@ -191,10 +168,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let r = c.get_with(resource, variant, opts).await?;
             match file {
                 Some(p) => {
-                    std::fs::write(p, &r.value)
-                        .with_context(|| format!("cannot write {}", p.display()))?;
+                    std::fs::write(p, &r.value).with_context(|| format!("cannot write {}", p.display()))?;
                     out.message(
-                        &format!("{resource}/{variant}: version {} ({} bytes) written to {}", r.version, r.value.len(), p.display()),
+                        &format!(
+                            "{resource}/{variant}: version {} ({} bytes) written to {}",
+                            r.version,
+                            r.value.len(),
+                            p.display()
+                        ),
                         serde_json::json!({"version": r.version, "size_bytes": r.value.len(), "file": p}),
                     );
                 }
@@ -205,18 +186,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             "value": String::from_utf8_lossy(&r.value)}),
                     ),
                     Output::Text => {
-                        std::io::stdout()
-                            .write_all(&r.value)
-                            .context("cannot write standard output")?;
+                        std::io::stdout().write_all(&r.value).context("cannot write standard output")?;
                     }
                 },
             }
         }
-        Command::Delete {
-            resource,
-            variant,
-            if_version,
-        } => {
+        Command::Delete { resource, variant, if_version } => {
             let version = match if_version {
                 Some(v) => c.delete_if(resource, variant, *v).await?,
                 None => c.delete(resource, variant).await?,
@@ -241,10 +216,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("shadowctl: cannot start the tokio runtime: {e}");
@@ -258,11 +230,7 @@ fn main() -> ExitCode {
             let usage = e
                 .downcast_ref::<shadowstore_client::Error>()
                 .is_some_and(|ce| matches!(ce.code(), tonic::Code::InvalidArgument));
-            if usage {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
+            if usage { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
 }

@@ -33,15 +33,9 @@ impl Output {
         match self {
             Output::Json => println!("{}", resource_json(i)),
             Output::Text => {
-                println!(
-                    "resource {} (group {}, {} replicas)",
-                    i.name, i.group_id, i.replication_factor
-                );
+                println!("resource {} (group {}, {} replicas)", i.name, i.group_id, i.replication_factor);
                 for r in &i.replicas {
-                    println!(
-                        "  replica {:>5} on node {:>3} {}",
-                        r.replica_id, r.node_id, r.address
-                    );
+                    println!("  replica {:>5} on node {:>3} {}", r.replica_id, r.node_id, r.address);
                 }
             }
         }
@@ -55,14 +49,8 @@ impl Output {
                     println!("no resources");
                 }
                 for i in list {
-                    let nodes: Vec<String> =
-                        i.replicas.iter().map(|r| r.node_id.to_string()).collect();
-                    println!(
-                        "{:<40} group {:<6} nodes {}",
-                        i.name,
-                        i.group_id,
-                        nodes.join(",")
-                    );
+                    let nodes: Vec<String> = i.replicas.iter().map(|r| r.node_id.to_string()).collect();
+                    println!("{:<40} group {:<6} nodes {}", i.name, i.group_id, nodes.join(","));
                 }
             }
         }
@@ -81,18 +69,9 @@ impl Output {
             ),
             Output::Text => {
                 println!("resource {} (group {})", info.name, info.group_id);
-                println!(
-                    "  leader: replica {} on node {}, term {}",
-                    d.leader_replica_id, d.leader_node_id, d.term
-                );
-                println!(
-                    "  applied index {}, committed index {}",
-                    d.applied_index, d.committed_index
-                );
-                println!(
-                    "  {} variants, {} bytes inline",
-                    d.variant_count, d.inline_bytes
-                );
+                println!("  leader: replica {} on node {}, term {}", d.leader_replica_id, d.leader_node_id, d.term);
+                println!("  applied index {}, committed index {}", d.applied_index, d.committed_index);
+                println!("  {} variants, {} bytes inline", d.variant_count, d.inline_bytes);
                 for r in &info.replicas {
                     let matched = d
                         .progress
@@ -100,11 +79,7 @@ impl Output {
                         .find(|p| p.replica_id == r.replica_id)
                         .and_then(|p| p.matched_index)
                         .map_or("-".to_string(), |m| m.to_string());
-                    let leader = if r.replica_id == d.leader_replica_id {
-                        " (leader)"
-                    } else {
-                        ""
-                    };
+                    let leader = if r.replica_id == d.leader_replica_id { " (leader)" } else { "" };
                     println!(
                         "  replica {:>5} node {:>3} {:<22} {:<8} matched {}{}",
                         r.replica_id, r.node_id, r.address, r.role, matched, leader
@@ -119,7 +94,9 @@ impl Output {
             Output::Json => println!(
                 "{}",
                 Value::Array(
-                    v.iter().map(|x| json!({"name": x.name, "version": x.version, "size_bytes": x.size_bytes})).collect()
+                    v.iter()
+                        .map(|x| json!({"name": x.name, "version": x.version, "size_bytes": x.size_bytes}))
+                        .collect()
                 )
             ),
             Output::Text => {
@@ -143,10 +120,7 @@ impl Output {
                         "groups_hosted": n.groups_hosted, "groups_led": n.groups_led, "meta_voter": n.meta_voter})).collect::<Vec<_>>()})
             ),
             Output::Text => {
-                println!(
-                    "{} resources; meta leader on node {}",
-                    s.resource_count, s.meta_leader_node_id
-                );
+                println!("{} resources; meta leader on node {}", s.resource_count, s.meta_leader_node_id);
                 println!(
                     "{:>4}  {:<22} {:<10} {:<8} {:>6} {:>6}  meta",
                     "node", "address", "region", "health", "hosts", "leads"

@@ -1,0 +1,143 @@
+//! `shadowctl bench idle`: what idle groups cost.
+//!
+//! Creates `--resources` resources (each a 3-replica Raft group), waits
+//! `--settle` seconds for them to go idle (quiesce), then samples the CPU
+//! time and resident memory of the demo cluster's node processes from
+//! /proc over `--duration` seconds. Memory per group is the growth of the
+//! nodes' total RSS since before the groups were created, divided by the
+//! number of groups created.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use std::time::Instant;
+
+use anyhow::Context;
+use anyhow::bail;
+use shadowstore_client::Client;
+use shadowstore_client::ClientOptions;
+
+use crate::bench::BenchArgs;
+use crate::demo;
+use crate::output::Output;
+
+const CREATE_CONCURRENCY: usize = 32;
+
+fn clock_ticks_per_s() -> f64 {
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: i32) -> anyhow::Result<u64> {
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state); utime is field 14, stime field 15.
+    Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
+}
+
+fn rss_bytes(pid: i32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    let kb: u64 = line.split_whitespace().nth(1).context("VmRSS value")?.parse()?;
+    Ok(kb * 1024)
+}
+
+fn total_rss(pids: &[i32]) -> anyhow::Result<u64> {
+    pids.iter().map(|p| rss_bytes(*p)).sum()
+}
+
+pub async fn run(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow::Result<()> {
+    let pids: Vec<i32> = demo::read_pids(&args.demo_dir).into_iter().filter(|p| demo::alive(*p)).collect();
+    if pids.is_empty() {
+        bail!(
+            "no running demo cluster in {}; start one with `shadowctl demo --detach --no-workload`",
+            args.demo_dir.display()
+        );
+    }
+    let client = Client::connect_with(
+        endpoints,
+        ClientOptions { total_deadline: Duration::from_secs(60), ..ClientOptions::default() },
+    )
+    .await
+    .context("cannot reach the cluster")?;
+    let rss_before = total_rss(&pids)?;
+    let existing = client.list_resources().await?.len();
+    let n = args.resources;
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let created = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..CREATE_CONCURRENCY {
+        let client = client.clone();
+        let next = next.clone();
+        let created = created.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                match client.create_resource(&format!("idle-{i}"), 3).await {
+                    Ok(_) => {
+                        created.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) if e.code() == tonic::Code::AlreadyExists => {}
+                    Err(e) => return Err(e).with_context(|| format!("creating idle-{i}")),
+                }
+                if i % 1000 == 999 {
+                    eprintln!("created {} groups in {:.0?}", i + 1, started.elapsed());
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.context("create task panicked")??;
+    }
+    let create_s = started.elapsed().as_secs_f64();
+    let n = created.load(Ordering::Relaxed);
+    eprintln!("created {n} groups in {create_s:.1} s; settling {} s", args.settle);
+    tokio::time::sleep(Duration::from_secs(args.settle)).await;
+    let t0: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect::<Result<_, _>>()?;
+    let w0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    let t1: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect::<Result<_, _>>()?;
+    let wall = w0.elapsed().as_secs_f64();
+    let per_node_pct: Vec<f64> =
+        t0.iter().zip(&t1).map(|(a, b)| (b - a) as f64 / clock_ticks_per_s() / wall * 100.0).collect();
+    let total_pct: f64 = per_node_pct.iter().sum();
+    let rss_after = total_rss(&pids)?;
+    let groups = existing + n;
+    if n == 0 {
+        bail!("no new groups were created (idle-0.. exist already); use a fresh cluster");
+    }
+    let per_group = (rss_after.saturating_sub(rss_before)) as f64 / n.max(1) as f64;
+    match out {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({"groups": groups, "created": n, "create_s": create_s, "measured_s": wall,
+                "cpu_percent_of_one_core_total": total_pct, "cpu_percent_per_node": per_node_pct,
+                "rss_bytes_before": rss_before, "rss_bytes_after": rss_after,
+                "rss_bytes_per_group": per_group, "rss_bytes_per_replica": per_group / 3.0})
+        ),
+        Output::Text => {
+            println!(
+                "idle: {groups} groups ({n} created in {create_s:.1} s) on {} nodes, measured {wall:.1} s",
+                pids.len()
+            );
+            let per: Vec<String> = per_node_pct.iter().map(|p| format!("{p:.2}%")).collect();
+            println!("  CPU: {total_pct:.2}% of one core in total (per node: {})", per.join(", "));
+            println!(
+                "  RSS: {:.1} MiB before, {:.1} MiB after: {:.1} KiB per group ({:.1} KiB per replica)",
+                rss_before as f64 / 1048576.0,
+                rss_after as f64 / 1048576.0,
+                per_group / 1024.0,
+                per_group / 3072.0
+            );
+        }
+    }
+    Ok(())
+}
