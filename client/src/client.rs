@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use rand::Rng;
 use shadowstore_proto::LEADER_ADDRESS_METADATA;
 use shadowstore_proto::RETRY_AFTER_MS_METADATA;
@@ -25,6 +26,12 @@ use crate::request_ids::RequestIds;
 
 /// Messages up to this size are accepted (a 64 KiB value plus framing).
 const MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Bytes per PutStream message.
+const PUT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Values up to this size go in one unary Put.
+const UNARY_PUT_BYTES_MAX: usize = 64 * 1024;
+/// Metadata a node sets when a value is too large for a unary Get.
+const USE_STREAM_METADATA: &str = "x-shadowstore-use-stream";
 /// Redirects followed in a row before backing off (guards against a loop
 /// while the cluster's view of a leader settles).
 const REDIRECTS_BEFORE_BACKOFF: u32 = 3;
@@ -78,12 +85,69 @@ impl ReadOptions {
     }
 }
 
+/// How a resource stores its values; zeros mean the cluster's defaults.
+#[derive(Clone, Debug, Default)]
+pub struct CreateOptions {
+    /// Primaries: 3 (default) or 5.
+    pub replication_factor: u32,
+    /// Erasure code k+m (k + m must equal the replication factor).
+    pub data_shards: u32,
+    pub parity_shards: u32,
+    /// Values up to this size stay inline in the Raft log (default 65536).
+    pub inline_threshold_bytes: Option<u32>,
+    pub stripe_size_bytes: u32,
+    pub keep_versions: u32,
+}
+
+/// Called with the bytes transferred so far.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GetResult {
     pub value: Bytes,
     pub version: u64,
     /// The node that served the read.
     pub served_by_node: u64,
+}
+
+/// The messages of a PutStream after its header, read from `reader`.
+///
+/// A read error must cancel the call, not end the stream: an ended stream
+/// could commit a truncated value. So on an error the stream stalls and the
+/// error goes to the returned receiver; the caller then drops the call,
+/// which resets the HTTP/2 stream.
+fn put_body<R>(
+    reader: R,
+    progress: Option<Progress>,
+) -> (impl futures::Stream<Item = v1::PutChunk> + Send + 'static, tokio::sync::oneshot::Receiver<std::io::Error>)
+where
+    R: tokio::io::AsyncRead + Send + Unpin + 'static,
+{
+    let body = tokio_util::io::ReaderStream::with_capacity(reader, PUT_CHUNK_BYTES);
+    let (err_tx, err_rx) = tokio::sync::oneshot::channel::<std::io::Error>();
+    let chunks = futures::stream::unfold(
+        (body, Some(err_tx), 0u64, progress),
+        |(mut body, err_tx, sent, progress)| async move {
+            match body.next().await {
+                Some(Ok(data)) => {
+                    let sent = sent + data.len() as u64;
+                    if let Some(p) = &progress {
+                        p(sent);
+                    }
+                    Some((v1::PutChunk { header: None, data }, (body, err_tx, sent, progress)))
+                }
+                Some(Err(e)) => {
+                    if let Some(tx) = err_tx {
+                        let _ = tx.send(e);
+                    }
+                    futures::future::pending::<()>().await;
+                    None
+                }
+                None => None,
+            }
+        },
+    );
+    (chunks, err_rx)
 }
 
 /// What a call is about, for leader caching.
@@ -314,13 +378,23 @@ impl Client {
     /// Creates a resource with `replication_factor` primaries (3 or 5) and
     /// waits until its group has a leader.
     pub async fn create_resource(&self, name: &str, replication_factor: u32) -> Result<v1::ResourceInfo, Error> {
+        self.create_resource_with(name, CreateOptions { replication_factor, ..Default::default() }).await
+    }
+
+    /// Creates a resource with explicit storage options.
+    pub async fn create_resource_with(&self, name: &str, o: CreateOptions) -> Result<v1::ResourceInfo, Error> {
         let name_s = name.to_string();
         let resp = self
             .write(META_ROUTE, |mut stub, budget, id| {
                 let mut req = tonic::Request::new(v1::CreateResourceRequest {
                     name: name_s.clone(),
-                    replication_factor,
+                    replication_factor: o.replication_factor,
                     request_id: Some(id),
+                    data_shards: o.data_shards,
+                    parity_shards: o.parity_shards,
+                    inline_threshold_bytes: o.inline_threshold_bytes,
+                    stripe_size_bytes: o.stripe_size_bytes,
+                    keep_versions: o.keep_versions,
                 });
                 req.set_timeout(budget);
                 async move { stub.create_resource(req).await }
@@ -396,6 +470,12 @@ impl Client {
         value: Bytes,
         if_version: Option<u64>,
     ) -> Result<u64, Error> {
+        if value.len() > UNARY_PUT_BYTES_MAX {
+            let size = value.len() as u64;
+            return self
+                .put_stream(resource, variant, Some(size), if_version, None, || Ok(std::io::Cursor::new(value.clone())))
+                .await;
+        }
         let route = resource_route(resource);
         let r = self
             .write(&route, |mut stub, budget, id| {
@@ -413,12 +493,170 @@ impl Client {
         Ok(r.version)
     }
 
+    /// Writes a variant of any size from a reader, streaming it in 1 MiB
+    /// messages. `open` is called for every attempt (a retry after a
+    /// redirect or a lost answer re-reads the source from the start), so it
+    /// must produce the same bytes each time. `size`, if known, lets the
+    /// cluster refuse an oversized value before storing anything.
+    pub async fn put_stream<R, F>(
+        &self,
+        resource: &str,
+        variant: &str,
+        size: Option<u64>,
+        if_version: Option<u64>,
+        progress: Option<Progress>,
+        open: F,
+    ) -> Result<u64, Error>
+    where
+        R: tokio::io::AsyncRead + Send + Unpin + 'static,
+        F: Fn() -> std::io::Result<R>,
+    {
+        let route = resource_route(resource);
+        // Total deadline scales with the size: at least 2 MiB/s.
+        let r = self
+            .write(&route, |mut stub, _budget, id| {
+                let header = v1::PutChunk {
+                    header: Some(v1::PutHeader {
+                        resource: resource.to_string(),
+                        variant: variant.to_string(),
+                        size,
+                        if_version,
+                        request_id: Some(id),
+                    }),
+                    data: Bytes::new(),
+                };
+                let reader = open();
+                let progress = progress.clone();
+                async move {
+                    let reader = reader.map_err(|e| Status::invalid_argument(format!("cannot read the value: {e}")))?;
+                    let (chunks, err_rx) = put_body(reader, progress);
+                    let req = tonic::Request::new(futures::stream::once(async { header }).chain(chunks));
+                    tokio::select! {
+                        r = stub.put_stream(req) => r,
+                        Ok(e) = err_rx => Err(Status::invalid_argument(format!("reading the value failed: {e}"))),
+                    }
+                }
+            })
+            .await?;
+        Ok(r.version)
+    }
+
+    /// Writes a file as a variant, streaming it (retries re-open the file).
+    pub async fn put_file(
+        &self,
+        resource: &str,
+        variant: &str,
+        path: &std::path::Path,
+        if_version: Option<u64>,
+        progress: Option<Progress>,
+    ) -> Result<u64, Error> {
+        let size = std::fs::metadata(path)
+            .map_err(|e| Error::Status(Status::invalid_argument(format!("cannot read {}: {e}", path.display()))))?
+            .len();
+        let path = path.to_path_buf();
+        self.put_stream(resource, variant, Some(size), if_version, progress, move || {
+            std::fs::File::open(&path).map(tokio::fs::File::from_std)
+        })
+        .await
+    }
+
     /// Reads the latest version of a variant, linearizably.
     pub async fn get(&self, resource: &str, variant: &str) -> Result<GetResult, Error> {
         self.get_with(resource, variant, ReadOptions::linearizable()).await
     }
 
     pub async fn get_with(&self, resource: &str, variant: &str, options: ReadOptions) -> Result<GetResult, Error> {
+        match self.get_unary(resource, variant, &options).await {
+            Err(Error::Status(s)) if s.metadata().get(USE_STREAM_METADATA).is_some() => {
+                let mut out = Vec::new();
+                let h = self.get_to_writer(resource, variant, options, &mut out, None).await?;
+                Ok(GetResult { value: Bytes::from(out), version: h.version, served_by_node: h.served_by_node })
+            }
+            other => other,
+        }
+    }
+
+    /// Streams a variant of any size into `w`; returns its header.
+    pub async fn get_to_writer<W>(
+        &self,
+        resource: &str,
+        variant: &str,
+        options: ReadOptions,
+        w: &mut W,
+        progress: Option<Progress>,
+    ) -> Result<v1::GetHeader, Error>
+    where
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::AsyncWriteExt;
+        let deadline = Instant::now() + self.inner.options.total_deadline;
+        let mut attempt = 0;
+        // Until the first byte is delivered, a retryable failure (a holder
+        // that is restarting, a leader change) is retried like any call.
+        let (header, mut stream, first) = loop {
+            let mut stream = self.get_stream(resource, variant, options.clone()).await?;
+            let header = match stream.message().await.map_err(Error::Status)? {
+                Some(v1::GetChunk { header: Some(h), data }) if data.is_empty() => h,
+                _ => return Err(Error::Status(Status::internal("a GetStream answer must start with its header"))),
+            };
+            match stream.message().await {
+                Ok(first) => break (header, stream, first),
+                Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
+                    attempt += 1;
+                    tokio::time::sleep(self.backoff(attempt, None)).await;
+                }
+                Err(s) => return Err(Error::Status(s)),
+            }
+        };
+        let mut received = 0u64;
+        let mut next = first;
+        while let Some(chunk) = next.take() {
+            received += chunk.data.len() as u64;
+            w.write_all(&chunk.data)
+                .await
+                .map_err(|e| Error::Status(Status::internal(format!("cannot write the value: {e}"))))?;
+            if let Some(p) = &progress {
+                p(received);
+            }
+            next = stream.message().await.map_err(Error::Status)?;
+        }
+        w.flush().await.map_err(|e| Error::Status(Status::internal(format!("cannot write the value: {e}"))))?;
+        if received != header.size {
+            return Err(Error::Status(Status::data_loss(format!(
+                "stream ended after {received} of {} bytes",
+                header.size
+            ))));
+        }
+        Ok(header)
+    }
+
+    /// Opens a GetStream on the node that serves the variant (redirects and
+    /// retries happen before the first byte).
+    pub async fn get_stream(
+        &self,
+        resource: &str,
+        variant: &str,
+        options: ReadOptions,
+    ) -> Result<tonic::Streaming<v1::GetChunk>, Error> {
+        let route = resource_route(resource);
+        let (consistency, max_staleness_ms) = match options.max_staleness_ms {
+            None => (v1::Consistency::Linearizable, 0),
+            Some(ms) => (v1::Consistency::StaleOk, ms),
+        };
+        self.call(&route, |mut stub, _budget| {
+            let req = tonic::Request::new(v1::GetRequest {
+                resource: resource.to_string(),
+                variant: variant.to_string(),
+                version: options.version,
+                consistency: consistency as i32,
+                max_staleness_ms,
+            });
+            async move { stub.get_stream(req).await }
+        })
+        .await
+    }
+
+    async fn get_unary(&self, resource: &str, variant: &str, options: &ReadOptions) -> Result<GetResult, Error> {
         let route = resource_route(resource);
         let (consistency, max_staleness_ms) = match options.max_staleness_ms {
             None => (v1::Consistency::Linearizable, 0),
@@ -489,6 +727,25 @@ impl Client {
             async move { stub.describe_resource(req).await }
         })
         .await
+    }
+
+    /// The scrubber status of every node (by asking each node).
+    pub async fn scrub_status_all(&self) -> Result<Vec<Result<v1::ScrubStatusResponse, Error>>, Error> {
+        let status = self.cluster_status().await?;
+        let mut out = Vec::new();
+        for n in status.nodes {
+            let stub = self.stub(&n.address);
+            let r = match stub {
+                Ok(mut s) => {
+                    let mut req = tonic::Request::new(v1::ScrubStatusRequest {});
+                    req.set_timeout(self.inner.options.attempt_timeout);
+                    s.scrub_status(req).await.map(|r| r.into_inner()).map_err(Error::Status)
+                }
+                Err(e) => Err(Error::Status(e)),
+            };
+            out.push(r);
+        }
+        Ok(out)
     }
 
     pub async fn cluster_status(&self) -> Result<v1::ClusterStatusResponse, Error> {

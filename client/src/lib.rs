@@ -33,7 +33,9 @@ mod request_ids;
 
 pub use client::Client;
 pub use client::ClientOptions;
+pub use client::CreateOptions;
 pub use client::GetResult;
+pub use client::Progress;
 pub use client::ReadOptions;
 pub use error::Error;
 pub use shadowstore_proto::v1;

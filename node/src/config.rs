@@ -102,6 +102,21 @@ pub struct NodeConfig {
     pub cache_capacity_bytes: u64,
     /// Longest a request may run on the server, whatever its deadline.
     pub request_timeout_max_ms: u64,
+    /// Largest value one Put may write.
+    pub blob_bytes_max: u64,
+    /// Bytes per second the scrubber reads (0: unlimited).
+    pub scrub_bytes_per_s: u64,
+    /// Rest between two scrub passes.
+    pub scrub_interval_ms: u64,
+    /// How often garbage collection runs.
+    pub gc_interval_ms: u64,
+    /// Age (and time unreferenced) before an orphan shard is deleted.
+    pub orphan_grace_ms: u64,
+    /// How long a superseded version stays readable.
+    pub superseded_grace_ms: u64,
+    /// A replica whose node has been down this long is replaced (0: only
+    /// replicas of retired nodes are).
+    pub replace_down_after_ms: u64,
     /// tracing filter, e.g. "info" or "shadowstore_node=debug".
     pub log: String,
 }
@@ -125,6 +140,13 @@ impl Default for NodeConfig {
             suspect_after_ms: d.suspect_after.as_millis() as u64,
             cache_capacity_bytes: 256 * 1024 * 1024,
             request_timeout_max_ms: 30_000,
+            blob_bytes_max: crate::limits::BLOB_BYTES_MAX_DEFAULT,
+            scrub_bytes_per_s: 64 * 1024 * 1024,
+            scrub_interval_ms: 60_000,
+            gc_interval_ms: 30_000,
+            orphan_grace_ms: 10 * 60_000,
+            superseded_grace_ms: 60_000,
+            replace_down_after_ms: 30 * 60_000,
             log: "info,openraft=warn".to_string(),
         }
     }
@@ -166,6 +188,12 @@ impl NodeConfig {
         }
         if self.suspect_after_ms <= self.ping_interval_ms {
             return bad("suspect_after_ms must exceed ping_interval_ms".into());
+        }
+        if self.blob_bytes_max == 0 || self.blob_bytes_max > crate::limits::BLOB_BYTES_LIMIT {
+            return bad(format!("blob_bytes_max must be in 1..={}", crate::limits::BLOB_BYTES_LIMIT));
+        }
+        if self.gc_interval_ms == 0 || self.scrub_interval_ms == 0 {
+            return bad("gc_interval_ms and scrub_interval_ms must be positive".into());
         }
         Ok(())
     }

@@ -13,6 +13,7 @@
 //! - [`clock`], [`rng`]: the time and randomness seams.
 
 pub mod api;
+pub mod blob;
 pub mod clock;
 pub mod codec;
 pub mod config;

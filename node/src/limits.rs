@@ -20,6 +20,18 @@ pub const CLUSTER_RESOURCES_MAX: usize = 1_000_000;
 /// Nodes one cluster may hold.
 pub const CLUSTER_NODES_MAX: usize = 1_024;
 
+/// Largest value (blob) one Put may write, by default (configurable per
+/// node up to `BLOB_BYTES_LIMIT`).
+pub const BLOB_BYTES_MAX_DEFAULT: u64 = 1024 * 1024 * 1024;
+pub const BLOB_BYTES_LIMIT: u64 = 64 * 1024 * 1024 * 1024;
+/// Bytes one PutStream/GetStream message carries at most.
+pub const STREAM_CHUNK_BYTES_MAX: usize = 1024 * 1024;
+/// A unary Get answers values up to this size; larger ones need GetStream.
+pub const UNARY_GET_BYTES_MAX: u64 = 3 * 1024 * 1024;
+pub const STRIPE_SIZE_MIN: u32 = 64 * 1024;
+pub const STRIPE_SIZE_MAX: u32 = 8 * 1024 * 1024;
+pub const KEEP_VERSIONS_MAX: u32 = 100;
+
 /// Replication factors a resource may be created with.
 pub const REPLICATION_FACTORS_ALLOWED: [u32; 2] = [3, 5];
 pub const REPLICATION_FACTOR_DEFAULT: u32 = 3;

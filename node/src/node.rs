@@ -117,6 +117,9 @@ pub struct NodeCtx {
     pub detector: Arc<FailureDetector>,
     pub clock: SharedClock,
     pub rng: Arc<NodeRng>,
+    pub blob_stats: crate::blob::BlobStats,
+    pub scrubber: crate::blob::scrub::Scrubber,
+    pub active_shard_writes: crate::blob::holder::ActiveWrites,
 }
 
 impl NodeCtx {
@@ -241,6 +244,9 @@ impl Node {
             detector,
             clock: seams.clock,
             rng: seams.rng,
+            blob_stats: Default::default(),
+            scrubber: Default::default(),
+            active_shard_writes: Default::default(),
         });
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -283,6 +289,7 @@ impl Node {
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(meta::reconciler::run(ctx.clone())));
         tasks.push(tokio::spawn(meta::membership::run_manager(ctx.clone())));
+        tasks.push(tokio::spawn(meta::reconciler::run_leader_duties(ctx.clone())));
         {
             let members_ctx = ctx.clone();
             tasks.push(tokio::spawn(failure_detector::run(
@@ -304,6 +311,19 @@ impl Node {
             Duration::from_secs(1),
         )));
         tasks.push(tokio::spawn(supervisor::run(ctx.registry.clone(), Duration::from_secs(2))));
+        tasks.push(tokio::spawn(crate::blob::scrub::run(
+            ctx.clone(),
+            ctx.config.scrub_bytes_per_s,
+            Duration::from_millis(ctx.config.scrub_interval_ms),
+        )));
+        tasks.push(tokio::spawn(crate::blob::gc::run(
+            ctx.clone(),
+            crate::blob::gc::GcTiming {
+                interval: Duration::from_millis(ctx.config.gc_interval_ms),
+                orphan_grace: Duration::from_millis(ctx.config.orphan_grace_ms),
+                superseded_grace: Duration::from_millis(ctx.config.superseded_grace_ms),
+            },
+        )));
         health_reporter.set_serving::<ShadowStoreServer<api::client::ClientService>>().await;
         Ok(Node { ctx, tasks, server, stop_server: Some(stop_tx) })
     }

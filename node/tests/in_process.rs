@@ -93,7 +93,8 @@ async fn supervisor_quiescing_health_and_reflection() {
     })
     .await;
     let created = on_any(&nodes, |mut s| async move {
-        s.create_resource(v1::CreateResourceRequest { name: "r".into(), replication_factor: 3, request_id: None }).await
+        s.create_resource(v1::CreateResourceRequest { name: "r".into(), replication_factor: 3, ..Default::default() })
+            .await
     })
     .await;
     let group = created.resource.unwrap().group_id;

@@ -122,6 +122,12 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` nodes: node 0 bootstraps, the others join through it.
     pub async fn start(n: usize) -> anyhow::Result<Cluster> {
+        Self::start_with(n, "").await
+    }
+
+    /// Like [`start`](Self::start), with `extra` appended to every node's
+    /// TOML configuration.
+    pub async fn start_with(n: usize, extra: &str) -> anyhow::Result<Cluster> {
         let tmp = tempfile::tempdir()?;
         let mut nodes = Vec::new();
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
@@ -135,7 +141,7 @@ impl Cluster {
                 &config,
                 format!(
                     "data_dir = {:?}\nlisten_addr = \"{addr}\"\nbootstrap = {}\njoin = [{join}]\nregion = \"r{}\"\n\
-                     quiesce_after_ms = 3000\n",
+                     quiesce_after_ms = 3000\n{extra}\n",
                     dir.join("data").display().to_string(),
                     i == 0,
                     i % 3
@@ -214,11 +220,46 @@ impl Cluster {
         self.nodes[i].signal(libc::SIGTERM);
     }
 
-    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+    /// Starts node `i` again (killing it first if it runs) and waits until
+    /// it answers as a member (its replicas are open by then).
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
         if self.nodes[i].is_running() {
             self.kill(i);
         }
-        self.nodes[i].spawn()
+        self.nodes[i].spawn()?;
+        self.wait_node_ready(i).await
+    }
+
+    /// Waits until node `i` itself answers ClusterStatus (it does only once
+    /// it has its identity and has started its local replicas).
+    pub async fn wait_node_ready(&mut self, i: usize) -> anyhow::Result<()> {
+        let client = Client::new_lazy(
+            [self.nodes[i].addr.clone()],
+            ClientOptions { total_deadline: Duration::from_secs(2), ..ClientOptions::default() },
+        )?;
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            if !self.nodes[i].is_running() {
+                bail!("node {i} exited; log:\n{}", tail(&self.nodes[i].log_path()));
+            }
+            if client.cluster_status().await.is_ok() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("node {i} not ready within {SETTLE_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills node `i`, deletes its data directory and starts it again: it
+    /// joins as a new node (it must not be the bootstrap node 0).
+    pub async fn wipe(&mut self, i: usize) -> anyhow::Result<()> {
+        assert_ne!(i, 0, "wiping the bootstrap node would bootstrap a new cluster");
+        self.kill(i);
+        std::fs::remove_dir_all(self.nodes[i].data_dir())?;
+        self.nodes[i].spawn()?;
+        self.wait_node_ready(i).await
     }
 
     pub fn running(&mut self) -> Vec<usize> {

@@ -77,7 +77,25 @@ async fn api_on_three_nodes() {
         let e = c.put("catalog", bad, b"x".to_vec()).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "variant {bad:?}");
     }
-    let e = c.put("catalog", "big", vec![0u8; 64 * 1024 + 1]).await.unwrap_err();
+    // A unary Put carries at most 64 KiB (larger values are streamed)...
+    let e = raw(&cluster.nodes[0].addr)
+        .await
+        .put(v1::PutRequest {
+            resource: "catalog".into(),
+            variant: "big".into(),
+            value: vec![0u8; 64 * 1024 + 1].into(),
+            if_version: None,
+            request_id: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    // ...and no value may exceed the node's limit (1 GiB by default): a
+    // stream declaring more is refused before anything is stored.
+    let e = c
+        .put_stream("catalog", "big", Some((1 << 30) + 1), None, None, || Ok(std::io::Cursor::new(vec![0u8; 8])))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
     assert_eq!(c.get("catalog", "big").await.unwrap_err().code(), Code::NotFound, "oversized put stored nothing");
     c.put("catalog", "max", vec![7u8; 64 * 1024]).await.expect("exactly 64 KiB is allowed");
@@ -93,8 +111,12 @@ async fn api_on_three_nodes() {
         (current.value.clone(), current.version),
         "failed condition changed the value"
     );
-    let e = c.get_with("catalog", "en/mobile", ReadOptions::default().at_version(v1)).await.unwrap_err();
-    assert_eq!(e.code(), Code::NotFound, "old version is not retained");
+    // A superseded version stays readable during its read grace period
+    // (expiry is covered by tests/blobs.rs with a short grace).
+    let old = c.get_with("catalog", "en/mobile", ReadOptions::default().at_version(v1)).await.unwrap();
+    assert_eq!((&old.value[..], old.version), (&b"one"[..], v1));
+    let e = c.get_with("catalog", "en/mobile", ReadOptions::default().at_version(v1 + 1000)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "a version that never existed");
     assert_eq!(c.delete("catalog", "never").await.unwrap_err().code(), Code::NotFound);
     assert_eq!(c.delete_resource("never").await.unwrap_err().code(), Code::NotFound);
 

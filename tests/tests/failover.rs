@@ -129,7 +129,7 @@ async fn acknowledged_writes_survive_leader_crashes_and_full_restart() {
         eprintln!("round {round}: SIGKILL node process {victim}");
         cluster.kill(victim);
         tokio::time::sleep(Duration::from_secs(6)).await;
-        cluster.restart(victim).unwrap();
+        cluster.restart(victim).await.unwrap();
         tokio::time::sleep(Duration::from_secs(4)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -146,7 +146,7 @@ async fn acknowledged_writes_survive_leader_crashes_and_full_restart() {
         cluster.kill(i);
     }
     for i in 0..3 {
-        cluster.restart(i).unwrap();
+        cluster.restart(i).await.unwrap();
     }
     cluster.wait_formed(3).await.unwrap();
     verify(&cluster.client(), &ledger).await;

@@ -9,30 +9,42 @@
 //! `x-shadowstore-leader`. Every input is validated before anything else
 //! happens.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use bytes::BytesMut;
+use futures::Stream;
+use futures::StreamExt;
 use shadowstore_proto::v1;
 use shadowstore_proto::v1::shadow_store_server::ShadowStore;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
+use tonic::Streaming;
 
+use super::data;
+use super::data::WriteRequest;
 use super::status;
 use super::validate;
 use crate::group::Group;
 use crate::ids::RequestId;
+use crate::limits::STREAM_CHUNK_BYTES_MAX;
+use crate::limits::UNARY_GET_BYTES_MAX;
 use crate::meta::membership::propose_meta;
 use crate::meta::state::MetaCommand;
 use crate::meta::state::MetaResponse;
 use crate::meta::state::ResourceRecord;
+use crate::meta::state::StorageParams;
 use crate::node::NodeCtx;
-use crate::raft::Command;
-use crate::raft::CommandResponse;
 use crate::raft::state_machine::AppliedState;
 use crate::raft::state_machine::GroupData;
 use crate::resource::ResourceCommand;
-use crate::resource::ResourceResponse;
 use crate::resource::ResourceState;
+use crate::resource::state::Version;
+
+/// Response metadata set when a variant is too large for a unary Get.
+pub const USE_STREAM_METADATA: &str = "x-shadowstore-use-stream";
 
 /// Staleness allowed by a STALE_OK read that does not say.
 pub const STALE_READ_DEFAULT_MS: u64 = 1_000;
@@ -111,16 +123,17 @@ impl ClientService {
         Ok(g)
     }
 
-    async fn propose(&self, g: &Group, cmd: ResourceCommand, what: &str) -> Result<ResourceResponse, Status> {
-        let resp = g
-            .raft
-            .client_write(Command::Resource(cmd))
-            .await
-            .map_err(|e| status::write_error(what, e, |r| self.ctx.replica_addr(r)))?;
-        match resp.response() {
-            CommandResponse::Resource(r) => Ok(r.clone()),
-            other => Err(Status::internal(format!("{what}: resource group answered {other:?}"))),
-        }
+    /// The replica that serves `req` and the version it asked for.
+    async fn read_version(&self, req: &v1::GetRequest) -> Result<(Arc<Group>, Version), Status> {
+        validate::resource_name(&req.resource)?;
+        validate::variant_name(&req.variant)?;
+        let rec = self.resource(&req.resource).await?;
+        let g = self.reader(&rec, req.consistency, req.max_staleness_ms, "get").await?;
+        let version = {
+            let st = g.state.read();
+            data::resolve(resource_state(&st)?, &req.resource, &req.variant, req.version)?
+        };
+        Ok((g, version))
     }
 
     fn resource_info(&self, rec: &ResourceRecord, roles: Option<&AppliedState>) -> v1::ResourceInfo {
@@ -144,32 +157,42 @@ impl ClientService {
             group_id: rec.group_id,
             replication_factor: rec.replication_factor,
             replicas,
+            data_shards: rec.storage.k as u32,
+            parity_shards: rec.storage.m as u32,
+            inline_threshold_bytes: rec.storage.inline_threshold,
+            stripe_size_bytes: rec.storage.stripe_size,
+            keep_versions: rec.storage.keep_versions,
         }
     }
+}
+
+/// The storage parameters a create request asks for, defaults filled in.
+fn storage_params(req: &v1::CreateResourceRequest, rf: u32) -> Result<StorageParams, Status> {
+    let mut p = StorageParams::default_for(rf);
+    match (req.data_shards, req.parity_shards) {
+        (0, 0) => {}
+        (k, m) => {
+            p.k = u8::try_from(k).map_err(|_| Status::invalid_argument(format!("data_shards {k} is too large")))?;
+            p.m = u8::try_from(m).map_err(|_| Status::invalid_argument(format!("parity_shards {m} is too large")))?;
+        }
+    }
+    if let Some(t) = req.inline_threshold_bytes {
+        p.inline_threshold = t;
+    }
+    if req.stripe_size_bytes != 0 {
+        p.stripe_size = req.stripe_size_bytes;
+    }
+    if req.keep_versions != 0 {
+        p.keep_versions = req.keep_versions;
+    }
+    p.validate(rf).map_err(Status::invalid_argument)?;
+    Ok(p)
 }
 
 fn resource_state(st: &AppliedState) -> Result<&ResourceState, Status> {
     match &st.data {
         GroupData::Resource(r) => Ok(r),
         GroupData::Meta(_) => Err(Status::internal("group holds meta state, not a resource")),
-    }
-}
-
-fn write_outcome(resource: &str, variant: &str, r: ResourceResponse, if_version: Option<u64>) -> Result<u64, Status> {
-    match r {
-        ResourceResponse::Written { version } => Ok(version),
-        ResourceResponse::VersionMismatch { current } => Err(Status::failed_precondition(format!(
-            "{resource}/{variant} is at version {} but the request required {}",
-            current.map_or("none (absent)".to_string(), |v| v.to_string()),
-            if_version.map_or("none".to_string(), |v| if v == 0 { "absent".to_string() } else { v.to_string() })
-        ))),
-        ResourceResponse::NotFound => {
-            Err(Status::not_found(format!("variant {variant:?} of {resource:?} does not exist")))
-        }
-        ResourceResponse::LimitExceeded { what } => Err(Status::resource_exhausted(format!("{resource}: {what}"))),
-        ResourceResponse::StaleRequest => Err(Status::failed_precondition(
-            "request id is older than the client's first incomplete request: it was answered already",
-        )),
     }
 }
 
@@ -182,6 +205,7 @@ impl ShadowStore for ClientService {
         let req = request.into_inner();
         validate::resource_name(&req.name)?;
         let rf = validate::replication_factor(req.replication_factor)?;
+        let storage = storage_params(&req, rf)?;
         let me = self.ctx.node_id()?;
         let meta = self.ctx.meta_group().ok_or_else(status::not_ready)?;
         if !meta.is_leader() {
@@ -213,6 +237,7 @@ impl ShadowStore for ClientService {
             now_ms: self.ctx.clock.now_ms(),
             name: req.name.clone(),
             replication_factor: rf,
+            storage,
             nodes: nodes[..rf as usize].to_vec(),
         };
         match propose_meta(&self.ctx, cmd).await? {
@@ -272,43 +297,94 @@ impl ShadowStore for ClientService {
         validate::inline_value(req.value.len())?;
         let rec = self.resource(&req.resource).await?;
         let g = self.leader(&rec, "put")?;
-        let cmd = ResourceCommand::Put {
-            request: RequestId::from(req.request_id),
-            now_ms: self.ctx.clock.now_ms(),
-            variant: req.variant.clone(),
-            value: req.value,
+        let w = WriteRequest {
+            resource: &req.resource,
+            variant: &req.variant,
             if_version: req.if_version,
+            request: RequestId::from(req.request_id),
+            declared: Some(req.value.len() as u64),
         };
-        let answer = self.propose(&g, cmd, "put").await?;
-        let version = write_outcome(&req.resource, &req.variant, answer, req.if_version)?;
+        let version = data::write_variant(&self.ctx, &g, &rec, w, req.value, futures::stream::empty()).await?;
+        Ok(Response::new(v1::PutResponse { version }))
+    }
+
+    async fn put_stream(&self, request: Request<Streaming<v1::PutChunk>>) -> Result<Response<v1::PutResponse>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty put stream"))?;
+        let h = first.header.ok_or_else(|| Status::invalid_argument("the first put message must carry the header"))?;
+        validate::resource_name(&h.resource)?;
+        validate::variant_name(&h.variant)?;
+        if let Some(size) = h.size.filter(|s| *s > self.ctx.config.blob_bytes_max) {
+            return Err(Status::resource_exhausted(format!(
+                "value of {size} bytes exceeds the {}-byte limit",
+                self.ctx.config.blob_bytes_max
+            )));
+        }
+        let rec = self.resource(&h.resource).await?;
+        let g = self.leader(&rec, "put")?;
+        let rest = stream.map(|m| {
+            let m = m?;
+            if m.data.len() > STREAM_CHUNK_BYTES_MAX {
+                return Err(Status::invalid_argument(format!(
+                    "put message of {} bytes exceeds {STREAM_CHUNK_BYTES_MAX}",
+                    m.data.len()
+                )));
+            }
+            Ok(m.data)
+        });
+        let w = WriteRequest {
+            resource: &h.resource,
+            variant: &h.variant,
+            if_version: h.if_version,
+            request: RequestId::from(h.request_id),
+            declared: h.size,
+        };
+        let version = data::write_variant(&self.ctx, &g, &rec, w, first.data, Box::pin(rest)).await?;
         Ok(Response::new(v1::PutResponse { version }))
     }
 
     async fn get(&self, request: Request<v1::GetRequest>) -> Result<Response<v1::GetResponse>, Status> {
         let req = request.into_inner();
-        validate::resource_name(&req.resource)?;
-        validate::variant_name(&req.variant)?;
-        let rec = self.resource(&req.resource).await?;
-        let g = self.reader(&rec, req.consistency, req.max_staleness_ms, "get").await?;
-        let st = g.state.read();
-        let rs = resource_state(&st)?;
-        let v = rs.variants.get(&req.variant).ok_or_else(|| {
-            Status::not_found(format!("variant {:?} of {:?} does not exist", req.variant, req.resource))
-        })?;
-        if let Some(want) = req.version {
-            if want != v.version {
-                return Err(Status::not_found(format!(
-                    "version {want} of {}/{} is not retained; the latest is {}",
-                    req.resource, req.variant, v.version
-                )));
-            }
+        let (g, version) = self.read_version(&req).await?;
+        if version.size > UNARY_GET_BYTES_MAX {
+            let mut s = Status::failed_precondition(format!(
+                "{}/{} version {} is {} bytes, more than one message carries; use GetStream",
+                req.resource, req.variant, version.version, version.size
+            ));
+            s.metadata_mut().insert(USE_STREAM_METADATA, tonic::metadata::MetadataValue::from_static("1"));
+            return Err(s);
+        }
+        let applied_index = g.state.applied_index();
+        let mut value = BytesMut::with_capacity(version.size as usize);
+        let mut bytes = data::version_bytes(self.ctx.clone(), g.id, &version);
+        while let Some(b) = bytes.next().await {
+            value.extend_from_slice(&b?);
         }
         Ok(Response::new(v1::GetResponse {
-            value: v.value.clone(),
-            version: v.version,
+            value: value.freeze(),
+            version: version.version,
             served_by_node: self.ctx.identity().map(|i| i.node_id).unwrap_or(0),
-            applied_index: st.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
+            applied_index,
         }))
+    }
+
+    type GetStreamStream = Pin<Box<dyn Stream<Item = Result<v1::GetChunk, Status>> + Send>>;
+
+    async fn get_stream(&self, request: Request<v1::GetRequest>) -> Result<Response<Self::GetStreamStream>, Status> {
+        let req = request.into_inner();
+        let (g, version) = self.read_version(&req).await?;
+        let header = v1::GetChunk {
+            header: Some(v1::GetHeader {
+                version: version.version,
+                size: version.size,
+                served_by_node: self.ctx.identity().map(|i| i.node_id).unwrap_or(0),
+                storage: data::storage_name(&version.content).to_string(),
+            }),
+            data: Bytes::new(),
+        };
+        let body = data::version_bytes(self.ctx.clone(), g.id, &version)
+            .map(|r| r.map(|data| v1::GetChunk { header: None, data }));
+        Ok(Response::new(Box::pin(futures::stream::once(async { Ok(header) }).chain(body))))
     }
 
     async fn delete(&self, request: Request<v1::DeleteRequest>) -> Result<Response<v1::DeleteResponse>, Status> {
@@ -323,8 +399,8 @@ impl ShadowStore for ClientService {
             variant: req.variant.clone(),
             if_version: req.if_version,
         };
-        let answer = self.propose(&g, cmd, "delete").await?;
-        let version = write_outcome(&req.resource, &req.variant, answer, req.if_version)?;
+        let answer = data::propose(&self.ctx, &g, cmd, "delete").await?;
+        let version = data::write_outcome(&req.resource, &req.variant, answer, req.if_version)?;
         Ok(Response::new(v1::DeleteResponse { version }))
     }
 
@@ -340,10 +416,8 @@ impl ShadowStore for ClientService {
         let variants = rs
             .variants
             .iter()
-            .map(|(name, v)| v1::VariantInfo {
-                name: name.clone(),
-                version: v.version,
-                size_bytes: v.value.len() as u64,
+            .filter_map(|(name, v)| {
+                v.latest().map(|l| v1::VariantInfo { name: name.clone(), version: l.version, size_bytes: l.size })
             })
             .collect();
         Ok(Response::new(v1::ListVariantsResponse { variants }))
@@ -357,8 +431,14 @@ impl ShadowStore for ClientService {
         let rec = self.resource(&req.name).await?;
         let g = self.local(&rec).ok_or_else(|| status::redirect("describe", self.hosting_addr(&rec).as_deref()))?;
         let m = g.metrics();
-        let st = g.state.read();
-        let rs = resource_state(&st)?;
+        let (info, applied_index, rs) = {
+            let st = g.state.read();
+            (
+                self.resource_info(&rec, Some(&st)),
+                st.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
+                resource_state(&st)?.clone(),
+            )
+        };
         let leader_replica_id = m.current_leader.unwrap_or(0);
         let progress = m
             .replication
@@ -372,16 +452,44 @@ impl ShadowStore for ClientService {
                     .collect()
             })
             .unwrap_or_default();
+        let (variant_count, inline_bytes, blob_bytes) =
+            (rs.variants.values().filter(|v| v.current.is_some()).count() as u64, rs.inline_bytes, rs.blob_bytes);
+        let variants = data::variant_details(&self.ctx, &g, rs).await;
         Ok(Response::new(v1::DescribeResourceResponse {
-            resource: Some(self.resource_info(&rec, Some(&st))),
+            resource: Some(info),
             leader_replica_id,
             leader_node_id: rec.node_of(leader_replica_id).unwrap_or(0),
             term: m.current_term,
-            applied_index: st.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
+            applied_index,
             committed_index: m.local_committed.as_ref().map(|l| l.index).unwrap_or(0),
-            variant_count: rs.variants.len() as u64,
-            inline_bytes: rs.inline_bytes,
+            variant_count,
+            inline_bytes,
             progress,
+            variants,
+            blob_bytes,
+        }))
+    }
+
+    async fn scrub_status(
+        &self,
+        _request: Request<v1::ScrubStatusRequest>,
+    ) -> Result<Response<v1::ScrubStatusResponse>, Status> {
+        let s = &self.ctx.scrubber.stats;
+        let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        Ok(Response::new(v1::ScrubStatusResponse {
+            node_id: self.ctx.node_id()?,
+            passes_completed: l(&s.passes_completed),
+            pass_shards_done: l(&s.pass_shards_done),
+            pass_shards_total: l(&s.pass_shards_total),
+            bytes_verified: l(&s.bytes_verified),
+            chunks_verified: l(&s.chunks_verified),
+            chunks_corrupt: l(&s.chunks_corrupt),
+            chunks_missing: l(&s.chunks_missing),
+            chunks_repaired: l(&s.chunks_repaired),
+            repair_failures: l(&s.repair_failures),
+            rate_limit_bytes_per_s: l(&self.ctx.scrubber.rate_bytes_per_s),
+            last_pass_finished_ms: l(&s.last_pass_finished_ms),
+            orphan_shards_collected: l(&s.orphan_shards_collected),
         }))
     }
 

@@ -25,7 +25,13 @@ use shadowstore_proto::peer::QuiesceResponse;
 use shadowstore_proto::peer::RaftEnvelope;
 use shadowstore_proto::peer::ReadIndexRequest;
 use shadowstore_proto::peer::ReadIndexResponse;
+use shadowstore_proto::peer::ReadShardRequest;
+use shadowstore_proto::peer::ShardChunk;
+use shadowstore_proto::peer::ShardInventoryEntry;
+use shadowstore_proto::peer::ShardInventoryRequest;
+use shadowstore_proto::peer::ShardInventoryResponse;
 use shadowstore_proto::peer::SnapshotChunk;
+use shadowstore_proto::peer::WriteShardResponse;
 use shadowstore_proto::peer::peer_server::Peer;
 use tonic::Request;
 use tonic::Response;
@@ -52,15 +58,20 @@ impl PeerService {
     }
 
     fn group_for(&self, env: &RaftEnvelope) -> Result<Arc<Group>, Status> {
+        self.replica(env.group_id, env.target_replica_id)
+    }
+
+    /// The local replica `replica` of `group`, or NOT_FOUND.
+    fn replica(&self, group: u64, replica: u64) -> Result<Arc<Group>, Status> {
         let g = self
             .ctx
             .registry
-            .get(env.group_id)
-            .ok_or_else(|| Status::not_found(format!("group {} is not hosted here", env.group_id)))?;
-        if g.replica_id != env.target_replica_id {
+            .get(group)
+            .ok_or_else(|| Status::not_found(format!("group {group} is not hosted here")))?;
+        if g.replica_id != replica {
             return Err(Status::not_found(format!(
-                "group {} is hosted here as replica {}, not {}",
-                env.group_id, g.replica_id, env.target_replica_id
+                "group {group} is hosted here as replica {}, not {replica}",
+                g.replica_id
             )));
         }
         Ok(g)
@@ -109,8 +120,76 @@ fn fatal(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("replica stopped: {e}"))
 }
 
+/// Stripes one ReadShard call may ask for.
+const READ_SHARD_STRIPES_MAX: u32 = 64;
+
 #[tonic::async_trait]
 impl Peer for PeerService {
+    type ReadShardStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<ShardChunk, Status>> + Send>>;
+
+    async fn write_shard(&self, req: Request<Streaming<ShardChunk>>) -> Result<Response<WriteShardResponse>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream.next().await.ok_or_else(|| Status::invalid_argument("empty shard stream"))??;
+        let h = first.header.ok_or_else(|| Status::invalid_argument("first shard message has no header"))?;
+        let shard = u8::try_from(h.shard).map_err(|_| Status::invalid_argument(format!("shard index {}", h.shard)))?;
+        self.replica(h.group_id, h.target_replica_id)?;
+        let chunks = stream.map(|r| r.map_err(|s| s.message().to_string()));
+        let stored = crate::blob::holder::store_shard(&self.ctx, h.group_id, h.blob_id, shard, chunks).await.map_err(
+            |e| match e {
+                crate::blob::holder::HolderError::Corrupt { .. } => Status::data_loss(e.to_string()),
+                crate::blob::holder::HolderError::Oversized { .. } => Status::invalid_argument(e.to_string()),
+                crate::blob::holder::HolderError::Stream(_) => Status::cancelled(e.to_string()),
+                crate::blob::holder::HolderError::Storage(_) => status::storage(e),
+            },
+        )?;
+        Ok(Response::new(WriteShardResponse { chunks_stored: stored }))
+    }
+
+    async fn read_shard(&self, req: Request<ReadShardRequest>) -> Result<Response<Self::ReadShardStream>, Status> {
+        let r = req.into_inner();
+        self.replica(r.group_id, r.target_replica_id)?;
+        if r.stripes == 0 || r.stripes > READ_SHARD_STRIPES_MAX || r.chunks_per_stripe.len() != r.stripes as usize {
+            return Err(Status::invalid_argument(format!(
+                "ask for 1..={READ_SHARD_STRIPES_MAX} stripes with a chunk count for each"
+            )));
+        }
+        let shard = u8::try_from(r.shard).map_err(|_| Status::invalid_argument(format!("shard index {}", r.shard)))?;
+        let chunks = crate::blob::holder::read_shard(
+            &self.ctx,
+            r.group_id,
+            r.blob_id,
+            shard,
+            r.first_stripe,
+            &r.chunks_per_stripe,
+        )
+        .map_err(status::storage)?;
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks.into_iter().map(Ok)))))
+    }
+
+    async fn shard_inventory(
+        &self,
+        req: Request<ShardInventoryRequest>,
+    ) -> Result<Response<ShardInventoryResponse>, Status> {
+        let r = req.into_inner();
+        self.replica(r.group_id, r.target_replica_id)?;
+        let store = crate::blob::shard_store::ShardStore::new(self.ctx.engine.clone());
+        let mut shards = Vec::with_capacity(r.shards.len());
+        for s in r.shards {
+            let shard = s.shard as u8;
+            let held = store.held_shard(r.group_id, s.blob_id, shard).map_err(status::storage)?;
+            let finding = self.ctx.scrubber.finding(r.group_id, s.blob_id, shard).unwrap_or_default();
+            shards.push(ShardInventoryEntry {
+                blob_id: s.blob_id,
+                shard: s.shard,
+                held: held.is_some(),
+                chunks_stored: held.map_or(0, |h| h.chunks_stored),
+                chunks_corrupt: finding.chunks_corrupt + finding.chunks_missing,
+                last_verified_ms: finding.last_verified_ms,
+            });
+        }
+        Ok(Response::new(ShardInventoryResponse { shards }))
+    }
+
     async fn raft_append(&self, req: Request<RaftEnvelope>) -> Result<Response<RaftEnvelope>, Status> {
         let env = req.into_inner();
         let g = self.group_for(&env)?;
@@ -189,11 +268,7 @@ impl Peer for PeerService {
 
     async fn quiesce(&self, req: Request<QuiesceRequest>) -> Result<Response<QuiesceResponse>, Status> {
         let req = req.into_inner();
-        let g = self.group_for(&RaftEnvelope {
-            group_id: req.group_id,
-            target_replica_id: req.target_replica_id,
-            payload: Default::default(),
-        })?;
+        let g = self.replica(req.group_id, req.target_replica_id)?;
         Ok(Response::new(QuiesceResponse { quiesced: crate::group::quiesce::follower_quiesce(&g, &req) }))
     }
 

@@ -212,6 +212,7 @@ impl Registry {
             LogStore::new(group, self.engine.clone(), self.syncer.clone()).destroy()?;
         }
         StateMachineStore::open(group, self.engine.clone(), self.syncer.clone())?.destroy()?;
+        crate::blob::shard_store::ShardStore::new(self.engine.clone()).delete_group(group)?;
         let mut b = WriteBatch::new(Tree::Local);
         b.delete(keys::local_replica(group));
         self.engine.write(b)?;

@@ -196,6 +196,9 @@ pub async fn run_manager(ctx: Arc<NodeCtx>) {
             if let Err(e) = lead_meta_membership(&ctx, me, &labels).await {
                 tracing::warn!(error = %e, "meta membership management");
             }
+            if let Err(e) = replace_lost_replicas(&ctx).await {
+                tracing::warn!(error = %e, "replacing lost replicas");
+            }
         } else if !announced {
             // After a restart: tell the meta leader our current labels.
             let recorded = ctx.with_meta(|m| m.nodes.get(&me.node_id).map(|n| n.labels.clone())).flatten();
@@ -273,6 +276,64 @@ async fn lead_meta_membership(ctx: &NodeCtx, me: NodeIdentity, labels: &NodeLabe
             .change_membership(ChangeMembers::RemoveNodes(stale), false)
             .await
             .map_err(|e| crate::api::status::write_error("meta remove learners", e, |r| ctx.replica_addr(r)))?;
+    }
+    Ok(())
+}
+
+/// Replacements proposed per manager pass, at most.
+const REPLACEMENTS_PER_PASS_MAX: usize = 16;
+
+/// Replaces resource replicas whose node was retired (it lost its data
+/// and rejoined under a new identity) or has been down longer than
+/// `replace_down_after_ms`, by a replica on a live node that hosts none of
+/// the resource's replicas (least loaded first).
+async fn replace_lost_replicas(ctx: &NodeCtx) -> Result<(), tonic::Status> {
+    let down_after = ctx.config.replace_down_after_ms;
+    let now = crate::group::quiesce::mono_ms();
+    let detector = &ctx.detector;
+    let me = ctx.node_id()?;
+    let lost = |node: NodeId, m: &super::state::MetaState| -> bool {
+        if !m.nodes.contains_key(&node) {
+            return true;
+        }
+        if node == me || down_after == 0 {
+            return false;
+        }
+        detector.view(node).is_some_and(|v| {
+            v.health != crate::group::failure_detector::Health::Up
+                && now.saturating_sub(v.last_ok_ms.unwrap_or(0)) >= down_after
+        })
+    };
+    let plans: Vec<(String, u64, NodeId)> = ctx
+        .with_meta(|m| {
+            let mut load = m.replicas_per_node();
+            let mut plans = Vec::new();
+            for r in m.resources.values() {
+                for rep in &r.replicas {
+                    if plans.len() >= REPLACEMENTS_PER_PASS_MAX || !lost(rep.node_id, m) {
+                        continue;
+                    }
+                    let candidate = m
+                        .nodes
+                        .keys()
+                        .filter(|n| **n == me || detector.is_up(**n))
+                        .filter(|n| !lost(**n, m) && r.replica_on(**n).is_none())
+                        .min_by_key(|n| (load.get(n).copied().unwrap_or(0), **n))
+                        .copied();
+                    if let Some(n) = candidate {
+                        *load.entry(n).or_default() += 1;
+                        plans.push((r.name.clone(), rep.replica_id, n));
+                    }
+                    break; // one replacement per resource per pass
+                }
+            }
+            plans
+        })
+        .unwrap_or_default();
+    for (name, old_replica, new_node) in plans {
+        tracing::info!(resource = %name, old_replica, new_node, "replacing a lost replica");
+        propose_meta(ctx, MetaCommand::ReplaceReplica { now_ms: ctx.clock.now_ms(), name, old_replica, new_node })
+            .await?;
     }
     Ok(())
 }

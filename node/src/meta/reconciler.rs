@@ -131,3 +131,114 @@ async fn reconcile(ctx: &NodeCtx, me: NodeId) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// How often group leaders align their membership with the directory.
+const LEADER_DUTY_PERIOD: Duration = Duration::from_secs(2);
+/// A learner this many entries behind is not promoted yet.
+const PROMOTE_LAG_ENTRIES_MAX: u64 = 100;
+
+/// On every node: for each resource group this node leads, makes the Raft
+/// voters match the directory's replicas (adding the new replica as a
+/// learner first, promoting it once caught up, dropping the replaced one),
+/// then hands the replaced replica's shards to its successor.
+pub async fn run_leader_duties(ctx: Arc<NodeCtx>) {
+    let mut tick = tokio::time::interval(LEADER_DUTY_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for g in ctx.registry.all() {
+            if g.id == META_GROUP_ID || !g.is_leader() {
+                continue;
+            }
+            let Some(rec) = ctx.with_meta(|m| m.resource_by_group(g.id).cloned()).flatten() else { continue };
+            if let Err(e) = align_group(&ctx, &g, &rec).await {
+                tracing::warn!(group = g.id, error = %e, "aligning group membership");
+            }
+        }
+    }
+}
+
+async fn align_group(ctx: &NodeCtx, g: &crate::group::Group, rec: &ResourceRecord) -> Result<(), String> {
+    use std::collections::BTreeSet;
+
+    use openraft::ChangeMembers;
+
+    let desired: BTreeMap<u64, ReplicaNode> = rec
+        .replicas
+        .iter()
+        .map(|r| {
+            let addr = ctx.with_meta(|m| m.addr_of(r.node_id).map(String::from)).flatten().unwrap_or_default();
+            (r.replica_id, ReplicaNode { node_id: r.node_id, addr })
+        })
+        .collect();
+    let desired_ids: BTreeSet<u64> = desired.keys().copied().collect();
+    let m = g.metrics();
+    let membership = m.membership_config.membership().clone();
+    if membership.get_joint_config().len() > 1 {
+        return Ok(()); // a change is under way
+    }
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let present: BTreeSet<u64> = membership.nodes().map(|(id, _)| *id).collect();
+    let err = |e: openraft::errors::RaftError<
+        crate::raft::TypeConfig,
+        openraft::errors::ClientWriteError<crate::raft::TypeConfig>,
+    >| e.to_string();
+    if voters != desired_ids {
+        g.touch();
+        for (id, node) in &desired {
+            if !present.contains(id) {
+                tracing::info!(
+                    group = g.id,
+                    replica = id,
+                    node = node.node_id,
+                    "adding replacement replica as learner"
+                );
+                ctx.peers.note_replica(*id, node);
+                g.raft.add_learner(*id, node.clone(), false).await.map_err(err)?;
+                return Ok(());
+            }
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        let caught_up = desired_ids.difference(&voters).all(|r| {
+            m.replication.as_ref().and_then(|repl| repl.get(r)).and_then(|x| x.as_ref()).map(|l| l.index).unwrap_or(0)
+                + PROMOTE_LAG_ENTRIES_MAX
+                >= last
+        });
+        if caught_up {
+            tracing::info!(group = g.id, ?voters, desired = ?desired_ids, "replacing voters");
+            g.raft.change_membership(ChangeMembers::ReplaceAllVoters(desired_ids.clone()), false).await.map_err(err)?;
+        }
+        return Ok(());
+    }
+    let stale: BTreeSet<u64> = present.difference(&desired_ids).copied().collect();
+    if !stale.is_empty() {
+        g.raft.change_membership(ChangeMembers::RemoveNodes(stale), false).await.map_err(err)?;
+        return Ok(());
+    }
+    // Voters match: move shards off replaced replicas.
+    let holders: BTreeSet<u64> = {
+        let st = g.state.read();
+        match &st.data {
+            crate::raft::state_machine::GroupData::Resource(rs) => rs.blobs().flat_map(|m| m.holders.clone()).collect(),
+            _ => BTreeSet::new(),
+        }
+    };
+    for r in &rec.replicas {
+        let Some(old) = r.replaces else { continue };
+        if holders.contains(&old) {
+            let cmd = crate::resource::ResourceCommand::ReassignHolders {
+                now_ms: ctx.clock.now_ms(),
+                from: old,
+                to: r.replica_id,
+            };
+            tracing::info!(
+                group = g.id,
+                from = old,
+                to = r.replica_id,
+                "reassigning shards to the replacement replica"
+            );
+            g.raft.client_write(crate::raft::Command::Resource(cmd)).await.map_err(err)?;
+        }
+    }
+    Ok(())
+}

@@ -63,6 +63,58 @@ pub struct ReplicaRecord {
     pub replica_id: ReplicaId,
     pub node_id: NodeId,
     pub role: ReplicaRole,
+    /// The replica this one replaced (its shards move here).
+    pub replaces: Option<ReplicaId>,
+}
+
+/// How a resource stores its values, fixed at creation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageParams {
+    /// Erasure code: k data shards + m parity shards, k + m = primaries.
+    pub k: u8,
+    pub m: u8,
+    /// Values up to this size are stored inline through Raft.
+    pub inline_threshold: u32,
+    pub stripe_size: u32,
+    /// Versions kept per variant past the read grace period.
+    pub keep_versions: u32,
+}
+
+impl StorageParams {
+    /// Defaults for `replication_factor` primaries: 3 → 2+1, 5 → 3+2.
+    pub fn default_for(replication_factor: u32) -> StorageParams {
+        let m = if replication_factor >= 5 { 2 } else { 1 };
+        StorageParams {
+            k: (replication_factor - m) as u8,
+            m: m as u8,
+            inline_threshold: crate::limits::INLINE_VALUE_BYTES_MAX as u32,
+            stripe_size: crate::blob::layout::STRIPE_SIZE_DEFAULT,
+            keep_versions: 1,
+        }
+    }
+
+    pub fn validate(&self, replication_factor: u32) -> Result<(), String> {
+        use crate::limits::{INLINE_VALUE_BYTES_MAX, KEEP_VERSIONS_MAX, STRIPE_SIZE_MAX, STRIPE_SIZE_MIN};
+        if self.k == 0 || self.m == 0 {
+            return Err(format!("erasure code {}+{} needs at least one data and one parity shard", self.k, self.m));
+        }
+        if self.k as u32 + self.m as u32 != replication_factor {
+            return Err(format!(
+                "erasure code {}+{} must add up to the replication factor {replication_factor}",
+                self.k, self.m
+            ));
+        }
+        if self.inline_threshold as usize > INLINE_VALUE_BYTES_MAX {
+            return Err(format!("inline threshold {} exceeds {INLINE_VALUE_BYTES_MAX}", self.inline_threshold));
+        }
+        if !(STRIPE_SIZE_MIN..=STRIPE_SIZE_MAX).contains(&self.stripe_size) {
+            return Err(format!("stripe size {} is outside {STRIPE_SIZE_MIN}..={STRIPE_SIZE_MAX}", self.stripe_size));
+        }
+        if self.keep_versions == 0 || self.keep_versions > KEEP_VERSIONS_MAX {
+            return Err(format!("keep_versions {} is outside 1..={KEEP_VERSIONS_MAX}", self.keep_versions));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +122,7 @@ pub struct ResourceRecord {
     pub name: String,
     pub group_id: GroupId,
     pub replication_factor: u32,
+    pub storage: StorageParams,
     pub replicas: Vec<ReplicaRecord>,
     /// The replicas the group was initialized with; the smallest of them
     /// initializes the Raft group.
@@ -111,8 +164,17 @@ pub enum MetaCommand {
         now_ms: u64,
         name: String,
         replication_factor: u32,
+        storage: StorageParams,
         /// Nodes for the replicas, chosen by the proposer.
         nodes: Vec<NodeId>,
+    },
+    /// Replaces a resource's replica (lost with its node) by a new replica
+    /// on `new_node`.
+    ReplaceReplica {
+        now_ms: u64,
+        name: String,
+        old_replica: ReplicaId,
+        new_node: NodeId,
     },
     DeleteResource {
         request: RequestId,
@@ -133,6 +195,9 @@ impl fmt::Display for MetaCommand {
                 write!(f, "create resource {name} on {nodes:?}")
             }
             MetaCommand::DeleteResource { name, .. } => write!(f, "delete resource {name}"),
+            MetaCommand::ReplaceReplica { name, old_replica, new_node, .. } => {
+                write!(f, "replace replica {old_replica} of {name} with one on node {new_node}")
+            }
         }
     }
 }
@@ -185,7 +250,9 @@ impl Default for MetaState {
 impl MetaState {
     pub fn apply(&mut self, cmd: &MetaCommand) -> MetaResponse {
         let request = match cmd {
-            MetaCommand::Bootstrap { now_ms, .. } | MetaCommand::UpdateNode { now_ms, .. } => {
+            MetaCommand::Bootstrap { now_ms, .. }
+            | MetaCommand::UpdateNode { now_ms, .. }
+            | MetaCommand::ReplaceReplica { now_ms, .. } => {
                 self.sessions.advance(*now_ms);
                 None
             }
@@ -273,7 +340,7 @@ impl MetaState {
                     }
                 }
             }
-            MetaCommand::CreateResource { name, replication_factor, nodes, .. } => {
+            MetaCommand::CreateResource { name, replication_factor, storage, nodes, .. } => {
                 if let Some(existing) = self.resources.get(name) {
                     return MetaResponse::AlreadyExists(existing.clone());
                 }
@@ -288,6 +355,9 @@ impl MetaState {
                             "replication factor {replication_factor} is not one of {REPLICATION_FACTORS_ALLOWED:?}"
                         ),
                     };
+                }
+                if let Err(reason) = storage.validate(*replication_factor) {
+                    return MetaResponse::Rejected { reason };
                 }
                 let distinct: BTreeSet<_> = nodes.iter().collect();
                 if nodes.len() != *replication_factor as usize || distinct.len() != nodes.len() {
@@ -311,6 +381,7 @@ impl MetaState {
                         replica_id: self.next_replica_id,
                         node_id,
                         role: ReplicaRole::Primary,
+                        replaces: None,
                     });
                     self.next_replica_id += 1;
                 }
@@ -318,6 +389,7 @@ impl MetaState {
                     name: name.clone(),
                     group_id,
                     replication_factor: *replication_factor,
+                    storage: *storage,
                     initial_replicas: replicas.iter().map(|r| r.replica_id).collect(),
                     replicas,
                     created_at_ms: now_ms,
@@ -328,6 +400,9 @@ impl MetaState {
                 self.resources.insert(name.clone(), record.clone());
                 self.groups.insert(group_id, name.clone());
                 MetaResponse::Created(record)
+            }
+            MetaCommand::ReplaceReplica { name, old_replica, new_node, .. } => {
+                self.replace_replica(name, *old_replica, *new_node)
             }
             MetaCommand::DeleteResource { name, .. } => match self.resources.remove(name) {
                 None => MetaResponse::NotFound,
@@ -340,6 +415,26 @@ impl MetaState {
                 }
             },
         }
+    }
+
+    fn replace_replica(&mut self, name: &str, old_replica: ReplicaId, new_node: NodeId) -> MetaResponse {
+        if !self.nodes.contains_key(&new_node) {
+            return MetaResponse::Rejected { reason: format!("node {new_node} is not a member") };
+        }
+        let next = self.next_replica_id;
+        let Some(r) = self.resources.get_mut(name) else { return MetaResponse::NotFound };
+        let Some(pos) = r.replicas.iter().position(|x| x.replica_id == old_replica) else {
+            return MetaResponse::Rejected { reason: format!("replica {old_replica} is not a replica of {name}") };
+        };
+        if r.replicas.iter().any(|x| x.node_id == new_node) {
+            return MetaResponse::Rejected { reason: format!("node {new_node} already hosts a replica of {name}") };
+        }
+        let role = r.replicas[pos].role;
+        r.replicas[pos] = ReplicaRecord { replica_id: next, node_id: new_node, role, replaces: Some(old_replica) };
+        self.next_replica_id += 1;
+        self.replica_index.remove(&old_replica);
+        self.replica_index.insert(next, new_node);
+        MetaResponse::Created(r.clone())
     }
 
     /// Structural invariants, asserted after every apply (the full index
@@ -423,6 +518,7 @@ mod tests {
             now_ms: 3,
             name: name.into(),
             replication_factor: 3,
+            storage: StorageParams::default_for(3),
             nodes: vec![1, 2, 3],
         };
         let MetaResponse::Created(a) = s.apply(&create("a")) else { panic!() };
@@ -445,6 +541,7 @@ mod tests {
                 now_ms: 3,
                 name: format!("r{i}"),
                 replication_factor: 3,
+                storage: StorageParams::default_for(3),
                 nodes: vec![1, 2, 3],
             });
             let MetaResponse::Created(rec) = r else { panic!("{r:?}") };
@@ -464,12 +561,59 @@ mod tests {
                 now_ms: 3,
                 name: "x".into(),
                 replication_factor: rf,
+                storage: StorageParams::default_for(rf.min(5)),
                 nodes,
             });
             assert!(matches!(r, MetaResponse::Rejected { .. }), "{r:?}");
         }
         assert_eq!(s.resources, before.resources);
         assert_eq!(s.next_replica_id, before.next_replica_id);
+    }
+
+    #[test]
+    fn replacing_a_replica_allocates_a_new_id_and_records_the_old() {
+        let mut s = cluster(4);
+        let MetaResponse::Created(rec) = s.apply(&MetaCommand::CreateResource {
+            request: RequestId::default(),
+            now_ms: 3,
+            name: "r".into(),
+            replication_factor: 3,
+            storage: StorageParams::default_for(3),
+            nodes: vec![1, 2, 3],
+        }) else {
+            panic!()
+        };
+        let old = rec.replica_on(2).unwrap().replica_id;
+        let before = s.clone();
+        let same_node =
+            s.apply(&MetaCommand::ReplaceReplica { now_ms: 4, name: "r".into(), old_replica: old, new_node: 3 });
+        assert!(matches!(same_node, MetaResponse::Rejected { .. }));
+        assert_eq!(s.resources, before.resources);
+        let MetaResponse::Created(after) =
+            s.apply(&MetaCommand::ReplaceReplica { now_ms: 4, name: "r".into(), old_replica: old, new_node: 4 })
+        else {
+            panic!()
+        };
+        let new = after.replica_on(4).unwrap();
+        assert!(new.replica_id > old && new.replaces == Some(old));
+        assert!(after.replica_on(2).is_none());
+        assert_eq!(s.replica_index.get(&new.replica_id), Some(&4));
+        assert!(!s.replica_index.contains_key(&old));
+    }
+
+    #[test]
+    fn storage_params_are_validated() {
+        assert_eq!(StorageParams::default_for(3).k, 2);
+        assert_eq!(StorageParams::default_for(5).m, 2);
+        let mut p = StorageParams::default_for(3);
+        p.k = 3;
+        assert!(p.validate(3).unwrap_err().contains("add up"));
+        let mut p = StorageParams::default_for(5);
+        p.k = 4;
+        p.m = 1;
+        p.validate(5).unwrap();
+        p.stripe_size = 1;
+        assert!(p.validate(5).unwrap_err().contains("stripe"));
     }
 
     #[test]
@@ -480,6 +624,7 @@ mod tests {
             now_ms: 3,
             name: "x".into(),
             replication_factor: 3,
+            storage: StorageParams::default_for(3),
             nodes: vec![1, 2, 3],
         };
         let MetaResponse::Created(rec) = s.apply(&cmd) else { panic!() };

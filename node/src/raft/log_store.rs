@@ -31,7 +31,11 @@ use crate::storage::keys;
 
 /// Entries returned by one `limited_get_log_entries` call at most, which
 /// bounds one replication message.
-const READ_ENTRIES_MAX: usize = 512;
+const READ_ENTRIES_MAX: u64 = 512;
+/// Bytes of an encoded entry per stored part.
+const ENTRY_PART_BYTES: usize = 64 * 1024;
+/// Largest encoded entry (bounded by what one gRPC message may carry).
+pub const ENTRY_BYTES_MAX: usize = 2 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct LogStore {
@@ -58,34 +62,64 @@ impl LogStore {
         self.engine.write(b)
     }
 
-    fn read_range(&self, start: u64, end: Option<u64>, limit: usize) -> io::Result<Vec<Entry>> {
+    /// Entries with indexes in `[start, end)`, reassembled from their
+    /// parts; an error if the range has a hole or a torn entry.
+    fn read_range(&self, start: u64, end: Option<u64>) -> io::Result<Vec<Entry>> {
         if end.is_some_and(|e| e <= start) {
             return Ok(Vec::new());
         }
         let (s, e) = keys::log_range(self.group, start, end);
-        let kvs = self.engine.range(Tree::Log, &s, &e, limit)?;
-        let mut out = Vec::with_capacity(kvs.len());
-        for (k, v) in kvs {
-            let entry: Entry = codec::decode("log entry", &v)?;
-            let index = keys::log_index_of(&k);
-            if index != Some(entry.log_id.index) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("group {}: log key {index:?} holds entry {}", self.group, entry.log_id),
-                ));
+        let kvs = self.engine.range(Tree::Log, &s, &e, usize::MAX)?;
+        let mut out: Vec<Entry> = Vec::new();
+        let mut pending: Option<(u64, Vec<u8>)> = None;
+        let bad = |msg: String| io::Error::new(io::ErrorKind::InvalidData, format!("group {}: {msg}", self.group));
+        let finish = |index: u64, bytes: Vec<u8>, out: &mut Vec<Entry>| -> io::Result<()> {
+            let entry: Entry = codec::decode("log entry", &bytes)?;
+            if entry.log_id.index != index {
+                return Err(bad(format!("log key {index} holds entry {}", entry.log_id)));
             }
             if let Some(prev) = out.last() {
-                let prev: &Entry = prev;
-                if prev.log_id.index + 1 != entry.log_id.index {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("group {}: hole in log after {}", self.group, prev.log_id.index),
-                    ));
+                if prev.log_id.index + 1 != index {
+                    return Err(bad(format!("hole in log after {}", prev.log_id.index)));
                 }
             }
             out.push(entry);
+            Ok(())
+        };
+        for (k, v) in kvs {
+            let (Some(index), Some(part)) = (keys::log_index_of(&k), keys::log_part_of(&k)) else {
+                return Err(bad("malformed log key".into()));
+            };
+            match pending.take() {
+                Some((i, mut bytes)) if i == index => {
+                    bytes.extend_from_slice(&v);
+                    pending = Some((i, bytes));
+                    continue;
+                }
+                Some((i, bytes)) => finish(i, bytes, &mut out)?,
+                None => {}
+            }
+            if part != 0 {
+                return Err(bad(format!("entry {index} starts at part {part}")));
+            }
+            pending = Some((index, v));
+        }
+        if let Some((i, bytes)) = pending {
+            finish(i, bytes, &mut out)?;
         }
         Ok(out)
+    }
+
+    /// The log id of the entry at `index`, decoded from its first part only.
+    fn log_id_at(&self, index: u64) -> io::Result<LogId> {
+        let part0 = self
+            .engine
+            .get(Tree::Log, &keys::log_entry(self.group, index))?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("entry {index} has no first part")))?;
+        // An entry is encoded log id first, so its first part starts with it.
+        let (log_id, _) = postcard::take_from_bytes::<LogId>(&part0)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("entry {index}: {e}")))?;
+        Ok(log_id)
     }
 
     /// Removes every trace of the group from the log and Raft-state trees
@@ -115,7 +149,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => Some(*x),
             Bound::Unbounded => None,
         };
-        self.read_range(start, end, usize::MAX)
+        self.read_range(start, end)
     }
 
     async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
@@ -123,7 +157,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
-        self.read_range(start, Some(end), READ_ENTRIES_MAX)
+        self.read_range(start, Some(end.min(start.saturating_add(READ_ENTRIES_MAX))))
     }
 }
 
@@ -135,9 +169,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let (s, e) = keys::log_range(self.group, 0, None);
         let last = match self.engine.last_in_range(Tree::Log, &s, &e)? {
             None => last_purged_log_id.clone(),
-            Some((_, v)) => {
-                let entry: Entry = codec::decode("log entry", &v)?;
-                Some(entry.log_id)
+            Some((k, _)) => {
+                let index = keys::log_index_of(&k)
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed log key"))?;
+                Some(self.log_id_at(index)?)
             }
         };
         Ok(LogState { last_purged_log_id, last_log_id: last })
@@ -170,7 +205,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut b = WriteBatch::new(Tree::Log);
         for entry in entries {
-            b.put(keys::log_entry(self.group, entry.log_id.index), codec::encode("log entry", &entry)?);
+            let bytes = codec::encode("log entry", &entry)?;
+            if bytes.len() > ENTRY_BYTES_MAX {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("log entry {} of {} bytes exceeds {ENTRY_BYTES_MAX}", entry.log_id, bytes.len()),
+                ));
+            }
+            // All parts in one batch: an entry is stored whole or not at all.
+            for (part, chunk) in bytes.chunks(ENTRY_PART_BYTES).enumerate() {
+                b.put(keys::log_entry_part(self.group, entry.log_id.index, part as u16), chunk.to_vec());
+            }
         }
         if !b.is_empty() {
             self.engine.write(b)?;
@@ -195,5 +240,53 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut b = WriteBatch::new(Tree::Log);
         b.delete_range(s, e);
         self.engine.write(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::entry::RaftEntry;
+    use openraft::storage::RaftLogStorage;
+    use openraft::testing::log_id;
+
+    use super::*;
+    use crate::ids::RequestId;
+    use crate::raft::Command;
+    use crate::resource::ResourceCommand;
+    use crate::storage::StorageEngine;
+    use crate::storage::memory_engine::MemoryEngine;
+
+    fn big_entry(index: u64, len: usize) -> Entry {
+        let cmd = Command::Resource(ResourceCommand::Put {
+            request: RequestId::default(),
+            now_ms: 0,
+            variant: "v".into(),
+            value: bytes::Bytes::from(vec![index as u8; len]),
+            if_version: None,
+        });
+        Entry::new_normal(log_id::<TypeConfig>(1, 1, index), cmd)
+    }
+
+    #[tokio::test]
+    async fn entries_larger_than_a_stored_value_are_split_and_reassembled() {
+        let engine = MemoryEngine::new();
+        let syncer = Syncer::start(engine.clone());
+        let mut store = LogStore::new(3, engine.clone(), syncer);
+        let sizes = [10usize, 300_000, 64 * 1024, 5];
+        let entries: Vec<Entry> = sizes.iter().enumerate().map(|(i, &n)| big_entry(i as u64 + 1, n)).collect();
+        let (tx, rx) = <TypeConfig as openraft::type_config::TypeConfigExt>::oneshot();
+        store.append(entries.clone(), IOFlushed::signal(tx)).await.unwrap();
+        rx.await.unwrap().unwrap();
+        let parts = engine.range(Tree::Log, &keys::group_start(3), &keys::group_end(3), usize::MAX).unwrap();
+        assert!(parts.len() > sizes.len(), "the 300 KB entry must span several parts");
+        assert!(parts.iter().all(|(_, v)| v.len() <= ENTRY_PART_BYTES));
+        let read = store.try_get_log_entries(1..5).await.unwrap();
+        assert_eq!(format!("{read:?}"), format!("{entries:?}"));
+        let st = store.get_log_state().await.unwrap();
+        assert_eq!(st.last_log_id.map(|l| l.index), Some(4));
+        // Truncating inside the log removes every part of the later entries.
+        store.truncate_after(Some(log_id::<TypeConfig>(1, 1, 1))).await.unwrap();
+        assert_eq!(store.get_log_state().await.unwrap().last_log_id.map(|l| l.index), Some(1));
+        assert_eq!(store.try_get_log_entries(1..5).await.unwrap().len(), 1);
     }
 }

@@ -24,10 +24,14 @@ pub enum Tree {
     Snapshot,
     /// The node's own records: identity, hosted replicas.
     Local,
+    /// Erasure-coded shard chunks this node holds.
+    Shards,
+    /// One record per held shard (arrival time, for garbage collection).
+    BlobMeta,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 4] = [Tree::Log, Tree::RaftState, Tree::Snapshot, Tree::Local];
+    pub const ALL: [Tree; 6] = [Tree::Log, Tree::RaftState, Tree::Snapshot, Tree::Local, Tree::Shards, Tree::BlobMeta];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -35,6 +39,8 @@ impl Tree {
             Tree::RaftState => "raft_state",
             Tree::Snapshot => "snapshot",
             Tree::Local => "local",
+            Tree::Shards => "shards",
+            Tree::BlobMeta => "blob_meta",
         }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! | tree        | key                                   | value                     |
 //! |-------------|---------------------------------------|---------------------------|
-//! | raft_log    | group(8) index(8)                     | postcard `Entry`          |
+//! | raft_log    | group(8) index(8) part(2)             | part of postcard `Entry`  |
 //! | raft_state  | group(8) b'v'                         | postcard `Vote`           |
 //! | raft_state  | group(8) b'c'                         | postcard `Option<LogId>`  |
 //! | raft_state  | group(8) b'p'                         | postcard `LogId` (purged) |
@@ -14,11 +14,20 @@
 
 use crate::ids::GroupId;
 
-pub fn log_entry(group: GroupId, index: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(16);
+/// Key of part `part` of the log entry at `index`. An entry larger than
+/// one stored value is split into consecutive parts.
+pub fn log_entry_part(group: GroupId, index: u64, part: u16) -> Vec<u8> {
+    let mut k = Vec::with_capacity(18);
     k.extend_from_slice(&group.to_be_bytes());
     k.extend_from_slice(&index.to_be_bytes());
+    k.extend_from_slice(&part.to_be_bytes());
     k
+}
+
+/// The first key of the entry at `index` (its part 0); every key of entries
+/// before `index` sorts below it.
+pub fn log_entry(group: GroupId, index: u64) -> Vec<u8> {
+    log_entry_part(group, index, 0)
 }
 
 /// `[start, end)` covering log indexes `[from, to)` of `group`; `to = None`
@@ -35,6 +44,11 @@ pub fn log_range(group: GroupId, from: u64, to: Option<u64>) -> (Vec<u8>, Vec<u8
 pub fn log_index_of(key: &[u8]) -> Option<u64> {
     let b: [u8; 8] = key.get(8..16)?.try_into().ok()?;
     Some(u64::from_be_bytes(b))
+}
+
+pub fn log_part_of(key: &[u8]) -> Option<u16> {
+    let b: [u8; 2] = key.get(16..18)?.try_into().ok()?;
+    Some(u16::from_be_bytes(b))
 }
 
 /// The first key after every key of `group` (in any group-prefixed tree).
@@ -106,9 +120,15 @@ mod tests {
 
     #[test]
     fn log_keys_sort_by_group_then_index() {
-        let mut keys = vec![log_entry(2, 1), log_entry(1, 300), log_entry(1, 2), log_entry(0, u64::MAX)];
+        let mut keys =
+            vec![log_entry(2, 1), log_entry(1, 300), log_entry_part(1, 2, 1), log_entry(1, 2), log_entry(0, u64::MAX)];
         keys.sort();
-        assert_eq!(keys, vec![log_entry(0, u64::MAX), log_entry(1, 2), log_entry(1, 300), log_entry(2, 1)]);
+        assert_eq!(
+            keys,
+            vec![log_entry(0, u64::MAX), log_entry(1, 2), log_entry_part(1, 2, 1), log_entry(1, 300), log_entry(2, 1)]
+        );
+        assert!(log_entry_part(1, 2, u16::MAX) < log_entry(1, 3), "all parts of an entry precede the next entry");
+        assert_eq!(log_part_of(&log_entry_part(1, 2, 7)), Some(7));
         let (s, e) = log_range(1, 0, None);
         assert!(s <= log_entry(1, 0) && log_entry(1, u64::MAX) < e && log_entry(2, 0) >= e);
         assert_eq!(log_index_of(&log_entry(7, 42)), Some(42));

@@ -9,9 +9,8 @@ mod bench;
 mod demo;
 mod idle;
 mod output;
+mod progress;
 
-use std::io::Read;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -47,7 +46,8 @@ enum Command {
     /// Create, delete, describe and list resources.
     #[command(subcommand)]
     Resource(ResourceCmd),
-    /// Write a variant from FILE, or standard input if FILE is "-" or absent.
+    /// Write a variant from FILE, or standard input if FILE is "-" or absent
+    /// (streamed; any size up to the cluster's limit).
     Put {
         resource: String,
         variant: String,
@@ -81,10 +81,19 @@ enum Command {
     Variants { resource: String },
     /// Show the cluster's nodes, their health and the groups they lead.
     Status,
+    /// Scrubbing and repair of erasure-coded shards.
+    #[command(subcommand)]
+    Scrub(ScrubCmd),
     /// Measure put or get throughput and latency against a cluster.
     Bench(bench::BenchArgs),
     /// Start a local cluster of real node processes and run a demo workload.
     Demo(demo::DemoCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ScrubCmd {
+    /// Each node's scrubber: progress of the current pass and counts.
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -94,6 +103,21 @@ enum ResourceCmd {
         /// Primary replicas: 3 or 5.
         #[arg(long, short = 'r', default_value_t = 3)]
         replication_factor: u32,
+        /// Erasure code data shards (with --parity-shards; k + m must equal
+        /// the replication factor). Default: 2+1 for 3, 3+2 for 5.
+        #[arg(long, requires = "parity_shards")]
+        data_shards: Option<u32>,
+        #[arg(long, requires = "data_shards")]
+        parity_shards: Option<u32>,
+        /// Values up to this many bytes stay inline in the Raft log (max 65536).
+        #[arg(long)]
+        inline_threshold: Option<u32>,
+        /// Stripe size in bytes of erasure-coded values.
+        #[arg(long)]
+        stripe_size: Option<u32>,
+        /// Versions kept per variant after the read grace period.
+        #[arg(long)]
+        keep_versions: Option<u32>,
     },
     Delete {
         name: String,
@@ -111,17 +135,6 @@ async fn client(cli: &Cli) -> anyhow::Result<Client> {
         .with_context(|| format!("cannot reach the cluster at {}", cli.endpoints.join(",")))
 }
 
-fn read_input(file: &Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
-    match file {
-        Some(p) if p.as_os_str() != "-" => std::fs::read(p).with_context(|| format!("cannot read {}", p.display())),
-        _ => {
-            let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).context("cannot read standard input")?;
-            Ok(buf)
-        }
-    }
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = cli.output;
     match &cli.command {
@@ -131,8 +144,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let c = client(&cli).await?;
     match &cli.command {
-        Command::Resource(ResourceCmd::Create { name, replication_factor }) => {
-            let info = c.create_resource(name, *replication_factor).await?;
+        Command::Resource(ResourceCmd::Create {
+            name,
+            replication_factor,
+            data_shards,
+            parity_shards,
+            inline_threshold,
+            stripe_size,
+            keep_versions,
+        }) => {
+            let options = shadowstore_client::CreateOptions {
+                replication_factor: *replication_factor,
+                data_shards: data_shards.unwrap_or(0),
+                parity_shards: parity_shards.unwrap_or(0),
+                inline_threshold_bytes: *inline_threshold,
+                stripe_size_bytes: stripe_size.unwrap_or(0),
+                keep_versions: keep_versions.unwrap_or(0),
+            };
+            let info = c.create_resource_with(name, options).await?;
             out.resource_info(&info);
         }
         Command::Resource(ResourceCmd::Delete { name }) => {
@@ -148,11 +177,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             out.resource_list(&list);
         }
         Command::Put { resource, variant, file, if_version } => {
-            let bytes = read_input(file)?;
-            let len = bytes.len();
-            let version = match if_version {
-                Some(v) => c.put_if(resource, variant, bytes, *v).await?,
-                None => c.put(resource, variant, bytes).await?,
+            let (version, len) = match file.as_ref().filter(|p| p.as_os_str() != "-") {
+                Some(path) => {
+                    let len = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.len();
+                    let bar = progress::bar(len, "put");
+                    let v = c.put_file(resource, variant, path, *if_version, bar.hook()).await?;
+                    bar.finish();
+                    (v, len)
+                }
+                None => {
+                    // Standard input can be read only once; spooled to a
+                    // temporary file it can be retried (after a redirect or
+                    // a leader change) and its size is known up front.
+                    let mut spool =
+                        tempfile::NamedTempFile::new().context("cannot create a temporary file for standard input")?;
+                    let len = std::io::copy(&mut std::io::stdin().lock(), spool.as_file_mut())
+                        .context("cannot read standard input")?;
+                    let bar = progress::bar(len, "put");
+                    let v = c.put_file(resource, variant, spool.path(), *if_version, bar.hook()).await?;
+                    bar.finish();
+                    (v, len)
+                }
             };
             out.message(
                 &format!("{resource}/{variant}: wrote {len} bytes as version {version}"),
@@ -165,28 +210,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => ReadOptions::linearizable(),
             };
             opts.version = *version;
-            let r = c.get_with(resource, variant, opts).await?;
             match file {
                 Some(p) => {
-                    std::fs::write(p, &r.value).with_context(|| format!("cannot write {}", p.display()))?;
+                    let mut f =
+                        tokio::fs::File::create(p).await.with_context(|| format!("cannot create {}", p.display()))?;
+                    let bar = progress::bar(0, "get");
+                    let h = c.get_to_writer(resource, variant, opts, &mut f, bar.hook()).await?;
+                    bar.finish();
                     out.message(
-                        &format!(
-                            "{resource}/{variant}: version {} ({} bytes) written to {}",
-                            r.version,
-                            r.value.len(),
-                            p.display()
-                        ),
-                        serde_json::json!({"version": r.version, "size_bytes": r.value.len(), "file": p}),
+                        &format!("{resource}/{variant}: version {} ({} bytes) written to {}", h.version, h.size, p.display()),
+                        serde_json::json!({"version": h.version, "size_bytes": h.size, "file": p, "storage": h.storage}),
                     );
                 }
                 None => match out {
-                    Output::Json => out.message(
-                        "",
-                        serde_json::json!({"version": r.version, "served_by_node": r.served_by_node,
-                            "value": String::from_utf8_lossy(&r.value)}),
-                    ),
+                    Output::Json => {
+                        let r = c.get_with(resource, variant, opts).await?;
+                        out.message(
+                            "",
+                            serde_json::json!({"version": r.version, "served_by_node": r.served_by_node,
+                                "value": String::from_utf8_lossy(&r.value)}),
+                        )
+                    }
                     Output::Text => {
-                        std::io::stdout().write_all(&r.value).context("cannot write standard output")?;
+                        let mut stdout = tokio::io::stdout();
+                        c.get_to_writer(resource, variant, opts, &mut stdout, None).await?;
                     }
                 },
             }
@@ -208,6 +255,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => {
             let s = c.cluster_status().await?;
             out.status(&s);
+        }
+        Command::Scrub(ScrubCmd::Status) => {
+            let all = c.scrub_status_all().await?;
+            out.scrub(&all);
         }
         Command::Demo(_) | Command::Bench(_) => unreachable!("handled above"),
     }

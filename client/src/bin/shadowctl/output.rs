@@ -18,7 +18,22 @@ fn replicas_json(r: &[v1::ReplicaInfo]) -> Value {
 
 pub fn resource_json(i: &v1::ResourceInfo) -> Value {
     json!({"name": i.name, "group_id": i.group_id, "replication_factor": i.replication_factor,
-        "replicas": replicas_json(&i.replicas)})
+        "replicas": replicas_json(&i.replicas), "data_shards": i.data_shards, "parity_shards": i.parity_shards,
+        "inline_threshold_bytes": i.inline_threshold_bytes, "stripe_size_bytes": i.stripe_size_bytes,
+        "keep_versions": i.keep_versions})
+}
+
+fn variants_json(v: &[v1::VariantDetail]) -> Value {
+    v.iter()
+        .map(|d| {
+            json!({"name": d.name, "current_version": d.current_version, "versions": d.versions.iter().map(|x| json!({
+                "version": x.version, "size_bytes": x.size_bytes, "storage": x.storage, "superseded": x.superseded,
+                "stripes": x.stripes, "data_shards": x.data_shards, "parity_shards": x.parity_shards,
+                "shards": x.shards.iter().map(|s| json!({"shard": s.shard, "replica_id": s.replica_id, "node_id": s.node_id,
+                    "state": s.state, "chunks_expected": s.chunks_expected, "chunks_stored": s.chunks_stored,
+                    "chunks_corrupt": s.chunks_corrupt})).collect::<Vec<_>>()})).collect::<Vec<_>>()})
+        })
+        .collect()
 }
 
 impl Output {
@@ -64,14 +79,23 @@ impl Output {
                 json!({"resource": resource_json(&info), "leader_replica_id": d.leader_replica_id,
                     "leader_node_id": d.leader_node_id, "term": d.term, "applied_index": d.applied_index,
                     "committed_index": d.committed_index, "variant_count": d.variant_count,
-                    "inline_bytes": d.inline_bytes,
+                    "inline_bytes": d.inline_bytes, "blob_bytes": d.blob_bytes, "variants": variants_json(&d.variants),
                     "progress": d.progress.iter().map(|p| json!({"replica_id": p.replica_id, "matched_index": p.matched_index})).collect::<Vec<_>>()})
             ),
             Output::Text => {
                 println!("resource {} (group {})", info.name, info.group_id);
                 println!("  leader: replica {} on node {}, term {}", d.leader_replica_id, d.leader_node_id, d.term);
                 println!("  applied index {}, committed index {}", d.applied_index, d.committed_index);
-                println!("  {} variants, {} bytes inline", d.variant_count, d.inline_bytes);
+                println!(
+                    "  {} variants; {} bytes inline, {} bytes erasure-coded ({}+{}, inline up to {} B, stripes of {} B)",
+                    d.variant_count,
+                    d.inline_bytes,
+                    d.blob_bytes,
+                    info.data_shards,
+                    info.parity_shards,
+                    info.inline_threshold_bytes,
+                    info.stripe_size_bytes
+                );
                 for r in &info.replicas {
                     let matched = d
                         .progress
@@ -84,6 +108,40 @@ impl Output {
                         "  replica {:>5} node {:>3} {:<22} {:<8} matched {}{}",
                         r.replica_id, r.node_id, r.address, r.role, matched, leader
                     );
+                }
+                for v in &d.variants {
+                    println!(
+                        "  variant {} (current {})",
+                        v.name,
+                        if v.current_version == 0 { "deleted".to_string() } else { v.current_version.to_string() }
+                    );
+                    for x in &v.versions {
+                        let sup = if x.superseded { ", superseded" } else { "" };
+                        if x.storage == "erasure-coded" {
+                            println!(
+                                "    version {:<8} {:>12} B  {}+{} in {} stripes{sup}",
+                                x.version, x.size_bytes, x.data_shards, x.parity_shards, x.stripes
+                            );
+                            for s in &x.shards {
+                                println!(
+                                    "      shard {} on replica {} (node {}): {} ({}/{} chunks{})",
+                                    s.shard,
+                                    s.replica_id,
+                                    s.node_id,
+                                    s.state,
+                                    s.chunks_stored,
+                                    s.chunks_expected,
+                                    if s.chunks_corrupt > 0 {
+                                        format!(", {} bad", s.chunks_corrupt)
+                                    } else {
+                                        String::new()
+                                    }
+                                );
+                            }
+                        } else {
+                            println!("    version {:<8} {:>12} B  inline{sup}", x.version, x.size_bytes);
+                        }
+                    }
                 }
             }
         }
@@ -105,6 +163,62 @@ impl Output {
                 }
                 for x in v {
                     println!("{:<40} version {:<10} {} bytes", x.name, x.version, x.size_bytes);
+                }
+            }
+        }
+    }
+
+    pub fn scrub(self, all: &[Result<v1::ScrubStatusResponse, shadowstore_client::Error>]) {
+        match self {
+            Output::Json => println!(
+                "{}",
+                Value::Array(
+                    all.iter()
+                        .map(|r| match r {
+                            Ok(s) => json!({"node_id": s.node_id, "passes_completed": s.passes_completed,
+                                "pass_shards_done": s.pass_shards_done, "pass_shards_total": s.pass_shards_total,
+                                "bytes_verified": s.bytes_verified, "chunks_verified": s.chunks_verified,
+                                "chunks_corrupt": s.chunks_corrupt, "chunks_missing": s.chunks_missing,
+                                "chunks_repaired": s.chunks_repaired, "repair_failures": s.repair_failures,
+                                "rate_limit_bytes_per_s": s.rate_limit_bytes_per_s,
+                                "last_pass_finished_ms": s.last_pass_finished_ms,
+                                "orphan_shards_collected": s.orphan_shards_collected}),
+                            Err(e) => json!({"error": e.to_string()}),
+                        })
+                        .collect()
+                )
+            ),
+            Output::Text => {
+                println!(
+                    "{:>4}  {:>6} {:>11} {:>12} {:>9} {:>8} {:>8} {:>9} {:>7} {:>8}",
+                    "node",
+                    "passes",
+                    "pass",
+                    "verified MB",
+                    "chunks ok",
+                    "corrupt",
+                    "missing",
+                    "repaired",
+                    "failed",
+                    "orphans"
+                );
+                for r in all {
+                    match r {
+                        Ok(s) => println!(
+                            "{:>4}  {:>6} {:>11} {:>12.1} {:>9} {:>8} {:>8} {:>9} {:>7} {:>8}",
+                            s.node_id,
+                            s.passes_completed,
+                            format!("{}/{}", s.pass_shards_done, s.pass_shards_total),
+                            s.bytes_verified as f64 / 1e6,
+                            s.chunks_verified,
+                            s.chunks_corrupt,
+                            s.chunks_missing,
+                            s.chunks_repaired,
+                            s.repair_failures,
+                            s.orphan_shards_collected
+                        ),
+                        Err(e) => println!("   ?  unreachable: {e}"),
+                    }
                 }
             }
         }

@@ -1,0 +1,320 @@
+//! The data path of the public API: writing a variant (inline or
+//! erasure-coded), resolving the version a read asks for, streaming a
+//! blob's bytes, and describing versions with the health of their shards.
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use bytes::BytesMut;
+use futures::Stream;
+use futures::StreamExt;
+use openraft::rt::WatchReceiver;
+use shadowstore_proto::peer::ShardInventoryRequest;
+use shadowstore_proto::peer::ShardRef;
+use shadowstore_proto::v1;
+use tonic::Status;
+
+use super::status;
+use crate::blob::manifest::BlobManifest;
+use crate::blob::read::stream_blob;
+use crate::blob::shard_store::ShardStore;
+use crate::blob::write::Source;
+use crate::blob::write::write_blob;
+use crate::group::Group;
+use crate::ids::ReplicaId;
+use crate::ids::RequestId;
+use crate::limits::STREAM_CHUNK_BYTES_MAX;
+use crate::meta::state::ResourceRecord;
+use crate::node::NodeCtx;
+use crate::node::PEER_CALL_TIMEOUT;
+use crate::raft::Command;
+use crate::raft::CommandResponse;
+use crate::resource::ResourceCommand;
+use crate::resource::ResourceResponse;
+use crate::resource::ResourceState;
+use crate::resource::state::Content;
+use crate::resource::state::Version;
+
+/// What a write asks for, besides its bytes.
+pub struct WriteRequest<'a> {
+    pub resource: &'a str,
+    pub variant: &'a str,
+    pub if_version: Option<u64>,
+    pub request: RequestId,
+    /// Size announced by the client, if any.
+    pub declared: Option<u64>,
+}
+
+pub async fn propose(ctx: &NodeCtx, g: &Group, cmd: ResourceCommand, what: &str) -> Result<ResourceResponse, Status> {
+    let resp = g
+        .raft
+        .client_write(Command::Resource(cmd))
+        .await
+        .map_err(|e| status::write_error(what, e, |r| ctx.replica_addr(r)))?;
+    match resp.response() {
+        CommandResponse::Resource(r) => Ok(r.clone()),
+        other => Err(Status::internal(format!("{what}: resource group answered {other:?}"))),
+    }
+}
+
+pub fn write_outcome(
+    resource: &str,
+    variant: &str,
+    r: ResourceResponse,
+    if_version: Option<u64>,
+) -> Result<u64, Status> {
+    match r {
+        ResourceResponse::Written { version } => Ok(version),
+        ResourceResponse::VersionMismatch { current } => Err(Status::failed_precondition(format!(
+            "{resource}/{variant} is at version {} but the request required {}",
+            current.map_or("none (absent)".to_string(), |v| v.to_string()),
+            if_version.map_or("none".to_string(), |v| if v == 0 { "absent".to_string() } else { v.to_string() })
+        ))),
+        ResourceResponse::NotFound => {
+            Err(Status::not_found(format!("variant {variant:?} of {resource:?} does not exist")))
+        }
+        ResourceResponse::LimitExceeded { what } => Err(Status::resource_exhausted(format!("{resource}: {what}"))),
+        ResourceResponse::Rejected { reason } => Err(Status::invalid_argument(format!("{resource}: {reason}"))),
+        ResourceResponse::StaleRequest => Err(Status::failed_precondition(
+            "request id is older than the client's first incomplete request: it was answered already",
+        )),
+        ResourceResponse::Maintained { .. } => Err(Status::internal("a write was answered as maintenance")),
+    }
+}
+
+/// The group's voters, which hold the shards of its blobs.
+fn holders(g: &Group) -> Vec<ReplicaId> {
+    let m = g.raft.metrics();
+    let m = m.borrow_watched();
+    m.membership_config.membership().voter_ids().collect()
+}
+
+/// Writes `prefix` followed by `rest` as the new version of a variant: inline
+/// through Raft if it fits the resource's inline threshold, erasure-coded
+/// otherwise. Returns the version.
+pub async fn write_variant<S>(
+    ctx: &Arc<NodeCtx>,
+    g: &Group,
+    rec: &ResourceRecord,
+    w: WriteRequest<'_>,
+    prefix: Bytes,
+    mut rest: S,
+) -> Result<u64, Status>
+where
+    S: Stream<Item = Result<Bytes, Status>> + Unpin,
+{
+    let max = ctx.config.blob_bytes_max;
+    if let Some(d) = w.declared.filter(|d| *d > max) {
+        return Err(Status::resource_exhausted(format!("value of {d} bytes exceeds the {max}-byte limit")));
+    }
+    let threshold = rec.storage.inline_threshold as usize;
+    // Read just enough to know whether the value fits inline.
+    let mut head = BytesMut::from(&prefix[..]);
+    let mut ended = false;
+    while head.len() <= threshold {
+        match rest.next().await {
+            Some(b) => head.extend_from_slice(&b?),
+            None => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    let now_ms = ctx.clock.now_ms();
+    let cmd = if ended && head.len() <= threshold {
+        if let Some(d) = w.declared.filter(|d| *d != head.len() as u64) {
+            return Err(Status::invalid_argument(format!("stream carried {} of the declared {d} bytes", head.len())));
+        }
+        ResourceCommand::Put {
+            request: w.request,
+            now_ms,
+            variant: w.variant.to_string(),
+            value: head.freeze(),
+            if_version: w.if_version,
+        }
+    } else {
+        let source = Source { prefix: head.freeze(), rest, declared: w.declared, max_bytes: max };
+        let manifest = write_blob(ctx, g, rec.storage, holders(g), source).await?;
+        ResourceCommand::PutBlob {
+            request: w.request,
+            now_ms: ctx.clock.now_ms(),
+            variant: w.variant.to_string(),
+            manifest,
+            if_version: w.if_version,
+        }
+    };
+    let answer = propose(ctx, g, cmd, "put").await?;
+    write_outcome(w.resource, w.variant, answer, w.if_version)
+}
+
+/// The version of `variant` a read asks for (`None`: the latest).
+pub fn resolve(rs: &ResourceState, resource: &str, variant: &str, version: Option<u64>) -> Result<Version, Status> {
+    let v = rs
+        .variants
+        .get(variant)
+        .ok_or_else(|| Status::not_found(format!("variant {variant:?} of {resource:?} does not exist")))?;
+    match version {
+        None => v
+            .latest()
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("variant {variant:?} of {resource:?} was deleted"))),
+        Some(want) => v.versions.get(&want).cloned().ok_or_else(|| {
+            Status::not_found(format!(
+                "version {want} of {resource}/{variant} is not retained; the latest is {}",
+                v.current.map_or("none (deleted)".to_string(), |c| c.to_string())
+            ))
+        }),
+    }
+}
+
+pub fn storage_name(c: &Content) -> &'static str {
+    match c {
+        Content::Inline(_) => "inline",
+        Content::Blob(_) => "erasure-coded",
+    }
+}
+
+/// A version's bytes in pieces of at most `STREAM_CHUNK_BYTES_MAX`.
+pub fn version_bytes(
+    ctx: Arc<NodeCtx>,
+    group: u64,
+    v: &Version,
+) -> impl Stream<Item = Result<Bytes, Status>> + Send + 'static {
+    let pieces = |b: Bytes| {
+        let n = b.len();
+        futures::stream::iter(
+            (0..n).step_by(STREAM_CHUNK_BYTES_MAX).map(move |o| Ok(b.slice(o..(o + STREAM_CHUNK_BYTES_MAX).min(n)))),
+        )
+    };
+    match &v.content {
+        Content::Inline(b) => pieces(b.clone()).boxed(),
+        Content::Blob(m) => stream_blob(ctx, group, m.clone())
+            .flat_map(move |r| match r {
+                Ok(b) => pieces(b).boxed(),
+                Err(e) => futures::stream::iter([Err(e)]).boxed(),
+            })
+            .boxed(),
+    }
+}
+
+/// Asks every holder what it knows about its shards of `manifests`.
+async fn shard_health(
+    ctx: &NodeCtx,
+    g: &Group,
+    manifests: &[Arc<BlobManifest>],
+) -> HashMap<(u64, usize), v1::ShardHealth> {
+    let mut by_holder: BTreeMap<ReplicaId, Vec<ShardRef>> = BTreeMap::new();
+    for m in manifests {
+        for (j, h) in m.holders.iter().enumerate() {
+            by_holder.entry(*h).or_default().push(ShardRef { blob_id: m.blob_id, shard: j as u32 });
+        }
+    }
+    let node_of = |r: ReplicaId| ctx.with_meta(|meta| meta.replica_index.get(&r).copied()).flatten().unwrap_or(0);
+    let mut out = HashMap::new();
+    for (holder, refs) in by_holder {
+        let answers: Result<Vec<(u64, u32, bool, u64, u64)>, String> = if holder == g.replica_id {
+            let store = ShardStore::new(ctx.engine.clone());
+            refs.iter()
+                .map(|r| {
+                    let held = store.held_shard(g.id, r.blob_id, r.shard as u8).map_err(|e| e.to_string())?;
+                    let f = ctx.scrubber.finding(g.id, r.blob_id, r.shard as u8).unwrap_or_default();
+                    Ok((
+                        r.blob_id,
+                        r.shard,
+                        held.is_some(),
+                        held.map_or(0, |h| h.chunks_stored),
+                        f.chunks_corrupt + f.chunks_missing,
+                    ))
+                })
+                .collect()
+        } else {
+            match ctx.replica_addr(holder).map(|a| ctx.peers.client(&a)) {
+                Some(Ok(mut c)) => {
+                    let mut req = tonic::Request::new(ShardInventoryRequest {
+                        group_id: g.id,
+                        target_replica_id: holder,
+                        shards: refs.clone(),
+                    });
+                    req.set_timeout(PEER_CALL_TIMEOUT);
+                    c.shard_inventory(req)
+                        .await
+                        .map(|r| {
+                            r.into_inner()
+                                .shards
+                                .into_iter()
+                                .map(|e| (e.blob_id, e.shard, e.held, e.chunks_stored, e.chunks_corrupt))
+                                .collect()
+                        })
+                        .map_err(|s| s.message().to_string())
+                }
+                _ => Err("no address".into()),
+            }
+        };
+        for r in &refs {
+            let expected = manifests
+                .iter()
+                .find(|m| m.blob_id == r.blob_id)
+                .map(|m| (0..m.layout.stripes()).map(|s| m.layout.chunks_in_shard(s) as u64).sum())
+                .unwrap_or(0);
+            let entry = match &answers {
+                Err(_) => ("unreachable", 0, 0),
+                Ok(list) => match list.iter().find(|a| a.0 == r.blob_id && a.1 == r.shard) {
+                    None | Some((_, _, false, _, _)) => ("missing", 0, 0),
+                    Some((_, _, true, stored, corrupt)) if *corrupt > 0 => ("corrupt", *stored, *corrupt),
+                    Some((_, _, true, stored, _)) if *stored < expected => ("incomplete", *stored, 0),
+                    Some((_, _, true, stored, _)) => ("healthy", *stored, 0),
+                },
+            };
+            out.insert(
+                (r.blob_id, r.shard as usize),
+                v1::ShardHealth {
+                    shard: r.shard,
+                    replica_id: holder,
+                    node_id: node_of(holder),
+                    state: entry.0.to_string(),
+                    chunks_expected: expected,
+                    chunks_stored: entry.1,
+                    chunks_corrupt: entry.2,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Every variant with its retained versions and, for erasure-coded ones,
+/// stripes, holders and shard health.
+pub async fn variant_details(ctx: &NodeCtx, g: &Group, rs: ResourceState) -> Vec<v1::VariantDetail> {
+    let manifests: Vec<Arc<BlobManifest>> = rs.blobs().cloned().collect();
+    let health = shard_health(ctx, g, &manifests).await;
+    rs.variants
+        .iter()
+        .map(|(name, v)| v1::VariantDetail {
+            name: name.clone(),
+            current_version: v.current.unwrap_or(0),
+            versions: v
+                .versions
+                .values()
+                .map(|ver| {
+                    let mut d = v1::VersionDetail {
+                        version: ver.version,
+                        size_bytes: ver.size,
+                        storage: storage_name(&ver.content).to_string(),
+                        superseded: ver.superseded_at_ms.is_some(),
+                        ..Default::default()
+                    };
+                    if let Content::Blob(m) = &ver.content {
+                        d.stripes = m.layout.stripes();
+                        d.data_shards = m.layout.k as u32;
+                        d.parity_shards = m.layout.m as u32;
+                        d.shards =
+                            (0..m.layout.shards()).filter_map(|j| health.get(&(m.blob_id, j)).cloned()).collect();
+                    }
+                    d
+                })
+                .collect(),
+        })
+        .collect()
+}

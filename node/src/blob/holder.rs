@@ -1,0 +1,143 @@
+//! The holder side of the data plane: storing a shard streamed by a writer
+//! and serving a shard's chunks to readers. Used by the `Peer` service for
+//! remote writers and readers, and directly when writer or reader is local.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use futures::Stream;
+use futures::StreamExt;
+use shadowstore_proto::peer::ShardChunk;
+
+use super::shard_store::HeldShard;
+use super::shard_store::ShardStore;
+use crate::ids::GroupId;
+use crate::node::NodeCtx;
+
+/// Chunks buffered before one storage batch.
+const CHUNKS_PER_BATCH: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HolderError {
+    #[error("chunk {stripe}/{chunk} failed its crc in transit")]
+    Corrupt { stripe: u32, chunk: u32 },
+    #[error("chunk of {len} bytes exceeds the 64 KiB chunk size")]
+    Oversized { len: usize },
+    #[error("stream: {0}")]
+    Stream(String),
+    #[error("storage: {0}")]
+    Storage(#[from] io::Error),
+}
+
+/// Shards with a write stream open on this node; garbage collection never
+/// touches them.
+#[derive(Debug, Default)]
+pub struct ActiveWrites(Mutex<HashMap<(GroupId, u64, u8), usize>>);
+
+impl ActiveWrites {
+    pub fn contains(&self, group: GroupId, blob: u64, shard: u8) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&(group, blob, shard))
+    }
+
+    fn enter(&self, key: (GroupId, u64, u8)) -> ActiveWriteGuard<'_> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default() += 1;
+        ActiveWriteGuard { writes: self, key }
+    }
+}
+
+struct ActiveWriteGuard<'a> {
+    writes: &'a ActiveWrites,
+    key: (GroupId, u64, u8),
+}
+
+impl Drop for ActiveWriteGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.writes.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Stores every chunk of `chunks` as shard `shard` of `blob`, checking each
+/// chunk's crc, then syncs. Returns the number of chunks stored.
+pub async fn store_shard<S>(
+    ctx: &NodeCtx,
+    group: GroupId,
+    blob: u64,
+    shard: u8,
+    mut chunks: S,
+) -> Result<u64, HolderError>
+where
+    S: Stream<Item = Result<ShardChunk, String>> + Unpin,
+{
+    let _active = ctx.active_shard_writes.enter((group, blob, shard));
+    let store = ShardStore::new(ctx.engine.clone());
+    store.note_shard(group, blob, shard, ctx.clock.now_ms())?;
+    let mut batch = Vec::with_capacity(CHUNKS_PER_BATCH);
+    let mut stored = 0u64;
+    while let Some(c) = chunks.next().await {
+        let c = c.map_err(HolderError::Stream)?;
+        if c.data.len() > super::layout::CHUNK_SIZE as usize {
+            return Err(HolderError::Oversized { len: c.data.len() });
+        }
+        if crc32fast::hash(&c.data) != c.crc32 {
+            return Err(HolderError::Corrupt { stripe: c.stripe, chunk: c.chunk });
+        }
+        batch.push((c.stripe, c.chunk as u16, c.data.to_vec()));
+        if batch.len() == CHUNKS_PER_BATCH {
+            stored += batch.len() as u64;
+            store.put_chunks(group, blob, shard, std::mem::take(&mut batch))?;
+        }
+    }
+    stored += batch.len() as u64;
+    if !batch.is_empty() {
+        store.put_chunks(group, blob, shard, batch)?;
+    }
+    let held = store.held_shard(group, blob, shard)?.unwrap_or(HeldShard { received_at_ms: 0, chunks_stored: 0 });
+    let held = HeldShard { received_at_ms: ctx.clock.now_ms(), chunks_stored: held.chunks_stored + stored };
+    store.set_held(group, blob, shard, held)?;
+    ctx.syncer.sync().await?;
+    Ok(stored)
+}
+
+/// The chunks of `shard` of stripes `[first, first + chunks_per_stripe.len())`
+/// in order; a chunk this holder lacks comes back marked missing.
+pub fn read_shard(
+    ctx: &NodeCtx,
+    group: GroupId,
+    blob: u64,
+    shard: u8,
+    first: u32,
+    chunks_per_stripe: &[u32],
+) -> io::Result<Vec<ShardChunk>> {
+    let store = ShardStore::new(ctx.engine.clone());
+    let mut out = Vec::new();
+    for (i, &expected) in chunks_per_stripe.iter().enumerate() {
+        let stripe = first + i as u32;
+        let mut have = store.get_stripe(group, blob, shard, stripe)?.into_iter().peekable();
+        for c in 0..expected {
+            let data = match have.peek() {
+                Some((idx, _)) if *idx as u32 == c => have.next().map(|(_, d)| d),
+                _ => None,
+            };
+            out.push(match data {
+                Some(d) => ShardChunk {
+                    header: None,
+                    stripe,
+                    chunk: c,
+                    crc32: crc32fast::hash(&d),
+                    data: Bytes::from(d),
+                    missing: false,
+                },
+                None => ShardChunk { header: None, stripe, chunk: c, data: Bytes::new(), crc32: 0, missing: true },
+            });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,274 @@
+//! Writing an erasure-coded blob (on the resource group's leader).
+//!
+//! The incoming stream is cut into stripes; each stripe is encoded into
+//! k + m shards; shard j goes, chunk by chunk with its crc32, to holder j
+//! (this node's own storage or a `WriteShard` stream to another node), over
+//! bounded queues so memory stays bounded and a slow holder slows the
+//! client down instead of piling up bytes. Holders sync before answering.
+//! When a write quorum (k, or k + 1 when k = m) answered, the manifest is
+//! returned for the caller to commit through Raft; shards a failed holder
+//! lacks are rebuilt later by its scrubber. Nothing is visible until the
+//! manifest commits: an abandoned write leaves only orphan shards, which
+//! garbage collection removes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use bytes::BytesMut;
+use futures::Stream;
+use futures::StreamExt;
+use shadowstore_proto::peer::ShardChunk;
+use shadowstore_proto::peer::ShardStreamHeader;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::erasure;
+use super::holder;
+use super::layout::CHUNK_SIZE;
+use super::layout::Layout;
+use super::layout::chunk_slots_per_shard;
+use super::manifest::BlobManifest;
+use crate::group::Group;
+use crate::ids::ReplicaId;
+use crate::meta::state::StorageParams;
+use crate::node::NodeCtx;
+
+/// Chunks queued per holder (bounds memory: 64 chunks × 64 KiB per holder).
+const HOLDER_QUEUE_CHUNKS: usize = 64;
+/// Shortest deadline of a holder's shard stream; large blobs get more.
+const SHARD_WRITE_TIMEOUT_MIN: Duration = Duration::from_secs(60);
+/// Slowest holder ingest the deadline allows for.
+const SHARD_WRITE_RATE_MIN_BYTES_PER_S: u64 = 4 * 1024 * 1024;
+
+/// Where the bytes come from and how many are allowed.
+pub struct Source<S> {
+    /// Bytes already read (e.g. while deciding inline or not).
+    pub prefix: Bytes,
+    pub rest: S,
+    /// The size the client declared, if any.
+    pub declared: Option<u64>,
+    pub max_bytes: u64,
+}
+
+struct Sink {
+    tx: Option<mpsc::Sender<ShardChunk>>,
+    done: JoinHandle<Result<u64, String>>,
+}
+
+fn open_sink(ctx: &Arc<NodeCtx>, g: &Group, holder: ReplicaId, blob: u64, shard: u8, expected_bytes: u64) -> Sink {
+    let (tx, rx) = mpsc::channel::<ShardChunk>(HOLDER_QUEUE_CHUNKS);
+    let ctx = ctx.clone();
+    let group = g.id;
+    let local = g.replica_id == holder;
+    let done = tokio::spawn(async move {
+        if local {
+            return holder::store_shard(&ctx, group, blob, shard, ReceiverStream::new(rx).map(Ok))
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let addr = ctx.replica_addr(holder).ok_or_else(|| format!("replica {holder} has no known address"))?;
+        let mut client = ctx.peers.client(&addr).map_err(|e| e.to_string())?;
+        let header = ShardChunk {
+            header: Some(ShardStreamHeader {
+                group_id: group,
+                target_replica_id: holder,
+                blob_id: blob,
+                shard: shard as u32,
+            }),
+            ..Default::default()
+        };
+        let mut req = tonic::Request::new(futures::stream::once(async { header }).chain(ReceiverStream::new(rx)));
+        let budget = SHARD_WRITE_TIMEOUT_MIN + Duration::from_secs(expected_bytes / SHARD_WRITE_RATE_MIN_BYTES_PER_S);
+        req.set_timeout(budget);
+        client
+            .write_shard(req)
+            .await
+            .map(|r| r.into_inner().chunks_stored)
+            .map_err(|s| format!("{}: {}", s.code(), s.message()))
+    });
+    Sink { tx: Some(tx), done }
+}
+
+struct Encoder {
+    params: StorageParams,
+    holders: Vec<ReplicaId>,
+    sinks: Vec<Sink>,
+    failed: Vec<Option<String>>,
+    crcs: Vec<u32>,
+    stripes: u32,
+    slots: u32,
+}
+
+impl Encoder {
+    /// Encodes one stripe and queues its shards to the holders.
+    async fn stripe(&mut self, data: Bytes) -> Result<(), Status> {
+        let k = self.params.k;
+        let shard_len = data.len().div_ceil(k as usize);
+        let shards =
+            erasure::encode(&data, k, self.params.m, shard_len).map_err(|e| Status::internal(e.to_string()))?;
+        let stripe = self.stripes;
+        self.stripes += 1;
+        let base = self.crcs.len();
+        self.crcs.resize(base + shards.len() * self.slots as usize, 0);
+        for (j, shard) in shards.into_iter().enumerate() {
+            let shard = Bytes::from(shard);
+            for (c, start) in (0..shard.len()).step_by(CHUNK_SIZE as usize).enumerate() {
+                let piece = shard.slice(start..(start + CHUNK_SIZE as usize).min(shard.len()));
+                let crc = crc32fast::hash(&piece);
+                self.crcs[base + j * self.slots as usize + c] = crc;
+                let Some(tx) = &self.sinks[j].tx else { continue };
+                let chunk =
+                    ShardChunk { header: None, stripe, chunk: c as u32, data: piece, crc32: crc, missing: false };
+                if tx.send(chunk).await.is_err() {
+                    // The holder's stream ended early; its result says why.
+                    self.sinks[j].tx = None;
+                    self.failed[j].get_or_insert_with(|| "holder stopped accepting chunks".into());
+                }
+            }
+        }
+        let failed = self.failed.iter().filter(|f| f.is_some()).count();
+        if failed > self.params.m as usize {
+            return Err(Status::unavailable(format!(
+                "{failed} of {} holders failed during the write; at most {} may: {:?}",
+                self.holders.len(),
+                self.params.m,
+                self.failed
+            )));
+        }
+        Ok(())
+    }
+
+    fn abort(self) {
+        for s in self.sinks {
+            s.done.abort();
+        }
+    }
+}
+
+/// Streams `source` into a new erasure-coded blob on `holders` (the group's
+/// voters) and returns its manifest once a write quorum stored it.
+pub async fn write_blob<S>(
+    ctx: &Arc<NodeCtx>,
+    g: &Group,
+    params: StorageParams,
+    holders: Vec<ReplicaId>,
+    source: Source<S>,
+) -> Result<BlobManifest, Status>
+where
+    S: Stream<Item = Result<Bytes, Status>> + Unpin,
+{
+    let shards = params.k as usize + params.m as usize;
+    if holders.len() != shards {
+        return Err(Status::unavailable(format!(
+            "the group has {} voters but its code needs {shards} holders (membership change in progress?)",
+            holders.len()
+        )));
+    }
+    let blob_id = ctx.rng.next_u64();
+    let expected_shard_bytes = source.declared.unwrap_or(source.max_bytes) / params.k as u64;
+    let sinks: Vec<Sink> = holders
+        .iter()
+        .enumerate()
+        .map(|(j, h)| open_sink(ctx, g, *h, blob_id, j as u8, expected_shard_bytes))
+        .collect();
+    let mut enc = Encoder {
+        params,
+        holders: holders.clone(),
+        sinks,
+        failed: vec![None; shards],
+        crcs: Vec::new(),
+        stripes: 0,
+        slots: chunk_slots_per_shard(params.stripe_size, params.k, CHUNK_SIZE),
+    };
+    match feed(&mut enc, source).await {
+        Ok(size) => finish(enc, blob_id, size).await,
+        Err(e) => {
+            enc.abort();
+            Err(e)
+        }
+    }
+}
+
+/// Reads the whole source through the encoder; returns the blob's size.
+async fn feed<S>(enc: &mut Encoder, source: Source<S>) -> Result<u64, Status>
+where
+    S: Stream<Item = Result<Bytes, Status>> + Unpin,
+{
+    let stripe_size = enc.params.stripe_size as usize;
+    let mut buf = BytesMut::with_capacity(stripe_size);
+    let mut total = 0u64;
+    let Source { prefix, mut rest, declared, max_bytes } = source;
+    let limit = declared.unwrap_or(max_bytes);
+    let mut next = Some(prefix);
+    loop {
+        let bytes = match next.take() {
+            Some(b) => b,
+            None => match rest.next().await {
+                Some(b) => b?,
+                None => break,
+            },
+        };
+        total += bytes.len() as u64;
+        if total > limit {
+            return Err(match declared {
+                Some(d) => Status::invalid_argument(format!("stream carries more than the declared {d} bytes")),
+                None => Status::resource_exhausted(format!("value exceeds the {max_bytes}-byte limit")),
+            });
+        }
+        let mut bytes = bytes;
+        while !bytes.is_empty() {
+            let take = (stripe_size - buf.len()).min(bytes.len());
+            buf.extend_from_slice(&bytes.split_to(take));
+            if buf.len() == stripe_size {
+                enc.stripe(buf.split().freeze()).await?;
+            }
+        }
+    }
+    if let Some(d) = declared {
+        if total != d {
+            return Err(Status::invalid_argument(format!("stream ended after {total} of the declared {d} bytes")));
+        }
+    }
+    if !buf.is_empty() {
+        enc.stripe(buf.freeze()).await?;
+    }
+    if total == 0 {
+        return Err(Status::invalid_argument("empty value for an erasure-coded write"));
+    }
+    Ok(total)
+}
+
+async fn finish(mut enc: Encoder, blob_id: u64, size: u64) -> Result<BlobManifest, Status> {
+    let k = enc.params.k as usize;
+    let required = k + usize::from(enc.params.k == enc.params.m);
+    let mut acks = 0;
+    for (j, sink) in enc.sinks.iter_mut().enumerate() {
+        sink.tx = None; // end the holder's stream
+        match (&mut sink.done).await {
+            Ok(Ok(_)) => acks += 1,
+            Ok(Err(e)) => {
+                enc.failed[j].get_or_insert(e);
+            }
+            Err(e) => {
+                enc.failed[j].get_or_insert(e.to_string());
+            }
+        }
+    }
+    if acks < required {
+        return Err(Status::unavailable(format!(
+            "only {acks} of {} holders stored their shards; a write needs {required}: {:?}",
+            enc.holders.len(),
+            enc.failed
+        )));
+    }
+    if enc.failed.iter().any(|f| f.is_some()) {
+        tracing::warn!(blob = blob_id, failures = ?enc.failed, "blob written without every holder; scrubbing will rebuild");
+    }
+    let layout = Layout::new(size, enc.params.stripe_size, enc.params.k, enc.params.m);
+    assert_eq!(layout.stripes(), enc.stripes, "stripes written must match the layout");
+    assert_eq!(layout.crc_slots(), enc.crcs.len(), "a crc slot for every chunk");
+    Ok(BlobManifest { blob_id, layout, holders: enc.holders, crcs: enc.crcs })
+}
