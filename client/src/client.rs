@@ -46,6 +46,9 @@ pub struct ClientOptions {
     pub backoff_max: Duration,
     /// How long `create_resource` waits for the new group to elect a leader.
     pub create_wait: Duration,
+    /// Streamed writes get extra time in proportion to their size, as if
+    /// they moved at least this many bytes per second.
+    pub stream_rate_floor_bytes_per_s: u64,
 }
 
 impl Default for ClientOptions {
@@ -56,6 +59,7 @@ impl Default for ClientOptions {
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_millis(1_000),
             create_wait: Duration::from_secs(10),
+            stream_rate_floor_bytes_per_s: 4 * 1024 * 1024,
         }
     }
 }
@@ -281,13 +285,25 @@ impl Client {
 
     /// Runs `attempt` against the right node until it succeeds, fails for a
     /// reason retrying cannot fix, or the total deadline passes.
-    async fn call<T, F, Fut>(&self, route: &str, mut attempt: F) -> Result<T, Error>
+    async fn call<T, F, Fut>(&self, route: &str, attempt: F) -> Result<T, Error>
+    where
+        F: FnMut(ShadowStoreClient<Channel>, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.call_with_extra(route, Duration::ZERO, attempt).await
+    }
+
+    /// Like `call`, with `extra` added to both the attempt timeout and the
+    /// total deadline (for calls that move many bytes).
+    async fn call_with_extra<T, F, Fut>(&self, route: &str, extra: Duration, mut attempt: F) -> Result<T, Error>
     where
         F: FnMut(ShadowStoreClient<Channel>, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let o = &self.inner.options;
-        let deadline = Instant::now() + o.total_deadline;
+        let total_deadline = o.total_deadline + extra;
+        let attempt_timeout = o.attempt_timeout + extra;
+        let deadline = Instant::now() + total_deadline;
         let mut target = self.cached_leader(route).unwrap_or_else(|| self.next_endpoint());
         let mut failures = 0u32;
         let mut redirects = 0u32;
@@ -295,11 +311,11 @@ impl Client {
             let now = Instant::now();
             if now >= deadline {
                 return Err(Error::Deadline {
-                    deadline: o.total_deadline,
+                    deadline: total_deadline,
                     last: format!("no attempt finished against {target}"),
                 });
             }
-            let budget = (deadline - now).min(o.attempt_timeout);
+            let budget = (deadline - now).min(attempt_timeout);
             let result = match self.stub(&target) {
                 Ok(stub) => match tokio::time::timeout(budget, attempt(stub, budget)).await {
                     Ok(r) => r,
@@ -349,7 +365,7 @@ impl Client {
                 let now = Instant::now();
                 if now + d >= deadline {
                     return Err(Error::Deadline {
-                        deadline: o.total_deadline,
+                        deadline: total_deadline,
                         last: format!("{}: {}", status.code(), status.message()),
                     });
                 }
@@ -359,14 +375,22 @@ impl Client {
     }
 
     /// Runs a write with a fresh request id kept across its retries.
-    async fn write<T, F, Fut>(&self, route: &str, mut attempt: F) -> Result<T, Error>
+    async fn write<T, F, Fut>(&self, route: &str, attempt: F) -> Result<T, Error>
+    where
+        F: FnMut(ShadowStoreClient<Channel>, Duration, v1::RequestId) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.write_with_extra(route, Duration::ZERO, attempt).await
+    }
+
+    async fn write_with_extra<T, F, Fut>(&self, route: &str, extra: Duration, mut attempt: F) -> Result<T, Error>
     where
         F: FnMut(ShadowStoreClient<Channel>, Duration, v1::RequestId) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let seq = self.inner.ids.begin();
         let r = self
-            .call(route, |stub, budget| {
+            .call_with_extra(route, extra, |stub, budget| {
                 let id = self.inner.ids.id(seq);
                 attempt(stub, budget, id)
             })
@@ -512,9 +536,12 @@ impl Client {
         F: Fn() -> std::io::Result<R>,
     {
         let route = resource_route(resource);
-        // Total deadline scales with the size: at least 2 MiB/s.
+        // Unknown sizes get the time of a maximal 1 GiB value.
+        let bytes = size.unwrap_or(1 << 30);
+        let extra =
+            Duration::from_secs_f64(bytes as f64 / self.inner.options.stream_rate_floor_bytes_per_s.max(1) as f64);
         let r = self
-            .write(&route, |mut stub, _budget, id| {
+            .write_with_extra(&route, extra, |mut stub, _budget, id| {
                 let header = v1::PutChunk {
                     header: Some(v1::PutHeader {
                         resource: resource.to_string(),

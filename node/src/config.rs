@@ -98,7 +98,9 @@ pub struct NodeConfig {
     pub quiesce_after_ms: u64,
     pub ping_interval_ms: u64,
     pub suspect_after_ms: u64,
-    /// sled's page cache.
+    /// sled's page cache. Small on purpose: group state lives in memory,
+    /// and a larger cache mostly holds large shard pages (measured in
+    /// docs/BENCHMARKS.md).
     pub cache_capacity_bytes: u64,
     /// Longest a request may run on the server, whatever its deadline.
     pub request_timeout_max_ms: u64,
@@ -138,7 +140,7 @@ impl Default for NodeConfig {
             quiesce_after_ms: 5_000,
             ping_interval_ms: d.ping_interval.as_millis() as u64,
             suspect_after_ms: d.suspect_after.as_millis() as u64,
-            cache_capacity_bytes: 256 * 1024 * 1024,
+            cache_capacity_bytes: 32 * 1024 * 1024,
             request_timeout_max_ms: 30_000,
             blob_bytes_max: crate::limits::BLOB_BYTES_MAX_DEFAULT,
             scrub_bytes_per_s: 64 * 1024 * 1024,

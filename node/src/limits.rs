@@ -57,8 +57,12 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 pub const SNAPSHOT_BYTES_MAX: usize = RESOURCE_INLINE_BYTES_MAX as usize + 64 * 1024 * 1024;
 
 /// Largest value sled ever stores for us. Larger ones are split, so that no
-/// leaf page approaches sled's blob threshold (segment size / 4).
-pub const STORED_VALUE_BYTES_MAX: usize = 64 * 1024 + 1024;
+/// leaf page (at most 17 values) reaches sled's blob threshold (segment
+/// size / 4, see `storage::sled_engine`).
+pub const STORED_VALUE_BYTES_MAX: usize = 56 * 1024;
+/// Size of the pieces larger records are split into before storing: Raft
+/// log entries, snapshots and erasure-coded shard chunks.
+pub const STORED_PIECE_BYTES: usize = 48 * 1024;
 
 /// Requests waiting for a group-commit sync at once; further appends wait.
 pub const SYNC_QUEUE_DEPTH_MAX: usize = 65_536;

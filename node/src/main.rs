@@ -16,6 +16,8 @@ use shadowstore_node::node::Seams;
 #[derive(Parser, Debug)]
 #[command(name = "shadowstore", version, about = "A shadowstore node")]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Tool>,
     /// TOML configuration file.
     #[arg(long, env = "SHADOWSTORE_CONFIG")]
     config: Option<PathBuf>,
@@ -43,6 +45,44 @@ struct Args {
     /// tracing filter, e.g. "info" or "shadowstore_node=debug".
     #[arg(long, env = "SHADOWSTORE_LOG")]
     log: Option<String>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Tool {
+    /// Compacts the data directory of a stopped node: copies its live data
+    /// into a fresh directory and swaps it in (sled keeps its file at its
+    /// high-water mark after churn).
+    Compact {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+fn compact(data_dir: &std::path::Path) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shadowstore: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(shadowstore_node::storage::compact::compact(data_dir, 32 << 20)) {
+        Ok(r) => {
+            println!(
+                "compacted {}: {} keys, {} MB of values; {} MB on disk before, {} MB after",
+                data_dir.display(),
+                r.keys,
+                r.value_bytes / 1_000_000,
+                r.bytes_before / 1_000_000,
+                r.bytes_after / 1_000_000
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shadowstore: compaction of {} failed (is the node stopped?): {e}", data_dir.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn load(args: Args) -> anyhow::Result<NodeConfig> {
@@ -97,6 +137,9 @@ async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Tool::Compact { data_dir }) = &args.command {
+        return compact(data_dir);
+    }
     let config = match load(args) {
         Ok(c) => c,
         Err(e) => {

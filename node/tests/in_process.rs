@@ -10,6 +10,8 @@ use std::time::Duration;
 use shadowstore_node::config::NodeConfig;
 use shadowstore_node::node::Node;
 use shadowstore_node::node::Seams;
+use shadowstore_node::raft::Command;
+use shadowstore_node::resource::ResourceCommand;
 use shadowstore_node::rng::NodeRng;
 use shadowstore_node::storage::memory_engine::MemoryEngine;
 use shadowstore_proto::v1;
@@ -137,6 +139,23 @@ async fn supervisor_quiescing_health_and_reflection() {
     let leader =
         nodes.iter().find_map(|n| n.node.ctx().registry.get(group).filter(|g| g.is_leader())).expect("a leader");
     assert!(!leader.activity.is_quiesced(), "a put did not wake the group's leader");
+
+    // A quiesced leader sent no heartbeats, so its leader lease lapsed;
+    // an internal proposal (here an expiry, as garbage collection makes)
+    // must still commit on the first call.
+    let quiet = tokio::time::timeout(Duration::from_secs(10), async {
+        while !leader.activity.is_quiesced() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(quiet.is_ok(), "the group did not quiesce again");
+    // The lease is the maximum election timeout (2 s) past the last
+    // quorum acknowledgement.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let expire = ResourceCommand::Expire { now_ms: 0, grace_ms: 0, keep_versions: 1 };
+    let r = leader.propose(Command::Resource(expire)).await;
+    assert!(r.is_ok(), "proposal to a quiesced leader failed: {r:?}");
 
     // --- supervisor: a follower's disk fails, its Raft core stops on the
     // storage error; once the disk is back the group is restarted.

@@ -48,11 +48,8 @@ pub struct WriteRequest<'a> {
 }
 
 pub async fn propose(ctx: &NodeCtx, g: &Group, cmd: ResourceCommand, what: &str) -> Result<ResourceResponse, Status> {
-    let resp = g
-        .raft
-        .client_write(Command::Resource(cmd))
-        .await
-        .map_err(|e| status::write_error(what, e, |r| ctx.replica_addr(r)))?;
+    let resp =
+        g.propose(Command::Resource(cmd)).await.map_err(|e| status::write_error(what, e, |r| ctx.replica_addr(r)))?;
     match resp.response() {
         CommandResponse::Resource(r) => Ok(r.clone()),
         other => Err(Status::internal(format!("{what}: resource group answered {other:?}"))),

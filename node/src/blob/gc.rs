@@ -42,11 +42,16 @@ pub struct GcTiming {
 
 /// The shards this replica must keep (blob → shard index) and whether
 /// superseded versions are due for expiry, from its current state.
-fn kept_shards(g: &crate::group::Group, now_ms: u64, timing: &GcTiming) -> Option<(HashMap<u64, u8>, bool)> {
+fn kept_shards(
+    g: &crate::group::Group,
+    now_ms: u64,
+    timing: &GcTiming,
+    keep_versions: u32,
+) -> Option<(HashMap<u64, u8>, bool)> {
     let st = g.state.read();
     let GroupData::Resource(rs) = &st.data else { return None };
     let keep = rs.blobs().filter_map(|m| m.shard_of(g.replica_id).map(|j| (m.blob_id, j as u8))).collect();
-    Some((keep, rs.has_expired_versions(now_ms, timing.superseded_grace.as_millis() as u64)))
+    Some((keep, rs.has_expired_versions(now_ms, timing.superseded_grace.as_millis() as u64, keep_versions)))
 }
 
 pub async fn run(ctx: Arc<NodeCtx>, timing: GcTiming) {
@@ -62,7 +67,11 @@ pub async fn run(ctx: Arc<NodeCtx>, timing: GcTiming) {
             if g.id == META_GROUP_ID {
                 continue;
             }
-            let Some((keep, expire_due)) = kept_shards(&g, ctx.clock.now_ms(), &timing) else { continue };
+            let keep_versions =
+                ctx.with_meta(|m| m.resource_by_group(g.id).map(|r| r.storage.keep_versions)).flatten().unwrap_or(1);
+            let Some((keep, expire_due)) = kept_shards(&g, ctx.clock.now_ms(), &timing, keep_versions) else {
+                continue;
+            };
             let held = match store.held(g.id) {
                 Ok(h) => h,
                 Err(e) => {
@@ -93,7 +102,7 @@ pub async fn run(ctx: Arc<NodeCtx>, timing: GcTiming) {
             let keep_now = if candidates.is_empty() {
                 HashMap::new()
             } else {
-                kept_shards(&g, ctx.clock.now_ms(), &timing).map(|k| k.0).unwrap_or_default()
+                kept_shards(&g, ctx.clock.now_ms(), &timing, keep_versions).map(|k| k.0).unwrap_or_default()
             };
             for (blob, shard) in candidates {
                 let key = (g.id, blob, shard);
@@ -111,16 +120,12 @@ pub async fn run(ctx: Arc<NodeCtx>, timing: GcTiming) {
                 }
             }
             if expire_due && g.is_leader() {
-                let keep_versions = ctx
-                    .with_meta(|m| m.resource_by_group(g.id).map(|r| r.storage.keep_versions))
-                    .flatten()
-                    .unwrap_or(1);
                 let cmd = ResourceCommand::Expire {
                     now_ms: ctx.clock.now_ms(),
                     grace_ms: timing.superseded_grace.as_millis() as u64,
                     keep_versions,
                 };
-                if let Err(e) = g.raft.client_write(Command::Resource(cmd)).await {
+                if let Err(e) = g.propose(Command::Resource(cmd)).await {
                     tracing::debug!(group = g.id, error = %e, "gc: expire proposal failed");
                 }
             }

@@ -23,7 +23,7 @@ const CHUNKS_PER_BATCH: usize = 16;
 pub enum HolderError {
     #[error("chunk {stripe}/{chunk} failed its crc in transit")]
     Corrupt { stripe: u32, chunk: u32 },
-    #[error("chunk of {len} bytes exceeds the 64 KiB chunk size")]
+    #[error("chunk of {len} bytes exceeds the chunk size")]
     Oversized { len: usize },
     #[error("stream: {0}")]
     Stream(String),

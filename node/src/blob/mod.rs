@@ -2,7 +2,7 @@
 //!
 //! A value larger than the resource's inline threshold is cut into stripes
 //! (1 MiB by default); each stripe into k data shards plus m parity shards
-//! (Reed-Solomon, systematic); each shard into chunks of at most 64 KiB,
+//! (Reed-Solomon, systematic); each shard into chunks of at most 48 KiB,
 //! stored in sled by the group's voters (shard j on holder j) and checked by
 //! a crc32 recorded in the blob's manifest. Only the manifest goes through
 //! Raft; committing it is the write's linearization point.

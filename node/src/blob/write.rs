@@ -36,7 +36,7 @@ use crate::ids::ReplicaId;
 use crate::meta::state::StorageParams;
 use crate::node::NodeCtx;
 
-/// Chunks queued per holder (bounds memory: 64 chunks × 64 KiB per holder).
+/// Chunks queued per holder (bounds memory: 64 chunks of 48 KiB per holder).
 const HOLDER_QUEUE_CHUNKS: usize = 64;
 /// Shortest deadline of a holder's shard stream; large blobs get more.
 const SHARD_WRITE_TIMEOUT_MIN: Duration = Duration::from_secs(60);

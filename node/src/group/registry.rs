@@ -11,7 +11,13 @@ use std::sync::Arc;
 use std::sync::RwLock;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use openraft::ReadPolicy;
+use openraft::errors::ClientWriteError;
+use openraft::errors::ForwardReason;
+use openraft::errors::RaftError;
+use openraft::raft::ClientWriteResponse;
 use serde::Deserialize;
 use serde::Serialize;
 
@@ -19,8 +25,10 @@ use super::quiesce::Activity;
 use crate::codec;
 use crate::ids::GroupId;
 use crate::ids::ReplicaId;
+use crate::raft::Command;
 use crate::raft::GroupRaft;
 use crate::raft::RaftMetrics;
+use crate::raft::TypeConfig;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
 use crate::raft::network::RaftRouter;
@@ -32,6 +40,13 @@ use crate::storage::Syncer;
 use crate::storage::Tree;
 use crate::storage::WriteBatch;
 use crate::storage::keys;
+
+/// Longest wait for a quorum to renew a lapsed leader lease before a
+/// proposal gives up (see [`Group::propose`]).
+const LEASE_RENEW_TIMEOUT_MS: u64 = 2_000;
+
+/// What a proposal through [`Group::propose`] can fail with.
+pub type WriteError = RaftError<TypeConfig, ClientWriteError<TypeConfig>>;
 
 /// The local record of a hosted replica.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +75,34 @@ impl Group {
 
     pub fn is_leader(&self) -> bool {
         self.raft.is_leader()
+    }
+
+    /// Proposes `cmd` through this replica's Raft group and waits until it
+    /// is applied, waking the group first.
+    ///
+    /// A leader that was quiesced sent no heartbeats, so its leader lease
+    /// has lapsed and openraft refuses the first write with
+    /// `ForwardReason::LeaseExpired` although nothing is wrong. One
+    /// read-index round (a heartbeat answered by a quorum) renews the lease
+    /// and the write is retried once; any other refusal is returned as is.
+    pub async fn propose(&self, cmd: Command) -> Result<ClientWriteResponse<TypeConfig>, WriteError> {
+        self.touch();
+        match self.raft.client_write(cmd.clone()).await {
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
+                if f.reason == ForwardReason::LeaseExpired =>
+            {
+                let renewed = tokio::time::timeout(
+                    Duration::from_millis(LEASE_RENEW_TIMEOUT_MS),
+                    self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+                )
+                .await;
+                match renewed {
+                    Ok(Ok(_)) => self.raft.client_write(cmd).await,
+                    _ => Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))),
+                }
+            }
+            r => r,
+        }
     }
 
     /// Marks the group active, waking it if it was quiesced.

@@ -169,10 +169,8 @@ async fn join(ctx: &NodeCtx) -> Result<NodeIdentity, String> {
 /// Proposes a meta command on this node's meta replica (must be leader).
 pub async fn propose_meta(ctx: &NodeCtx, cmd: MetaCommand) -> Result<MetaResponse, tonic::Status> {
     let meta = ctx.meta_group().ok_or_else(crate::api::status::not_ready)?;
-    meta.touch();
     let resp = meta
-        .raft
-        .client_write(Command::Meta(cmd))
+        .propose(Command::Meta(cmd))
         .await
         .map_err(|e| crate::api::status::write_error("meta group", e, |r| ctx.replica_addr(r)))?;
     match resp.response() {

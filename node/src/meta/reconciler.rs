@@ -237,7 +237,7 @@ async fn align_group(ctx: &NodeCtx, g: &crate::group::Group, rec: &ResourceRecor
                 to = r.replica_id,
                 "reassigning shards to the replacement replica"
             );
-            g.raft.client_write(crate::raft::Command::Resource(cmd)).await.map_err(err)?;
+            g.propose(crate::raft::Command::Resource(cmd)).await.map_err(err)?;
         }
     }
     Ok(())

@@ -33,7 +33,7 @@ use crate::storage::keys;
 /// bounds one replication message.
 const READ_ENTRIES_MAX: u64 = 512;
 /// Bytes of an encoded entry per stored part.
-const ENTRY_PART_BYTES: usize = 64 * 1024;
+const ENTRY_PART_BYTES: usize = crate::limits::STORED_PIECE_BYTES;
 /// Largest encoded entry (bounded by what one gRPC message may carry).
 pub const ENTRY_BYTES_MAX: usize = 2 * 1024 * 1024;
 

@@ -5,7 +5,7 @@
 //! persisted snapshot and re-applies the log up to the saved committed
 //! pointer (see `log_store`), so a node never serves state older than what
 //! it had applied before the crash. Snapshots are stored as chunks of at
-//! most 64 KiB under a manifest with a crc32; the manifest is written after
+//! most 48 KiB under a manifest with a crc32; the manifest is written after
 //! its chunks and old chunks are deleted after it, so a crash at any point
 //! leaves one complete snapshot.
 
@@ -46,7 +46,7 @@ use crate::storage::WriteBatch;
 use crate::storage::keys;
 
 /// Bytes per persisted snapshot chunk.
-const SNAPSHOT_STORED_CHUNK_BYTES: usize = 64 * 1024;
+const SNAPSHOT_STORED_CHUNK_BYTES: usize = crate::limits::STORED_PIECE_BYTES;
 
 /// The replicated data of a group.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

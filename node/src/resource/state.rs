@@ -286,24 +286,31 @@ impl ResourceState {
         }
     }
 
+    /// Superseded versions whose read grace has passed and that are not
+    /// among the `keep_versions` newest of their variant (the current
+    /// version, if any, is one of those kept).
+    fn expired_versions(&self, now_ms: u64, grace_ms: u64, keep_versions: u32) -> Vec<(u64, String, u64)> {
+        self.superseded
+            .iter()
+            .take_while(|(at, _, _)| at.saturating_add(grace_ms) <= now_ms)
+            .filter(|(_, variant, version)| match self.variants.get(variant) {
+                // Superseded versions at least as new as this one.
+                Some(v) => {
+                    v.versions.range(version..).filter(|(_, ver)| ver.superseded_at_ms.is_some()).count() as u32
+                        >= keep_versions
+                }
+                None => true,
+            })
+            .cloned()
+            .collect()
+    }
+
     fn expire(&mut self, now_ms: u64, grace_ms: u64, keep_versions: u32) -> u64 {
-        let due: Vec<(u64, String, u64)> =
-            self.superseded.iter().take_while(|(at, _, _)| at.saturating_add(grace_ms) <= now_ms).cloned().collect();
         let mut dropped = 0;
-        for key in due {
-            let (_, variant, version) = &key;
-            let Some(v) = self.variants.get_mut(variant) else {
-                self.superseded.remove(&key);
-                continue;
-            };
-            // Superseded versions at least as new as this one; the current
-            // version (if any) is one of the `keep_versions` kept.
-            let newer_superseded =
-                v.versions.range(version..).filter(|(_, ver)| ver.superseded_at_ms.is_some()).count() as u32;
-            if newer_superseded < keep_versions {
-                continue; // among the newest kept versions
-            }
+        for key in self.expired_versions(now_ms, grace_ms, keep_versions) {
             self.superseded.remove(&key);
+            let (_, variant, version) = &key;
+            let Some(v) = self.variants.get_mut(variant) else { continue };
             if let Some(old) = v.versions.remove(version) {
                 match old.content {
                     Content::Inline(_) => self.inline_bytes -= old.size,
@@ -332,8 +339,9 @@ impl ResourceState {
     }
 
     /// Whether a superseded version is due for expiry under `grace_ms`.
-    pub fn has_expired_versions(&self, now_ms: u64, grace_ms: u64) -> bool {
-        self.superseded.first().is_some_and(|(at, _, _)| at.saturating_add(grace_ms) <= now_ms)
+    /// Whether an `Expire` with these parameters would drop anything.
+    pub fn has_expired_versions(&self, now_ms: u64, grace_ms: u64, keep_versions: u32) -> bool {
+        !self.expired_versions(now_ms, grace_ms, keep_versions).is_empty()
     }
 }
 
@@ -405,7 +413,12 @@ mod tests {
         s.apply(2, &put_at("v", 2_000)); // 1 superseded at 2000
         s.apply(3, &put_at("v", 2_400)); // 2 superseded at 2400
         let expire = |now_ms, keep_versions| ResourceCommand::Expire { now_ms, grace_ms: 1_000, keep_versions };
+        assert!(!s.has_expired_versions(2_400, 1_000, 1), "within grace");
         assert_eq!(s.apply(4, &expire(2_400, 1)), ResourceResponse::Maintained { count: 0 }, "within grace");
+        // Version 1 is past its grace but one of the three kept: nothing is
+        // due, so the leader does not propose (and wake the group) for it.
+        assert!(!s.has_expired_versions(3_200, 1_000, 3));
+        assert!(s.has_expired_versions(3_200, 1_000, 2));
         // Log time never goes back: an older timestamp expires nothing more.
         assert_eq!(s.apply(5, &expire(100, 1)), ResourceResponse::Maintained { count: 0 });
         assert_eq!(s.apply(6, &expire(3_200, 2)), ResourceResponse::Maintained { count: 1 }, "version 1 only");

@@ -9,7 +9,10 @@
 //! - [`syncer`]: group commit. Many groups' appends and votes wait for one
 //!   shared flush + fsync.
 //! - [`keys`]: the key layout of every tree.
+//! - [`compact`]: offline compaction of a data directory (sled keeps its
+//!   file at its high-water mark).
 
+pub mod compact;
 pub mod engine;
 pub mod keys;
 pub mod memory_engine;

@@ -7,9 +7,14 @@
 //!   it with an `fdatasync` of sled's data file, done on a blocking thread.
 //! - sled writes any page larger than `segment_size / 4` to a separate file
 //!   under `blobs/` that is never fsynced. Every value we store is at most
-//!   [`STORED_VALUE_BYTES_MAX`] and a leaf holds at most ~17 items before it
-//!   splits, so with 8 MiB segments (2 MiB blob threshold) no page gets
-//!   there; `blob_files` lets tests assert it.
+//!   [`STORED_VALUE_BYTES_MAX`] (56 KiB) and a leaf holds at most 17 items
+//!   before it splits (at most ~952 KiB), so with 4 MiB segments (1 MiB blob
+//!   threshold) no page gets there; `blob_files` lets tests assert it.
+//!
+//! The segment size is also the size of sled's write buffers, which sled
+//! queues for its I/O threads without back-pressure: 4 MiB rather than 8 MiB
+//! segments cut a node's peak memory under sustained blob writes by about a
+//! third (docs/BENCHMARKS.md).
 //!
 //! [`sync`]: StorageEngine::sync
 //! [`STORED_VALUE_BYTES_MAX`]: crate::limits::STORED_VALUE_BYTES_MAX
@@ -28,8 +33,13 @@ use super::engine::Tree;
 use super::engine::WriteBatch;
 use super::engine::WriteOp;
 
+/// Period of sled's background flusher, which also relocates live pages out
+/// of mostly-empty segments so freed space can be reused and the file's
+/// tail truncated.
+pub const SLED_FLUSHER_PERIOD_MS: u64 = 1_000;
+
 /// sled segment size; pages above a quarter of it would become blob files.
-pub const SLED_SEGMENT_SIZE_BYTES: usize = 8 * 1024 * 1024;
+pub const SLED_SEGMENT_SIZE_BYTES: usize = 4 * 1024 * 1024;
 
 pub struct SledEngine {
     path: PathBuf,
@@ -54,8 +64,10 @@ impl SledEngine {
             .path(dir)
             .segment_size(SLED_SEGMENT_SIZE_BYTES)
             .cache_capacity(cache_capacity_bytes)
-            // We flush ourselves (group commit); no background flusher.
-            .flush_every_ms(None)
+            // We flush ourselves (group commit) for durability; sled's
+            // background flusher stays on because it is also what cleans
+            // sparse segments and gives disk space back (see module docs).
+            .flush_every_ms(Some(SLED_FLUSHER_PERIOD_MS))
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(sled_err)?;

@@ -27,6 +27,10 @@ pub enum Workload {
     /// Create `--resources` groups, let them go idle, then measure the CPU
     /// and memory of the node processes of a `shadowctl demo` cluster.
     Idle,
+    /// Write, overwrite and delete erasure-coded values, let expiry and
+    /// garbage collection run, then compare the demo nodes' disk usage with
+    /// the encoded bytes still live.
+    Churn,
 }
 
 #[derive(Args, Debug)]
@@ -37,7 +41,7 @@ pub struct BenchArgs {
     pub clients: usize,
     /// Value size in bytes.
     #[arg(long, default_value_t = 256)]
-    value_size: usize,
+    pub value_size: usize,
     /// Measured seconds (after the warm-up).
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
@@ -56,9 +60,19 @@ pub struct BenchArgs {
     /// Idle: the `shadowctl demo` directory whose node processes to measure.
     #[arg(long, default_value = ".demo")]
     pub demo_dir: std::path::PathBuf,
-    /// Idle: seconds to wait after creating the groups before measuring.
+    /// Idle and churn: seconds to wait before measuring.
     #[arg(long, default_value_t = 20)]
     pub settle: u64,
+    /// Churn: variants written per round.
+    #[arg(long, default_value_t = 16)]
+    pub variants: usize,
+    /// Churn: rounds of overwriting every variant.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Put and get: also report the demo nodes' peak RSS during the run
+    /// (needs a `shadowctl demo` cluster in `--demo-dir`).
+    #[arg(long)]
+    pub peak_rss: bool,
 }
 
 struct TaskResult {
@@ -76,16 +90,19 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 pub async fn run(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow::Result<()> {
-    if args.workload == Workload::Idle {
-        return crate::idle::run(endpoints, args, out).await;
+    match args.workload {
+        Workload::Idle => return crate::idle::run(endpoints, args, out).await,
+        Workload::Churn => return crate::idle::churn(endpoints, args, out).await,
+        Workload::Put | Workload::Get => {}
     }
     if args.clients == 0 || args.resources == 0 || args.connections == 0 || args.duration == 0 {
         bail!("--clients, --resources, --connections and --duration must be positive");
     }
-    if args.value_size > 64 * 1024 {
-        bail!("--value-size {} exceeds the 65536-byte inline limit", args.value_size);
+    if args.value_size == 0 || args.value_size > 1 << 30 {
+        bail!("--value-size must be 1..=1073741824, got {}", args.value_size);
     }
     let options = ClientOptions { total_deadline: Duration::from_secs(10), ..ClientOptions::default() };
+    // (Streamed values get time in proportion to their size on top.)
     let clients: Vec<Client> =
         (0..args.connections).map(|_| Client::new_lazy(endpoints, options.clone())).collect::<Result<_, _>>()?;
     let setup = &clients[0];
@@ -107,6 +124,7 @@ pub async fn run(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow:
             setup.put(r, &format!("v{t}"), value.clone()).await.with_context(|| format!("preparing {r}/v{t}"))?;
         }
     }
+    let rss_pids = if args.peak_rss { crate::idle::reset_peak_rss(&args.demo_dir)? } else { Vec::new() };
     let start = Instant::now();
     let warm_end = start + Duration::from_secs(args.warmup);
     let end = warm_end + Duration::from_secs(args.duration);
@@ -159,6 +177,7 @@ pub async fn run(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow:
             first_error = r.first_error;
         }
     }
+    let peak_rss: Vec<u64> = rss_pids.iter().map(|p| crate::idle::peak_rss_bytes(*p).unwrap_or(0)).collect();
     all.sort_unstable();
     let ops = all.len() as f64;
     let secs = args.duration as f64;
@@ -179,15 +198,25 @@ pub async fn run(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow:
             "{}",
             serde_json::json!({"workload": kind, "clients": args.clients, "value_size": args.value_size,
                 "resources": args.resources, "connections": args.connections, "duration_s": args.duration,
-                "ops": all.len(), "ops_per_s": throughput, "errors": errors,
-                "latency_ms": {"p50": p50, "p99": p99, "p999": p999, "max": max}})
+                "ops": all.len(), "ops_per_s": throughput, "mb_per_s": throughput * args.value_size as f64 / 1e6,
+                "errors": errors, "latency_ms": {"p50": p50, "p99": p99, "p999": p999, "max": max},
+                "peak_rss_bytes_per_node": peak_rss})
         ),
         Output::Text => {
             println!(
                 "{kind}: {} clients, {} B values, {} resources, {} connections, {} s",
                 args.clients, args.value_size, args.resources, args.connections, args.duration
             );
-            println!("  {:.0} ops/s ({} ops, {errors} errors)", throughput, all.len());
+            println!(
+                "  {:.0} ops/s, {:.1} MB/s ({} ops, {errors} errors)",
+                throughput,
+                throughput * args.value_size as f64 / 1e6,
+                all.len()
+            );
+            if !peak_rss.is_empty() {
+                let mib: Vec<String> = peak_rss.iter().map(|b| format!("{:.0} MiB", *b as f64 / 1048576.0)).collect();
+                println!("  node peak RSS during the run: {}", mib.join(", "));
+            }
             println!("  latency ms: p50 {p50:.2}  p99 {p99:.2}  p99.9 {p999:.2}  max {max:.2}");
             if let Some(e) = first_error {
                 println!("  first error: {e}");

@@ -61,6 +61,10 @@ struct DemoArgs {
     /// The node binary (default: `shadowstore` next to this executable).
     #[arg(long, env = "SHADOWSTORE_NODE_BIN")]
     node_binary: Option<PathBuf>,
+    /// Extra node setting, as in the TOML file: `--set orphan_grace_ms=5000`
+    /// (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
 }
 
 const REGIONS: [&str; 3] = ["us-east", "us-west", "eu-west"];
@@ -141,6 +145,11 @@ fn write_config(args: &DemoArgs, i: u16) -> anyhow::Result<PathBuf> {
         bootstrap = i == 1,
         region = REGIONS[(i as usize - 1) % REGIONS.len()],
     );
+    let mut text = text;
+    for kv in &args.settings {
+        let Some((k, v)) = kv.split_once('=') else { bail!("--set takes KEY=VALUE, got {kv:?}") };
+        text.push_str(&format!("{} = {}\n", k.trim(), v.trim()));
+    }
     let path = dir.join("node.toml");
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)

@@ -46,6 +46,131 @@ fn rss_bytes(pid: i32) -> anyhow::Result<u64> {
     Ok(kb * 1024)
 }
 
+/// Resets the kernel's peak-RSS mark of the demo nodes (`clear_refs` 5) and
+/// returns their pids.
+pub fn reset_peak_rss(demo_dir: &std::path::Path) -> anyhow::Result<Vec<i32>> {
+    let pids: Vec<i32> = demo::read_pids(demo_dir).into_iter().filter(|p| demo::alive(*p)).collect();
+    if pids.is_empty() {
+        bail!("no running demo cluster in {}", demo_dir.display());
+    }
+    for p in &pids {
+        std::fs::write(format!("/proc/{p}/clear_refs"), "5").with_context(|| format!("resetting peak RSS of {p}"))?;
+    }
+    Ok(pids)
+}
+
+/// Peak RSS (VmHWM) of `pid` since start or the last reset.
+pub fn peak_rss_bytes(pid: i32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM")?;
+    let kb: u64 = line.split_whitespace().nth(1).context("VmHWM value")?.parse()?;
+    Ok(kb * 1024)
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    rd.filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => {
+                use std::os::unix::fs::MetadataExt;
+                m.blocks() * 512
+            }
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// `shadowctl bench churn`: disk space after write/overwrite/delete churn.
+pub async fn churn(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow::Result<()> {
+    let nodes = demo::read_pids(&args.demo_dir).into_iter().filter(|p| demo::alive(*p)).count();
+    if nodes == 0 {
+        bail!("no running demo cluster in {}", args.demo_dir.display());
+    }
+    let data_dirs: Vec<std::path::PathBuf> =
+        (1..=nodes).map(|i| args.demo_dir.join(format!("node{i}")).join("data")).collect();
+    let client = Client::connect_with(
+        endpoints,
+        ClientOptions {
+            total_deadline: Duration::from_secs(120),
+            attempt_timeout: Duration::from_secs(60),
+            ..Default::default()
+        },
+    )
+    .await
+    .context("cannot reach the cluster")?;
+    let resource = "bench-churn";
+    let info = match client.create_resource(resource, 3).await {
+        Ok(i) => i,
+        Err(e) if e.code() == tonic::Code::AlreadyExists => {
+            client.list_resources().await?.into_iter().find(|r| r.name == resource).context("resource vanished")?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let disk_before: u64 = data_dirs.iter().map(|d| dir_bytes(d)).sum();
+    let mut written = 0u64;
+    for round in 0..args.rounds {
+        for v in 0..args.variants {
+            let value: Vec<u8> =
+                (0..args.value_size).map(|i| (i as u64 * 31 + round as u64 * 7 + v as u64) as u8).collect();
+            client.put(resource, &format!("v{v}"), value).await?;
+            written += args.value_size as u64;
+        }
+        eprintln!("round {} of {} written", round + 1, args.rounds);
+    }
+    for v in (0..args.variants).step_by(2) {
+        client.delete(resource, &format!("v{v}")).await?;
+    }
+    let disk_peak: u64 = data_dirs.iter().map(|d| dir_bytes(d)).sum();
+    eprintln!("deleted half of the variants; waiting {} s for expiry and garbage collection", args.settle);
+    tokio::time::sleep(Duration::from_secs(args.settle)).await;
+    let d = client.describe_resource(resource).await?;
+    let superseded: usize = d.variants.iter().flat_map(|v| v.versions.iter()).filter(|x| x.superseded).count();
+    let live_logical: u64 = d
+        .variants
+        .iter()
+        .flat_map(|v| v.versions.iter())
+        .filter(|x| !x.superseded && x.storage == "erasure-coded")
+        .map(|x| x.size_bytes)
+        .sum();
+    let (k, m) = (info.data_shards as u64, info.parity_shards as u64);
+    let live_encoded = live_logical * (k + m) / k;
+    let disk_after: u64 = data_dirs.iter().map(|d| dir_bytes(d)).sum();
+    let ratio = disk_after as f64 / live_encoded.max(1) as f64;
+    match out {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({"written_logical_bytes": written, "live_logical_bytes": live_logical,
+                "live_encoded_bytes": live_encoded, "disk_bytes_before": disk_before, "disk_bytes_peak": disk_peak,
+                "disk_bytes_after": disk_after, "superseded_versions_left": superseded,
+                "disk_over_live_encoded": ratio})
+        ),
+        Output::Text => {
+            println!(
+                "churn: {} rounds x {} variants x {} B written ({:.0} MB logical), half the variants deleted",
+                args.rounds,
+                args.variants,
+                args.value_size,
+                written as f64 / 1e6
+            );
+            println!(
+                "  live: {:.1} MB logical, {:.1} MB encoded ({k}+{m}); superseded versions left: {superseded}",
+                live_logical as f64 / 1e6,
+                live_encoded as f64 / 1e6
+            );
+            println!(
+                "  disk (all nodes' data dirs): {:.1} MB before, {:.1} MB after writing, {:.1} MB after {} s",
+                disk_before as f64 / 1e6,
+                disk_peak as f64 / 1e6,
+                disk_after as f64 / 1e6,
+                args.settle
+            );
+            println!("  disk / live encoded bytes: {ratio:.2}");
+        }
+    }
+    Ok(())
+}
+
 fn total_rss(pids: &[i32]) -> anyhow::Result<u64> {
     pids.iter().map(|p| rss_bytes(*p)).sum()
 }
