@@ -85,6 +85,7 @@ pub enum NodeError {
 }
 
 /// What the simulator replaces; production uses [`Seams::production`].
+#[derive(Clone)]
 pub struct Seams {
     pub network: SharedNetwork,
     /// `None`: sled in the configured data directory.

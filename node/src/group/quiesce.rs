@@ -20,7 +20,6 @@
 //! the leader's node stops answering.
 
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
@@ -38,12 +37,46 @@ use crate::transport::Peers;
 /// Deadline of one quiesce request.
 const QUIESCE_RPC_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Milliseconds on tokio's monotonic clock since the first call (simulated
-/// under turmoil).
+/// Milliseconds on tokio's monotonic clock since the first call in this
+/// tokio runtime (simulated under turmoil).
+///
+/// The base is per runtime because each simulated host runs its own paused
+/// runtime whose clock starts at the real instant the runtime was built: a
+/// base shared across runtimes would leak real time (and its sub-millisecond
+/// rounding) into simulated decisions.
 pub fn mono_ms() -> u64 {
+    let now = tokio::time::Instant::now();
+    now.saturating_duration_since(runtime_base(now)).as_millis() as u64
+}
+
+#[cfg(tokio_unstable)]
+fn runtime_base(now: tokio::time::Instant) -> tokio::time::Instant {
+    use std::sync::RwLock;
+    use tokio::runtime::Handle;
+    use tokio::runtime::Id;
+    /// Bases of the runtimes seen; a process has a handful of runtimes, or
+    /// one per simulated host incarnation in the simulator.
+    static BASES: RwLock<Vec<(Id, tokio::time::Instant)>> = RwLock::new(Vec::new());
+    let Ok(handle) = Handle::try_current() else { return now };
+    let id = handle.id();
+    if let Some((_, base)) = BASES.read().unwrap_or_else(|p| p.into_inner()).iter().find(|(i, _)| *i == id) {
+        return *base;
+    }
+    let mut bases = BASES.write().unwrap_or_else(|p| p.into_inner());
+    match bases.iter().find(|(i, _)| *i == id) {
+        Some((_, base)) => *base,
+        None => {
+            bases.push((id, now));
+            now
+        }
+    }
+}
+
+#[cfg(not(tokio_unstable))]
+fn runtime_base(now: tokio::time::Instant) -> tokio::time::Instant {
+    use std::sync::OnceLock;
     static BASE: OnceLock<tokio::time::Instant> = OnceLock::new();
-    let base = *BASE.get_or_init(tokio::time::Instant::now);
-    tokio::time::Instant::now().saturating_duration_since(base).as_millis() as u64
+    *BASE.get_or_init(|| now)
 }
 
 pub struct Activity {

@@ -11,5 +11,8 @@ pub mod peers;
 pub mod seam;
 
 pub use peers::Peers;
+pub use seam::Conn;
+pub use seam::Incoming;
 pub use seam::Network;
+pub use seam::SharedNetwork;
 pub use seam::TcpNetwork;

@@ -1,0 +1,53 @@
+//! The fault schedule of a run, drawn entirely from its seed.
+
+use rand::Rng;
+use rand::rngs::SmallRng;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// Power loss: the process stops and unsynced writes are lost, except
+    /// `torn_batches` pending batches that reached the disk; restarts with
+    /// its disk after `down_ms`.
+    Crash { node: usize, down_ms: u64, torn_batches: usize },
+    /// The node's disk is lost; it rejoins as a new node after `down_ms`.
+    WipeDisk { node: usize, down_ms: u64 },
+    /// The node cannot reach anyone, nor anyone it.
+    Isolate { node: usize, duration_ms: u64 },
+    /// Messages from `from` to `to` are lost; the other direction works.
+    OneWay { from: usize, to: usize, duration_ms: u64 },
+    /// Isolates whichever node leads resource group `nth` at that moment.
+    IsolateLeader { nth: usize, duration_ms: u64 },
+}
+
+#[derive(Clone, Debug)]
+pub struct Scheduled {
+    pub at_ms: u64,
+    pub fault: Fault,
+}
+
+/// Faults between `start_ms` and `end_ms`; every fault has healed by
+/// `end_ms`.
+pub fn schedule(rng: &mut SmallRng, nodes: usize, start_ms: u64, end_ms: u64) -> Vec<Scheduled> {
+    let mut out = Vec::new();
+    let mut t = start_ms;
+    loop {
+        t += rng.random_range(500..3_000);
+        let duration_ms = rng.random_range(300..4_000);
+        if t + duration_ms >= end_ms {
+            break;
+        }
+        let node = rng.random_range(0..nodes);
+        let fault = match rng.random_range(0..100) {
+            0..30 => Fault::Crash { node, down_ms: duration_ms, torn_batches: rng.random_range(0..3) },
+            30..36 if nodes >= 4 => Fault::WipeDisk { node, down_ms: duration_ms },
+            30..55 => Fault::Isolate { node, duration_ms },
+            55..75 => {
+                let to = (node + rng.random_range(1..nodes)) % nodes;
+                Fault::OneWay { from: node, to, duration_ms }
+            }
+            _ => Fault::IsolateLeader { nth: rng.random_range(0..4), duration_ms },
+        };
+        out.push(Scheduled { at_ms: t, fault });
+    }
+    out
+}

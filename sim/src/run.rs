@@ -1,0 +1,505 @@
+//! One simulated run: cluster, clients, fault schedule, invariants, checks.
+
+use std::cell::Cell;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::hash::Hasher;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use shadowstore_node::config::NodeConfig;
+use shadowstore_node::ids::META_GROUP_ID;
+use shadowstore_node::node::Node;
+use shadowstore_node::node::NodeCtx;
+use shadowstore_node::node::Seams;
+use shadowstore_node::rng::NodeRng;
+use shadowstore_node::storage::memory_engine::MemoryEngine;
+
+use crate::checker;
+use crate::checker::Verdict;
+use crate::clock::SkewedClock;
+use crate::faults::Fault;
+use crate::faults::Scheduled;
+use crate::history::Key;
+use crate::history::Op;
+use crate::history::OpKind;
+use crate::history::Outcome;
+use crate::workload;
+use crate::workload::SimClient;
+
+/// Port every simulated node listens on.
+const NODE_PORT: u16 = 7000;
+/// Simulated time for the cluster to form before faults start.
+const SETUP_MS: u64 = 8_000;
+/// After the last fault healed, every key must answer and every group
+/// converge within this bound.
+pub const LIVENESS_BOUND_MS: u64 = 30_000;
+/// Delay before a node that failed to start is started again.
+const RESTART_DELAY_MS: u64 = 1_000;
+/// Invariants are sampled this often.
+const SAMPLE_EVERY_MS: u64 = 50;
+/// Step budget of the linearizability search per key.
+pub const CHECK_STEP_BUDGET: u64 = 2_000_000;
+
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub seed: u64,
+    /// 3..=7; `None` draws it from the seed.
+    pub nodes: Option<usize>,
+    pub clients: u32,
+    /// Length of the workload-under-faults phase, simulated ms.
+    pub fault_phase_ms: u64,
+}
+
+impl RunConfig {
+    pub fn new(seed: u64) -> Self {
+        RunConfig { seed, nodes: None, clients: 4, fault_phase_ms: 20_000 }
+    }
+}
+
+#[derive(Debug)]
+pub struct RunReport {
+    pub seed: u64,
+    pub nodes: usize,
+    pub trace_hash: u64,
+    pub ops: usize,
+    pub indeterminate: usize,
+    pub faults: Vec<Scheduled>,
+    pub sim_ms: u64,
+    /// `None` when every check passed.
+    pub failure: Option<String>,
+    pub history: Vec<Op>,
+}
+
+fn node_name(i: usize) -> String {
+    format!("n{}", i + 1)
+}
+
+fn node_addr(i: usize) -> String {
+    format!("{}:{NODE_PORT}", node_name(i))
+}
+
+fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (seed, a, b).hash(&mut h);
+    h.finish()
+}
+
+/// What the driver knows of one simulated node.
+struct NodeSlot {
+    engine: Arc<MemoryEngine>,
+    /// Set by the running incarnation, cleared when it crashes.
+    ctx: Option<Arc<NodeCtx>>,
+    incarnation: u64,
+    /// The disk was lost at least once: join, never bootstrap.
+    wiped: bool,
+    clock: SkewedClock,
+}
+
+#[derive(Default)]
+struct Invariants {
+    /// (group, term) → replica that led it.
+    leaders: HashMap<(u64, u64), u64>,
+    /// (node, incarnation, group) → last applied index seen.
+    applied: HashMap<(usize, u64, u64), u64>,
+    violation: Option<String>,
+}
+
+impl Invariants {
+    fn sample(&mut self, slots: &[NodeSlot]) {
+        for (i, s) in slots.iter().enumerate() {
+            let Some(ctx) = &s.ctx else { continue };
+            for g in ctx.registry.all() {
+                let m = g.metrics();
+                if m.state.is_leader() {
+                    let prev = *self.leaders.entry((g.id, m.current_term)).or_insert(g.replica_id);
+                    if prev != g.replica_id && self.violation.is_none() {
+                        self.violation = Some(format!(
+                            "two leaders in group {} term {}: replicas {prev} and {}",
+                            g.id, m.current_term, g.replica_id
+                        ));
+                    }
+                }
+                let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+                let last = self.applied.entry((i, s.incarnation, g.id)).or_insert(applied);
+                if applied < *last && self.violation.is_none() {
+                    self.violation = Some(format!(
+                        "applied index of group {} on {} went back: {} → {applied}",
+                        g.id,
+                        node_name(i),
+                        *last
+                    ));
+                }
+                *last = applied.max(*last);
+            }
+        }
+    }
+}
+
+/// Every resource group has a leader and all its replicas on running nodes
+/// applied the same index.
+fn converged(slots: &[NodeSlot]) -> Result<(), String> {
+    let mut groups: BTreeMap<u64, (bool, Vec<u64>)> = BTreeMap::new();
+    for s in slots {
+        let Some(ctx) = &s.ctx else { continue };
+        for g in ctx.registry.all() {
+            let m = g.metrics();
+            let e = groups.entry(g.id).or_default();
+            e.0 |= m.state.is_leader();
+            e.1.push(m.last_applied.map(|l| l.index).unwrap_or(0));
+        }
+    }
+    for (gid, (has_leader, applied)) in groups {
+        if gid == META_GROUP_ID {
+            continue;
+        }
+        if !has_leader {
+            return Err(format!("group {gid} has no leader"));
+        }
+        if applied.iter().min() != applied.iter().max() {
+            return Err(format!("group {gid} replicas applied {applied:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn node_config(i: usize, nodes: usize, bootstrap: bool) -> NodeConfig {
+    NodeConfig {
+        data_dir: format!("/sim/{}", node_name(i)).into(),
+        listen_addr: format!("0.0.0.0:{NODE_PORT}"),
+        advertise_addr: Some(node_addr(i)),
+        bootstrap,
+        join: if bootstrap { Vec::new() } else { (0..nodes).filter(|&j| j != i).map(node_addr).collect() },
+        quiesce_after_ms: 2_000,
+        ..NodeConfig::default()
+    }
+}
+
+pub fn run_seed(cfg: &RunConfig) -> RunReport {
+    let mut rng = SmallRng::seed_from_u64(cfg.seed);
+    let nodes = cfg.nodes.unwrap_or_else(|| rng.random_range(3..=5));
+    assert!((3..=7).contains(&nodes), "3 to 7 nodes");
+    let max_latency_ms = rng.random_range(1..30);
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(mix(cfg.seed, 1, 0))
+        .simulation_duration(Duration::from_secs(3_600))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_millis(0))
+        .max_message_latency(Duration::from_millis(max_latency_ms))
+        .build();
+
+    let slots: Rc<RefCell<Vec<NodeSlot>>> = Rc::new(RefCell::new(
+        (0..nodes)
+            .map(|_| NodeSlot {
+                engine: MemoryEngine::new(),
+                ctx: None,
+                incarnation: 0,
+                wiped: false,
+                clock: SkewedClock {
+                    offset_ms: rng.random_range(-2_000..=2_000),
+                    drift_ppm: rng.random_range(-200..=200),
+                },
+            })
+            .collect(),
+    ));
+    let seed = cfg.seed;
+    for i in 0..nodes {
+        let slots = slots.clone();
+        sim.host(node_name(i), move || {
+            let slots = slots.clone();
+            let (engine, incarnation, bootstrap, clock) = {
+                let mut all = slots.borrow_mut();
+                let s = &mut all[i];
+                s.incarnation += 1;
+                (s.engine.clone(), s.incarnation, i == 0 && !s.wiped, s.clock)
+            };
+            async move {
+                let seams = Seams {
+                    network: Arc::new(crate::net::TurmoilNetwork),
+                    engine: Some(engine),
+                    clock: Arc::new(clock),
+                    rng: Arc::new(NodeRng::from_seed(mix(seed, 2 + i as u64, incarnation))),
+                };
+                // As under a service manager: a node that cannot start (a
+                // join refused while the cluster is partitioned) exits and
+                // is started again.
+                let node = loop {
+                    let seams = Seams { rng: Arc::new(NodeRng::from_seed(seams.rng.next_u64())), ..seams.clone() };
+                    match Node::start(node_config(i, nodes, bootstrap), seams).await {
+                        Ok(node) => break node,
+                        Err(e) => {
+                            tracing::info!(node = i, error = %e, "simulated node failed to start; restarting");
+                            tokio::time::sleep(Duration::from_millis(RESTART_DELAY_MS)).await;
+                        }
+                    }
+                };
+                slots.borrow_mut()[i].ctx = Some(node.ctx().clone());
+                std::future::pending::<()>().await;
+                drop(node);
+                Ok(())
+            }
+        });
+    }
+
+    let history: Rc<RefCell<Vec<Op>>> = Rc::new(RefCell::new(Vec::new()));
+    let finals: Rc<RefCell<BTreeMap<Key, Outcome>>> = Rc::new(RefCell::new(BTreeMap::new()));
+    let liveness_failure: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
+    let resources_ready = Rc::new(Cell::new(false));
+    let values = Rc::new(RefCell::new(0u64));
+    let clients_finished = Rc::new(Cell::new(0u32));
+    let fault_end_ms = SETUP_MS + cfg.fault_phase_ms;
+    for c in 0..cfg.clients {
+        let (history, finals, liveness_failure, ready, values, finished) = (
+            history.clone(),
+            finals.clone(),
+            liveness_failure.clone(),
+            resources_ready.clone(),
+            values.clone(),
+            clients_finished.clone(),
+        );
+        let clients = cfg.clients;
+        let node_addrs: Vec<String> = (0..nodes).map(node_addr).collect();
+        let client_seed = mix(cfg.seed, 100, c as u64);
+        sim.client(format!("c{c}"), async move {
+            let mut client = SimClient::new(c, node_addrs, client_seed);
+            if c == 0 {
+                tokio::time::sleep(Duration::from_millis(2_000)).await;
+                if !client.create_resources().await {
+                    *liveness_failure.borrow_mut() = Some("resources could not be created".into());
+                    return Ok(());
+                }
+                ready.set(true);
+            }
+            while !ready.get() {
+                if workload::now_ms() > SETUP_MS + 30_000 {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let mut last_version = vec![None; (workload::RESOURCES * workload::VARIANTS) as usize];
+            while workload::now_ms() < fault_end_ms {
+                if let Some(op) = client.random_op(&values, &mut last_version).await {
+                    history.borrow_mut().push(op);
+                }
+            }
+            finished.set(finished.get() + 1);
+            if c == 0 {
+                // The final reads start once every client's last operation
+                // completed (or was given up), so they must see all of them.
+                while finished.get() < clients {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                // Liveness: every key answers a linearizable read within the
+                // bound once all faults healed (at fault_end_ms).
+                let bound_end = fault_end_ms + LIVENESS_BOUND_MS;
+                for r in 0..workload::RESOURCES {
+                    for v in 0..workload::VARIANTS {
+                        let mut answered = None;
+                        while answered.is_none() && workload::now_ms() < bound_end {
+                            answered = client.run_op((r, v), OpKind::Get).await;
+                        }
+                        match answered {
+                            Some(op) => {
+                                finals.borrow_mut().insert((r, v), op.outcome);
+                                history.borrow_mut().push(op);
+                            }
+                            None => {
+                                *liveness_failure.borrow_mut() = Some(format!(
+                                    "key ({r}, {v}) did not answer within {LIVENESS_BOUND_MS} ms of healing"
+                                ))
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
+
+    let faults = crate::faults::schedule(&mut rng, nodes, SETUP_MS, fault_end_ms);
+    // (time, action) to undo each fault.
+    let mut heals: Vec<(u64, Fault, Vec<usize>)> = Vec::new();
+    let mut next_fault = 0;
+    let mut invariants = Invariants::default();
+    let mut next_sample = 0;
+    let mut failure: Option<String> = None;
+    let mut trace = std::collections::hash_map::DefaultHasher::new();
+    let mut clients_done;
+    let mut converge_deadline = None;
+    loop {
+        match sim.step() {
+            Ok(done) => clients_done = done,
+            Err(e) => {
+                failure = Some(format!("simulation error: {e}"));
+                break;
+            }
+        }
+        let now = sim.elapsed().as_millis() as u64;
+        while next_fault < faults.len() && faults[next_fault].at_ms <= now {
+            let f = faults[next_fault].fault;
+            next_fault += 1;
+            let isolated = apply_fault(&mut sim, &slots, nodes, f);
+            (now, f, &isolated).hash(&mut trace);
+            let dur = match f {
+                Fault::Crash { down_ms, .. } | Fault::WipeDisk { down_ms, .. } => down_ms,
+                Fault::Isolate { duration_ms, .. }
+                | Fault::OneWay { duration_ms, .. }
+                | Fault::IsolateLeader { duration_ms, .. } => duration_ms,
+            };
+            heals.push((now + dur, f, isolated));
+        }
+        let mut i = 0;
+        while i < heals.len() {
+            if heals[i].0 <= now || now >= fault_end_ms {
+                let (_, f, isolated) = heals.swap_remove(i);
+                heal_fault(&mut sim, &slots, nodes, f, &isolated);
+                (now, "heal", f).hash(&mut trace);
+            } else {
+                i += 1;
+            }
+        }
+        if now >= next_sample {
+            next_sample = now + SAMPLE_EVERY_MS;
+            invariants.sample(&slots.borrow());
+            if let Some(v) = &invariants.violation {
+                failure = Some(v.clone());
+                break;
+            }
+        }
+        if clients_done {
+            let deadline = *converge_deadline.get_or_insert(now + LIVENESS_BOUND_MS);
+            match converged(&slots.borrow()) {
+                Ok(()) => break,
+                Err(e) if now >= deadline => {
+                    failure = Some(format!("not converged {LIVENESS_BOUND_MS} ms after the workload: {e}"));
+                    break;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    let sim_ms = sim.elapsed().as_millis() as u64;
+    drop(sim);
+    let history = history.borrow().clone();
+    for op in &history {
+        op.hash(&mut trace);
+    }
+    if failure.is_none() {
+        failure = liveness_failure.borrow().clone();
+    }
+    if failure.is_none() {
+        failure = match checker::check(&history, CHECK_STEP_BUDGET) {
+            Verdict::Linearizable => None,
+            Verdict::Violation { key, ops } => Some(format!("not linearizable: key {key:?} ({ops} operations)")),
+            Verdict::Unknown { key, steps } => {
+                Some(format!("linearizability of key {key:?} unknown after {steps} steps (fails the seed)"))
+            }
+        };
+    }
+    if failure.is_none() {
+        failure = checker::durability(&history, &finals.borrow()).err();
+    }
+    RunReport {
+        seed: cfg.seed,
+        nodes,
+        trace_hash: trace.finish(),
+        ops: history.len(),
+        indeterminate: history.iter().filter(|o| o.outcome == Outcome::Indeterminate).count(),
+        faults,
+        sim_ms,
+        failure,
+        history,
+    }
+}
+
+/// Applies `f`; returns the nodes it cut off (for the heal).
+fn apply_fault(sim: &mut turmoil::Sim<'_>, slots: &Rc<RefCell<Vec<NodeSlot>>>, nodes: usize, f: Fault) -> Vec<usize> {
+    let others = |n: usize| (0..nodes).filter(move |&j| j != n).map(node_name).collect::<Vec<_>>();
+    match f {
+        Fault::Crash { node, .. } | Fault::WipeDisk { node, .. } if !sim.is_host_running(node_name(node)) => vec![],
+        Fault::Crash { node, torn_batches, .. } => {
+            sim.crash(node_name(node));
+            let mut all = slots.borrow_mut();
+            all[node].ctx = None;
+            all[node].engine.crash(torn_batches);
+            vec![]
+        }
+        Fault::WipeDisk { node, .. } => {
+            sim.crash(node_name(node));
+            let mut all = slots.borrow_mut();
+            all[node].ctx = None;
+            all[node].engine = MemoryEngine::new();
+            all[node].wiped = true;
+            vec![]
+        }
+        Fault::Isolate { node, .. } => {
+            for o in others(node) {
+                sim.partition(node_name(node), o);
+            }
+            vec![node]
+        }
+        Fault::OneWay { from, to, .. } => {
+            sim.partition_oneway(node_name(from), node_name(to));
+            vec![from, to]
+        }
+        Fault::IsolateLeader { nth, .. } => {
+            let leader = {
+                let all = slots.borrow();
+                let mut leaders: Vec<(u64, usize)> = Vec::new();
+                for (i, s) in all.iter().enumerate() {
+                    let Some(ctx) = &s.ctx else { continue };
+                    for g in ctx.registry.all() {
+                        if g.id != META_GROUP_ID && g.is_leader() {
+                            leaders.push((g.id, i));
+                        }
+                    }
+                }
+                leaders.sort();
+                leaders.get(nth % leaders.len().max(1)).map(|&(_, i)| i)
+            };
+            match leader {
+                Some(node) => {
+                    for o in others(node) {
+                        sim.partition(node_name(node), o);
+                    }
+                    vec![node]
+                }
+                None => vec![],
+            }
+        }
+    }
+}
+
+fn heal_fault(
+    sim: &mut turmoil::Sim<'_>,
+    _slots: &Rc<RefCell<Vec<NodeSlot>>>,
+    nodes: usize,
+    f: Fault,
+    isolated: &[usize],
+) {
+    match f {
+        Fault::Crash { node, .. } | Fault::WipeDisk { node, .. } => {
+            if !sim.is_host_running(node_name(node)) {
+                sim.bounce(node_name(node));
+            }
+        }
+        Fault::Isolate { .. } | Fault::IsolateLeader { .. } => {
+            for &node in isolated {
+                for o in (0..nodes).filter(|&j| j != node) {
+                    sim.repair(node_name(node), node_name(o));
+                }
+            }
+        }
+        Fault::OneWay { .. } => {
+            if let [from, to] = isolated {
+                sim.repair_oneway(node_name(*from), node_name(*to));
+            }
+        }
+    }
+}
