@@ -358,7 +358,7 @@ pub fn run_seed(cfg: &RunConfig) -> RunReport {
         while i < heals.len() {
             if heals[i].0 <= now || now >= fault_end_ms {
                 let (_, f, isolated) = heals.swap_remove(i);
-                heal_fault(&mut sim, &slots, nodes, f, &isolated);
+                heal_fault(&mut sim, nodes, f, &isolated);
                 (now, "heal", f).hash(&mut trace);
             } else {
                 i += 1;
@@ -476,13 +476,7 @@ fn apply_fault(sim: &mut turmoil::Sim<'_>, slots: &Rc<RefCell<Vec<NodeSlot>>>, n
     }
 }
 
-fn heal_fault(
-    sim: &mut turmoil::Sim<'_>,
-    _slots: &Rc<RefCell<Vec<NodeSlot>>>,
-    nodes: usize,
-    f: Fault,
-    isolated: &[usize],
-) {
+fn heal_fault(sim: &mut turmoil::Sim<'_>, nodes: usize, f: Fault, isolated: &[usize]) {
     match f {
         Fault::Crash { node, .. } | Fault::WipeDisk { node, .. } => {
             if !sim.is_host_running(node_name(node)) {

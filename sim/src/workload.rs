@@ -124,35 +124,32 @@ impl SimClient {
             let attempt = async {
                 match kind {
                     OpKind::Put { value, if_version } => {
-                        let mut req = tonic::Request::new(v1::PutRequest {
+                        let req = attempt_request(v1::PutRequest {
                             resource: resource.clone(),
                             variant: variant.clone(),
                             value: encode_value(value).into(),
                             if_version,
                             request_id: Some(request_id),
                         });
-                        req.set_timeout(Duration::from_millis(ATTEMPT_TIMEOUT_MS));
                         stub.put(req).await.map(|r| Outcome::Written { version: r.into_inner().version })
                     }
                     OpKind::Delete => {
-                        let mut req = tonic::Request::new(v1::DeleteRequest {
+                        let req = attempt_request(v1::DeleteRequest {
                             resource: resource.clone(),
                             variant: variant.clone(),
                             if_version: None,
                             request_id: Some(request_id),
                         });
-                        req.set_timeout(Duration::from_millis(ATTEMPT_TIMEOUT_MS));
                         stub.delete(req).await.map(|r| Outcome::Written { version: r.into_inner().version })
                     }
                     OpKind::Get => {
-                        let mut req = tonic::Request::new(v1::GetRequest {
+                        let req = attempt_request(v1::GetRequest {
                             resource: resource.clone(),
                             variant: variant.clone(),
                             version: None,
                             consistency: v1::Consistency::Linearizable as i32,
                             max_staleness_ms: 0,
                         });
-                        req.set_timeout(Duration::from_millis(ATTEMPT_TIMEOUT_MS));
                         stub.get(req).await.and_then(|r| {
                             let r = r.into_inner();
                             let value = decode_value(&r.value)
@@ -203,13 +200,12 @@ impl SimClient {
             while !created && now_ms() < deadline {
                 let addr = self.target();
                 let Some(mut stub) = self.stub(&addr) else { continue };
-                let mut req = tonic::Request::new(v1::CreateResourceRequest {
+                let req = attempt_request(v1::CreateResourceRequest {
                     name: resource_name(r),
                     replication_factor: 3,
                     request_id: Some(request_id),
                     ..Default::default()
                 });
-                req.set_timeout(Duration::from_millis(ATTEMPT_TIMEOUT_MS));
                 match stub.create_resource(req).await {
                     Ok(_) => created = true,
                     Err(s) if s.code() == Code::AlreadyExists => created = true,
@@ -251,6 +247,13 @@ impl SimClient {
         }
         Some(op)
     }
+}
+
+/// A request carrying the deadline of one attempt.
+fn attempt_request<T>(message: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    req.set_timeout(Duration::from_millis(ATTEMPT_TIMEOUT_MS));
+    req
 }
 
 impl Failure {

@@ -51,25 +51,35 @@ pub fn mono_ms() -> u64 {
 
 #[cfg(tokio_unstable)]
 fn runtime_base(now: tokio::time::Instant) -> tokio::time::Instant {
-    use std::sync::RwLock;
+    use std::cell::Cell;
+    use std::sync::Mutex;
     use tokio::runtime::Handle;
     use tokio::runtime::Id;
     /// Bases of the runtimes seen; a process has a handful of runtimes, or
     /// one per simulated host incarnation in the simulator.
-    static BASES: RwLock<Vec<(Id, tokio::time::Instant)>> = RwLock::new(Vec::new());
+    static BASES: Mutex<Vec<(Id, tokio::time::Instant)>> = Mutex::new(Vec::new());
+    thread_local! {
+        /// The base last used on this thread: worker threads stay in one
+        /// runtime, so the shared list is consulted about once per thread.
+        static LAST: Cell<Option<(Id, tokio::time::Instant)>> = const { Cell::new(None) };
+    }
     let Ok(handle) = Handle::try_current() else { return now };
     let id = handle.id();
-    if let Some((_, base)) = BASES.read().unwrap_or_else(|p| p.into_inner()).iter().find(|(i, _)| *i == id) {
-        return *base;
+    if let Some((_, base)) = LAST.get().filter(|(last_id, _)| *last_id == id) {
+        return base;
     }
-    let mut bases = BASES.write().unwrap_or_else(|p| p.into_inner());
-    match bases.iter().find(|(i, _)| *i == id) {
-        Some((_, base)) => *base,
-        None => {
-            bases.push((id, now));
-            now
+    let base = {
+        let mut bases = BASES.lock().unwrap_or_else(|p| p.into_inner());
+        match bases.iter().find(|(i, _)| *i == id) {
+            Some((_, base)) => *base,
+            None => {
+                bases.push((id, now));
+                now
+            }
         }
-    }
+    };
+    LAST.set(Some((id, base)));
+    base
 }
 
 #[cfg(not(tokio_unstable))]

@@ -289,25 +289,28 @@ impl ResourceState {
     /// Superseded versions whose read grace has passed and that are not
     /// among the `keep_versions` newest of their variant (the current
     /// version, if any, is one of those kept).
-    fn expired_versions(&self, now_ms: u64, grace_ms: u64, keep_versions: u32) -> Vec<(u64, String, u64)> {
-        self.superseded
-            .iter()
-            .take_while(|(at, _, _)| at.saturating_add(grace_ms) <= now_ms)
-            .filter(|(_, variant, version)| match self.variants.get(variant) {
+    fn expired_versions(
+        &self,
+        now_ms: u64,
+        grace_ms: u64,
+        keep_versions: u32,
+    ) -> impl Iterator<Item = &(u64, String, u64)> + '_ {
+        self.superseded.iter().take_while(move |(at, _, _)| at.saturating_add(grace_ms) <= now_ms).filter(
+            move |(_, variant, version)| match self.variants.get(variant) {
                 // Superseded versions at least as new as this one.
                 Some(v) => {
                     v.versions.range(version..).filter(|(_, ver)| ver.superseded_at_ms.is_some()).count() as u32
                         >= keep_versions
                 }
                 None => true,
-            })
-            .cloned()
-            .collect()
+            },
+        )
     }
 
     fn expire(&mut self, now_ms: u64, grace_ms: u64, keep_versions: u32) -> u64 {
         let mut dropped = 0;
-        for key in self.expired_versions(now_ms, grace_ms, keep_versions) {
+        let due: Vec<_> = self.expired_versions(now_ms, grace_ms, keep_versions).cloned().collect();
+        for key in due {
             self.superseded.remove(&key);
             let (_, variant, version) = &key;
             let Some(v) = self.variants.get_mut(variant) else { continue };
@@ -341,7 +344,7 @@ impl ResourceState {
     /// Whether a superseded version is due for expiry under `grace_ms`.
     /// Whether an `Expire` with these parameters would drop anything.
     pub fn has_expired_versions(&self, now_ms: u64, grace_ms: u64, keep_versions: u32) -> bool {
-        !self.expired_versions(now_ms, grace_ms, keep_versions).is_empty()
+        self.expired_versions(now_ms, grace_ms, keep_versions).next().is_some()
     }
 }
 
