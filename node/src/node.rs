@@ -173,12 +173,13 @@ impl NodeCtx {
     pub async fn linearize(&self, g: &Group, what: &str) -> Result<(), Status> {
         g.touch();
         if g.is_leader() {
-            return g
+            let ready = g
                 .raft
                 .ensure_linearizable(ReadPolicy::ReadIndex)
                 .await
-                .map(|_| ())
-                .map_err(|e| status::read_error(what, e, |r| self.replica_addr(r)));
+                .map_err(|e| status::read_error(what, e, |r| self.replica_addr(r)))?;
+            tracing::debug!(group = g.id, replica = g.replica_id, read_log_id = %ready.log_id(), applied = g.state.applied_index(), "leader read index");
+            return Ok(());
         }
         let addr = self.leader_addr(g).ok_or_else(|| status::no_leader(what))?;
         let mut client = self.peers.client(&addr).map_err(|e| Status::unavailable(format!("{what}: {e}")))?;
@@ -190,7 +191,10 @@ impl NodeCtx {
         let applied = g.raft.metrics().borrow_watched().last_applied.clone();
         let lin = Linearizer::<TypeConfig>::new(g.replica_id, ReadLogId::from_log_id(log_id), applied);
         match lin.try_await_ready(&g.raft, Some(FOLLOWER_READ_WAIT)).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(_)) => {
+                tracing::debug!(group = g.id, replica = g.replica_id, leader = %addr, read_log_id = %log_id, applied = g.state.applied_index(), "follower read index");
+                Ok(())
+            }
             Ok(Err(st)) => Err(Status::unavailable(format!(
                 "{what}: this replica did not catch up to the leader's read index {} in {FOLLOWER_READ_WAIT:?}",
                 st.read_log_id()

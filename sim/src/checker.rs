@@ -254,7 +254,7 @@ mod tests {
     use super::*;
 
     fn op(client: u32, kind: OpKind, invoke_ms: u64, complete_ms: Option<u64>, outcome: Outcome) -> Op {
-        Op { client, key: (0, 0), kind, invoke_ms, complete_ms, outcome }
+        Op { client, key: (0, 0), kind, invoke_ms, complete_ms, outcome, served_by: None }
     }
     fn put(v: u64) -> OpKind {
         OpKind::Put { value: v, if_version: None }

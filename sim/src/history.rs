@@ -41,6 +41,9 @@ pub struct Op {
     /// `None` for indeterminate operations.
     pub complete_ms: Option<u64>,
     pub outcome: Outcome,
+    /// For a get: the node that answered and its applied index then
+    /// (diagnostics only; the checkers ignore it).
+    pub served_by: Option<(u64, u64)>,
 }
 
 /// Encodes a workload value as stored bytes: the id and its crc32, so a

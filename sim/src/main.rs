@@ -23,11 +23,17 @@ fn report_failure(r: &RunReport) {
     for f in &r.faults {
         text.push_str(&format!("  {:>6} ms {:?}\n", f.at_ms, f.fault));
     }
-    text.push_str("operations (client, key, kind, invoke ms, complete ms, outcome):\n");
+    text.push_str("operations (client, key, kind, invoke ms, complete ms, outcome[, server]):\n");
     for op in &r.history {
         text.push_str(&format!(
-            "  c{} {:?} {:?} {} {:?} {:?}\n",
-            op.client, op.key, op.kind, op.invoke_ms, op.complete_ms, op.outcome
+            "  c{} {:?} {:?} {} {:?} {:?}{}\n",
+            op.client,
+            op.key,
+            op.kind,
+            op.invoke_ms,
+            op.complete_ms,
+            op.outcome,
+            op.served_by.map(|(n, a)| format!(" served by node {n} at applied {a}")).unwrap_or_default()
         ));
     }
     let written = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&path, text));
@@ -46,10 +52,24 @@ fn one(seed: u64, nodes: Option<usize>) -> (RunReport, f64) {
     (r, t.elapsed().as_secs_f64())
 }
 
+/// Log timestamps in simulated milliseconds.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let ms = turmoil::sim_elapsed().map(|d| d.as_millis()).unwrap_or(0);
+        write!(w, "{ms:>6}ms")
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_timer(SimTime)
+            .with_ansi(false)
+            .init();
     }
     match args.first().map(String::as_str) {
         Some("run") => {

@@ -131,7 +131,7 @@ impl SimClient {
                             if_version,
                             request_id: Some(request_id),
                         });
-                        stub.put(req).await.map(|r| Outcome::Written { version: r.into_inner().version })
+                        stub.put(req).await.map(|r| (Outcome::Written { version: r.into_inner().version }, None))
                     }
                     OpKind::Delete => {
                         let req = attempt_request(v1::DeleteRequest {
@@ -140,7 +140,7 @@ impl SimClient {
                             if_version: None,
                             request_id: Some(request_id),
                         });
-                        stub.delete(req).await.map(|r| Outcome::Written { version: r.into_inner().version })
+                        stub.delete(req).await.map(|r| (Outcome::Written { version: r.into_inner().version }, None))
                     }
                     OpKind::Get => {
                         let req = attempt_request(v1::GetRequest {
@@ -154,7 +154,7 @@ impl SimClient {
                             let r = r.into_inner();
                             let value = decode_value(&r.value)
                                 .ok_or_else(|| Status::data_loss(format!("corrupt value returned: {:?}", r.value)))?;
-                            Ok(Outcome::Read { value, version: r.version })
+                            Ok((Outcome::Read { value, version: r.version }, Some((r.served_by_node, r.applied_index))))
                         })
                     }
                 }
@@ -169,10 +169,10 @@ impl SimClient {
                 Err(s) if s.code() == Code::DataLoss => {
                     // Never acceptable: recorded as a read of a value no one
                     // wrote, which the checker rejects.
-                    return Some(self.done(key, kind, invoke_ms, Outcome::Read { value: u64::MAX, version: 0 }));
+                    return Some(self.done(key, kind, invoke_ms, (Outcome::Read { value: u64::MAX, version: 0 }, None)));
                 }
                 Err(s) => match Self::classify(&s, kind) {
-                    Failure::Final(outcome) => return Some(self.done(key, kind, invoke_ms, outcome)),
+                    Failure::Final(outcome) => return Some(self.done(key, kind, invoke_ms, (outcome, None))),
                     Failure::Retry(hint) => {
                         self.leader_hint = hint;
                         let backoff = self.rng.random_range(10..100);
@@ -183,12 +183,20 @@ impl SimClient {
         }
         match kind {
             OpKind::Get => None,
-            _ => Some(Op { client: self.id, key, kind, invoke_ms, complete_ms: None, outcome: Outcome::Indeterminate }),
+            _ => Some(Op {
+                client: self.id,
+                key,
+                kind,
+                invoke_ms,
+                complete_ms: None,
+                outcome: Outcome::Indeterminate,
+                served_by: None,
+            }),
         }
     }
 
-    fn done(&self, key: Key, kind: OpKind, invoke_ms: u64, outcome: Outcome) -> Op {
-        Op { client: self.id, key, kind, invoke_ms, complete_ms: Some(now_ms()), outcome }
+    fn done(&self, key: Key, kind: OpKind, invoke_ms: u64, (outcome, served_by): (Outcome, Option<(u64, u64)>)) -> Op {
+        Op { client: self.id, key, kind, invoke_ms, complete_ms: Some(now_ms()), outcome, served_by }
     }
 
     /// Creates the workload's resources (idempotent: ALREADY_EXISTS is done).

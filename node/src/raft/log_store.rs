@@ -188,9 +188,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
-        // Not synced on its own: it becomes durable with the next sync, and
-        // a stale committed pointer after a crash only means re-applying
-        // less on restart (openraft then catches up from the leader).
+        // Not synced on its own: it becomes durable with the next sync. A
+        // stale committed pointer after a crash means re-applying less on
+        // restart and catching up from the current leader; that is safe
+        // only because a restarted leader is not restored in its old term
+        // (`enable_leader_restore` is off in raft::config).
         self.put_state(keys::COMMITTED_TAG, "committed log id", &committed)
     }
 
