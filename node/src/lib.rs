@@ -11,6 +11,8 @@
 //! - [`meta`], [`resource`]: the two kinds of replicated state machines.
 //! - [`transport`]: the network seam and the peer channels.
 //! - [`clock`], [`rng`]: the time and randomness seams.
+//! - `planted` (feature `planted-bugs`, simulator only): deliberate bugs
+//!   that prove the simulator's checkers catch what they claim to.
 
 pub mod api;
 pub mod blob;
@@ -23,6 +25,8 @@ pub mod ids;
 pub mod limits;
 pub mod meta;
 pub mod node;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
 pub mod raft;
 pub mod resource;
 pub mod rng;

@@ -181,6 +181,10 @@ impl NodeCtx {
             tracing::debug!(group = g.id, replica = g.replica_id, read_log_id = %ready.log_id(), applied = g.state.applied_index(), "leader read index");
             return Ok(());
         }
+        #[cfg(feature = "planted-bugs")]
+        if crate::planted::stale_follower_reads() {
+            return Ok(());
+        }
         let addr = self.leader_addr(g).ok_or_else(|| status::no_leader(what))?;
         let mut client = self.peers.client(&addr).map_err(|e| Status::unavailable(format!("{what}: {e}")))?;
         let mut req = tonic::Request::new(ReadIndexRequest { group_id: g.id });

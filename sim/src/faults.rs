@@ -17,6 +17,13 @@ pub enum Fault {
     OneWay { from: usize, to: usize, duration_ms: u64 },
     /// Isolates whichever node leads resource group `nth` at that moment.
     IsolateLeader { nth: usize, duration_ms: u64 },
+    /// Bit rot: one bit flips in one erasure-coded shard chunk on `node`'s
+    /// disk (the `pick`-th chunk it holds, modulo their number). Checksums
+    /// must catch it: never served, repaired by the scrubber.
+    RotShard { node: usize, pick: usize, bit: usize },
+    /// Crashes whichever node leads resource group `nth` at that moment
+    /// (as `Crash`).
+    CrashLeader { nth: usize, down_ms: u64, torn_batches: usize },
 }
 
 #[derive(Clone, Debug)]
@@ -38,14 +45,20 @@ pub fn schedule(rng: &mut SmallRng, nodes: usize, start_ms: u64, end_ms: u64) ->
         }
         let node = rng.random_range(0..nodes);
         let fault = match rng.random_range(0..100) {
-            0..30 => Fault::Crash { node, down_ms: duration_ms, torn_batches: rng.random_range(0..3) },
+            0..25 => Fault::Crash { node, down_ms: duration_ms, torn_batches: rng.random_range(0..3) },
+            25..30 => Fault::RotShard { node, pick: rng.random_range(0..1 << 20), bit: rng.random_range(0..1 << 20) },
             30..36 if nodes >= 4 => Fault::WipeDisk { node, down_ms: duration_ms },
             30..55 => Fault::Isolate { node, duration_ms },
             55..75 => {
                 let to = (node + rng.random_range(1..nodes)) % nodes;
                 Fault::OneWay { from: node, to, duration_ms }
             }
-            _ => Fault::IsolateLeader { nth: rng.random_range(0..4), duration_ms },
+            75..88 => Fault::IsolateLeader { nth: rng.random_range(0..4), duration_ms },
+            _ => Fault::CrashLeader {
+                nth: rng.random_range(0..4),
+                down_ms: duration_ms,
+                torn_batches: rng.random_range(0..3),
+            },
         };
         out.push(Scheduled { at_ms: t, fault });
     }

@@ -46,20 +46,43 @@ pub struct Op {
     pub served_by: Option<(u64, u64)>,
 }
 
-/// Encodes a workload value as stored bytes: the id and its crc32, so a
-/// corrupted value is recognised.
-pub fn encode_value(value: u64) -> Vec<u8> {
-    let mut b = value.to_be_bytes().to_vec();
-    b.extend_from_slice(&crc32fast::hash(&value.to_be_bytes()).to_be_bytes());
+/// Encodes workload value `value` as `len` stored bytes (at least 12): the
+/// id, a filler derived from it, and a crc32 of all that, so any corrupted
+/// or torn value is recognised.
+pub fn encode_value(value: u64, len: usize) -> Vec<u8> {
+    assert!(len >= 12, "a value holds at least its id and crc");
+    let mut b = Vec::with_capacity(len);
+    b.extend_from_slice(&value.to_be_bytes());
+    b.extend((0..len - 12).map(|i| (value as u8).wrapping_add(i as u8)));
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_be_bytes());
     b
 }
 
 /// The id in `bytes`, or `None` if they are not a value the workload wrote.
 pub fn decode_value(bytes: &[u8]) -> Option<u64> {
-    if bytes.len() != 12 {
+    let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+    if body.len() < 8 || crc32fast::hash(body) != u32::from_be_bytes(crc.try_into().ok()?) {
         return None;
     }
-    let id = u64::from_be_bytes(bytes[..8].try_into().ok()?);
-    let crc = u32::from_be_bytes(bytes[8..].try_into().ok()?);
-    (crc32fast::hash(&bytes[..8]) == crc).then_some(id)
+    Some(u64::from_be_bytes(body[..8].try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_and_corruption_is_recognised() {
+        for len in [12, 100, 80 * 1024] {
+            let mut b = encode_value(42, len);
+            assert_eq!(b.len(), len);
+            assert_eq!(decode_value(&b), Some(42));
+            let last = b.len() / 2;
+            b[last] ^= 0x10;
+            assert_eq!(decode_value(&b), None, "a flipped bit in a {len}-byte value");
+        }
+        assert_eq!(decode_value(&encode_value(7, 100)[..99]), None, "a torn value");
+        assert_eq!(decode_value(b"short"), None);
+    }
 }

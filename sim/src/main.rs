@@ -9,17 +9,20 @@ use sim::run::RunConfig;
 use sim::run::RunReport;
 use sim::run::run_seed;
 
-const USAGE: &str =
-    "usage: sim run --seed S [--nodes N] [--verbose]\n       sim sweep --seeds A..B [--time-budget SECONDS]";
+const USAGE: &str = "usage: sim run --seed S [--nodes N] [--verbose] [--planted-bug NAME]
+       sim sweep --seeds A..B [--time-budget SECONDS] [--jobs N] [--planted-bug NAME]";
 
 fn value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
     args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).map(String::as_str)
 }
 
-fn report_failure(r: &RunReport) {
+fn report_failure(r: &RunReport, replay_flags: &str) {
     let dir = std::path::Path::new("target/sim-failures");
     let path = dir.join(format!("seed-{}.history", r.seed));
-    let mut text = format!("seed {} nodes {} failure: {:?}\nfaults:\n", r.seed, r.nodes, r.failure);
+    let mut text = format!(
+        "seed {} nodes {} failure: {:?}\nmessage fault rates (per mille): {:?}; dropped/delayed/duplicated {:?}\nfaults:\n",
+        r.seed, r.nodes, r.failure, r.message_rates, r.messages_faulted
+    );
     for f in &r.faults {
         text.push_str(&format!("  {:>6} ms {:?}\n", f.at_ms, f.fault));
     }
@@ -41,7 +44,80 @@ fn report_failure(r: &RunReport) {
         Ok(()) => eprintln!("history written to {}", path.display()),
         Err(e) => eprintln!("could not write {}: {e}", path.display()),
     }
-    eprintln!("reproduce: cargo run -p sim --release -- run --seed {}", r.seed);
+    eprintln!("reproduce: cargo run -p sim --release -- run --seed {}{replay_flags}", r.seed);
+}
+
+struct SweepSummary {
+    ran: u64,
+    failed: Vec<u64>,
+    sim_s: f64,
+    wall_s: f64,
+}
+
+/// Runs every seed of `seeds` in its own `sim run` process, `jobs` at a
+/// time, until `budget_s` wall seconds have passed. A fresh process per
+/// seed is what makes a sweep's result exactly what `sim run --seed S`
+/// replays: state a run leaves in the process (see docs/TESTING.md) cannot
+/// reach the next seed.
+fn sweep(seeds: std::ops::Range<u64>, budget_s: f64, jobs: usize, planted: Option<&str>) -> SweepSummary {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::Ordering;
+    let start = Instant::now();
+    let next = AtomicU64::new(seeds.start);
+    let results: Mutex<(u64, Vec<u64>, f64)> = Mutex::new((0, Vec::new(), 0.0));
+    let exe = std::env::current_exe();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                loop {
+                    if start.elapsed().as_secs_f64() >= budget_s {
+                        return;
+                    }
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= seeds.end {
+                        return;
+                    }
+                    let mut cmd = match &exe {
+                        Ok(exe) => std::process::Command::new(exe),
+                        Err(e) => {
+                            eprintln!("sim sweep: cannot find its own executable: {e}");
+                            return;
+                        }
+                    };
+                    cmd.args(["run", "--seed", &seed.to_string()]);
+                    if let Some(p) = planted {
+                        cmd.args(["--planted-bug", p]);
+                    }
+                    let (ok, line, err) = match cmd.output() {
+                        Ok(out) => (
+                            out.status.success(),
+                            String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string(),
+                            String::from_utf8_lossy(&out.stderr).into_owned(),
+                        ),
+                        Err(e) => (false, String::new(), format!("seed {seed}: could not start: {e}\n")),
+                    };
+                    // "... sim 28.2 s wall ..." in the run's summary line.
+                    let sim_s: f64 = line
+                        .split_once(" sim ")
+                        .and_then(|(_, rest)| rest.split_whitespace().next())
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0.0);
+                    let mut r = results.lock().unwrap_or_else(|p| p.into_inner());
+                    r.0 += 1;
+                    r.2 += sim_s;
+                    println!("{line}");
+                    if !ok {
+                        r.1.push(seed);
+                        eprint!("{err}");
+                    }
+                }
+            });
+        }
+    });
+    let (ran, mut failed, sim_s) = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    failed.sort();
+    SweepSummary { ran, failed, sim_s, wall_s: start.elapsed().as_secs_f64() }
 }
 
 fn one(seed: u64, nodes: Option<usize>) -> (RunReport, f64) {
@@ -71,6 +147,15 @@ fn main() -> ExitCode {
             .with_ansi(false)
             .init();
     }
+    // `--planted-bug NAME` turns on a deliberate node bug (checker proofs).
+    let planted = value(&args, "--planted-bug").map(String::from);
+    if let Some(name) = &planted
+        && !shadowstore_node::planted::set(name, true)
+    {
+        eprintln!("sim: no planted bug called {name:?}; known: {:?}", shadowstore_node::planted::NAMES);
+        return ExitCode::from(2);
+    }
+    let replay_flags = planted.map(|p| format!(" --planted-bug {p}")).unwrap_or_default();
     match args.first().map(String::as_str) {
         Some("run") => {
             let Some(seed) = value(&args, "--seed").and_then(|s| s.parse::<u64>().ok()) else {
@@ -92,12 +177,14 @@ fn main() -> ExitCode {
                 }
             }
             println!(
-                "seed {} nodes {} ops {} ({} indeterminate) faults {} sim {:.1} s wall {:.1} s trace {:016x} {}",
+                "seed {} nodes {} ops {} ({} indeterminate) faults {} messages dropped/delayed/duplicated {:?} \
+                 sim {:.1} s wall {:.1} s trace {:016x} {}",
                 r.seed,
                 r.nodes,
                 r.ops,
                 r.indeterminate,
                 r.faults.len(),
+                r.messages_faulted,
                 r.sim_ms as f64 / 1000.0,
                 wall_s,
                 r.trace_hash,
@@ -105,7 +192,7 @@ fn main() -> ExitCode {
             );
             if let Some(f) = &r.failure {
                 eprintln!("seed {seed} failed: {f}");
-                report_failure(&r);
+                report_failure(&r, &replay_flags);
                 return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
@@ -127,33 +214,23 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let start = Instant::now();
-            let (mut ran, mut failed, mut sim_ms) = (0u64, Vec::new(), 0u64);
-            for seed in a..b {
-                if start.elapsed().as_secs_f64() >= budget_s {
-                    break;
+            let jobs = match value(&args, "--jobs").map(str::parse::<usize>) {
+                None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+                Some(Ok(j)) if j > 0 => j,
+                Some(_) => {
+                    eprintln!("sim sweep: --jobs takes a positive number");
+                    return ExitCode::from(2);
                 }
-                let (r, wall_s) = one(seed, None);
-                ran += 1;
-                sim_ms += r.sim_ms;
-                println!(
-                    "seed {seed}: {} nodes, {} ops, trace {:016x}, {:.1} s wall{}",
-                    r.nodes,
-                    r.ops,
-                    r.trace_hash,
-                    wall_s,
-                    r.failure.as_ref().map(|f| format!(" FAILED: {f}")).unwrap_or_default()
-                );
-                if r.failure.is_some() {
-                    report_failure(&r);
-                    failed.push(seed);
-                }
-            }
-            let wall = start.elapsed().as_secs_f64();
+            };
+            let planted = value(&args, "--planted-bug");
+            let summary = sweep(a..b, budget_s, jobs, planted);
+            let failed = summary.failed;
             println!(
-                "{ran} seeds in {wall:.0} s: {:.1} seeds/min, {:.2} simulated s per wall s; {} failed {:?}",
-                ran as f64 * 60.0 / wall,
-                sim_ms as f64 / 1000.0 / wall,
+                "{} seeds in {:.0} s: {:.1} seeds/min, {:.2} simulated s per wall s; {} failed {:?}",
+                summary.ran,
+                summary.wall_s,
+                summary.ran as f64 * 60.0 / summary.wall_s,
+                summary.sim_s / summary.wall_s,
                 failed.len(),
                 failed
             );

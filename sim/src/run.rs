@@ -4,6 +4,7 @@ use std::cell::Cell;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::hash::Hash;
 use std::hash::Hasher;
 use std::rc::Rc;
@@ -19,6 +20,7 @@ use shadowstore_node::node::Node;
 use shadowstore_node::node::NodeCtx;
 use shadowstore_node::node::Seams;
 use shadowstore_node::rng::NodeRng;
+use shadowstore_node::storage::Tree;
 use shadowstore_node::storage::memory_engine::MemoryEngine;
 
 use crate::checker;
@@ -30,11 +32,16 @@ use crate::history::Key;
 use crate::history::Op;
 use crate::history::OpKind;
 use crate::history::Outcome;
+use crate::net::MessageFaults;
+use crate::net::MessageRates;
+use crate::net::TurmoilNetwork;
 use crate::workload;
 use crate::workload::SimClient;
 
 /// Port every simulated node listens on.
 const NODE_PORT: u16 = 7000;
+/// Wall-clock time at the start of every run (2026-01-01T00:00:00Z).
+const SIM_EPOCH_S: u64 = 1_767_225_600;
 /// Simulated time for the cluster to form before faults start.
 const SETUP_MS: u64 = 8_000;
 /// After the last fault healed, every key must answer and every group
@@ -75,6 +82,10 @@ pub struct RunReport {
     /// `None` when every check passed.
     pub failure: Option<String>,
     pub history: Vec<Op>,
+    /// Per-mille rates of Raft message faults in this run.
+    pub message_rates: MessageRates,
+    /// Raft messages dropped, delayed and duplicated.
+    pub messages_faulted: [u64; 3],
 }
 
 fn node_name(i: usize) -> String {
@@ -142,6 +153,29 @@ impl Invariants {
     }
 }
 
+/// Whether losing one more disk leaves every group a quorum of voters
+/// that kept theirs: no running replica sees a joint (changing) membership
+/// or a voter on a node that already lost its disk (`lost` node ids).
+fn survives_disk_loss(slots: &[NodeSlot], lost: &HashSet<u64>) -> Result<(), String> {
+    for s in slots {
+        let Some(ctx) = &s.ctx else { continue };
+        for g in ctx.registry.all() {
+            let m = g.metrics();
+            let membership = m.membership_config.membership();
+            if membership.get_joint_config().len() != 1 {
+                return Err(format!("group {} is changing membership", g.id));
+            }
+            for voter in membership.voter_ids() {
+                let node = membership.get_node(&voter).map(|n| n.node_id);
+                if node.is_some_and(|n| lost.contains(&n)) {
+                    return Err(format!("group {} still has voter {voter} on lost node {node:?}", g.id));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every resource group has a leader and all its replicas on running nodes
 /// applied the same index.
 fn converged(slots: &[NodeSlot]) -> Result<(), String> {
@@ -177,6 +211,8 @@ fn node_config(i: usize, nodes: usize, bootstrap: bool) -> NodeConfig {
         bootstrap,
         join: if bootstrap { Vec::new() } else { (0..nodes).filter(|&j| j != i).map(node_addr).collect() },
         quiesce_after_ms: 2_000,
+        // Often enough that rotted shards are found and repaired in a run.
+        scrub_interval_ms: 3_000,
         ..NodeConfig::default()
     }
 }
@@ -188,6 +224,9 @@ pub fn run_seed(cfg: &RunConfig) -> RunReport {
     let max_latency_ms = rng.random_range(1..30);
     let mut sim = turmoil::Builder::new()
         .rng_seed(mix(cfg.seed, 1, 0))
+        // A fixed wall-clock epoch: turmoil's default is the real time now,
+        // which would leak into node clocks and so into the run.
+        .epoch(std::time::UNIX_EPOCH + Duration::from_secs(SIM_EPOCH_S))
         .simulation_duration(Duration::from_secs(3_600))
         .tick_duration(Duration::from_millis(1))
         .min_message_latency(Duration::from_millis(0))
@@ -208,11 +247,15 @@ pub fn run_seed(cfg: &RunConfig) -> RunReport {
             })
             .collect(),
     ));
+    let message_rates = MessageRates::draw(&mut rng);
+    let message_faults = MessageFaults::new(message_rates, mix(cfg.seed, 3, 0));
     let seed = cfg.seed;
     for i in 0..nodes {
         let slots = slots.clone();
+        let message_faults = message_faults.clone();
         sim.host(node_name(i), move || {
             let slots = slots.clone();
+            let network = Arc::new(TurmoilNetwork { faults: message_faults.clone() });
             let (engine, incarnation, bootstrap, clock) = {
                 let mut all = slots.borrow_mut();
                 let s = &mut all[i];
@@ -221,7 +264,7 @@ pub fn run_seed(cfg: &RunConfig) -> RunReport {
             };
             async move {
                 let seams = Seams {
-                    network: Arc::new(crate::net::TurmoilNetwork),
+                    network,
                     engine: Some(engine),
                     clock: Arc::new(clock),
                     rng: Arc::new(NodeRng::from_seed(mix(seed, 2 + i as u64, incarnation))),
@@ -322,11 +365,13 @@ pub fn run_seed(cfg: &RunConfig) -> RunReport {
         });
     }
 
-    let faults = crate::faults::schedule(&mut rng, nodes, SETUP_MS, fault_end_ms);
+    let mut faults = crate::faults::schedule(&mut rng, nodes, SETUP_MS, fault_end_ms);
     // (time, action) to undo each fault.
     let mut heals: Vec<(u64, Fault, Vec<usize>)> = Vec::new();
     let mut next_fault = 0;
     let mut invariants = Invariants::default();
+    // Identities of nodes whose disk was lost.
+    let mut lost_nodes: HashSet<u64> = HashSet::new();
     let mut next_sample = 0;
     let mut failure: Option<String> = None;
     let mut trace = std::collections::hash_map::DefaultHasher::new();
@@ -341,13 +386,33 @@ pub fn run_seed(cfg: &RunConfig) -> RunReport {
             }
         }
         let now = sim.elapsed().as_millis() as u64;
+        message_faults.set_enabled((SETUP_MS..fault_end_ms).contains(&now));
         while next_fault < faults.len() && faults[next_fault].at_ms <= now {
-            let f = faults[next_fault].fault;
+            let mut f = faults[next_fault].fault;
             next_fault += 1;
+            if let Fault::WipeDisk { node, down_ms } = f
+                && let Err(why) = survives_disk_loss(&slots.borrow(), &lost_nodes)
+            {
+                // Three replicas survive one lost disk, not a second one
+                // before the first was re-replicated: that needs an
+                // operator, so the simulator downgrades it to a crash (and
+                // reports the fault it applied).
+                tracing::info!(node, %why, "disk loss downgraded to a crash");
+                f = Fault::Crash { node, down_ms, torn_batches: 0 };
+                faults[next_fault - 1].fault = f;
+            }
+            if let Fault::WipeDisk { node, .. } = f
+                && let Some(id) = slots.borrow()[node].ctx.as_ref().and_then(|c| c.identity())
+            {
+                lost_nodes.insert(id.node_id);
+            }
             let isolated = apply_fault(&mut sim, &slots, nodes, f);
             (now, f, &isolated).hash(&mut trace);
             let dur = match f {
-                Fault::Crash { down_ms, .. } | Fault::WipeDisk { down_ms, .. } => down_ms,
+                Fault::Crash { down_ms, .. } | Fault::WipeDisk { down_ms, .. } | Fault::CrashLeader { down_ms, .. } => {
+                    down_ms
+                }
+                Fault::RotShard { .. } => 0,
                 Fault::Isolate { duration_ms, .. }
                 | Fault::OneWay { duration_ms, .. }
                 | Fault::IsolateLeader { duration_ms, .. } => duration_ms,
@@ -405,6 +470,9 @@ pub fn run_seed(cfg: &RunConfig) -> RunReport {
     if failure.is_none() {
         failure = checker::durability(&history, &finals.borrow()).err();
     }
+    let messages_faulted = [&message_faults.dropped, &message_faults.delayed, &message_faults.duplicated]
+        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+    messages_faulted.hash(&mut trace);
     RunReport {
         seed: cfg.seed,
         nodes,
@@ -415,6 +483,8 @@ pub fn run_seed(cfg: &RunConfig) -> RunReport {
         sim_ms,
         failure,
         history,
+        message_rates,
+        messages_faulted,
     }
 }
 
@@ -438,6 +508,14 @@ fn apply_fault(sim: &mut turmoil::Sim<'_>, slots: &Rc<RefCell<Vec<NodeSlot>>>, n
             all[node].wiped = true;
             vec![]
         }
+        Fault::RotShard { node, pick, bit } => {
+            let all = slots.borrow();
+            let candidates = rot_candidates(&all, node);
+            if !candidates.is_empty() {
+                all[node].engine.rot(Tree::Shards, &candidates[pick % candidates.len()], bit);
+            }
+            vec![]
+        }
         Fault::Isolate { node, .. } => {
             for o in others(node) {
                 sim.partition(node_name(node), o);
@@ -448,26 +526,20 @@ fn apply_fault(sim: &mut turmoil::Sim<'_>, slots: &Rc<RefCell<Vec<NodeSlot>>>, n
             sim.partition_oneway(node_name(from), node_name(to));
             vec![from, to]
         }
-        Fault::IsolateLeader { nth, .. } => {
-            let leader = {
-                let all = slots.borrow();
-                let mut leaders: Vec<(u64, usize)> = Vec::new();
-                for (i, s) in all.iter().enumerate() {
-                    let Some(ctx) = &s.ctx else { continue };
-                    for g in ctx.registry.all() {
-                        if g.id != META_GROUP_ID && g.is_leader() {
-                            leaders.push((g.id, i));
-                        }
-                    }
+        Fault::IsolateLeader { nth, .. } => match leader_node(&slots.borrow(), nth) {
+            Some(node) => {
+                for o in others(node) {
+                    sim.partition(node_name(node), o);
                 }
-                leaders.sort();
-                leaders.get(nth % leaders.len().max(1)).map(|&(_, i)| i)
-            };
+                vec![node]
+            }
+            None => vec![],
+        },
+        Fault::CrashLeader { nth, down_ms, torn_batches } => {
+            let leader = leader_node(&slots.borrow(), nth);
             match leader {
                 Some(node) => {
-                    for o in others(node) {
-                        sim.partition(node_name(node), o);
-                    }
+                    apply_fault(sim, slots, nodes, Fault::Crash { node, down_ms, torn_batches });
                     vec![node]
                 }
                 None => vec![],
@@ -476,11 +548,75 @@ fn apply_fault(sim: &mut turmoil::Sim<'_>, slots: &Rc<RefCell<Vec<NodeSlot>>>, n
     }
 }
 
+/// Byte of a shard chunk key that holds the shard index (keys are group,
+/// blob: 8 bytes each; shard: 1; stripe: 4; chunk: 2; see
+/// `node/src/blob/shard_store.rs`).
+const CHUNK_KEY_SHARD_BYTE: usize = 16;
+const CHUNK_KEY_BYTES: usize = 23;
+/// Other shards of a stripe that must be on disk elsewhere before one of
+/// its chunks may rot (k = 2 of 3 shards on three voters).
+const ROT_SIBLINGS_MIN: usize = 2;
+
+/// Chunks on `node` that may rot without exceeding what erasure coding
+/// tolerates: every other shard of the same chunk is on another node's
+/// disk. A write acknowledged without every holder (one was down) has no
+/// spare shard until the scrubber rebuilds it; rotting one of its shards
+/// would be a second fault on a stripe that tolerates one.
+fn rot_candidates(slots: &[NodeSlot], node: usize) -> Vec<Vec<u8>> {
+    let elsewhere: HashSet<Vec<u8>> = slots
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != node)
+        .flat_map(|(_, s)| s.engine.durable_keys(Tree::Shards))
+        .collect();
+    slots[node]
+        .engine
+        .durable_keys(Tree::Shards)
+        .into_iter()
+        .filter(|k| k.len() == CHUNK_KEY_BYTES)
+        .filter(|k| {
+            let siblings = (0..=u8::MAX)
+                .filter(|s| *s != k[CHUNK_KEY_SHARD_BYTE])
+                .filter(|s| {
+                    let mut sibling = k.clone();
+                    sibling[CHUNK_KEY_SHARD_BYTE] = *s;
+                    elsewhere.contains(&sibling)
+                })
+                .count();
+            siblings >= ROT_SIBLINGS_MIN
+        })
+        .collect()
+}
+
+/// The node leading the `nth` resource group (by group id, modulo their
+/// number) right now.
+fn leader_node(slots: &[NodeSlot], nth: usize) -> Option<usize> {
+    let mut leaders: Vec<(u64, usize)> = Vec::new();
+    for (i, s) in slots.iter().enumerate() {
+        let Some(ctx) = &s.ctx else { continue };
+        for g in ctx.registry.all() {
+            if g.id != META_GROUP_ID && g.is_leader() {
+                leaders.push((g.id, i));
+            }
+        }
+    }
+    leaders.sort();
+    leaders.get(nth % leaders.len().max(1)).map(|&(_, i)| i)
+}
+
 fn heal_fault(sim: &mut turmoil::Sim<'_>, nodes: usize, f: Fault, isolated: &[usize]) {
     match f {
         Fault::Crash { node, .. } | Fault::WipeDisk { node, .. } => {
             if !sim.is_host_running(node_name(node)) {
                 sim.bounce(node_name(node));
+            }
+        }
+        Fault::RotShard { .. } => {}
+        Fault::CrashLeader { .. } => {
+            for &node in isolated {
+                if !sim.is_host_running(node_name(node)) {
+                    sim.bounce(node_name(node));
+                }
             }
         }
         Fault::Isolate { .. } | Fault::IsolateLeader { .. } => {

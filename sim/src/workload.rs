@@ -30,6 +30,15 @@ use crate::net::TurmoilNetwork;
 /// Resources and variants the workload touches (few, so operations collide).
 pub const RESOURCES: u8 = 2;
 pub const VARIANTS: u8 = 2;
+/// Size of the values written to variant 1 of each resource: above the
+/// inline limit (`INLINE_VALUE_BYTES_MAX`), so those writes and reads take
+/// the erasure-coded path. Variant 0 holds small inline values.
+pub const BLOB_VALUE_BYTES: usize = 80 * 1024;
+const SMALL_VALUE_BYTES: usize = 12;
+
+fn value_len(key: Key) -> usize {
+    if key.1 == 1 { BLOB_VALUE_BYTES } else { SMALL_VALUE_BYTES }
+}
 /// Deadline of one attempt (one RPC).
 const ATTEMPT_TIMEOUT_MS: u64 = 1_000;
 /// How long an operation is retried before it is given up.
@@ -78,7 +87,7 @@ impl SimClient {
     fn stub(&mut self, addr: &str) -> Option<ShadowStoreClient<Channel>> {
         let i = self.nodes.iter().position(|n| n == addr)?;
         if self.channels[i].is_none() {
-            let ch = connect_lazy(Arc::new(TurmoilNetwork), addr).ok()?;
+            let ch = connect_lazy(Arc::new(TurmoilNetwork::plain()), addr).ok()?;
             self.channels[i] = Some(ShadowStoreClient::new(ch));
         }
         self.channels[i].clone()
@@ -123,11 +132,27 @@ impl SimClient {
             let Some(mut stub) = self.stub(&addr) else { continue };
             let attempt = async {
                 match kind {
+                    OpKind::Put { value, if_version } if value_len(key) > SMALL_VALUE_BYTES => {
+                        // A blob: streamed, erasure-coded across the voters.
+                        let bytes = encode_value(value, value_len(key));
+                        let chunk = v1::PutChunk {
+                            header: Some(v1::PutHeader {
+                                resource: resource.clone(),
+                                variant: variant.clone(),
+                                size: Some(bytes.len() as u64),
+                                if_version,
+                                request_id: Some(request_id),
+                            }),
+                            data: bytes.into(),
+                        };
+                        let req = attempt_request(futures::stream::iter([chunk]));
+                        stub.put_stream(req).await.map(|r| (Outcome::Written { version: r.into_inner().version }, None))
+                    }
                     OpKind::Put { value, if_version } => {
                         let req = attempt_request(v1::PutRequest {
                             resource: resource.clone(),
                             variant: variant.clone(),
-                            value: encode_value(value).into(),
+                            value: encode_value(value, value_len(key)).into(),
                             if_version,
                             request_id: Some(request_id),
                         });
@@ -169,11 +194,17 @@ impl SimClient {
                 Err(s) if s.code() == Code::DataLoss => {
                     // Never acceptable: recorded as a read of a value no one
                     // wrote, which the checker rejects.
-                    return Some(self.done(key, kind, invoke_ms, (Outcome::Read { value: u64::MAX, version: 0 }, None)));
+                    return Some(self.done(
+                        key,
+                        kind,
+                        invoke_ms,
+                        (Outcome::Read { value: u64::MAX, version: 0 }, None),
+                    ));
                 }
                 Err(s) => match Self::classify(&s, kind) {
                     Failure::Final(outcome) => return Some(self.done(key, kind, invoke_ms, (outcome, None))),
                     Failure::Retry(hint) => {
+                        tracing::debug!(client = self.id, ?key, ?kind, code = ?s.code(), message = s.message(), "retrying");
                         self.leader_hint = hint;
                         let backoff = self.rng.random_range(10..100);
                         tokio::time::sleep(Duration::from_millis(backoff)).await;

@@ -17,7 +17,7 @@
 //! On a group's leader the same loop proposes `Expire` when superseded
 //! versions passed their read grace.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -47,7 +47,7 @@ fn kept_shards(
     now_ms: u64,
     timing: &GcTiming,
     keep_versions: u32,
-) -> Option<(HashMap<u64, u8>, bool)> {
+) -> Option<(BTreeMap<u64, u8>, bool)> {
     let st = g.state.read();
     let GroupData::Resource(rs) = &st.data else { return None };
     let keep = rs.blobs().filter_map(|m| m.shard_of(g.replica_id).map(|j| (m.blob_id, j as u8))).collect();
@@ -55,14 +55,14 @@ fn kept_shards(
 }
 
 pub async fn run(ctx: Arc<NodeCtx>, timing: GcTiming) {
-    let mut unreferenced_since: HashMap<(GroupId, u64, u8), u64> = HashMap::new();
+    let mut unreferenced_since: BTreeMap<(GroupId, u64, u8), u64> = BTreeMap::new();
     let grace_ms = timing.orphan_grace.as_millis() as u64;
     let store = ShardStore::new(ctx.engine.clone());
     let mut tick = tokio::time::interval(timing.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let mut seen = HashMap::new();
+        let mut seen = BTreeMap::new();
         for g in ctx.registry.all() {
             if g.id == META_GROUP_ID {
                 continue;
@@ -100,7 +100,7 @@ pub async fn run(ctx: Arc<NodeCtx>, timing: GcTiming) {
                 }
             }
             let keep_now = if candidates.is_empty() {
-                HashMap::new()
+                BTreeMap::new()
             } else {
                 kept_shards(&g, ctx.clock.now_ms(), &timing, keep_versions).map(|k| k.0).unwrap_or_default()
             };

@@ -5,7 +5,7 @@
 //! storage, without waiting for the meta group.
 
 use openraft::rt::WatchReceiver;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 use std::sync::RwLock;
@@ -121,7 +121,7 @@ impl Group {
 }
 
 pub struct Registry {
-    groups: RwLock<HashMap<GroupId, Arc<Group>>>,
+    groups: RwLock<BTreeMap<GroupId, Arc<Group>>>,
     /// Serialises opening and removing replicas.
     lifecycle: tokio::sync::Mutex<()>,
     engine: SharedEngine,
@@ -144,7 +144,7 @@ impl Registry {
         rng: Arc<NodeRng>,
     ) -> Self {
         Registry {
-            groups: RwLock::new(HashMap::new()),
+            groups: RwLock::new(BTreeMap::new()),
             lifecycle: tokio::sync::Mutex::new(()),
             engine,
             syncer,

@@ -57,8 +57,18 @@ pub fn build(t: &RaftTiming) -> Result<Arc<Config>, openraft::ConfigError> {
         // pointer older than what it acknowledged before the crash (the
         // pointer is not synced on its own; see `save_committed`): found
         // by the simulator, seed 3.
-        enable_leader_restore: Some(false),
+        enable_leader_restore: Some(cfg!(feature = "planted-bugs") && planted_leader_restore()),
         ..Default::default()
     };
     Ok(Arc::new(c.validate()?))
+}
+
+#[cfg(feature = "planted-bugs")]
+fn planted_leader_restore() -> bool {
+    crate::planted::restored_leader_reads()
+}
+
+#[cfg(not(feature = "planted-bugs"))]
+fn planted_leader_restore() -> bool {
+    false
 }

@@ -4,7 +4,9 @@
 //! the group and the target replica, finds the node hosting the replica in
 //! the address book, and sends one `Peer` RPC on that node's shared
 //! channel with the call's deadline. openraft messages travel as postcard
-//! inside the protobuf envelope.
+//! inside the protobuf envelope. Each message first asks the network seam
+//! for its fate, so the simulator can drop, delay, reorder and duplicate
+//! Raft messages; production always delivers.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +32,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shadowstore_proto::peer::RaftEnvelope;
 use shadowstore_proto::peer::SnapshotChunk;
+use shadowstore_proto::peer::peer_client::PeerClient;
+use tonic::transport::Channel;
 
 use super::Snapshot;
 use super::TypeConfig;
@@ -39,6 +43,7 @@ use crate::ids::GroupId;
 use crate::ids::ReplicaId;
 use crate::ids::ReplicaNode;
 use crate::limits::SNAPSHOT_CHUNK_BYTES;
+use crate::transport::MessageFate;
 use crate::transport::Peers;
 
 /// Lower bound for a snapshot transfer's deadline.
@@ -100,19 +105,57 @@ impl RaftRouter {
             .replica_addr(target)
             .ok_or_else(|| unreachable(format!("replica {target} of group {group} has no known address")))?;
         let mut client = self.peers.client(&addr).map_err(|e| unreachable(e.to_string()))?;
-        let mut request = tonic::Request::new(Self::envelope(group, target, req)?);
-        request.set_timeout(ttl);
-        let result = match rpc {
-            RaftRpc::Append => client.raft_append(request).await,
-            RaftRpc::Vote => client.raft_vote(request).await,
-            RaftRpc::PreVote => client.raft_pre_vote(request).await,
-            RaftRpc::TransferLeader => client.raft_transfer_leader(request).await,
-        };
+        let envelope = Self::envelope(group, target, req)?;
+        let deadline = tokio::time::Instant::now() + ttl;
+        let fate = self.peers.message_fate(&addr);
+        match fate {
+            MessageFate::Deliver | MessageFate::DropResponse => {}
+            MessageFate::DropRequest => {
+                tokio::time::sleep_until(deadline).await;
+                return Err(lost(target, "request"));
+            }
+            MessageFate::Delay(d) => tokio::time::sleep(d.min(ttl)).await,
+            MessageFate::Duplicate(after) => {
+                let (mut copy_client, copy) = (client.clone(), envelope.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    // The copy's answer goes nowhere, as a duplicate's would.
+                    let _ = send(&mut copy_client, rpc, copy, ttl).await;
+                });
+            }
+        }
+        let result =
+            send(&mut client, rpc, envelope, deadline.saturating_duration_since(tokio::time::Instant::now())).await;
+        if fate == MessageFate::DropResponse {
+            tokio::time::sleep_until(deadline).await;
+            return Err(lost(target, "response"));
+        }
         match result {
             Ok(resp) => codec::decode("raft response", &resp.into_inner().payload)
                 .map_err(|e| RPCError::Network(NetworkError::new(&e))),
             Err(status) => Err(status_to_rpc_error(target, status)),
         }
+    }
+}
+
+fn lost(target: ReplicaId, what: &str) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::from_string(format!("replica {target}: {what} lost in the network")))
+}
+
+/// Sends one Raft message.
+async fn send(
+    client: &mut PeerClient<Channel>,
+    rpc: RaftRpc,
+    envelope: RaftEnvelope,
+    ttl: Duration,
+) -> Result<tonic::Response<RaftEnvelope>, tonic::Status> {
+    let mut request = tonic::Request::new(envelope);
+    request.set_timeout(ttl);
+    match rpc {
+        RaftRpc::Append => client.raft_append(request).await,
+        RaftRpc::Vote => client.raft_vote(request).await,
+        RaftRpc::PreVote => client.raft_pre_vote(request).await,
+        RaftRpc::TransferLeader => client.raft_transfer_leader(request).await,
     }
 }
 

@@ -24,6 +24,7 @@ use std::io;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -56,11 +57,19 @@ fn sled_err(e: sled::Error) -> io::Error {
     }
 }
 
+/// Longest wait for sled's file lock at open, and the pause between tries.
+const LOCK_WAIT_MS_MAX: u64 = 3_000;
+const LOCK_RETRY_MS: u64 = 20;
+
 impl SledEngine {
     /// Opens (or creates) the engine in `dir`.
+    ///
+    /// A database handle dropped just before (in this process) can hold
+    /// sled's file lock for a moment while its background flusher stops:
+    /// opening waits up to `LOCK_WAIT_MS_MAX` for it.
     pub fn open(dir: &Path, cache_capacity_bytes: u64) -> io::Result<Arc<Self>> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .segment_size(SLED_SEGMENT_SIZE_BYTES)
             .cache_capacity(cache_capacity_bytes)
@@ -68,9 +77,20 @@ impl SledEngine {
             // background flusher stays on because it is also what cleans
             // sparse segments and gives disk space back (see module docs).
             .flush_every_ms(Some(SLED_FLUSHER_PERIOD_MS))
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(sled_err)?;
+            .mode(sled::Mode::HighThroughput);
+        let started = std::time::Instant::now();
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && started.elapsed() < Duration::from_millis(LOCK_WAIT_MS_MAX) =>
+                {
+                    std::thread::sleep(Duration::from_millis(LOCK_RETRY_MS));
+                }
+                Err(e) => return Err(sled_err(e)),
+            }
+        };
         let mut trees = Vec::new();
         for t in Tree::ALL {
             trees.push((t, db.open_tree(t.name()).map_err(sled_err)?));

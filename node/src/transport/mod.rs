@@ -3,7 +3,8 @@
 //! - [`seam`]: the network seam. [`seam::Network`] opens and accepts byte
 //!   streams; TCP in production, turmoil's simulated TCP in the simulator.
 //!   Both tonic's client and server run on top of it, so the simulator
-//!   exercises the real gRPC stack.
+//!   exercises the real gRPC stack. It also decides each Raft message's
+//!   [`seam::MessageFate`] (always delivered in production).
 //! - [`peers`]: one tonic channel per peer node, shared by every group,
 //!   and the address book (node id → address).
 
@@ -13,6 +14,7 @@ pub mod seam;
 pub use peers::Peers;
 pub use seam::Conn;
 pub use seam::Incoming;
+pub use seam::MessageFate;
 pub use seam::Network;
 pub use seam::SharedNetwork;
 pub use seam::TcpNetwork;

@@ -87,6 +87,11 @@ impl Peers {
 
     /// The node hosting `replica` and its address. The meta directory's
     /// address for the node wins over the one recorded in the membership.
+    /// What the network does to the next Raft message to `addr`.
+    pub fn message_fate(&self, addr: &str) -> super::seam::MessageFate {
+        self.net.message_fate(addr)
+    }
+
     pub fn replica_addr(&self, replica: ReplicaId) -> Option<(NodeId, String)> {
         let rn = self.replicas.read().unwrap_or_else(|p| p.into_inner()).get(&replica).cloned()?;
         let addr = self.node_addr(rn.node_id).unwrap_or(rn.addr);

@@ -63,6 +63,22 @@ impl tonic::transport::server::Connected for Conn {
 /// Accepted connections.
 pub type Incoming = BoxStream<'static, io::Result<Conn>>;
 
+/// What the network does to one Raft message. A real network decides by
+/// itself, so production answers `Deliver`; the simulator's network drops,
+/// delays and duplicates messages here (see `raft::network`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageFate {
+    Deliver,
+    /// The request is lost: the sender learns nothing until its deadline.
+    DropRequest,
+    /// The request arrives and takes effect; the response is lost.
+    DropResponse,
+    /// The request leaves this much later, so later messages overtake it.
+    Delay(Duration),
+    /// Delivered, and a copy arrives again this much later.
+    Duplicate(Duration),
+}
+
 pub trait Network: Send + Sync + 'static {
     /// Opens a stream to `addr` (`host:port`).
     fn connect(&self, addr: String) -> BoxFuture<'static, io::Result<Conn>>;
@@ -70,6 +86,11 @@ pub trait Network: Send + Sync + 'static {
     /// Listens on `addr`; returns the bound address (with the real port if
     /// `addr` asked for port 0) and the accepted connections.
     fn listen(&self, addr: String) -> BoxFuture<'static, io::Result<(String, Incoming)>>;
+
+    /// The fate of the next Raft message to `addr`.
+    fn message_fate(&self, _addr: &str) -> MessageFate {
+        MessageFate::Deliver
+    }
 }
 
 pub type SharedNetwork = Arc<dyn Network>;
