@@ -17,7 +17,13 @@ fn value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
 }
 
 fn report_failure(r: &RunReport, replay_flags: &str) {
-    let dir = std::path::Path::new("target/sim-failures");
+    // Beside the build profile's directory (`target/release/sim` writes to
+    // `target/sim-failures`), whatever the working directory: tests run
+    // from the crate's directory.
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("sim-failures")))
+        .unwrap_or_else(|| std::path::PathBuf::from("target/sim-failures"));
     let path = dir.join(format!("seed-{}.history", r.seed));
     let mut text = format!(
         "seed {} nodes {} failure: {:?}\nmessage fault rates (per mille): {:?}; dropped/delayed/duplicated {:?}\nfaults:\n",
