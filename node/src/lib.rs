@@ -20,11 +20,14 @@ pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod dedup;
+pub mod demand;
+pub mod forecast;
 pub mod group;
 pub mod ids;
 pub mod limits;
 pub mod meta;
 pub mod node;
+pub mod placement;
 #[cfg(feature = "planted-bugs")]
 pub mod planted;
 pub mod raft;

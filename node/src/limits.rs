@@ -66,3 +66,18 @@ pub const STORED_PIECE_BYTES: usize = 48 * 1024;
 
 /// Requests waiting for a group-commit sync at once; further appends wait.
 pub const SYNC_QUEUE_DEPTH_MAX: usize = 65_536;
+
+/// A tunable setting outside its allowed range.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{field} must be in {min}..={max}, got {value}")]
+pub struct RangeError {
+    pub field: &'static str,
+    pub value: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// Checks that `value` is finite and within `min..=max`.
+pub fn check_range(field: &'static str, value: f64, min: f64, max: f64) -> Result<(), RangeError> {
+    if value.is_finite() && value >= min && value <= max { Ok(()) } else { Err(RangeError { field, value, min, max }) }
+}

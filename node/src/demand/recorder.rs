@@ -1,0 +1,118 @@
+//! Node-local read counting: every read a node serves (or sheds) is counted
+//! per (resource, client region) in 10-second buckets. Complete minutes are
+//! drained as [`MinuteReport`]s, the unit the node reports to the meta
+//! leader, which keeps the history ([`super::history`]).
+//!
+//! Counting is one mutex-protected map increment per read. The number of
+//! distinct keys in flight is bounded by `DEMAND_KEYS_MAX`; reads beyond it
+//! are counted in `overflow_reads` rather than growing memory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+pub const BUCKET_MS: u64 = 10_000;
+pub const MINUTE_MS: u64 = 60_000;
+pub const BUCKETS_PER_MINUTE: usize = (MINUTE_MS / BUCKET_MS) as usize;
+/// Distinct (resource, region) keys one node tracks per minute.
+pub const DEMAND_KEYS_MAX: usize = 100_000;
+/// Minutes kept undrained before the oldest are dropped.
+pub const PENDING_MINUTES_MAX: usize = 60;
+/// The region of requests that do not name one.
+pub const REGION_UNKNOWN: &str = "unknown";
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DemandKey {
+    pub resource: String,
+    pub region: String,
+}
+
+/// One (resource, region)'s reads during one minute on one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinuteReport {
+    pub minute_start_ms: u64,
+    pub key: DemandKey,
+    pub reads: u64,
+    /// Reads in the busiest 10-second bucket of the minute.
+    pub peak_bucket_reads: u64,
+    /// Reads shed with RESOURCE_EXHAUSTED (already included in `reads`).
+    pub shed_reads: u64,
+}
+
+#[derive(Default)]
+struct Counts {
+    buckets: [u64; BUCKETS_PER_MINUTE],
+    shed: u64,
+}
+
+#[derive(Default)]
+struct State {
+    /// minute index → key → counts.
+    minutes: BTreeMap<u64, HashMap<DemandKey, Counts>>,
+    overflow_reads: u64,
+}
+
+#[derive(Default)]
+pub struct DemandRecorder {
+    state: Mutex<State>,
+}
+
+impl DemandRecorder {
+    pub fn new() -> DemandRecorder {
+        DemandRecorder::default()
+    }
+
+    /// Counts one read of `resource` from `region` at `now_ms` (wall clock
+    /// of the node); `shed` when it was refused for capacity.
+    pub fn record(&self, resource: &str, region: Option<&str>, now_ms: u64, shed: bool) {
+        let minute = now_ms / MINUTE_MS;
+        let bucket = ((now_ms % MINUTE_MS) / BUCKET_MS) as usize;
+        let region = region.filter(|r| !r.is_empty()).unwrap_or(REGION_UNKNOWN);
+        let mut guard = self.state.lock().expect("demand recorder lock poisoned");
+        let state = &mut *guard;
+        let tracked: usize = state.minutes.values().map(HashMap::len).sum();
+        let entries = state.minutes.entry(minute).or_default();
+        let key = DemandKey { resource: resource.to_string(), region: region.to_string() };
+        let counts = if entries.contains_key(&key) || tracked < DEMAND_KEYS_MAX {
+            entries.entry(key).or_default()
+        } else {
+            state.overflow_reads += 1;
+            return;
+        };
+        counts.buckets[bucket] += 1;
+        counts.shed += u64::from(shed);
+        while state.minutes.len() > PENDING_MINUTES_MAX {
+            state.minutes.pop_first();
+        }
+    }
+
+    /// Removes and returns every minute that ended before `now_ms`.
+    pub fn drain_complete(&self, now_ms: u64) -> Vec<MinuteReport> {
+        let current = now_ms / MINUTE_MS;
+        let mut state = self.state.lock().expect("demand recorder lock poisoned");
+        let mut reports = Vec::new();
+        while let Some(entry) = state.minutes.first_entry() {
+            if *entry.key() >= current {
+                break;
+            }
+            let (minute, keys) = entry.remove_entry();
+            let mut keys: Vec<(DemandKey, Counts)> = keys.into_iter().collect();
+            keys.sort_by(|a, b| a.0.cmp(&b.0));
+            for (key, counts) in keys {
+                reports.push(MinuteReport {
+                    minute_start_ms: minute * MINUTE_MS,
+                    key,
+                    reads: counts.buckets.iter().sum(),
+                    peak_bucket_reads: counts.buckets.iter().copied().max().unwrap_or(0),
+                    shed_reads: counts.shed,
+                });
+            }
+        }
+        reports
+    }
+
+    pub fn overflow_reads(&self) -> u64 {
+        self.state.lock().expect("demand recorder lock poisoned").overflow_reads
+    }
+}

@@ -1,0 +1,16 @@
+//! Shadow placement: where to add read capacity for a resource whose demand
+//! is forecast to outgrow its replicas, what it costs, and when to retire it.
+//!
+//! - [`planner`]: the decision, a pure function with a full explanation.
+//! - [`cost`]: the cost model of a candidate and the ledger of what shadows
+//!   have cost.
+//!
+//! Inputs come from [`crate::demand`] (telemetry) and [`crate::forecast`];
+//! the meta leader's planning loop and `sim placement-eval` both call
+//! [`planner::plan`].
+
+pub mod cost;
+pub mod planner;
+
+pub use cost::{CostBreakdown, CostLedger};
+pub use planner::{Action, HostView, Plan, PlannerConfig, RegionDistances, ResourceDemand, ShadowState, plan};
