@@ -49,6 +49,9 @@ pub struct ClientOptions {
     /// Streamed writes get extra time in proportion to their size, as if
     /// they moved at least this many bytes per second.
     pub stream_rate_floor_bytes_per_s: u64,
+    /// The client's region, sent with every read for the demand telemetry
+    /// (1..=64 bytes of `[a-z0-9-]`).
+    pub region: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -60,6 +63,7 @@ impl Default for ClientOptions {
             backoff_max: Duration::from_millis(1_000),
             create_wait: Duration::from_secs(10),
             stream_rate_floor_bytes_per_s: 4 * 1024 * 1024,
+            region: None,
         }
     }
 }
@@ -671,7 +675,7 @@ impl Client {
             Some(ms) => (v1::Consistency::StaleOk, ms),
         };
         self.call(&route, |mut stub, _budget| {
-            let req = tonic::Request::new(v1::GetRequest {
+            let req = self.read_request(v1::GetRequest {
                 resource: resource.to_string(),
                 variant: variant.to_string(),
                 version: options.version,
@@ -683,6 +687,17 @@ impl Client {
         .await
     }
 
+    /// A read request carrying the client's region, if it has one.
+    fn read_request(&self, get: v1::GetRequest) -> tonic::Request<v1::GetRequest> {
+        let mut req = tonic::Request::new(get);
+        if let Some(region) = &self.inner.options.region
+            && let Ok(value) = tonic::metadata::MetadataValue::try_from(region.as_str())
+        {
+            req.metadata_mut().insert(shadowstore_proto::REGION_METADATA, value);
+        }
+        req
+    }
+
     async fn get_unary(&self, resource: &str, variant: &str, options: &ReadOptions) -> Result<GetResult, Error> {
         let route = resource_route(resource);
         let (consistency, max_staleness_ms) = match options.max_staleness_ms {
@@ -691,7 +706,7 @@ impl Client {
         };
         let r = self
             .call(&route, |mut stub, budget| {
-                let mut req = tonic::Request::new(v1::GetRequest {
+                let mut req = self.read_request(v1::GetRequest {
                     resource: resource.to_string(),
                     variant: variant.to_string(),
                     version: options.version,
@@ -773,6 +788,62 @@ impl Client {
             out.push(r);
         }
         Ok(out)
+    }
+
+    /// The planner's dry run (JSON plans with explanations), for one
+    /// resource or all.
+    pub async fn placement_plan(&self, resource: Option<&str>) -> Result<String, Error> {
+        let resource = resource.unwrap_or_default().to_string();
+        let r = self
+            .call(META_ROUTE, |mut stub, budget| {
+                let mut req = tonic::Request::new(v1::PlacementPlanRequest { resource: resource.clone() });
+                req.set_timeout(budget);
+                async move { stub.placement_plan(req).await }
+            })
+            .await?;
+        Ok(r.plans_json)
+    }
+
+    /// A resource's demand history and forecast (JSON).
+    pub async fn demand_show(&self, resource: &str, history_slots: u32) -> Result<String, Error> {
+        let r = self
+            .call(META_ROUTE, |mut stub, budget| {
+                let mut req =
+                    tonic::Request::new(v1::DemandShowRequest { resource: resource.to_string(), history_slots });
+                req.set_timeout(budget);
+                async move { stub.demand_show(req).await }
+            })
+            .await?;
+        Ok(r.demand_json)
+    }
+
+    /// Placement settings and node prices (JSON).
+    pub async fn placement_config(&self) -> Result<String, Error> {
+        let r = self
+            .call(META_ROUTE, |mut stub, budget| {
+                let mut req = tonic::Request::new(v1::GetPlacementConfigRequest {});
+                req.set_timeout(budget);
+                async move { stub.get_placement_config(req).await }
+            })
+            .await?;
+        Ok(r.config_json)
+    }
+
+    /// Sets one placement setting (or a node's price); returns the new
+    /// configuration (JSON).
+    pub async fn set_placement_config(&self, key: &str, value: &str, node_id: Option<u64>) -> Result<String, Error> {
+        let r = self
+            .call(META_ROUTE, |mut stub, budget| {
+                let mut req = tonic::Request::new(v1::SetPlacementConfigRequest {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                    node_id: node_id.unwrap_or(0),
+                });
+                req.set_timeout(budget);
+                async move { stub.set_placement_config(req).await }
+            })
+            .await?;
+        Ok(r.config_json)
     }
 
     pub async fn cluster_status(&self) -> Result<v1::ClusterStatusResponse, Error> {

@@ -121,6 +121,12 @@ pub struct NodeCtx {
     pub blob_stats: crate::blob::BlobStats,
     pub scrubber: crate::blob::scrub::Scrubber,
     pub active_shard_writes: crate::blob::holder::ActiveWrites,
+    /// Read counts per (resource, region), drained by the meta leader.
+    pub demand: crate::demand::DemandRecorder,
+    /// Sheds reads above `read_capacity_rps`.
+    pub admission: crate::demand::admission::ReadAdmission,
+    /// Demand history, forecasts and plans (used while leading meta).
+    pub placement: crate::placement::service::PlacementState,
 }
 
 impl NodeCtx {
@@ -242,6 +248,7 @@ impl Node {
             seams.rng.clone(),
         ));
         let detector = Arc::new(FailureDetector::new(config.detector_timing()));
+        let admission = crate::demand::admission::ReadAdmission::new(config.read_capacity_rps, seams.clock.now_ms());
         let ctx = Arc::new(NodeCtx {
             config,
             addr,
@@ -256,6 +263,9 @@ impl Node {
             blob_stats: Default::default(),
             scrubber: Default::default(),
             active_shard_writes: Default::default(),
+            demand: Default::default(),
+            admission,
+            placement: Default::default(),
         });
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -320,6 +330,7 @@ impl Node {
             Duration::from_secs(1),
         )));
         tasks.push(tokio::spawn(supervisor::run(ctx.registry.clone(), Duration::from_secs(2))));
+        tasks.push(tokio::spawn(crate::placement::service::run(ctx.clone())));
         tasks.push(tokio::spawn(crate::blob::scrub::run(
             ctx.clone(),
             ctx.config.scrub_bytes_per_s,

@@ -24,3 +24,6 @@ pub const LEADER_ADDRESS_METADATA: &str = "x-shadowstore-leader";
 /// Response metadata key carrying a retry hint in milliseconds, set on
 /// RESOURCE_EXHAUSTED and UNAVAILABLE answers where waiting helps.
 pub const RETRY_AFTER_MS_METADATA: &str = "x-shadowstore-retry-after-ms";
+/// Request metadata: the client's region (1..=64 bytes of `[a-z0-9-]`),
+/// counted in the demand telemetry of every read.
+pub const REGION_METADATA: &str = "x-shadowstore-region";

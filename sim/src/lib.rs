@@ -21,5 +21,6 @@ pub mod clock;
 pub mod faults;
 pub mod history;
 pub mod net;
+pub mod placement_eval;
 pub mod run;
 pub mod workload;

@@ -10,7 +10,9 @@ use sim::run::RunReport;
 use sim::run::run_seed;
 
 const USAGE: &str = "usage: sim run --seed S [--nodes N] [--verbose] [--planted-bug NAME]
-       sim sweep --seeds A..B [--time-budget SECONDS] [--jobs N] [--planted-bug NAME]";
+       sim sweep --seeds A..B [--time-budget SECONDS] [--jobs N] [--planted-bug NAME]
+       sim placement-eval --trace FILE... [--output text|json] [--plots DIR] [--max-steps N] [--jobs N]
+       sim demand-memory [--pairs N]";
 
 fn value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
     args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).map(String::as_str)
@@ -242,9 +244,137 @@ fn main() -> ExitCode {
             );
             if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
+        Some("placement-eval") => placement_eval(&args),
+        Some("demand-memory") => demand_memory(&args),
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Resident set size of this process, bytes (Linux).
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// `sim demand-memory`: the meta leader's demand history for N
+/// (resource, region) pairs, as counted and as the process's RSS grew.
+fn demand_memory(args: &[String]) -> ExitCode {
+    use shadowstore_node::demand::{DemandHistory, DemandKey, MinuteReport};
+    let pairs = match value(args, "--pairs").map(str::parse::<usize>) {
+        None => 10_000,
+        Some(Ok(n)) if (1..=shadowstore_node::demand::history::PAIRS_MAX).contains(&n) => n,
+        Some(_) => {
+            eprintln!("sim demand-memory: --pairs takes 1..={}", shadowstore_node::demand::history::PAIRS_MAX);
+            return ExitCode::from(2);
+        }
+    };
+    let before = rss_bytes().unwrap_or(0);
+    let mut history = DemandHistory::new();
+    // The rings are allocated whole when a pair is first seen; one report
+    // per pair, then every slot touched once, is the steady-state size.
+    for pair in 0..pairs {
+        let key = DemandKey { resource: format!("resource-{pair:06}"), region: "eu-west".to_string() };
+        for minute in [0u64, 14 * 24 * 60 - 1] {
+            history.ingest(&MinuteReport {
+                minute_start_ms: minute * 60_000,
+                key: key.clone(),
+                reads: 100,
+                peak_bucket_reads: 20,
+                shed_reads: 0,
+            });
+        }
+    }
+    let after = rss_bytes().unwrap_or(0);
+    println!(
+        "{pairs} pairs: {:.1} MB counted ({} B per pair), RSS grew {:.1} MB",
+        history.memory_bytes() as f64 / 1e6,
+        history.memory_bytes() / pairs,
+        after.saturating_sub(before) as f64 / 1e6
+    );
+    ExitCode::SUCCESS
+}
+
+/// `sim placement-eval`: see sim/src/placement_eval/mod.rs and
+/// docs/PLACEMENT.md.
+fn placement_eval(args: &[String]) -> ExitCode {
+    use sim::placement_eval::{EvalOptions, evaluate, load, report};
+    // Every argument after --trace up to the next flag is a trace file.
+    let mut traces = Vec::new();
+    let mut in_traces = false;
+    for arg in &args[1..] {
+        if arg == "--trace" {
+            in_traces = true;
+        } else if arg.starts_with("--") {
+            in_traces = false;
+        } else if in_traces {
+            traces.push(std::path::PathBuf::from(arg));
+        }
+    }
+    if traces.is_empty() {
+        eprintln!("sim placement-eval: --trace takes one or more CSV files\n{USAGE}");
+        return ExitCode::from(2);
+    }
+    let json = match value(args, "--output") {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(other) => {
+            eprintln!("sim placement-eval: --output takes text or json, not {other:?}");
+            return ExitCode::from(2);
+        }
+    };
+    let max_steps = match value(args, "--max-steps").map(str::parse::<usize>) {
+        None => None,
+        Some(Ok(n)) if n >= sim::placement_eval::trace::TRACE_STEPS_MIN => Some(n),
+        Some(_) => {
+            eprintln!(
+                "sim placement-eval: --max-steps takes a number >= {}",
+                sim::placement_eval::trace::TRACE_STEPS_MIN
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let jobs = match value(args, "--jobs").map(str::parse::<usize>) {
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        Some(Ok(j)) if j > 0 => j,
+        Some(_) => {
+            eprintln!("sim placement-eval: --jobs takes a positive number");
+            return ExitCode::from(2);
+        }
+    };
+    let plots_dir = Some(std::path::PathBuf::from(value(args, "--plots").unwrap_or("target/placement-eval")));
+    let mut loaded = Vec::new();
+    for path in &traces {
+        match load(path) {
+            Ok(trace) => loaded.push(trace),
+            Err(error) => {
+                eprintln!("sim placement-eval: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let options = EvalOptions { traces, max_steps, plots_dir: plots_dir.clone(), jobs };
+    let started = Instant::now();
+    let results = evaluate(&loaded, &options);
+    let summary = report::summarise(&results);
+    if json {
+        let document = serde_json::json!({ "traces": results, "summary": summary });
+        match serde_json::to_string_pretty(&document) {
+            Ok(text) => println!("{text}"),
+            Err(error) => {
+                eprintln!("sim placement-eval: serialising the report: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", report::text(&results, &summary));
+        if let Some(dir) = plots_dir {
+            println!("\nplots in {}", dir.display());
+        }
+    }
+    eprintln!("placement-eval: {} traces in {:.0} s", loaded.len(), started.elapsed().as_secs_f64());
+    ExitCode::SUCCESS
 }

@@ -124,9 +124,45 @@ impl ClientService {
     }
 
     /// The replica that serves `req` and the version it asked for.
-    async fn read_version(&self, req: &v1::GetRequest) -> Result<(Arc<Group>, Version), Status> {
+    /// Counts a read of `resource` from the caller's region and admits it,
+    /// or sheds it with RESOURCE_EXHAUSTED and a retry hint when the node
+    /// is at its read capacity.
+    fn admit_read(&self, metadata: &tonic::metadata::MetadataMap, resource: &str) -> Result<(), Status> {
+        let region = match metadata.get(crate::demand::REGION_HEADER) {
+            None => None,
+            Some(value) => Some(value.to_str().ok().filter(|r| validate::region(r).is_ok()).ok_or_else(|| {
+                Status::invalid_argument(format!("{} must be 1..=64 bytes of [a-z0-9-]", crate::demand::REGION_HEADER))
+            })?),
+        };
+        let now_ms = self.ctx.clock.now_ms();
+        match self.ctx.admission.try_admit(now_ms) {
+            Ok(()) => {
+                self.ctx.demand.record(resource, region, now_ms, false);
+                Ok(())
+            }
+            Err(retry_after_ms) => {
+                self.ctx.demand.record(resource, region, now_ms, true);
+                let mut status = Status::resource_exhausted(format!(
+                    "node at its read capacity of {} reads/s; retry after {retry_after_ms} ms or read another replica",
+                    self.ctx.config.read_capacity_rps
+                ));
+                status.metadata_mut().insert(
+                    shadowstore_proto::RETRY_AFTER_MS_METADATA,
+                    tonic::metadata::MetadataValue::from(retry_after_ms),
+                );
+                Err(status)
+            }
+        }
+    }
+
+    async fn read_version(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        req: &v1::GetRequest,
+    ) -> Result<(Arc<Group>, Version), Status> {
         validate::resource_name(&req.resource)?;
         validate::variant_name(&req.variant)?;
+        self.admit_read(metadata, &req.resource)?;
         let rec = self.resource(&req.resource).await?;
         let g = self.reader(&rec, req.consistency, req.max_staleness_ms, "get").await?;
         let version = {
@@ -344,8 +380,8 @@ impl ShadowStore for ClientService {
     }
 
     async fn get(&self, request: Request<v1::GetRequest>) -> Result<Response<v1::GetResponse>, Status> {
-        let req = request.into_inner();
-        let (g, version) = self.read_version(&req).await?;
+        let (metadata, _, req) = request.into_parts();
+        let (g, version) = self.read_version(&metadata, &req).await?;
         if version.size > UNARY_GET_BYTES_MAX {
             let mut s = Status::failed_precondition(format!(
                 "{}/{} version {} is {} bytes, more than one message carries; use GetStream",
@@ -371,8 +407,8 @@ impl ShadowStore for ClientService {
     type GetStreamStream = Pin<Box<dyn Stream<Item = Result<v1::GetChunk, Status>> + Send>>;
 
     async fn get_stream(&self, request: Request<v1::GetRequest>) -> Result<Response<Self::GetStreamStream>, Status> {
-        let req = request.into_inner();
-        let (g, version) = self.read_version(&req).await?;
+        let (metadata, _, req) = request.into_parts();
+        let (g, version) = self.read_version(&metadata, &req).await?;
         let header = v1::GetChunk {
             header: Some(v1::GetHeader {
                 version: version.version,
@@ -468,6 +504,34 @@ impl ShadowStore for ClientService {
             variants,
             blob_bytes,
         }))
+    }
+
+    async fn placement_plan(
+        &self,
+        request: Request<v1::PlacementPlanRequest>,
+    ) -> Result<Response<v1::PlacementPlanResponse>, Status> {
+        super::placement::plan(&self.ctx, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn demand_show(
+        &self,
+        request: Request<v1::DemandShowRequest>,
+    ) -> Result<Response<v1::DemandShowResponse>, Status> {
+        super::placement::demand_show(&self.ctx, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_placement_config(
+        &self,
+        _request: Request<v1::GetPlacementConfigRequest>,
+    ) -> Result<Response<v1::PlacementConfigResponse>, Status> {
+        super::placement::get_config(&self.ctx).await.map(Response::new)
+    }
+
+    async fn set_placement_config(
+        &self,
+        request: Request<v1::SetPlacementConfigRequest>,
+    ) -> Result<Response<v1::PlacementConfigResponse>, Status> {
+        super::placement::set_config(&self.ctx, request.into_inner()).await.map(Response::new)
     }
 
     async fn scrub_status(

@@ -281,4 +281,11 @@ impl Peer for PeerService {
             groups_led: registry.led.load(std::sync::atomic::Ordering::Relaxed),
         }))
     }
+
+    async fn drain_demand(
+        &self,
+        _req: Request<shadowstore_proto::peer::DrainDemandRequest>,
+    ) -> Result<Response<shadowstore_proto::peer::DrainDemandResponse>, Status> {
+        Ok(Response::new(crate::placement::service::drain_local(&self.ctx, self.ctx.clock.now_ms())))
+    }
 }

@@ -34,6 +34,18 @@ pub fn resource_name(name: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// A client region (`x-shadowstore-region`): 1..=64 bytes of `[a-z0-9-]`.
+pub fn region(region: &str) -> Result<(), Status> {
+    let ok = !region.is_empty()
+        && region.len() <= 64
+        && region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!("region {region:?} must be 1..=64 bytes of [a-z0-9-]")))
+    }
+}
+
 pub fn variant_name(name: &str) -> Result<(), Status> {
     let bad = |why: &str| Err(Status::invalid_argument(format!("variant name {name:?} {why}")));
     if name.is_empty() {

@@ -2,6 +2,7 @@
 //!
 //! - [`recorder`]: each node counts reads per (resource, client region) in
 //!   10-second buckets and drains complete minutes as reports.
+//! - [`admission`]: each node sheds reads above its read capacity.
 //! - [`history`]: the meta leader adds every node's reports into a compact
 //!   per-pair history (6 h at 1 min, 14 days at 5 min), the input of
 //!   [`crate::forecast`].
@@ -9,6 +10,7 @@
 //! Clients name their region in the `x-shadowstore-region` request header;
 //! reads without one count under region `unknown`.
 
+pub mod admission;
 pub mod history;
 pub mod recorder;
 
@@ -16,7 +18,7 @@ pub use history::DemandHistory;
 pub use recorder::{DemandKey, DemandRecorder, MinuteReport};
 
 /// The request header that carries the client's region.
-pub const REGION_HEADER: &str = "x-shadowstore-region";
+pub use shadowstore_proto::REGION_METADATA as REGION_HEADER;
 
 #[cfg(test)]
 mod tests;

@@ -86,9 +86,11 @@ impl ForecasterConfig {
             history_steps_max: steps(21 * 86_400).min(HISTORY_STEPS_MAX),
             history_steps_min: day,
             refit_every_steps: steps(3_600),
-            calibration_window: (2 * day).clamp(50, CALIBRATION_WINDOW_MAX),
+            // Two days of residuals, and never fewer than 500: a 95%
+            // interval read off fewer points is itself noisy.
+            calibration_window: (2 * day).clamp(500, CALIBRATION_WINDOW_MAX),
             calibration_min: (day / 4).clamp(20, 200),
-            backtest_window: (2 * day).clamp(50, CALIBRATION_WINDOW_MAX),
+            backtest_window: (2 * day).clamp(500, CALIBRATION_WINDOW_MAX),
             anchor_decay: 0.95,
         }
     }
@@ -147,6 +149,20 @@ pub struct DemandForecast {
 }
 
 impl DemandForecast {
+    /// A reactive forecast of `horizon_steps` leads at `observed`.
+    pub fn reactive_at(observed: f64, horizon_steps: usize) -> DemandForecast {
+        reactive(0, observed, horizon_steps, Vec::new())
+    }
+
+    /// The same forecast in other units (e.g. reads per slot → per second).
+    pub fn scaled(mut self, factor: f64) -> DemandForecast {
+        assert!(factor.is_finite() && factor > 0.0);
+        self.observed *= factor;
+        self.point.iter_mut().for_each(|v| *v *= factor);
+        self.quantiles.iter_mut().flatten().for_each(|v| *v *= factor);
+        self
+    }
+
     pub fn horizon_steps(&self) -> usize {
         self.point.len()
     }

@@ -34,6 +34,48 @@ pub struct Prices {
     pub million_requests_micros: u64,
 }
 
+/// Placement settings, replicated so that every meta leader plans alike.
+/// Integers only (per mille for probabilities): replicated state is
+/// compared bit for bit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementSettings {
+    pub threshold_permille: u32,
+    pub horizon_s: u64,
+    pub planning_interval_ms: u64,
+    pub ttl_ms: u64,
+    pub hysteresis_ms: u64,
+}
+
+impl Default for PlacementSettings {
+    fn default() -> Self {
+        PlacementSettings {
+            threshold_permille: 800,
+            horizon_s: 1_800,
+            planning_interval_ms: 60_000,
+            ttl_ms: 6 * 3_600_000,
+            hysteresis_ms: 30 * 60_000,
+        }
+    }
+}
+
+/// Bounds on placement settings (checked by `SetPlacementConfig`).
+pub const PLACEMENT_HORIZON_S_RANGE: (u64, u64) = (300, 6 * 3_600);
+pub const PLANNING_INTERVAL_MS_RANGE: (u64, u64) = (1_000, 3_600_000);
+
+/// The planner's latest committed decision for a resource.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementRecord {
+    pub at_ms: u64,
+    /// `add-shadows` or `retire`.
+    pub action: String,
+    pub nodes: Vec<NodeId>,
+    pub p_exceed_permille: u32,
+    pub reason: String,
+}
+
+/// Longest reason kept in a committed placement record.
+pub const PLACEMENT_REASON_BYTES_MAX: usize = 512;
+
 /// What a node says about itself when it joins or restarts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeLabels {
@@ -181,6 +223,22 @@ pub enum MetaCommand {
         now_ms: u64,
         name: String,
     },
+    SetPlacementSettings {
+        now_ms: u64,
+        settings: PlacementSettings,
+    },
+    SetNodePrices {
+        now_ms: u64,
+        node_id: NodeId,
+        prices: Prices,
+    },
+    /// The planner's decision for `resource` (plans survive a leader
+    /// change).
+    RecordPlacement {
+        now_ms: u64,
+        resource: String,
+        record: PlacementRecord,
+    },
 }
 
 impl fmt::Display for MetaCommand {
@@ -197,6 +255,11 @@ impl fmt::Display for MetaCommand {
             MetaCommand::DeleteResource { name, .. } => write!(f, "delete resource {name}"),
             MetaCommand::ReplaceReplica { name, old_replica, new_node, .. } => {
                 write!(f, "replace replica {old_replica} of {name} with one on node {new_node}")
+            }
+            MetaCommand::SetPlacementSettings { settings, .. } => write!(f, "set placement settings {settings:?}"),
+            MetaCommand::SetNodePrices { node_id, prices, .. } => write!(f, "set node {node_id} prices {prices:?}"),
+            MetaCommand::RecordPlacement { resource, record, .. } => {
+                write!(f, "record placement of {resource}: {} {:?}", record.action, record.nodes)
             }
         }
     }
@@ -229,6 +292,19 @@ pub struct MetaState {
     pub next_replica_id: ReplicaId,
     pub next_group_id: GroupId,
     pub sessions: Sessions<MetaResponse>,
+    pub placement_settings: PlacementSettings,
+    /// resource → the planner's latest committed decision.
+    pub placements: BTreeMap<String, PlacementRecord>,
+}
+
+fn truncate_utf8(text: &mut String, bytes_max: usize) {
+    if text.len() > bytes_max {
+        let mut end = bytes_max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
 }
 
 impl Default for MetaState {
@@ -243,6 +319,8 @@ impl Default for MetaState {
             next_replica_id: BOOTSTRAP_META_REPLICA_ID + 1,
             next_group_id: 1,
             sessions: Sessions::default(),
+            placement_settings: PlacementSettings::default(),
+            placements: BTreeMap::new(),
         }
     }
 }
@@ -252,7 +330,10 @@ impl MetaState {
         let request = match cmd {
             MetaCommand::Bootstrap { now_ms, .. }
             | MetaCommand::UpdateNode { now_ms, .. }
-            | MetaCommand::ReplaceReplica { now_ms, .. } => {
+            | MetaCommand::ReplaceReplica { now_ms, .. }
+            | MetaCommand::SetPlacementSettings { now_ms, .. }
+            | MetaCommand::SetNodePrices { now_ms, .. }
+            | MetaCommand::RecordPlacement { now_ms, .. } => {
                 self.sessions.advance(*now_ms);
                 None
             }
@@ -411,9 +492,30 @@ impl MetaState {
                     for rep in &r.replicas {
                         self.replica_index.remove(&rep.replica_id);
                     }
+                    self.placements.remove(name);
                     MetaResponse::Deleted
                 }
             },
+            MetaCommand::SetPlacementSettings { settings, .. } => {
+                self.placement_settings = settings.clone();
+                MetaResponse::Updated
+            }
+            MetaCommand::SetNodePrices { node_id, prices, .. } => match self.nodes.get_mut(node_id) {
+                None => MetaResponse::NotFound,
+                Some(node) => {
+                    node.labels.prices = prices.clone();
+                    MetaResponse::Updated
+                }
+            },
+            MetaCommand::RecordPlacement { resource, record, .. } => {
+                if !self.resources.contains_key(resource) {
+                    return MetaResponse::NotFound;
+                }
+                let mut record = record.clone();
+                truncate_utf8(&mut record.reason, PLACEMENT_REASON_BYTES_MAX);
+                self.placements.insert(resource.clone(), record);
+                MetaResponse::Updated
+            }
         }
     }
 
@@ -441,6 +543,7 @@ impl MetaState {
     /// comparison only in debug builds: it is linear in the directory).
     fn check_invariants(&self) {
         assert_eq!(self.resources.len(), self.groups.len());
+        assert!(self.placements.keys().all(|r| self.resources.contains_key(r)), "placement of an unknown resource");
         debug_assert_eq!(self.replica_index, self.derive_replica_index());
         for r in self.resources.values() {
             assert!(r.group_id < self.next_group_id, "group id {} not allocated", r.group_id);

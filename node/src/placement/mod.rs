@@ -2,6 +2,8 @@
 //! is forecast to outgrow its replicas, what it costs, and when to retire it.
 //!
 //! - [`planner`]: the decision, a pure function with a full explanation.
+//! - [`service`]: the meta leader's planning loop and the state behind
+//!   the placement API.
 //! - [`cost`]: the cost model of a candidate and the ledger of what shadows
 //!   have cost.
 //!
@@ -11,6 +13,7 @@
 
 pub mod cost;
 pub mod planner;
+pub mod service;
 
 pub use cost::{CostBreakdown, CostLedger};
 pub use planner::{Action, HostView, Plan, PlannerConfig, RegionDistances, ResourceDemand, ShadowState, plan};

@@ -14,13 +14,17 @@
 //!    resource priority, raised for negative priority) → add shadows until
 //!    capacity × target utilisation covers the forecast peak at
 //!    `sizing_quantile`.
+//!    Observed demand already above capacity counts as P(exceed) = 1
+//!    (`act_on_observed_overload`): a forecast never vetoes a present
+//!    overload.
 //! 2. Candidate hosts: healthy, not already a replica, spare read capacity
 //!    (capacity − load already committed to them), disk for a full copy.
 //!    The nearest region to the demand first; within a region ring the
 //!    cheapest per request/s contributed (cost model in [`super::cost`]).
-//! 3. Otherwise a shadow retires when P(exceed) without it stayed below
-//!    `retire_p_max` for `hysteresis_ms`, or when its TTL expired; never
-//!    while observed demand still needs it. At most one retires per plan.
+//! 3. Otherwise shadows retire, newest first, when P(exceed) without them
+//!    stayed below `retire_p_max` for `hysteresis_ms`, or when their TTL
+//!    expired; never while observed demand still needs them. Several may
+//!    retire in one plan: each is tested with the newer ones removed.
 
 use std::collections::BTreeMap;
 
@@ -54,6 +58,10 @@ pub struct PlannerConfig {
     /// Expected life of a new shadow, for its storage cost.
     pub expected_shadow_s: u64,
     pub shadows_per_resource_max: usize,
+    /// Treat observed demand above capacity as P(exceed) = 1 whatever the
+    /// forecast says (the cluster's default; the evaluation's pure
+    /// "predictive" policy turns it off).
+    pub act_on_observed_overload: bool,
 }
 
 impl Default for PlannerConfig {
@@ -68,6 +76,7 @@ impl Default for PlannerConfig {
             ttl_ms: 6 * 3600 * 1000,
             expected_shadow_s: 2 * 3600,
             shadows_per_resource_max: 16,
+            act_on_observed_overload: true,
         }
     }
 }
@@ -214,9 +223,19 @@ pub struct PlanInputs {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Action {
-    Hold { reason: String },
-    AddShadows { nodes: Vec<NodeId>, added_rps: f64, short_rps: f64 },
-    Retire { node_id: NodeId, reason: String },
+    Hold {
+        reason: String,
+    },
+    AddShadows {
+        nodes: Vec<NodeId>,
+        added_rps: f64,
+        short_rps: f64,
+    },
+    /// Retire these shadows (newest first); each verdict says why.
+    Retire {
+        nodes: Vec<NodeId>,
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -226,6 +245,8 @@ pub struct ShadowVerdict {
     /// Whether demand without this shadow is low now (the caller keeps
     /// `low_since_ms` from this).
     pub low_now: bool,
+    /// Retired by this plan.
+    pub retire: bool,
     pub reason: String,
 }
 
@@ -332,7 +353,8 @@ pub fn plan(
 ) -> Plan {
     let forecast = &resource.forecast;
     let threshold = config.effective_threshold(resource.priority);
-    let p_exceed = forecast.p_exceed(resource.capacity_rps);
+    let overloaded = config.act_on_observed_overload && resource.observed_rps > resource.capacity_rps;
+    let p_exceed = if overloaded { 1.0 } else { forecast.p_exceed(resource.capacity_rps) };
     let forecast_peak_rps = forecast.peak_quantile(config.sizing_quantile).max(resource.observed_rps);
     let wanted_capacity_rps = forecast_peak_rps / config.target_utilisation;
     let inputs = PlanInputs {
@@ -377,51 +399,80 @@ pub fn plan(
                 Action::AddShadows { nodes: choice.chosen, added_rps: choice.added_rps, short_rps: choice.short_rps }
             }
         }
-    } else if let Some(retire) = shadows.iter().find(|s| s.reason.starts_with("retire")) {
-        Action::Retire { node_id: retire.node_id, reason: retire.reason.clone() }
+    } else if shadows.first().is_some_and(|s| s.retire) {
+        // Retirements form a prefix of the newest-first order: each one's
+        // test already assumed the ones before it gone.
+        let nodes: Vec<NodeId> = shadows.iter().take_while(|s| s.retire).map(|s| s.node_id).collect();
+        let reason = format!("{} shadow(s) no longer needed: {}", nodes.len(), shadows[0].reason);
+        Action::Retire { nodes, reason }
     } else {
         Action::Hold { reason: format!("P(exceed) {p_exceed:.2} < {threshold:.2}") }
     };
     Plan { resource: resource.resource.clone(), at_ms: now_ms, inputs, action, candidates, shadows }
 }
 
+/// Verdicts in retirement order: newest shadow first (last in, first
+/// out), pinned shadows last and never retired. Shadow k's test removes
+/// shadows 1..=k together, so several can retire in one plan without
+/// leaving the resource short.
 fn shadow_verdicts(config: &PlannerConfig, resource: &ResourceDemand, now_ms: u64) -> Vec<ShadowVerdict> {
-    resource
-        .shadows
-        .iter()
+    let mut order: Vec<&ShadowState> = resource.shadows.iter().collect();
+    order.sort_by(|a, b| {
+        a.pinned.cmp(&b.pinned).then(b.added_at_ms.cmp(&a.added_at_ms)).then(b.node_id.cmp(&a.node_id))
+    });
+    let mut without_rps = resource.capacity_rps;
+    let mut prefix_retires = true;
+    order
+        .into_iter()
         .map(|shadow| {
-            let without_rps = (resource.capacity_rps - shadow.capacity_rps).max(0.0);
+            without_rps = (without_rps - shadow.capacity_rps).max(0.0);
             let p_exceed_without = resource.forecast.p_exceed(without_rps);
             let observed_needs_it = resource.observed_rps > without_rps * config.target_utilisation;
             let low_now = p_exceed_without < config.retire_p_max && !observed_needs_it;
             let low_for_ms = if low_now { shadow.low_since_ms.map(|since| now_ms.saturating_sub(since)) } else { None };
             let age_ms = now_ms.saturating_sub(shadow.added_at_ms);
-            let reason = if shadow.pinned {
-                "keep: pinned by an operator".to_string()
+            let (retire, reason) = if shadow.pinned {
+                (false, "keep: pinned by an operator".to_string())
             } else if observed_needs_it {
-                format!(
-                    "keep: observed {:.0} rps exceeds {:.0} rps without it",
-                    resource.observed_rps,
-                    without_rps * config.target_utilisation
+                (
+                    false,
+                    format!(
+                        "keep: observed {:.0} rps exceeds {:.0} rps without it (and newer shadows)",
+                        resource.observed_rps,
+                        without_rps * config.target_utilisation
+                    ),
                 )
             } else if low_for_ms.is_some_and(|ms| ms >= config.hysteresis_ms) {
-                format!(
-                    "retire: P(exceed) without it {p_exceed_without:.2} < {:.2} for {} s",
-                    config.retire_p_max,
-                    low_for_ms.unwrap_or(0) / 1000
+                (
+                    true,
+                    format!(
+                        "retire: P(exceed) without it {p_exceed_without:.2} < {:.2} for {} s",
+                        config.retire_p_max,
+                        low_for_ms.unwrap_or(0) / 1000
+                    ),
                 )
             } else if age_ms >= config.ttl_ms {
-                format!("retire: TTL of {} s expired and observed demand does not need it", config.ttl_ms / 1000)
+                (
+                    true,
+                    format!("retire: TTL of {} s expired and observed demand does not need it", config.ttl_ms / 1000),
+                )
             } else if low_now {
-                format!(
-                    "keep: demand low for {} s of the {} s hysteresis",
-                    low_for_ms.unwrap_or(0) / 1000,
-                    config.hysteresis_ms / 1000
+                (
+                    false,
+                    format!(
+                        "keep: demand low for {} s of the {} s hysteresis",
+                        low_for_ms.unwrap_or(0) / 1000,
+                        config.hysteresis_ms / 1000
+                    ),
                 )
             } else {
-                format!("keep: P(exceed) without it {p_exceed_without:.2} ≥ {:.2}", config.retire_p_max)
+                (false, format!("keep: P(exceed) without it {p_exceed_without:.2} ≥ {:.2}", config.retire_p_max))
             };
-            ShadowVerdict { node_id: shadow.node_id, p_exceed_without, low_now, reason }
+            // Only a prefix retires: a shadow whose newer siblings stay
+            // was tested as if they were gone.
+            prefix_retires &= retire;
+            let retire = prefix_retires;
+            ShadowVerdict { node_id: shadow.node_id, p_exceed_without, low_now, retire, reason }
         })
         .collect()
 }

@@ -28,6 +28,11 @@ openraft::declare_raft_types!(
         R = CommandResponse,
         NodeId = ReplicaId,
         Node = ReplicaNode,
+        // Standard Raft: at most one leader per term (a replica votes for
+        // one candidate per term). openraft's default ("advanced") leader
+        // ids let two candidates of one term both win; the simulator's
+        // one-leader-per-term invariant caught it (seed 11).
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, ReplicaId>,
         AsyncRuntime = Runtime,
 );
 
@@ -55,4 +60,28 @@ pub enum CommandResponse {
     /// A meta command was logged in a resource group or the reverse; never
     /// produced by a correct node, answered rather than panicking.
     WrongGroupKind,
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::RaftTypeConfig;
+    use openraft::vote::RaftLeaderId;
+
+    use super::TypeConfig;
+
+    type LeaderId = <TypeConfig as RaftTypeConfig>::LeaderId;
+
+    /// Regression (simulator seed 11 of the placement change): with
+    /// openraft's default leader ids, a replica that voted for candidate 3
+    /// in term 2 granted candidate 5 in term 2 too, and both led term 2.
+    /// Standard Raft leader ids of one term and different candidates are
+    /// incomparable, so a vote already cast in a term is never replaced.
+    #[test]
+    fn one_leader_per_term() {
+        let three = LeaderId::new(2, 3);
+        let five = LeaderId::new(2, 5);
+        assert_eq!(three.partial_cmp(&five), None);
+        assert_eq!(five.partial_cmp(&three), None);
+        assert!(LeaderId::new(3, 3) > five, "a later term still wins");
+    }
 }

@@ -1,5 +1,9 @@
 //! `shadowctl demo`: a local cluster of real `shadowstore` processes on
-//! loopback, with a short demo workload.
+//! loopback, with a short demo workload. While it runs (without
+//! `--detach`), a demand generator reads the demo resource from two client
+//! regions, with a surge above the resource's read capacity every ten
+//! minutes, so `shadowctl demand show demo-catalog` and `shadowctl
+//! placement plan` have something to show.
 //!
 //! Node i (1-based) listens on 127.0.0.1:(base_port + i) and keeps its data,
 //! config and log under `<dir>/node<i>`. Node 1 bootstraps the cluster, the
@@ -68,6 +72,48 @@ struct DemoArgs {
 }
 
 const REGIONS: [&str; 3] = ["us-east", "us-west", "eu-west"];
+/// Each demo node serves at most this many reads per second, so the
+/// generator's surges exceed what the three replicas give.
+const DEMO_READ_CAPACITY_RPS: u64 = 100;
+/// The generator: a steady rate, and a surge for one minute in ten.
+const DEMAND_BASE_RPS: u64 = 20;
+const DEMAND_SURGE_RPS: u64 = 400;
+const DEMAND_SURGE_EVERY_S: u64 = 600;
+const DEMAND_SURGE_FOR_S: u64 = 60;
+
+/// Reads the demo resource until the process ends: `DEMAND_BASE_RPS`, and
+/// `DEMAND_SURGE_RPS` for the first minute of every ten. Reads alternate
+/// between two client regions; shed reads are not retried.
+async fn generate_demand(endpoints: Vec<String>) {
+    let clients: Vec<Client> = ["eu-west", "us-east"]
+        .iter()
+        .filter_map(|region| {
+            let options = ClientOptions {
+                total_deadline: Duration::from_millis(500),
+                region: Some(region.to_string()),
+                ..ClientOptions::default()
+            };
+            Client::new_lazy(endpoints.clone(), options).ok()
+        })
+        .collect();
+    if clients.is_empty() {
+        return;
+    }
+    let started = tokio::time::Instant::now();
+    let mut n = 0u64;
+    loop {
+        let elapsed_s = started.elapsed().as_secs();
+        let rps =
+            if elapsed_s % DEMAND_SURGE_EVERY_S < DEMAND_SURGE_FOR_S { DEMAND_SURGE_RPS } else { DEMAND_BASE_RPS };
+        let client = clients[(n % clients.len() as u64) as usize].clone();
+        tokio::spawn(async move {
+            let options = shadowstore_client::ReadOptions { max_staleness_ms: Some(5_000), ..Default::default() };
+            let _ = client.get_with("demo-catalog", "en/mobile", options).await;
+        });
+        n += 1;
+        tokio::time::sleep(Duration::from_micros(1_000_000 / rps)).await;
+    }
+}
 const READY_WAIT: Duration = Duration::from_secs(60);
 
 fn node_binary(args: &DemoArgs) -> anyhow::Result<PathBuf> {
@@ -140,7 +186,7 @@ fn write_config(args: &DemoArgs, i: u16) -> anyhow::Result<PathBuf> {
          bootstrap = {bootstrap}\n\
          join = [{join}]\n\
          region = \"{region}\"\n\
-         read_capacity_rps = 20000\n",
+         read_capacity_rps = {DEMO_READ_CAPACITY_RPS}\n",
         data = data.display().to_string(),
         bootstrap = i == 1,
         region = REGIONS[(i as usize - 1) % REGIONS.len()],
@@ -326,6 +372,13 @@ pub async fn run(cmd: &DemoCmd, out: Output) -> anyhow::Result<()> {
     if args.detach {
         println!("running in the background; stop with `shadowctl demo down --dir {}`", args.dir.display());
         return Ok(());
+    }
+    if !args.no_workload {
+        tokio::spawn(generate_demand(endpoints(args)));
+        println!(
+            "generating demand on demo-catalog: {DEMAND_BASE_RPS} reads/s, {DEMAND_SURGE_RPS} reads/s for the first minute of every ten (node read capacity {DEMO_READ_CAPACITY_RPS}/s)"
+        );
+        println!("try: shadowctl demand show demo-catalog   and   shadowctl placement plan");
     }
     println!("press Ctrl-C to stop the cluster");
     let exited = tokio::task::spawn_blocking(move || {

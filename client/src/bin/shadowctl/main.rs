@@ -9,6 +9,7 @@ mod bench;
 mod demo;
 mod idle;
 mod output;
+mod placement;
 mod progress;
 
 use std::path::PathBuf;
@@ -37,6 +38,9 @@ struct Cli {
     /// Total time a command may take, retries included, in seconds.
     #[arg(long, global = true, default_value_t = 15)]
     timeout_secs: u64,
+    /// This client's region, sent with reads for the demand telemetry.
+    #[arg(long, global = true, env = "SHADOWSTORE_REGION")]
+    region: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -84,10 +88,61 @@ enum Command {
     /// Scrubbing and repair of erasure-coded shards.
     #[command(subcommand)]
     Scrub(ScrubCmd),
+    /// The placement planner: a dry run with every decision explained.
+    #[command(subcommand)]
+    Placement(PlacementCmd),
+    /// Demand telemetry and forecasts.
+    #[command(subcommand)]
+    Demand(DemandCmd),
+    /// Placement settings (threshold, horizon, planning interval, TTL,
+    /// hysteresis) and node prices.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Measure put or get throughput and latency against a cluster.
     Bench(bench::BenchArgs),
     /// Start a local cluster of real node processes and run a demo workload.
     Demo(demo::DemoCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum PlacementCmd {
+    /// Plan now without acting: inputs, candidates, costs and verdicts.
+    Plan {
+        /// Only this resource.
+        #[arg(long)]
+        resource: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DemandCmd {
+    /// A resource's read history per region and its forecast.
+    Show {
+        resource: String,
+        /// Five-minute slots of history (default one day, at most 14 days).
+        #[arg(long, default_value_t = 288)]
+        slots: u32,
+        /// Also draw history and forecast to this SVG file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Show the placement settings and every node's prices.
+    Get,
+    /// Set one setting: threshold, horizon_s, planning_interval_ms,
+    /// ttl_ms, hysteresis_ms, or prices.storage_gb_hour_micros,
+    /// prices.transfer_gb_micros, prices.million_requests_micros (with
+    /// --node).
+    Set {
+        key: String,
+        value: String,
+        /// The node whose price changes.
+        #[arg(long)]
+        node: Option<u64>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -129,7 +184,11 @@ enum ResourceCmd {
 }
 
 async fn client(cli: &Cli) -> anyhow::Result<Client> {
-    let options = ClientOptions { total_deadline: Duration::from_secs(cli.timeout_secs), ..ClientOptions::default() };
+    let options = ClientOptions {
+        total_deadline: Duration::from_secs(cli.timeout_secs),
+        region: cli.region.clone(),
+        ..ClientOptions::default()
+    };
     Client::connect_with(&cli.endpoints, options)
         .await
         .with_context(|| format!("cannot reach the cluster at {}", cli.endpoints.join(",")))
@@ -259,6 +318,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scrub(ScrubCmd::Status) => {
             let all = c.scrub_status_all().await?;
             out.scrub(&all);
+        }
+        Command::Placement(PlacementCmd::Plan { resource }) => {
+            placement::plans(out, &c.placement_plan(resource.as_deref()).await?)?;
+        }
+        Command::Demand(DemandCmd::Show { resource, slots, svg }) => {
+            placement::demand(out, &c.demand_show(resource, *slots).await?, svg.as_deref())?;
+        }
+        Command::Config(ConfigCmd::Get) => placement::config(out, &c.placement_config().await?)?,
+        Command::Config(ConfigCmd::Set { key, value, node }) => {
+            placement::config(out, &c.set_placement_config(key, value, *node).await?)?;
         }
         Command::Demo(_) | Command::Bench(_) => unreachable!("handled above"),
     }

@@ -164,7 +164,7 @@ fn retires_after_hysteresis_never_while_observed_demand_needs_it() {
     assert!(matches!(early.action, Action::Hold { .. }), "{:?}", early.action);
     assert!(early.shadows[0].low_now);
     let later = plan(&config, &demand, &hosts, &RegionDistances::default(), config.hysteresis_ms);
-    assert!(matches!(later.action, Action::Retire { node_id: 4, .. }), "{:?}", later.action);
+    assert!(matches!(&later.action, Action::Retire { nodes, .. } if nodes == &vec![4]), "{:?}", later.action);
 
     // The forecast is low but observed demand (3000 > 3000 × 0.9) still
     // needs the shadow: kept, even after its TTL.
@@ -205,4 +205,18 @@ fn bad_config_is_rejected() {
     assert_eq!(bad.validate().unwrap_err().field, "threshold");
     let bad = PlannerConfig { retire_p_max: 0.9, ..PlannerConfig::default() };
     assert_eq!(bad.validate().unwrap_err().field, "retire_p_max");
+}
+
+#[test]
+fn observed_overload_acts_whatever_the_forecast_says() {
+    let hosts = vec![host(4, "east", 1)];
+    // The forecast says demand is low, but 3300 rps are observed now.
+    let demand = resource(3_000.0, uniform_forecast(100.0, 200.0, 3_300.0));
+    let acting = plan(&PlannerConfig::default(), &demand, &hosts, &RegionDistances::default(), 0);
+    assert_eq!(acting.inputs.p_exceed, 1.0);
+    assert!(matches!(acting.action, Action::AddShadows { .. }), "{:?}", acting.action);
+    let forecast_only = PlannerConfig { act_on_observed_overload: false, ..PlannerConfig::default() };
+    let holding = plan(&forecast_only, &demand, &hosts, &RegionDistances::default(), 0);
+    assert_eq!(holding.inputs.p_exceed, 0.0);
+    assert!(matches!(holding.action, Action::Hold { .. }));
 }

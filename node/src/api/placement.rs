@@ -1,0 +1,175 @@
+//! The placement part of the public API: the planner's dry run, demand
+//! history and forecasts, and the placement settings. The meta leader holds
+//! the demand history, so every call is served there; another node answers
+//! UNAVAILABLE naming the leader (the client library follows it).
+
+use shadowstore_proto::v1;
+use tonic::Status;
+
+use super::status;
+use crate::demand::history::FIVE_MIN_SLOTS;
+use crate::meta::membership::propose_meta;
+use crate::meta::state::{
+    MetaCommand, MetaResponse, PLACEMENT_HORIZON_S_RANGE, PLANNING_INTERVAL_MS_RANGE, PlacementSettings, Prices,
+};
+use crate::node::NodeCtx;
+use crate::placement::service;
+
+/// History slots `DemandShow` returns by default (one day).
+pub const DEMAND_SHOW_SLOTS_DEFAULT: u32 = 288;
+/// The largest price accepted, in micro-units.
+pub const PRICE_MICROS_MAX: u64 = 1_000_000_000_000;
+
+fn require_meta_leader(ctx: &NodeCtx, what: &str) -> Result<(), Status> {
+    let meta = ctx.meta_group().ok_or_else(status::not_ready)?;
+    if meta.is_leader() { Ok(()) } else { Err(status::redirect(what, ctx.leader_addr(&meta).as_deref())) }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String, Status> {
+    serde_json::to_string(value).map_err(|e| Status::internal(format!("serialising: {e}")))
+}
+
+pub async fn plan(ctx: &NodeCtx, req: v1::PlacementPlanRequest) -> Result<v1::PlacementPlanResponse, Status> {
+    let only = if req.resource.is_empty() {
+        None
+    } else {
+        super::validate::resource_name(&req.resource)?;
+        Some(req.resource.as_str())
+    };
+    require_meta_leader(ctx, "placement plan")?;
+    if let Some(name) = only
+        && ctx.with_meta(|m| m.resources.contains_key(name)) != Some(true)
+    {
+        return Err(Status::not_found(format!("resource {name:?} does not exist")));
+    }
+    let plans = service::plan_all(ctx, only, ctx.clock.now_ms());
+    let committed = ctx
+        .with_meta(|m| {
+            m.placements
+                .iter()
+                .filter(|(r, _)| only.is_none_or(|o| o == r.as_str()))
+                .map(|(r, p)| (r.clone(), p.clone()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        })
+        .unwrap_or_default();
+    let answer = serde_json::json!({ "plans": plans, "committed": committed });
+    Ok(v1::PlacementPlanResponse { plans_json: json(&answer)? })
+}
+
+pub async fn demand_show(ctx: &NodeCtx, req: v1::DemandShowRequest) -> Result<v1::DemandShowResponse, Status> {
+    super::validate::resource_name(&req.resource)?;
+    let slots = match req.history_slots {
+        0 => DEMAND_SHOW_SLOTS_DEFAULT,
+        n if n as usize <= FIVE_MIN_SLOTS => n,
+        n => return Err(Status::invalid_argument(format!("history_slots {n} exceeds {FIVE_MIN_SLOTS}"))),
+    };
+    require_meta_leader(ctx, "demand show")?;
+    if ctx.with_meta(|m| m.resources.contains_key(&req.resource)) != Some(true) {
+        return Err(Status::not_found(format!("resource {:?} does not exist", req.resource)));
+    }
+    let view = service::demand_view(ctx, &req.resource, slots as usize, ctx.clock.now_ms());
+    Ok(v1::DemandShowResponse { demand_json: json(&view)? })
+}
+
+#[derive(serde::Serialize)]
+struct ConfigView {
+    settings: PlacementSettings,
+    threshold: f64,
+    prices: Vec<(u64, Prices)>,
+}
+
+fn config_view(ctx: &NodeCtx) -> Result<v1::PlacementConfigResponse, Status> {
+    let view = ctx
+        .with_meta(|m| ConfigView {
+            settings: m.placement_settings.clone(),
+            threshold: m.placement_settings.threshold_permille as f64 / 1000.0,
+            prices: m.nodes.values().map(|n| (n.node_id, n.labels.prices.clone())).collect(),
+        })
+        .ok_or_else(status::not_ready)?;
+    Ok(v1::PlacementConfigResponse { config_json: json(&view)? })
+}
+
+pub async fn get_config(ctx: &NodeCtx) -> Result<v1::PlacementConfigResponse, Status> {
+    let meta = ctx.meta_group().ok_or_else(status::not_ready)?;
+    ctx.linearize(&meta, "placement config").await?;
+    config_view(ctx)
+}
+
+fn parse_u64(key: &str, value: &str, min: u64, max: u64) -> Result<u64, Status> {
+    match value.trim().parse::<u64>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(Status::invalid_argument(format!("{key} takes a whole number in {min}..={max}, got {value:?}"))),
+    }
+}
+
+pub async fn set_config(
+    ctx: &NodeCtx,
+    req: v1::SetPlacementConfigRequest,
+) -> Result<v1::PlacementConfigResponse, Status> {
+    let now_ms = ctx.clock.now_ms();
+    let current = ctx.with_meta(|m| m.placement_settings.clone()).ok_or_else(status::not_ready)?;
+    let key = req.key.as_str();
+    let cmd = if let Some(part) = key.strip_prefix("prices.") {
+        if req.node_id == 0 {
+            return Err(Status::invalid_argument(format!("{key} needs the node whose prices change (node_id)")));
+        }
+        let mut prices = ctx
+            .with_meta(|m| m.nodes.get(&req.node_id).map(|n| n.labels.prices.clone()))
+            .flatten()
+            .ok_or_else(|| Status::not_found(format!("node {} is not a member", req.node_id)))?;
+        let value = parse_u64(key, &req.value, 0, PRICE_MICROS_MAX)?;
+        match part {
+            "storage_gb_hour_micros" => prices.storage_gb_hour_micros = value,
+            "transfer_gb_micros" => prices.transfer_gb_micros = value,
+            "million_requests_micros" => prices.million_requests_micros = value,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown price {other:?}; known: storage_gb_hour_micros, transfer_gb_micros, million_requests_micros"
+                )));
+            }
+        }
+        MetaCommand::SetNodePrices { now_ms, node_id: req.node_id, prices }
+    } else {
+        let mut settings = current;
+        match key {
+            "threshold" => {
+                let threshold = match req.value.trim().parse::<f64>() {
+                    Ok(t) if (0.01..=0.99).contains(&t) => t,
+                    _ => {
+                        return Err(Status::invalid_argument(format!(
+                            "threshold takes a number in 0.01..=0.99, got {:?}",
+                            req.value
+                        )));
+                    }
+                };
+                settings.threshold_permille = (threshold * 1000.0).round() as u32;
+            }
+            "horizon_s" => {
+                let horizon = parse_u64(key, &req.value, PLACEMENT_HORIZON_S_RANGE.0, PLACEMENT_HORIZON_S_RANGE.1)?;
+                if horizon % 300 != 0 {
+                    return Err(Status::invalid_argument(format!(
+                        "horizon_s must be a multiple of 300 (the forecast step), got {horizon}"
+                    )));
+                }
+                settings.horizon_s = horizon;
+            }
+            "planning_interval_ms" => {
+                settings.planning_interval_ms =
+                    parse_u64(key, &req.value, PLANNING_INTERVAL_MS_RANGE.0, PLANNING_INTERVAL_MS_RANGE.1)?
+            }
+            "ttl_ms" => settings.ttl_ms = parse_u64(key, &req.value, 60_000, 30 * 86_400_000)?,
+            "hysteresis_ms" => settings.hysteresis_ms = parse_u64(key, &req.value, 0, 7 * 86_400_000)?,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown setting {other:?}; known: threshold, horizon_s, planning_interval_ms, ttl_ms, hysteresis_ms, prices.storage_gb_hour_micros, prices.transfer_gb_micros, prices.million_requests_micros"
+                )));
+            }
+        }
+        MetaCommand::SetPlacementSettings { now_ms, settings }
+    };
+    match propose_meta(ctx, cmd).await? {
+        MetaResponse::Updated => config_view(ctx),
+        MetaResponse::NotFound => Err(Status::not_found(format!("node {} is not a member", req.node_id))),
+        other => Err(Status::internal(format!("meta group answered {other:?}"))),
+    }
+}

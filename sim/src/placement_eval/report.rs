@@ -1,0 +1,297 @@
+//! The evaluation's outputs: a text table per trace and lag, a summary
+//! against the targets of docs/PLACEMENT.md, JSON, and an SVG plot per
+//! trace and lag (demand, the forecast's 95% band at lead 1, and each
+//! policy's ready capacity over the scored part, log scale).
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use super::TraceResult;
+use super::fluid::{Metrics, Prepared};
+
+/// Targets (issue 5): fewer violation minutes than reactive, replica-
+/// minutes near the oracle, few never-needed shadows, calibrated intervals.
+pub const TARGET_VIOLATION_REDUCTION_MIN: f64 = 0.5;
+pub const TARGET_REPLICA_MINUTES_VS_ORACLE_MAX: f64 = 1.3;
+pub const TARGET_NEVER_NEEDED_MAX: f64 = 0.2;
+pub const TARGET_COVERAGE: (f64, f64) = (0.93, 0.97);
+
+/// Totals over all traces of one policy at one lag.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Totals {
+    pub policy: String,
+    pub lag_min: u64,
+    pub slo_violation_minutes: u64,
+    pub unserved_requests: f64,
+    pub replica_minutes: f64,
+    pub cost_micros: f64,
+    pub shadows_added: u64,
+    pub shadows_never_needed: u64,
+    pub weight_over_ready_events: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetCheck {
+    pub name: String,
+    pub lag_min: u64,
+    pub policy: String,
+    pub value: f64,
+    pub target: String,
+    pub met: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub totals: Vec<Totals>,
+    pub coverage_95_pooled: f64,
+    pub targets: Vec<TargetCheck>,
+}
+
+fn add(totals: &mut Totals, m: &Metrics) {
+    totals.slo_violation_minutes += m.slo_violation_minutes;
+    totals.unserved_requests += m.unserved_requests;
+    totals.replica_minutes += m.replica_minutes;
+    totals.cost_micros += m.cost_micros;
+    totals.shadows_added += m.shadows_added;
+    totals.shadows_never_needed += m.shadows_never_needed;
+    totals.weight_over_ready_events += m.weight_over_ready_events;
+}
+
+pub fn summarise(results: &[TraceResult]) -> Summary {
+    let mut totals: Vec<Totals> = Vec::new();
+    for result in results {
+        for lag in &result.lags {
+            for policy in &lag.policies {
+                let name = policy.policy.name();
+                let index = match totals.iter().position(|t| t.policy == name && t.lag_min == lag.lag_min) {
+                    Some(index) => index,
+                    None => {
+                        totals.push(Totals { policy: name.to_string(), lag_min: lag.lag_min, ..Totals::default() });
+                        totals.len() - 1
+                    }
+                };
+                add(&mut totals[index], &policy.scored);
+            }
+        }
+    }
+    let (covered, points) = results.iter().fold((0.0, 0u64), |(c, n), r| {
+        (c + r.forecast.coverage_95 * r.forecast.covered_points as f64, n + r.forecast.covered_points)
+    });
+    let coverage = covered / points.max(1) as f64;
+    let mut targets = Vec::new();
+    let lags: Vec<u64> =
+        totals.iter().map(|t| t.lag_min).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    for lag in lags {
+        let get = |name: &str| totals.iter().find(|t| t.policy == name && t.lag_min == lag);
+        let (Some(reactive), Some(oracle)) = (get("reactive"), get("oracle")) else { continue };
+        for ours in ["predictive", "predictive+reactive"] {
+            let Some(t) = get(ours) else { continue };
+            let reduction = if reactive.slo_violation_minutes == 0 {
+                if t.slo_violation_minutes == 0 { 1.0 } else { f64::NEG_INFINITY }
+            } else {
+                1.0 - t.slo_violation_minutes as f64 / reactive.slo_violation_minutes as f64
+            };
+            targets.push(TargetCheck {
+                name: "SLO-violation minutes below reactive".into(),
+                lag_min: lag,
+                policy: ours.into(),
+                value: reduction,
+                target: format!(">= {:.0}% fewer", TARGET_VIOLATION_REDUCTION_MIN * 100.0),
+                met: reduction >= TARGET_VIOLATION_REDUCTION_MIN,
+            });
+            let ratio = t.replica_minutes / oracle.replica_minutes.max(1.0);
+            targets.push(TargetCheck {
+                name: "replica-minutes / oracle".into(),
+                lag_min: lag,
+                policy: ours.into(),
+                value: ratio,
+                target: format!("<= {TARGET_REPLICA_MINUTES_VS_ORACLE_MAX}"),
+                met: ratio <= TARGET_REPLICA_MINUTES_VS_ORACLE_MAX,
+            });
+            let never = t.shadows_never_needed as f64 / t.shadows_added.max(1) as f64;
+            targets.push(TargetCheck {
+                name: "never-needed shadows".into(),
+                lag_min: lag,
+                policy: ours.into(),
+                value: never,
+                target: format!("<= {:.0}%", TARGET_NEVER_NEEDED_MAX * 100.0),
+                met: never <= TARGET_NEVER_NEEDED_MAX,
+            });
+        }
+    }
+    targets.push(TargetCheck {
+        name: "95% interval coverage (pooled)".into(),
+        lag_min: 0,
+        policy: "forecaster".into(),
+        value: coverage,
+        target: format!("{:.0}%..{:.0}%", TARGET_COVERAGE.0 * 100.0, TARGET_COVERAGE.1 * 100.0),
+        met: (TARGET_COVERAGE.0..=TARGET_COVERAGE.1).contains(&coverage),
+    });
+    Summary { totals, coverage_95_pooled: coverage, targets }
+}
+
+fn policy_label(policy: &super::fluid::Policy) -> String {
+    use super::fluid::Policy;
+    match policy {
+        Policy::Reactive { target_utilisation } => format!("reactive(u={target_utilisation})"),
+        Policy::Predictive { knobs } => {
+            format!("predictive(t={},q={},h={})", knobs.threshold, knobs.sizing_quantile, knobs.hysteresis_min)
+        }
+        Policy::PredictiveReactive { knobs, target_utilisation } => format!(
+            "pred+react(t={},q={},h={},u={target_utilisation})",
+            knobs.threshold, knobs.sizing_quantile, knobs.hysteresis_min
+        ),
+        other => other.name().to_string(),
+    }
+}
+
+pub fn text(results: &[TraceResult], summary: &Summary) -> String {
+    let mut out = String::new();
+    for r in results {
+        let modes: Vec<String> =
+            r.forecast.modes.iter().map(|(m, share)| format!("{m} {:.0}%", share * 100.0)).collect();
+        let _ = writeln!(
+            out,
+            "\n== {} ({} steps of {} s, scored from step {}; 1 trace unit = {:.1} rps)\n   forecast: MASE {:.3} (seasonal naive {:.3}), 95% coverage {:.1}% over {} points, modes: {}",
+            r.trace,
+            r.steps,
+            r.step_s,
+            r.scored_from_step,
+            r.rps_per_trace_unit,
+            r.forecast.mase,
+            r.forecast.mase_seasonal_naive,
+            r.forecast.coverage_95 * 100.0,
+            r.forecast.covered_points,
+            modes.join(", ")
+        );
+        for lag in &r.lags {
+            let _ = writeln!(
+                out,
+                "   warm-up lag {} min{}",
+                lag.lag_min,
+                match lag.reliability.hit_rate(0.8) {
+                    Some((rate, n)) => format!("; P(exceed) >= 0.8 came true {:.0}% of {n} times", rate * 100.0),
+                    None => "; P(exceed) never reached 0.8".to_string(),
+                }
+            );
+            let _ = writeln!(
+                out,
+                "   {:<40} {:>8} {:>14} {:>12} {:>12} {:>7} {:>7} {:>6}",
+                "policy (tuned)", "SLO-min", "unserved req", "replica-min", "cost", "added", "unneed", "w>rdy"
+            );
+            for p in &lag.policies {
+                let m = &p.scored;
+                let _ = writeln!(
+                    out,
+                    "   {:<40} {:>8} {:>14.0} {:>12.0} {:>12.2} {:>7} {:>7} {:>6}",
+                    policy_label(&p.policy),
+                    m.slo_violation_minutes,
+                    m.unserved_requests,
+                    m.replica_minutes,
+                    m.cost_micros / 1e6,
+                    m.shadows_added,
+                    m.shadows_never_needed,
+                    m.weight_over_ready_events
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "\n== totals over all traces (scored parts; cost in currency units)");
+    for t in &summary.totals {
+        let _ = writeln!(
+            out,
+            "   lag {:>2} {:<20} SLO-min {:>7} unserved {:>14.0} replica-min {:>11.0} cost {:>10.2} added {:>6} never-needed {:>5}",
+            t.lag_min,
+            t.policy,
+            t.slo_violation_minutes,
+            t.unserved_requests,
+            t.replica_minutes,
+            t.cost_micros / 1e6,
+            t.shadows_added,
+            t.shadows_never_needed
+        );
+    }
+    let _ = writeln!(out, "\n== targets");
+    for c in &summary.targets {
+        let _ = writeln!(
+            out,
+            "   [{}] {:<36} {:<20} lag {:>2}: {:.3} (target {})",
+            if c.met { "met" } else { "MISSED" },
+            c.name,
+            c.policy,
+            c.lag_min,
+            c.value,
+            c.target
+        );
+    }
+    out
+}
+
+const COLOURS: [&str; 5] = ["#7f7f7f", "#d62728", "#1f77b4", "#2ca02c", "#9467bd"];
+
+/// One SVG: demand, the 95% band at lead 1 and each policy's capacity.
+pub fn svg_plot(prepared: &Prepared, scored_from: usize, lag_min: u64, capacities: &[(&str, Vec<f64>)]) -> String {
+    let (width, height, margin) = (1200.0, 420.0, 50.0);
+    let demand = &prepared.rps[scored_from..];
+    let n = demand.len().max(2);
+    let bands: Vec<(f64, f64)> = prepared.forecasts[scored_from..]
+        .iter()
+        .map(|f| if f.is_reactive() { (f.point[0], f.point[0]) } else { f.interval(1, 0.95) })
+        .collect();
+    let mut top: f64 = demand.iter().copied().fold(1.0, f64::max);
+    for (_, capacity) in capacities {
+        top = capacity.iter().copied().fold(top, f64::max);
+    }
+    let y_of = |v: f64| {
+        let frac = (v.max(1.0)).log10() / top.log10().max(1e-9);
+        height - margin - frac * (height - 2.0 * margin)
+    };
+    let x_of = |i: usize| margin + i as f64 * (width - 2.0 * margin) / (n - 1) as f64;
+    let polyline = |values: &[f64]| -> String {
+        values.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", x_of(i), y_of(*v))).collect::<Vec<_>>().join(" ")
+    };
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{margin}\" y=\"20\">{} — scored part, warm-up lag {lag_min} min (requests/s, log scale)</text>\n",
+        prepared.name
+    );
+    // The band: upper edge left to right, lower edge back.
+    let mut band: Vec<String> =
+        bands.iter().enumerate().map(|(i, (_, hi))| format!("{:.1},{:.1}", x_of(i), y_of(*hi))).collect();
+    band.extend(bands.iter().enumerate().rev().map(|(i, (lo, _))| format!("{:.1},{:.1}", x_of(i), y_of(*lo))));
+    let _ =
+        writeln!(svg, "<polygon points=\"{}\" fill=\"#ffcc80\" fill-opacity=\"0.6\" stroke=\"none\"/>", band.join(" "));
+    let _ = writeln!(
+        svg,
+        "<polyline points=\"{}\" fill=\"none\" stroke=\"black\" stroke-width=\"0.8\"/>",
+        polyline(demand)
+    );
+    for (index, (name, capacity)) in capacities.iter().enumerate() {
+        let colour = COLOURS[index % COLOURS.len()];
+        let _ = writeln!(
+            svg,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"1\"/>",
+            polyline(capacity)
+        );
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{name}</text>",
+            width - 190.0,
+            40.0 + 16.0 * index as f64
+        );
+    }
+    let _ = writeln!(
+        svg,
+        "<text x=\"{}\" y=\"{}\">demand (black), 95% forecast band at lead 1 (orange)</text>",
+        margin,
+        height - 15.0
+    );
+    for decade in 0..=(top.log10().ceil() as i32) {
+        let value = 10f64.powi(decade);
+        if value <= top {
+            let _ = writeln!(svg, "<text x=\"2\" y=\"{:.1}\">{value:.0}</text>", y_of(value));
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
