@@ -831,13 +831,22 @@ impl Client {
 
     /// Sets one placement setting (or a node's price); returns the new
     /// configuration (JSON).
-    pub async fn set_placement_config(&self, key: &str, value: &str, node_id: Option<u64>) -> Result<String, Error> {
+    /// `node_id` names the node for a price, `resource` the resource for
+    /// `priority`.
+    pub async fn set_placement_config(
+        &self,
+        key: &str,
+        value: &str,
+        node_id: Option<u64>,
+        resource: Option<&str>,
+    ) -> Result<String, Error> {
         let r = self
             .call(META_ROUTE, |mut stub, budget| {
                 let mut req = tonic::Request::new(v1::SetPlacementConfigRequest {
                     key: key.to_string(),
                     value: value.to_string(),
                     node_id: node_id.unwrap_or(0),
+                    resource: resource.unwrap_or_default().to_string(),
                 });
                 req.set_timeout(budget);
                 async move { stub.set_placement_config(req).await }

@@ -44,27 +44,35 @@ async fn demand_admission_and_planning_on_four_nodes() {
 
     // --- settings: plan every second; bad input changes nothing.
     let config: Value =
-        serde_json::from_str(&c.set_placement_config("planning_interval_ms", "1000", None).await.expect("set"))
+        serde_json::from_str(&c.set_placement_config("planning_interval_ms", "1000", None, None).await.expect("set"))
             .expect("json");
     assert_eq!(config["settings"]["planning_interval_ms"], 1000);
-    for (key, value, node) in [
-        ("threshold", "1.5", None),
-        ("no_such_key", "1", None),
-        ("horizon_s", "301", None),
-        ("prices.transfer_gb_micros", "5", None),
-        ("prices.transfer_gb_micros", "-5", Some(1)),
+    for (key, value, node, resource) in [
+        ("threshold", "1.5", None, None),
+        ("no_such_key", "1", None, None),
+        ("horizon_s", "301", None, None),
+        ("prices.transfer_gb_micros", "5", None, None),
+        ("prices.transfer_gb_micros", "-5", Some(1), None),
+        ("priority", "9", None, Some(RESOURCE)),
+        ("priority", "1", None, None),
     ] {
-        let error = c.set_placement_config(key, value, node).await.expect_err("bad setting accepted");
+        let error = c.set_placement_config(key, value, node, resource).await.expect_err("bad setting accepted");
         assert_eq!(error.code(), Code::InvalidArgument, "{key}={value}: {error}");
     }
     let config: Value = serde_json::from_str(&c.placement_config().await.expect("get")).expect("json");
     assert_eq!(config["threshold"], 0.8, "a refused setting changed the config");
     let priced: Value = serde_json::from_str(
-        &c.set_placement_config("prices.storage_gb_hour_micros", "7", Some(2)).await.expect("price"),
+        &c.set_placement_config("prices.storage_gb_hour_micros", "7", Some(2), None).await.expect("price"),
     )
     .expect("json");
     let node2 = priced["prices"].as_array().expect("prices").iter().find(|p| p[0] == 2).expect("node 2").clone();
     assert_eq!(node2[1]["storage_gb_hour_micros"], 7);
+    let prioritised: Value =
+        serde_json::from_str(&c.set_placement_config("priority", "2", None, Some(RESOURCE)).await.expect("priority"))
+            .expect("json");
+    assert_eq!(prioritised["priorities"][RESOURCE], 2);
+    let missing = c.set_placement_config("priority", "2", None, Some("nothing-here")).await.expect_err("no resource");
+    assert_eq!(missing.code(), Code::NotFound);
 
     // --- admission: a burst far above 2 reads/s is shed with a retry hint.
     let addr = cluster.nodes[0].addr.clone();
@@ -122,6 +130,10 @@ async fn demand_admission_and_planning_on_four_nodes() {
     let plan = &answer["plans"][0];
     assert_eq!(plan["resource"], RESOURCE);
     assert!(plan["inputs"]["p_exceed"].is_number() && plan["inputs"]["capacity_rps"] == 6.0, "{plan}");
+    assert!(
+        (plan["inputs"]["threshold"].as_f64().expect("threshold") - 0.7).abs() < 1e-9,
+        "priority 2 moves 0.8 to 0.7"
+    );
     if plan["action"]["action"] == "add-shadows" {
         let candidates = plan["candidates"].as_array().expect("candidates");
         assert_eq!(candidates.len(), 4);

@@ -76,6 +76,7 @@ struct ConfigView {
     settings: PlacementSettings,
     threshold: f64,
     prices: Vec<(u64, Prices)>,
+    priorities: std::collections::BTreeMap<String, i32>,
 }
 
 fn config_view(ctx: &NodeCtx) -> Result<v1::PlacementConfigResponse, Status> {
@@ -84,6 +85,7 @@ fn config_view(ctx: &NodeCtx) -> Result<v1::PlacementConfigResponse, Status> {
             settings: m.placement_settings.clone(),
             threshold: m.placement_settings.threshold_permille as f64 / 1000.0,
             prices: m.nodes.values().map(|n| (n.node_id, n.labels.prices.clone())).collect(),
+            priorities: m.priorities.clone(),
         })
         .ok_or_else(status::not_ready)?;
     Ok(v1::PlacementConfigResponse { config_json: json(&view)? })
@@ -109,7 +111,20 @@ pub async fn set_config(
     let now_ms = ctx.clock.now_ms();
     let current = ctx.with_meta(|m| m.placement_settings.clone()).ok_or_else(status::not_ready)?;
     let key = req.key.as_str();
-    let cmd = if let Some(part) = key.strip_prefix("prices.") {
+    let cmd = if key == "priority" {
+        super::validate::resource_name(&req.resource)?;
+        let limit = crate::meta::state::PRIORITY_ABS_MAX;
+        let priority = match req.value.trim().parse::<i32>() {
+            Ok(p) if (-limit..=limit).contains(&p) => p,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "priority takes a whole number in -{limit}..={limit}, got {:?}",
+                    req.value
+                )));
+            }
+        };
+        MetaCommand::SetResourcePriority { now_ms, resource: req.resource.clone(), priority }
+    } else if let Some(part) = key.strip_prefix("prices.") {
         if req.node_id == 0 {
             return Err(Status::invalid_argument(format!("{key} needs the node whose prices change (node_id)")));
         }
@@ -161,7 +176,7 @@ pub async fn set_config(
             "hysteresis_ms" => settings.hysteresis_ms = parse_u64(key, &req.value, 0, 7 * 86_400_000)?,
             other => {
                 return Err(Status::invalid_argument(format!(
-                    "unknown setting {other:?}; known: threshold, horizon_s, planning_interval_ms, ttl_ms, hysteresis_ms, prices.storage_gb_hour_micros, prices.transfer_gb_micros, prices.million_requests_micros"
+                    "unknown setting {other:?}; known: threshold, horizon_s, planning_interval_ms, ttl_ms, hysteresis_ms, priority, prices.storage_gb_hour_micros, prices.transfer_gb_micros, prices.million_requests_micros"
                 )));
             }
         }
@@ -169,6 +184,9 @@ pub async fn set_config(
     };
     match propose_meta(ctx, cmd).await? {
         MetaResponse::Updated => config_view(ctx),
+        MetaResponse::NotFound if key == "priority" => {
+            Err(Status::not_found(format!("resource {:?} does not exist", req.resource)))
+        }
         MetaResponse::NotFound => Err(Status::not_found(format!("node {} is not a member", req.node_id))),
         other => Err(Status::internal(format!("meta group answered {other:?}"))),
     }

@@ -73,6 +73,9 @@ pub struct PlacementRecord {
     pub reason: String,
 }
 
+/// Resource priorities range over -PRIORITY_ABS_MAX..=PRIORITY_ABS_MAX.
+pub use crate::placement::planner::PRIORITY_ABS_MAX;
+
 /// Longest reason kept in a committed placement record.
 pub const PLACEMENT_REASON_BYTES_MAX: usize = 512;
 
@@ -232,6 +235,12 @@ pub enum MetaCommand {
         node_id: NodeId,
         prices: Prices,
     },
+    /// A resource's placement priority (-5..=5): moves its threshold.
+    SetResourcePriority {
+        now_ms: u64,
+        resource: String,
+        priority: i32,
+    },
     /// The planner's decision for `resource` (plans survive a leader
     /// change).
     RecordPlacement {
@@ -258,6 +267,9 @@ impl fmt::Display for MetaCommand {
             }
             MetaCommand::SetPlacementSettings { settings, .. } => write!(f, "set placement settings {settings:?}"),
             MetaCommand::SetNodePrices { node_id, prices, .. } => write!(f, "set node {node_id} prices {prices:?}"),
+            MetaCommand::SetResourcePriority { resource, priority, .. } => {
+                write!(f, "set priority of {resource} to {priority}")
+            }
             MetaCommand::RecordPlacement { resource, record, .. } => {
                 write!(f, "record placement of {resource}: {} {:?}", record.action, record.nodes)
             }
@@ -295,6 +307,8 @@ pub struct MetaState {
     pub placement_settings: PlacementSettings,
     /// resource → the planner's latest committed decision.
     pub placements: BTreeMap<String, PlacementRecord>,
+    /// resource → placement priority, when not 0.
+    pub priorities: BTreeMap<String, i32>,
 }
 
 fn truncate_utf8(text: &mut String, bytes_max: usize) {
@@ -321,6 +335,7 @@ impl Default for MetaState {
             sessions: Sessions::default(),
             placement_settings: PlacementSettings::default(),
             placements: BTreeMap::new(),
+            priorities: BTreeMap::new(),
         }
     }
 }
@@ -333,6 +348,7 @@ impl MetaState {
             | MetaCommand::ReplaceReplica { now_ms, .. }
             | MetaCommand::SetPlacementSettings { now_ms, .. }
             | MetaCommand::SetNodePrices { now_ms, .. }
+            | MetaCommand::SetResourcePriority { now_ms, .. }
             | MetaCommand::RecordPlacement { now_ms, .. } => {
                 self.sessions.advance(*now_ms);
                 None
@@ -493,6 +509,7 @@ impl MetaState {
                         self.replica_index.remove(&rep.replica_id);
                     }
                     self.placements.remove(name);
+                    self.priorities.remove(name);
                     MetaResponse::Deleted
                 }
             },
@@ -507,6 +524,18 @@ impl MetaState {
                     MetaResponse::Updated
                 }
             },
+            MetaCommand::SetResourcePriority { resource, priority, .. } => {
+                if !self.resources.contains_key(resource) {
+                    return MetaResponse::NotFound;
+                }
+                let priority = (*priority).clamp(-PRIORITY_ABS_MAX, PRIORITY_ABS_MAX);
+                if priority == 0 {
+                    self.priorities.remove(resource);
+                } else {
+                    self.priorities.insert(resource.clone(), priority);
+                }
+                MetaResponse::Updated
+            }
             MetaCommand::RecordPlacement { resource, record, .. } => {
                 if !self.resources.contains_key(resource) {
                     return MetaResponse::NotFound;
@@ -544,6 +573,7 @@ impl MetaState {
     fn check_invariants(&self) {
         assert_eq!(self.resources.len(), self.groups.len());
         assert!(self.placements.keys().all(|r| self.resources.contains_key(r)), "placement of an unknown resource");
+        assert!(self.priorities.keys().all(|r| self.resources.contains_key(r)), "priority of an unknown resource");
         debug_assert_eq!(self.replica_index, self.derive_replica_index());
         for r in self.resources.values() {
             assert!(r.group_id < self.next_group_id, "group id {} not allocated", r.group_id);

@@ -211,12 +211,17 @@ fn resource_capacity_rps(meta: &MetaState, resource: &str) -> f64 {
 /// Plans every resource (or one) now. Nothing is committed.
 pub fn plan_all(ctx: &NodeCtx, only: Option<&str>, now_ms: u64) -> Vec<Plan> {
     let Some((settings, resources, hosts)) = ctx.with_meta(|meta| {
-        let resources: Vec<(String, Vec<NodeId>, f64)> = meta
+        let resources: Vec<(String, Vec<NodeId>, f64, i32)> = meta
             .resources
             .values()
             .filter(|r| only.is_none_or(|name| name == r.name))
             .map(|r| {
-                (r.name.clone(), r.replicas.iter().map(|x| x.node_id).collect(), resource_capacity_rps(meta, &r.name))
+                (
+                    r.name.clone(),
+                    r.replicas.iter().map(|x| x.node_id).collect(),
+                    resource_capacity_rps(meta, &r.name),
+                    meta.priorities.get(&r.name).copied().unwrap_or(0),
+                )
             })
             .collect();
         let hosts: Vec<HostView> = meta
@@ -252,7 +257,7 @@ pub fn plan_all(ctx: &NodeCtx, only: Option<&str>, now_ms: u64) -> Vec<Plan> {
     let config = planner_config(&settings);
     let regions = RegionDistances::default();
     let mut plans = Vec::new();
-    for (name, replica_nodes, capacity_rps) in resources {
+    for (name, replica_nodes, capacity_rps, priority) in resources {
         let total = DemandKey { resource: name.clone(), region: REGION_TOTAL.to_string() };
         let observed_rps = state.last_minute_rps(&total, now_ms);
         // Reactive (too little history): act on the last complete minute,
@@ -276,7 +281,7 @@ pub fn plan_all(ctx: &NodeCtx, only: Option<&str>, now_ms: u64) -> Vec<Plan> {
             .unwrap_or_else(|| ctx.config.region.clone());
         let demand = ResourceDemand {
             resource: name.clone(),
-            priority: 0,
+            priority,
             // Resource sizes are not reported to the meta leader yet.
             size_bytes: 0,
             region,

@@ -133,7 +133,8 @@ enum ConfigCmd {
     /// Show the placement settings and every node's prices.
     Get,
     /// Set one setting: threshold, horizon_s, planning_interval_ms,
-    /// ttl_ms, hysteresis_ms, or prices.storage_gb_hour_micros,
+    /// ttl_ms, hysteresis_ms, priority (with --resource; -5..=5, higher
+    /// acts sooner), or prices.storage_gb_hour_micros,
     /// prices.transfer_gb_micros, prices.million_requests_micros (with
     /// --node).
     Set {
@@ -142,6 +143,9 @@ enum ConfigCmd {
         /// The node whose price changes.
         #[arg(long)]
         node: Option<u64>,
+        /// The resource whose priority changes.
+        #[arg(long)]
+        resource: Option<String>,
     },
 }
 
@@ -326,8 +330,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             placement::demand(out, &c.demand_show(resource, *slots).await?, svg.as_deref())?;
         }
         Command::Config(ConfigCmd::Get) => placement::config(out, &c.placement_config().await?)?,
-        Command::Config(ConfigCmd::Set { key, value, node }) => {
-            placement::config(out, &c.set_placement_config(key, value, *node).await?)?;
+        Command::Config(ConfigCmd::Set { key, value, node, resource }) => {
+            placement::config(out, &c.set_placement_config(key, value, *node, resource.as_deref()).await?)?;
         }
         Command::Demo(_) | Command::Bench(_) => unreachable!("handled above"),
     }

@@ -238,6 +238,9 @@ pub fn config(out: Output, json: &str) -> anyhow::Result<()> {
     for key in ["horizon_s", "planning_interval_ms", "ttl_ms", "hysteresis_ms"] {
         println!("{key:<21} {}", s[key]);
     }
+    for (resource, priority) in config["priorities"].as_object().cloned().unwrap_or_default() {
+        println!("priority of {resource:<12} {priority}");
+    }
     for entry in config["prices"].as_array().cloned().unwrap_or_default() {
         let prices = &entry[1];
         println!(
