@@ -68,6 +68,12 @@ impl Default for ClientOptions {
     }
 }
 
+tokio::task_local! {
+    /// The attempt number of the call being made (1 for the first), seen
+    /// while an attempt's request is built.
+    static ATTEMPT: u32;
+}
+
 /// How a read may be served.
 #[derive(Clone, Debug, Default)]
 pub struct ReadOptions {
@@ -311,6 +317,7 @@ impl Client {
         let mut target = self.cached_leader(route).unwrap_or_else(|| self.next_endpoint());
         let mut failures = 0u32;
         let mut redirects = 0u32;
+        let mut attempts = 0u32;
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -320,11 +327,14 @@ impl Client {
                 });
             }
             let budget = (deadline - now).min(attempt_timeout);
+            attempts += 1;
             let result = match self.stub(&target) {
-                Ok(stub) => match tokio::time::timeout(budget, attempt(stub, budget)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(Status::deadline_exceeded(format!("attempt against {target} timed out"))),
-                },
+                Ok(stub) => {
+                    match tokio::time::timeout(budget, ATTEMPT.sync_scope(attempts, || attempt(stub, budget))).await {
+                        Ok(r) => r,
+                        Err(_) => Err(Status::deadline_exceeded(format!("attempt against {target} timed out"))),
+                    }
+                }
                 Err(s) => Err(s),
             };
             let status = match result {
@@ -687,13 +697,20 @@ impl Client {
         .await
     }
 
-    /// A read request carrying the client's region, if it has one.
+    /// A read request carrying the client's region, if it has one, and
+    /// its attempt number when it is a retry.
     fn read_request(&self, get: v1::GetRequest) -> tonic::Request<v1::GetRequest> {
         let mut req = tonic::Request::new(get);
         if let Some(region) = &self.inner.options.region
             && let Ok(value) = tonic::metadata::MetadataValue::try_from(region.as_str())
         {
             req.metadata_mut().insert(shadowstore_proto::REGION_METADATA, value);
+        }
+        if let Ok(attempt) = ATTEMPT.try_with(|a| *a)
+            && attempt > 1
+        {
+            req.metadata_mut()
+                .insert(shadowstore_proto::ATTEMPT_METADATA, tonic::metadata::MetadataValue::from(attempt));
         }
         req
     }

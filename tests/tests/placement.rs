@@ -12,13 +12,14 @@ use std::time::Duration;
 use serde_json::Value;
 use shadowstore_client::{Client, ClientOptions};
 use shadowstore_proto::v1::shadow_store_client::ShadowStoreClient;
-use shadowstore_proto::{REGION_METADATA, RETRY_AFTER_MS_METADATA, v1};
+use shadowstore_proto::{ATTEMPT_METADATA, REGION_METADATA, RETRY_AFTER_MS_METADATA, v1};
 use shadowstore_tests::{Cluster, eventually};
 use tonic::Code;
 
 const RESOURCE: &str = "hot";
 const REGION: &str = "eu-test";
 const BURST_READS: usize = 1_000;
+const RETRIES: u32 = 200;
 
 fn get_request(region: Option<&str>) -> tonic::Request<v1::GetRequest> {
     let mut req = tonic::Request::new(v1::GetRequest {
@@ -75,7 +76,8 @@ async fn demand_admission_and_planning_on_four_nodes() {
     assert_eq!(missing.code(), Code::NotFound);
 
     // --- admission: a burst far above 2 reads/s is shed with a retry hint.
-    let addr = cluster.nodes[0].addr.clone();
+    // Reads are admitted and counted where they are served: at a replica.
+    let addr = info.replicas[0].address.clone();
     let mut stub = ShadowStoreClient::connect(format!("http://{addr}")).await.expect("connect");
     let (mut served, mut shed) = (0usize, 0usize);
     for _ in 0..BURST_READS {
@@ -89,6 +91,13 @@ async fn demand_admission_and_planning_on_four_nodes() {
         }
     }
     assert!(served >= 1 && shed >= BURST_READS / 2, "served {served}, shed {shed}");
+    // Retries (attempt > 1) are admitted or shed like any read but are not
+    // new demand.
+    for attempt in 2..=RETRIES {
+        let mut req = get_request(Some(REGION));
+        req.metadata_mut().insert(ATTEMPT_METADATA, attempt.to_string().parse().expect("ascii"));
+        let _ = stub.get(req).await;
+    }
     // A bad region is refused as such.
     let bad = stub.get(get_request(Some("EU West!"))).await.expect_err("bad region accepted");
     assert_eq!(bad.code(), Code::InvalidArgument);
@@ -107,6 +116,12 @@ async fn demand_admission_and_planning_on_four_nodes() {
     })
     .await
     .expect("demand recorded");
+    let recorded: f64 = view["regions"]
+        .as_array()
+        .and_then(|r| r.iter().find(|x| x["region"] == REGION))
+        .and_then(|r| r["minutes"].as_array().map(|m| m.iter().filter_map(Value::as_f64).sum()))
+        .unwrap_or(0.0);
+    assert_eq!(recorded, BURST_READS as f64, "every first attempt counted once, retries not at all");
     assert!((view["capacity_rps"].as_f64().expect("capacity") - 6.0).abs() < 1e-9, "{}", view["capacity_rps"]);
 
     // --- the planner: a shadow on the only node that is not a replica,

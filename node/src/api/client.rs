@@ -134,14 +134,24 @@ impl ClientService {
                 Status::invalid_argument(format!("{} must be 1..=64 bytes of [a-z0-9-]", crate::demand::REGION_HEADER))
             })?),
         };
+        // A retry of a read already counted is admitted but not counted.
+        let retry = metadata
+            .get(shadowstore_proto::ATTEMPT_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u32>().ok())
+            .is_some_and(|attempt| attempt > 1);
         let now_ms = self.ctx.clock.now_ms();
         match self.ctx.admission.try_admit(now_ms) {
             Ok(()) => {
-                self.ctx.demand.record(resource, region, now_ms, false);
+                if !retry {
+                    self.ctx.demand.record(resource, region, now_ms, false);
+                }
                 Ok(())
             }
             Err(retry_after_ms) => {
-                self.ctx.demand.record(resource, region, now_ms, true);
+                if !retry {
+                    self.ctx.demand.record(resource, region, now_ms, true);
+                }
                 let mut status = Status::resource_exhausted(format!(
                     "node at its read capacity of {} reads/s; retry after {retry_after_ms} ms or read another replica",
                     self.ctx.config.read_capacity_rps
@@ -162,9 +172,11 @@ impl ClientService {
     ) -> Result<(Arc<Group>, Version), Status> {
         validate::resource_name(&req.resource)?;
         validate::variant_name(&req.variant)?;
-        self.admit_read(metadata, &req.resource)?;
         let rec = self.resource(&req.resource).await?;
         let g = self.reader(&rec, req.consistency, req.max_staleness_ms, "get").await?;
+        // Counted and admitted only where it is served: a node that
+        // redirects the read neither spends capacity nor counts demand.
+        self.admit_read(metadata, &req.resource)?;
         let version = {
             let st = g.state.read();
             data::resolve(resource_state(&st)?, &req.resource, &req.variant, req.version)?

@@ -113,6 +113,12 @@ impl DemandHistory {
         self.pairs.keys()
     }
 
+    /// The pairs of one resource (a range of the ordered map, not a scan).
+    pub fn keys_of<'a>(&'a self, resource: &'a str) -> impl Iterator<Item = &'a DemandKey> + 'a {
+        let start = DemandKey { resource: resource.to_string(), region: String::new() };
+        self.pairs.range(start..).map(|(key, _)| key).take_while(move |key| key.resource == resource)
+    }
+
     pub fn len(&self) -> usize {
         self.pairs.len()
     }

@@ -60,6 +60,11 @@ fn history_adds_nodes_and_rolls_up_five_minutes() {
     // Slot 1: minutes 0..5 = 11+12+13+14+15 = 65; slot 2: 16..=20 = 90.
     assert!((five[0] - 65.0).abs() < 0.05, "{five:?}");
     assert!((five[1] - 90.0).abs() < 0.05, "{five:?}");
+    // A resource's pairs, and only those.
+    history.ingest(&MinuteReport { key: key("ab", "us"), ..report(base, "x", 1) });
+    history.ingest(&MinuteReport { key: key("a", "us"), ..report(base, "x", 1) });
+    let regions: Vec<&str> = history.keys_of("a").map(|k| k.region.as_str()).collect();
+    assert_eq!(regions, vec!["eu", "us"]);
     // Unknown pairs read as zeros.
     assert_eq!(history.minute_series(&key("b", "eu"), end_ms, 3), vec![0.0; 3]);
 }

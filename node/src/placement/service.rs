@@ -151,12 +151,7 @@ impl PlacementState {
     }
 
     fn regions_of(&self, resource: &str) -> Vec<String> {
-        self.lock()
-            .history
-            .keys()
-            .filter(|k| k.resource == resource && k.region != REGION_TOTAL)
-            .map(|k| k.region.clone())
-            .collect()
+        self.lock().history.keys_of(resource).map(|k| k.region.clone()).collect()
     }
 
     pub fn last_plans(&self) -> Vec<Plan> {
@@ -185,7 +180,7 @@ fn series(history: &DemandHistory, key: &DemandKey, end_ms: u64, len: usize, res
         return one(key);
     }
     let mut total = vec![0.0; len];
-    for region_key in history.keys().filter(|k| k.resource == key.resource) {
+    for region_key in history.keys_of(&key.resource) {
         for (sum, value) in total.iter_mut().zip(one(region_key)) {
             *sum += value;
         }
@@ -195,22 +190,32 @@ fn series(history: &DemandHistory, key: &DemandKey, end_ms: u64, len: usize, res
 
 /// Read capacity `resource` gets: each replica's node capacity shared
 /// equally among the replicas that node hosts.
-fn resource_capacity_rps(meta: &MetaState, resource: &str) -> f64 {
+fn resource_capacity_rps(meta: &MetaState, hosted: &BTreeMap<NodeId, usize>, resource: &str) -> f64 {
     let Some(record) = meta.resources.get(resource) else { return 0.0 };
     record
         .replicas
         .iter()
         .map(|replica| {
-            let hosted = meta.resources.values().filter(|r| r.replica_on(replica.node_id).is_some()).count().max(1);
+            let shared_by = hosted.get(&replica.node_id).copied().unwrap_or(1).max(1);
             let capacity = meta.nodes.get(&replica.node_id).map(|n| n.labels.read_capacity_rps).unwrap_or(0);
-            capacity as f64 / hosted as f64
+            capacity as f64 / shared_by as f64
         })
         .sum()
+}
+
+/// Replicas each node hosts (one pass over the directory).
+fn replicas_hosted(meta: &MetaState) -> BTreeMap<NodeId, usize> {
+    let mut hosted = BTreeMap::new();
+    for replica in meta.resources.values().flat_map(|r| r.replicas.iter()) {
+        *hosted.entry(replica.node_id).or_insert(0) += 1;
+    }
+    hosted
 }
 
 /// Plans every resource (or one) now. Nothing is committed.
 pub fn plan_all(ctx: &NodeCtx, only: Option<&str>, now_ms: u64) -> Vec<Plan> {
     let Some((settings, resources, hosts)) = ctx.with_meta(|meta| {
+        let hosted = replicas_hosted(meta);
         let resources: Vec<(String, Vec<NodeId>, f64, i32)> = meta
             .resources
             .values()
@@ -219,7 +224,7 @@ pub fn plan_all(ctx: &NodeCtx, only: Option<&str>, now_ms: u64) -> Vec<Plan> {
                 (
                     r.name.clone(),
                     r.replicas.iter().map(|x| x.node_id).collect(),
-                    resource_capacity_rps(meta, &r.name),
+                    resource_capacity_rps(meta, &hosted, &r.name),
                     meta.priorities.get(&r.name).copied().unwrap_or(0),
                 )
             })
@@ -331,7 +336,7 @@ pub struct ForecastView {
 }
 
 pub fn demand_view(ctx: &NodeCtx, resource: &str, slots: usize, now_ms: u64) -> DemandView {
-    let capacity_rps = ctx.with_meta(|m| resource_capacity_rps(m, resource)).unwrap_or(0.0);
+    let capacity_rps = ctx.with_meta(|m| resource_capacity_rps(m, &replicas_hosted(m), resource)).unwrap_or(0.0);
     let end_ms = now_ms / FIVE_MIN_MS * FIVE_MIN_MS;
     let mut regions = ctx.placement.regions_of(resource);
     regions.push(REGION_TOTAL.to_string());
