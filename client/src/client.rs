@@ -69,9 +69,9 @@ impl Default for ClientOptions {
 }
 
 tokio::task_local! {
-    /// The attempt number of the call being made (1 for the first), seen
+    /// How many earlier attempts of the call being made were shed, seen
     /// while an attempt's request is built.
-    static ATTEMPT: u32;
+    static SHED_BEFORE: u32;
 }
 
 /// How a read may be served.
@@ -317,7 +317,7 @@ impl Client {
         let mut target = self.cached_leader(route).unwrap_or_else(|| self.next_endpoint());
         let mut failures = 0u32;
         let mut redirects = 0u32;
-        let mut attempts = 0u32;
+        let mut shed = 0u32;
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -327,10 +327,9 @@ impl Client {
                 });
             }
             let budget = (deadline - now).min(attempt_timeout);
-            attempts += 1;
             let result = match self.stub(&target) {
                 Ok(stub) => {
-                    match tokio::time::timeout(budget, ATTEMPT.sync_scope(attempts, || attempt(stub, budget))).await {
+                    match tokio::time::timeout(budget, SHED_BEFORE.sync_scope(shed, || attempt(stub, budget))).await {
                         Ok(r) => r,
                         Err(_) => Err(Status::deadline_exceeded(format!("attempt against {target} timed out"))),
                     }
@@ -352,6 +351,9 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok())
                 .map(Duration::from_millis);
+            if status.code() == Code::ResourceExhausted {
+                shed += 1;
+            }
             let retryable = match status.code() {
                 Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => true,
                 Code::ResourceExhausted => retry_after.is_some(),
@@ -697,8 +699,8 @@ impl Client {
         .await
     }
 
-    /// A read request carrying the client's region, if it has one, and
-    /// its attempt number when it is a retry.
+    /// A read request carrying the client's region, if it has one, and how
+    /// many earlier attempts were shed (those were counted as demand).
     fn read_request(&self, get: v1::GetRequest) -> tonic::Request<v1::GetRequest> {
         let mut req = tonic::Request::new(get);
         if let Some(region) = &self.inner.options.region
@@ -706,11 +708,11 @@ impl Client {
         {
             req.metadata_mut().insert(shadowstore_proto::REGION_METADATA, value);
         }
-        if let Ok(attempt) = ATTEMPT.try_with(|a| *a)
-            && attempt > 1
+        if let Ok(shed) = SHED_BEFORE.try_with(|s| *s)
+            && shed > 0
         {
             req.metadata_mut()
-                .insert(shadowstore_proto::ATTEMPT_METADATA, tonic::metadata::MetadataValue::from(attempt));
+                .insert(shadowstore_proto::SHED_BEFORE_METADATA, tonic::metadata::MetadataValue::from(shed));
         }
         req
     }

@@ -27,7 +27,9 @@ pub const RETRY_AFTER_MS_METADATA: &str = "x-shadowstore-retry-after-ms";
 /// Request metadata: the client's region (1..=64 bytes of `[a-z0-9-]`),
 /// counted in the demand telemetry of every read.
 pub const REGION_METADATA: &str = "x-shadowstore-region";
-/// Request metadata: which attempt of one logical call this is (absent or
-/// 1 for the first). A retried read is admitted like any read but is not
-/// counted as new demand.
-pub const ATTEMPT_METADATA: &str = "x-shadowstore-attempt";
+/// Request metadata: how many earlier attempts of this read were shed
+/// (RESOURCE_EXHAUSTED). Shed reads were counted as demand already, so a
+/// read with a non-zero count is admitted like any read but not counted
+/// again. A read redirected by a node that does not serve it was never
+/// counted and carries no such count.
+pub const SHED_BEFORE_METADATA: &str = "x-shadowstore-shed-before";

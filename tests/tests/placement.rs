@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use shadowstore_client::{Client, ClientOptions};
 use shadowstore_proto::v1::shadow_store_client::ShadowStoreClient;
-use shadowstore_proto::{ATTEMPT_METADATA, REGION_METADATA, RETRY_AFTER_MS_METADATA, v1};
+use shadowstore_proto::{REGION_METADATA, RETRY_AFTER_MS_METADATA, SHED_BEFORE_METADATA, v1};
 use shadowstore_tests::{Cluster, eventually};
 use tonic::Code;
 
@@ -91,11 +91,11 @@ async fn demand_admission_and_planning_on_four_nodes() {
         }
     }
     assert!(served >= 1 && shed >= BURST_READS / 2, "served {served}, shed {shed}");
-    // Retries (attempt > 1) are admitted or shed like any read but are not
+    // Retries of shed reads are admitted or shed like any read but are not
     // new demand.
-    for attempt in 2..=RETRIES {
+    for shed_before in 1..=RETRIES {
         let mut req = get_request(Some(REGION));
-        req.metadata_mut().insert(ATTEMPT_METADATA, attempt.to_string().parse().expect("ascii"));
+        req.metadata_mut().insert(SHED_BEFORE_METADATA, shed_before.to_string().parse().expect("ascii"));
         let _ = stub.get(req).await;
     }
     // A bad region is refused as such.

@@ -134,12 +134,13 @@ impl ClientService {
                 Status::invalid_argument(format!("{} must be 1..=64 bytes of [a-z0-9-]", crate::demand::REGION_HEADER))
             })?),
         };
-        // A retry of a read already counted is admitted but not counted.
+        // A retry of a read that was shed (and counted then) is admitted
+        // but not counted again.
         let retry = metadata
-            .get(shadowstore_proto::ATTEMPT_METADATA)
+            .get(shadowstore_proto::SHED_BEFORE_METADATA)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u32>().ok())
-            .is_some_and(|attempt| attempt > 1);
+            .is_some_and(|shed| shed > 0);
         let now_ms = self.ctx.clock.now_ms();
         match self.ctx.admission.try_admit(now_ms) {
             Ok(()) => {
