@@ -12,7 +12,7 @@ use sim::run::run_seed;
 const USAGE: &str = "usage: sim run --seed S [--nodes N] [--verbose] [--planted-bug NAME]
        sim sweep --seeds A..B [--time-budget SECONDS] [--jobs N] [--planted-bug NAME]
        sim placement-eval --trace FILE... [--output text|json] [--plots DIR] [--max-steps N] [--jobs N]
-       sim demand-memory [--pairs N]";
+       sim demand-memory [--pairs N] [--forecasters K]";
 
 fn value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
     args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).map(String::as_str)
@@ -295,6 +295,42 @@ fn demand_memory(args: &[String]) -> ExitCode {
         history.memory_bytes() / pairs,
         after.saturating_sub(before) as f64 / 1e6
     );
+    // Forecasters as the meta leader runs them (5-minute steps, 30-minute
+    // horizon), each fed three weeks of a daily-seasonal series so every
+    // buffer is full.
+    let forecasters = match value(args, "--forecasters").map(str::parse::<usize>) {
+        None => 0,
+        Some(Ok(k)) if k <= 1_000 => k,
+        Some(_) => {
+            eprintln!("sim demand-memory: --forecasters takes 0..=1000");
+            return ExitCode::from(2);
+        }
+    };
+    if forecasters > 0 {
+        use shadowstore_node::forecast::{Forecaster, ForecasterConfig};
+        let config = ForecasterConfig::for_step(300, 1_800);
+        let steps = config.history_steps_max;
+        let started = Instant::now();
+        let before = rss_bytes().unwrap_or(0);
+        let mut kept = Vec::with_capacity(forecasters);
+        for k in 0..forecasters {
+            let mut forecaster = Forecaster::new(config.clone()).expect("default config is valid");
+            for t in 0..steps {
+                let phase = (t % 288) as f64 / 288.0 * std::f64::consts::TAU;
+                forecaster.observe(100.0 + 50.0 * phase.sin() + ((t * 7 + k) % 13) as f64);
+            }
+            let _ = forecaster.forecast();
+            kept.push(forecaster);
+        }
+        let after = rss_bytes().unwrap_or(0);
+        println!(
+            "{forecasters} forecasters fed {steps} steps each: RSS grew {:.1} MB ({:.0} KB each), {:.1} s",
+            after.saturating_sub(before) as f64 / 1e6,
+            after.saturating_sub(before) as f64 / forecasters as f64 / 1e3,
+            started.elapsed().as_secs_f64()
+        );
+        drop(kept);
+    }
     ExitCode::SUCCESS
 }
 
