@@ -7,7 +7,7 @@
 //! distinct keys in flight is bounded by `DEMAND_KEYS_MAX`; reads beyond it
 //! are counted in `overflow_reads` rather than growing memory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -46,11 +46,20 @@ struct Counts {
     shed: u64,
 }
 
+/// resource → region → counts, ordered so reports come out sorted.
+type MinuteCounts = BTreeMap<String, BTreeMap<String, Counts>>;
+
 #[derive(Default)]
 struct State {
-    /// minute index → key → counts.
-    minutes: BTreeMap<u64, HashMap<DemandKey, Counts>>,
+    /// minute index → resource → region → counts.
+    minutes: BTreeMap<u64, MinuteCounts>,
+    /// Keys held across all pending minutes (bounded by `DEMAND_KEYS_MAX`).
+    tracked: usize,
     overflow_reads: u64,
+}
+
+fn keys_in(counts: &MinuteCounts) -> usize {
+    counts.values().map(BTreeMap::len).sum()
 }
 
 #[derive(Default)]
@@ -64,26 +73,32 @@ impl DemandRecorder {
     }
 
     /// Counts one read of `resource` from `region` at `now_ms` (wall clock
-    /// of the node); `shed` when it was refused for capacity.
+    /// of the node); `shed` when it was refused for capacity. On the read
+    /// path: a key already seen this minute costs two map lookups and no
+    /// allocation.
     pub fn record(&self, resource: &str, region: Option<&str>, now_ms: u64, shed: bool) {
         let minute = now_ms / MINUTE_MS;
         let bucket = ((now_ms % MINUTE_MS) / BUCKET_MS) as usize;
         let region = region.filter(|r| !r.is_empty()).unwrap_or(REGION_UNKNOWN);
         let mut guard = self.state.lock().expect("demand recorder lock poisoned");
         let state = &mut *guard;
-        let tracked: usize = state.minutes.values().map(HashMap::len).sum();
         let entries = state.minutes.entry(minute).or_default();
-        let key = DemandKey { resource: resource.to_string(), region: region.to_string() };
-        let counts = if entries.contains_key(&key) || tracked < DEMAND_KEYS_MAX {
-            entries.entry(key).or_default()
-        } else {
-            state.overflow_reads += 1;
-            return;
-        };
+        let known = entries.get(resource).is_some_and(|regions| regions.contains_key(region));
+        if !known {
+            if state.tracked >= DEMAND_KEYS_MAX {
+                state.overflow_reads += 1;
+                return;
+            }
+            state.tracked += 1;
+            entries.entry(resource.to_string()).or_default().insert(region.to_string(), Counts::default());
+        }
+        let counts = entries.get_mut(resource).and_then(|r| r.get_mut(region)).expect("present or just inserted");
         counts.buckets[bucket] += 1;
         counts.shed += u64::from(shed);
         while state.minutes.len() > PENDING_MINUTES_MAX {
-            state.minutes.pop_first();
+            if let Some((_, dropped)) = state.minutes.pop_first() {
+                state.tracked -= keys_in(&dropped);
+            }
         }
     }
 
@@ -96,17 +111,18 @@ impl DemandRecorder {
             if *entry.key() >= current {
                 break;
             }
-            let (minute, keys) = entry.remove_entry();
-            let mut keys: Vec<(DemandKey, Counts)> = keys.into_iter().collect();
-            keys.sort_by(|a, b| a.0.cmp(&b.0));
-            for (key, counts) in keys {
-                reports.push(MinuteReport {
-                    minute_start_ms: minute * MINUTE_MS,
-                    key,
-                    reads: counts.buckets.iter().sum(),
-                    peak_bucket_reads: counts.buckets.iter().copied().max().unwrap_or(0),
-                    shed_reads: counts.shed,
-                });
+            let (minute, resources) = entry.remove_entry();
+            state.tracked -= keys_in(&resources);
+            for (resource, regions) in resources {
+                for (region, counts) in regions {
+                    reports.push(MinuteReport {
+                        minute_start_ms: minute * MINUTE_MS,
+                        key: DemandKey { resource: resource.clone(), region },
+                        reads: counts.buckets.iter().sum(),
+                        peak_bucket_reads: counts.buckets.iter().copied().max().unwrap_or(0),
+                        shed_reads: counts.shed,
+                    });
+                }
             }
         }
         reports

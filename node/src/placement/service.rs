@@ -107,24 +107,27 @@ impl PlacementState {
         let mut inner = self.lock();
         let Inner { history, forecasters, first_slot, .. } = &mut *inner;
         let config = forecaster_config(settings);
+        // A forecaster fed from the first slot the key was seen, at most
+        // FIRST_FEED_SLOTS_MAX back.
+        let fresh = |seen: u64| {
+            let next_slot = end_slot.saturating_sub(FIRST_FEED_SLOTS_MAX as u64).max(seen);
+            Forecaster::new(config.clone()).ok().map(|forecaster| Fed { forecaster, next_slot })
+        };
         // Every (resource, region) with history, and each resource's total.
-        for key in first_slot.keys() {
-            if !forecasters.contains_key(key) {
-                if forecasters.len() >= FORECASTERS_MAX {
-                    continue;
-                }
-                let Ok(forecaster) = Forecaster::new(config.clone()) else { continue };
-                let seen = first_slot.get(key).copied().unwrap_or(end_slot);
-                let start = end_slot.saturating_sub(FIRST_FEED_SLOTS_MAX as u64).max(seen);
-                forecasters.insert(key.clone(), Fed { forecaster, next_slot: start });
-            }
-            let fed = forecasters.get_mut(key).expect("inserted above");
+        for (key, seen) in first_slot.iter() {
+            let full = forecasters.len() >= FORECASTERS_MAX;
+            let fed = match forecasters.entry(key.clone()) {
+                std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::btree_map::Entry::Vacant(_) if full => continue,
+                std::collections::btree_map::Entry::Vacant(entry) => match fresh(*seen) {
+                    Some(fed) => entry.insert(fed),
+                    None => continue,
+                },
+            };
             if fed.forecaster.config().horizon_steps != config.horizon_steps {
                 // The horizon changed: start again from the history.
-                if let Ok(forecaster) = Forecaster::new(config.clone()) {
-                    let seen = first_slot.get(key).copied().unwrap_or(end_slot);
-                    let start = end_slot.saturating_sub(FIRST_FEED_SLOTS_MAX as u64).max(seen);
-                    *fed = Fed { forecaster, next_slot: start };
+                if let Some(restarted) = fresh(*seen) {
+                    *fed = restarted;
                 }
             }
             if fed.next_slot >= end_slot {
@@ -375,9 +378,7 @@ async fn collect(ctx: &NodeCtx, now_ms: u64) {
     let me = ctx.identity().map(|i| i.node_id);
     for (node_id, addr) in nodes {
         let (reports, last_minute) = if Some(node_id) == me {
-            let reports = ctx.demand.drain_complete(now_ms);
-            let last = last_minute_reads(&reports, now_ms);
-            (reports, last)
+            drain_reports(ctx, now_ms)
         } else {
             match drain_remote(ctx, &addr).await {
                 Ok(answer) => answer,
@@ -391,9 +392,12 @@ async fn collect(ctx: &NodeCtx, now_ms: u64) {
     }
 }
 
-fn last_minute_reads(reports: &[MinuteReport], now_ms: u64) -> u64 {
+/// This node's complete minutes, and its reads in the last one.
+fn drain_reports(ctx: &NodeCtx, now_ms: u64) -> (Vec<MinuteReport>, u64) {
+    let reports = ctx.demand.drain_complete(now_ms);
     let last = (now_ms / MINUTE_MS).saturating_sub(1) * MINUTE_MS;
-    reports.iter().filter(|r| r.minute_start_ms == last).map(|r| r.reads).sum()
+    let last_minute = reports.iter().filter(|r| r.minute_start_ms == last).map(|r| r.reads).sum();
+    (reports, last_minute)
 }
 
 async fn drain_remote(ctx: &NodeCtx, addr: &str) -> Result<(Vec<MinuteReport>, u64), String> {
@@ -420,8 +424,7 @@ async fn drain_remote(ctx: &NodeCtx, addr: &str) -> Result<(Vec<MinuteReport>, u
 
 /// A node's answer to `DrainDemand`.
 pub fn drain_local(ctx: &NodeCtx, now_ms: u64) -> peer::DrainDemandResponse {
-    let reports = ctx.demand.drain_complete(now_ms);
-    let node_reads_last_minute = last_minute_reads(&reports, now_ms);
+    let (reports, node_reads_last_minute) = drain_reports(ctx, now_ms);
     peer::DrainDemandResponse {
         minutes: reports
             .into_iter()

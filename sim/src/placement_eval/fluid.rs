@@ -126,6 +126,21 @@ pub struct Metrics {
     pub weight_over_ready_events: u64,
 }
 
+impl Metrics {
+    /// Adds another run's metrics (totals over traces).
+    pub fn add(&mut self, other: &Metrics) {
+        self.minutes += other.minutes;
+        self.slo_violation_minutes += other.slo_violation_minutes;
+        self.unserved_requests += other.unserved_requests;
+        self.replica_minutes += other.replica_minutes;
+        self.shadow_minutes += other.shadow_minutes;
+        self.cost_micros += other.cost_micros;
+        self.shadows_added += other.shadows_added;
+        self.shadows_never_needed += other.shadows_never_needed;
+        self.weight_over_ready_events += other.weight_over_ready_events;
+    }
+}
+
 /// The reliability of P(exceed) ≥ 0.8 decisions and its calibration bins.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Reliability {

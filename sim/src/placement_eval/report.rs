@@ -22,13 +22,8 @@ pub const TARGET_COVERAGE: (f64, f64) = (0.93, 0.97);
 pub struct Totals {
     pub policy: String,
     pub lag_min: u64,
-    pub slo_violation_minutes: u64,
-    pub unserved_requests: f64,
-    pub replica_minutes: f64,
-    pub cost_micros: f64,
-    pub shadows_added: u64,
-    pub shadows_never_needed: u64,
-    pub weight_over_ready_events: u64,
+    #[serde(flatten)]
+    pub metrics: Metrics,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -48,16 +43,6 @@ pub struct Summary {
     pub targets: Vec<TargetCheck>,
 }
 
-fn add(totals: &mut Totals, m: &Metrics) {
-    totals.slo_violation_minutes += m.slo_violation_minutes;
-    totals.unserved_requests += m.unserved_requests;
-    totals.replica_minutes += m.replica_minutes;
-    totals.cost_micros += m.cost_micros;
-    totals.shadows_added += m.shadows_added;
-    totals.shadows_never_needed += m.shadows_never_needed;
-    totals.weight_over_ready_events += m.weight_over_ready_events;
-}
-
 pub fn summarise(results: &[TraceResult]) -> Summary {
     let mut totals: Vec<Totals> = Vec::new();
     for result in results {
@@ -71,7 +56,7 @@ pub fn summarise(results: &[TraceResult]) -> Summary {
                         totals.len() - 1
                     }
                 };
-                add(&mut totals[index], &policy.scored);
+                totals[index].metrics.add(&policy.scored);
             }
         }
     }
@@ -87,10 +72,10 @@ pub fn summarise(results: &[TraceResult]) -> Summary {
         let (Some(reactive), Some(oracle)) = (get("reactive"), get("oracle")) else { continue };
         for ours in ["predictive", "predictive+reactive"] {
             let Some(t) = get(ours) else { continue };
-            let reduction = if reactive.slo_violation_minutes == 0 {
-                if t.slo_violation_minutes == 0 { 1.0 } else { f64::NEG_INFINITY }
+            let reduction = if reactive.metrics.slo_violation_minutes == 0 {
+                if t.metrics.slo_violation_minutes == 0 { 1.0 } else { f64::NEG_INFINITY }
             } else {
-                1.0 - t.slo_violation_minutes as f64 / reactive.slo_violation_minutes as f64
+                1.0 - t.metrics.slo_violation_minutes as f64 / reactive.metrics.slo_violation_minutes as f64
             };
             targets.push(TargetCheck {
                 name: "SLO-violation minutes below reactive".into(),
@@ -100,7 +85,7 @@ pub fn summarise(results: &[TraceResult]) -> Summary {
                 target: format!(">= {:.0}% fewer", TARGET_VIOLATION_REDUCTION_MIN * 100.0),
                 met: reduction >= TARGET_VIOLATION_REDUCTION_MIN,
             });
-            let ratio = t.replica_minutes / oracle.replica_minutes.max(1.0);
+            let ratio = t.metrics.replica_minutes / oracle.metrics.replica_minutes.max(1.0);
             targets.push(TargetCheck {
                 name: "replica-minutes / oracle".into(),
                 lag_min: lag,
@@ -109,7 +94,7 @@ pub fn summarise(results: &[TraceResult]) -> Summary {
                 target: format!("<= {TARGET_REPLICA_MINUTES_VS_ORACLE_MAX}"),
                 met: ratio <= TARGET_REPLICA_MINUTES_VS_ORACLE_MAX,
             });
-            let never = t.shadows_never_needed as f64 / t.shadows_added.max(1) as f64;
+            let never = t.metrics.shadows_never_needed as f64 / t.metrics.shadows_added.max(1) as f64;
             targets.push(TargetCheck {
                 name: "never-needed shadows".into(),
                 lag_min: lag,
@@ -204,12 +189,12 @@ pub fn text(results: &[TraceResult], summary: &Summary) -> String {
             "   lag {:>2} {:<20} SLO-min {:>7} unserved {:>14.0} replica-min {:>11.0} cost {:>10.2} added {:>6} never-needed {:>5}",
             t.lag_min,
             t.policy,
-            t.slo_violation_minutes,
-            t.unserved_requests,
-            t.replica_minutes,
-            t.cost_micros / 1e6,
-            t.shadows_added,
-            t.shadows_never_needed
+            t.metrics.slo_violation_minutes,
+            t.metrics.unserved_requests,
+            t.metrics.replica_minutes,
+            t.metrics.cost_micros / 1e6,
+            t.metrics.shadows_added,
+            t.metrics.shadows_never_needed
         );
     }
     let _ = writeln!(out, "\n== targets");
