@@ -11,7 +11,7 @@ use sim::run::run_seed;
 
 const USAGE: &str = "usage: sim run --seed S [--nodes N] [--verbose] [--planted-bug NAME]
        sim sweep --seeds A..B [--time-budget SECONDS] [--jobs N] [--planted-bug NAME]
-       sim placement-eval --trace FILE... [--output text|json] [--plots DIR] [--max-steps N] [--jobs N]
+       sim placement-eval --trace FILE... [--output text|json] [--plots DIR] [--max-steps N] [--jobs N] [--frontier]
        sim demand-memory [--pairs N] [--forecasters K]";
 
 fn value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
@@ -296,8 +296,8 @@ fn demand_memory(args: &[String]) -> ExitCode {
         after.saturating_sub(before) as f64 / 1e6
     );
     // Forecasters as the meta leader runs them (5-minute steps, 30-minute
-    // horizon), each fed three weeks of a daily-seasonal series so every
-    // buffer is full.
+    // horizon), each fed its whole fitting window (two weeks) of a
+    // daily-seasonal series so every buffer is full.
     let forecasters = match value(args, "--forecasters").map(str::parse::<usize>) {
         None => 0,
         Some(Ok(k)) if k <= 1_000 => k,
@@ -323,11 +323,32 @@ fn demand_memory(args: &[String]) -> ExitCode {
             kept.push(forecaster);
         }
         let after = rss_bytes().unwrap_or(0);
+        let seconds = started.elapsed().as_secs_f64();
+        let refits = forecasters * steps.div_ceil(config.refit_every_steps);
+        // Steady state: one more refit period per forecaster, on a full
+        // fitting window (one refit plus the cheap steps between refits).
+        let steady_started = Instant::now();
+        for (k, forecaster) in kept.iter_mut().enumerate() {
+            for t in steps..steps + config.refit_every_steps {
+                let phase = (t % 288) as f64 / 288.0 * std::f64::consts::TAU;
+                forecaster.observe(100.0 + 50.0 * phase.sin() + ((t * 7 + k) % 13) as f64);
+            }
+        }
+        let steady_ms = steady_started.elapsed().as_secs_f64() * 1e3 / forecasters as f64;
+        let period_h = (config.refit_every_steps as u64 * config.step_s) as f64 / 3600.0;
         println!(
-            "{forecasters} forecasters fed {steps} steps each: RSS grew {:.1} MB ({:.0} KB each), {:.1} s",
+            "{forecasters} forecasters fed {steps} steps each: RSS grew {:.1} MB ({:.0} KB each), {seconds:.1} s \
+             ({:.1} s each; {refits} refits, {:.1} ms per refit if refits were all of it)",
             after.saturating_sub(before) as f64 / 1e6,
             after.saturating_sub(before) as f64 / forecasters as f64 / 1e3,
-            started.elapsed().as_secs_f64()
+            seconds / forecasters as f64,
+            seconds * 1e3 / refits as f64,
+        );
+        println!(
+            "steady state: {steady_ms:.1} ms of CPU per forecaster per {period_h:.1} h refit period \
+             ({:.1} ms per hour; {:.1}% of one core for 10,000 forecasters)",
+            steady_ms / period_h,
+            steady_ms / period_h * 10_000.0 / 3_600_000.0 * 100.0
         );
         drop(kept);
     }
@@ -392,7 +413,8 @@ fn placement_eval(args: &[String]) -> ExitCode {
             }
         }
     }
-    let options = EvalOptions { traces, max_steps, plots_dir: plots_dir.clone(), jobs };
+    let frontier = args.iter().any(|a| a == "--frontier");
+    let options = EvalOptions { traces, max_steps, plots_dir: plots_dir.clone(), jobs, frontier };
     let started = Instant::now();
     let results = evaluate(&loaded, &options);
     let summary = report::summarise(&results);

@@ -18,7 +18,7 @@ fn evaluates_every_policy_on_a_trace_slice() {
     let output = Command::new(env!("CARGO_BIN_EXE_sim"))
         .args(["placement-eval", "--trace"])
         .arg(data("twitter_volume_AMZN_head.csv"))
-        .args(["--output", "json", "--jobs", "1", "--plots"])
+        .args(["--output", "json", "--jobs", "1", "--frontier", "--plots"])
         .arg(plots.path())
         .output()
         .expect("run sim");
@@ -47,6 +47,17 @@ fn evaluates_every_policy_on_a_trace_slice() {
             assert_eq!(m["weight_over_ready_events"], 0, "{p}");
             assert_eq!(m["minutes"], 600 * 5, "scored minutes of {p}");
             assert!(m["shadows_never_needed"].as_u64() <= m["shadows_added"].as_u64(), "{p}");
+        }
+        // The hindsight frontier scored every candidate, the tuned ones
+        // among them, so no tuned policy has a lower never-needed share.
+        let frontier = &lag["frontier"];
+        assert_eq!(frontier["candidates"], 5 + 30 + 150, "{frontier}");
+        let lowest = frontier["never_needed_share"].as_f64().expect("share");
+        for name in ["reactive", "predictive", "predictive-reactive"] {
+            let added = metric(name, "shadows_added");
+            if added > 0.0 {
+                assert!(lowest <= metric(name, "shadows_never_needed") / added + 1e-12, "{name}: {frontier}");
+            }
         }
     }
     let targets = report["summary"]["targets"].as_array().expect("targets");

@@ -35,9 +35,18 @@ fn get_request(region: Option<&str>) -> tonic::Request<v1::GetRequest> {
     req
 }
 
+/// Reads of `REGION` in the last hour of a `demand show` answer.
+fn region_reads(view: &Value) -> f64 {
+    view["regions"]
+        .as_array()
+        .and_then(|r| r.iter().find(|x| x["region"] == REGION))
+        .and_then(|r| r["minutes"].as_array().map(|m| m.iter().filter_map(Value::as_f64).sum()))
+        .unwrap_or(0.0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demand_admission_and_planning_on_four_nodes() {
-    let cluster = Cluster::start_with(4, "read_capacity_rps = 2").await.expect("cluster");
+    let mut cluster = Cluster::start_with(4, "read_capacity_rps = 2").await.expect("cluster");
     let c = cluster.client();
     let info = c.create_resource(RESOURCE, 3).await.expect("create");
     let replica_nodes: Vec<u64> = info.replicas.iter().map(|r| r.node_id).collect();
@@ -106,22 +115,13 @@ async fn demand_admission_and_planning_on_four_nodes() {
     // every read of the burst (served and shed) under the client's region.
     let view: Value = eventually(Duration::from_secs(100), || async {
         let view: Value = serde_json::from_str(&c.demand_show(RESOURCE, 12).await?)?;
-        let region = view["regions"].as_array().and_then(|r| r.iter().find(|x| x["region"] == REGION).cloned());
-        let reads: f64 = region
-            .as_ref()
-            .and_then(|r| r["minutes"].as_array().map(|m| m.iter().filter_map(Value::as_f64).sum()))
-            .unwrap_or(0.0);
+        let reads = region_reads(&view);
         anyhow::ensure!(reads >= BURST_READS as f64, "{reads} reads recorded so far");
         Ok(view)
     })
     .await
     .expect("demand recorded");
-    let recorded: f64 = view["regions"]
-        .as_array()
-        .and_then(|r| r.iter().find(|x| x["region"] == REGION))
-        .and_then(|r| r["minutes"].as_array().map(|m| m.iter().filter_map(Value::as_f64).sum()))
-        .unwrap_or(0.0);
-    assert_eq!(recorded, BURST_READS as f64, "every first attempt counted once, retries not at all");
+    assert_eq!(region_reads(&view), BURST_READS as f64, "every first attempt counted once, retries not at all");
     assert!((view["capacity_rps"].as_f64().expect("capacity") - 6.0).abs() < 1e-9, "{}", view["capacity_rps"]);
 
     // --- the planner: a shadow on the only node that is not a replica,
@@ -145,6 +145,8 @@ async fn demand_admission_and_planning_on_four_nodes() {
     let plan = &answer["plans"][0];
     assert_eq!(plan["resource"], RESOURCE);
     assert!(plan["inputs"]["p_exceed"].is_number() && plan["inputs"]["capacity_rps"] == 6.0, "{plan}");
+    // The group's leader reported the resource's size: one 5-byte value.
+    assert_eq!(plan["inputs"]["size_bytes"], 5, "{plan}");
     assert!(
         (plan["inputs"]["threshold"].as_f64().expect("threshold") - 0.7).abs() < 1e-9,
         "priority 2 moves 0.8 to 0.7"
@@ -171,4 +173,22 @@ async fn demand_admission_and_planning_on_four_nodes() {
     )
     .expect("client");
     assert_eq!(&regional.get(RESOURCE, "v").await.expect("regional read").value[..], b"value");
+
+    // --- the history survives a meta leader change: the leader shared
+    // every drained minute with the other meta voters, so the new leader
+    // still shows the burst, counted exactly once.
+    let leader = c.cluster_status().await.expect("status").meta_leader_node_id;
+    let leader_index = cluster.index_of(leader).await.expect("leader's process");
+    cluster.kill(leader_index);
+    let survivor = cluster.client_via((leader_index + 1) % 4);
+    let after: Value = eventually(Duration::from_secs(60), || async {
+        let status = survivor.cluster_status().await?;
+        anyhow::ensure!(status.meta_leader_node_id != leader, "no new meta leader yet");
+        let view: Value = serde_json::from_str(&survivor.demand_show(RESOURCE, 12).await?)?;
+        anyhow::ensure!(region_reads(&view) > 0.0, "the new leader has no history yet: {view}");
+        Ok(view)
+    })
+    .await
+    .expect("the new meta leader has the history");
+    assert_eq!(region_reads(&after), BURST_READS as f64, "the burst survives the leader change exactly once");
 }

@@ -288,4 +288,23 @@ impl Peer for PeerService {
     ) -> Result<Response<shadowstore_proto::peer::DrainDemandResponse>, Status> {
         Ok(Response::new(crate::placement::service::drain_local(&self.ctx, self.ctx.clock.now_ms())))
     }
+
+    async fn share_demand(
+        &self,
+        req: Request<shadowstore_proto::peer::ShareDemandRequest>,
+    ) -> Result<Response<shadowstore_proto::peer::ShareDemandResponse>, Status> {
+        let req = req.into_inner();
+        let Some(demand) = req.demand else {
+            return Err(Status::invalid_argument("ShareDemand without demand"));
+        };
+        if demand.minutes.len() > crate::demand::recorder::DEMAND_KEYS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "ShareDemand with {} minutes; a node reports at most {}",
+                demand.minutes.len(),
+                crate::demand::recorder::DEMAND_KEYS_MAX
+            )));
+        }
+        crate::placement::service::ingest(&self.ctx, req.node_id, &demand);
+        Ok(Response::new(shadowstore_proto::peer::ShareDemandResponse {}))
+    }
 }

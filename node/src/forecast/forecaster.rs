@@ -73,8 +73,12 @@ use crate::limits::check_range as check;
 
 impl ForecasterConfig {
     /// Defaults for a series of `step_s` steps and a horizon of
-    /// `horizon_s`: daily and weekly seasons, three weeks of fitting
-    /// window, reactive for the first day.
+    /// `horizon_s`: daily and weekly seasons, a fitting window of two
+    /// weeks (what the demand history keeps at five minutes, and the two
+    /// cycles the weekly season needs), a refit every two hours, reactive
+    /// for the first day. The refit dominates a forecaster's CPU: it was
+    /// hourly on three weeks until `sim demand-memory --forecasters`
+    /// measured ~75 ms per refit (docs/PLACEMENT.md).
     pub fn for_step(step_s: u64, horizon_s: u64) -> ForecasterConfig {
         assert!(step_s > 0);
         let steps = |seconds: u64| (seconds / step_s).max(1) as usize;
@@ -83,9 +87,9 @@ impl ForecasterConfig {
             step_s,
             horizon_steps: steps(horizon_s),
             periods_steps: vec![day, steps(7 * 86_400)],
-            history_steps_max: steps(21 * 86_400).min(HISTORY_STEPS_MAX),
+            history_steps_max: steps(14 * 86_400).min(HISTORY_STEPS_MAX),
             history_steps_min: day,
-            refit_every_steps: steps(3_600),
+            refit_every_steps: steps(2 * 3_600),
             // Two days of residuals, and never fewer than 500: a 95%
             // interval read off fewer points is itself noisy.
             calibration_window: (2 * day).clamp(500, CALIBRATION_WINDOW_MAX),
@@ -216,13 +220,20 @@ impl DemandForecast {
     /// probability is used (a lower bound of the union); its reliability is
     /// measured by the placement evaluation.
     pub fn p_exceed(&self, capacity: f64) -> f64 {
-        (1..=self.horizon_steps()).map(|lead| self.p_exceed_at(lead, capacity)).fold(0.0, f64::max)
+        self.p_exceed_from(1, capacity)
     }
 
-    /// The largest quantile `q` over the horizon: the capacity that holds
-    /// the forecast peak with probability about `q`.
-    pub fn peak_quantile(&self, q: f64) -> f64 {
-        (1..=self.horizon_steps()).map(|lead| self.quantile(lead, q)).fold(0.0, f64::max)
+    /// [`Self::p_exceed`] over leads `first_lead..=horizon` only.
+    pub fn p_exceed_from(&self, first_lead: usize, capacity: f64) -> f64 {
+        assert!((1..=self.horizon_steps()).contains(&first_lead), "lead {first_lead} outside horizon");
+        (first_lead..=self.horizon_steps()).map(|lead| self.p_exceed_at(lead, capacity)).fold(0.0, f64::max)
+    }
+
+    /// The largest quantile `q` over leads `first_lead..=horizon`: the
+    /// capacity that holds the forecast peak with probability about `q`.
+    pub fn peak_quantile_from(&self, first_lead: usize, q: f64) -> f64 {
+        assert!((1..=self.horizon_steps()).contains(&first_lead), "lead {first_lead} outside horizon");
+        (first_lead..=self.horizon_steps()).map(|lead| self.quantile(lead, q)).fold(0.0, f64::max)
     }
 }
 
@@ -238,17 +249,20 @@ struct Pending {
 }
 
 /// Per model: residuals per lead (calibration) and pooled absolute
-/// residuals (backtest).
+/// residuals (backtest), in log space. `f32` halves the largest part of a
+/// forecaster's memory; a log residual needs far less than its precision.
 struct Scores {
-    residuals_by_lead: Vec<VecDeque<f64>>,
-    abs_residuals: VecDeque<f64>,
+    residuals_by_lead: Vec<VecDeque<f32>>,
+    abs_residuals: VecDeque<f32>,
 }
 
 impl Scores {
-    fn new(horizon_steps: usize) -> Scores {
+    fn new(config: &ForecasterConfig) -> Scores {
         Scores {
-            residuals_by_lead: (0..horizon_steps).map(|_| VecDeque::new()).collect(),
-            abs_residuals: VecDeque::new(),
+            residuals_by_lead: (0..config.horizon_steps)
+                .map(|_| VecDeque::with_capacity(config.calibration_window))
+                .collect(),
+            abs_residuals: VecDeque::with_capacity(config.backtest_window),
         }
     }
 
@@ -256,7 +270,7 @@ impl Scores {
         if self.abs_residuals.is_empty() {
             return None;
         }
-        Some(self.abs_residuals.iter().sum::<f64>() / self.abs_residuals.len() as f64)
+        Some(self.abs_residuals.iter().map(|r| f64::from(*r)).sum::<f64>() / self.abs_residuals.len() as f64)
     }
 
     fn calibrated(&self, calibration_min: usize) -> bool {
@@ -264,7 +278,7 @@ impl Scores {
     }
 }
 
-fn push_bounded(queue: &mut VecDeque<f64>, value: f64, len_max: usize) {
+fn push_bounded<T>(queue: &mut VecDeque<T>, value: T, len_max: usize) {
     if queue.len() == len_max {
         queue.pop_front();
     }
@@ -287,17 +301,16 @@ pub struct Forecaster {
 impl Forecaster {
     pub fn new(config: ForecasterConfig) -> Result<Forecaster, ConfigError> {
         config.validate()?;
-        let horizon = config.horizon_steps;
         Ok(Forecaster {
-            config,
-            history_log: VecDeque::new(),
+            history_log: VecDeque::with_capacity(config.history_steps_max),
             steps_observed: 0,
             last_observed: 0.0,
             fitted: None,
             fit_failures: 0,
             pending: VecDeque::new(),
-            scores: [Scores::new(horizon), Scores::new(horizon), Scores::new(horizon)],
+            scores: [Scores::new(&config), Scores::new(&config), Scores::new(&config)],
             cached: None,
+            config,
         })
     }
 
@@ -330,8 +343,8 @@ impl Forecaster {
                 let Some(path) = path else { continue };
                 let residual = value_log - path[lead - 1];
                 let scores = &mut self.scores[kind_index];
-                push_bounded(&mut scores.residuals_by_lead[lead - 1], residual, self.config.calibration_window);
-                push_bounded(&mut scores.abs_residuals, residual.abs(), self.config.backtest_window);
+                push_bounded(&mut scores.residuals_by_lead[lead - 1], residual as f32, self.config.calibration_window);
+                push_bounded(&mut scores.abs_residuals, residual.abs() as f32, self.config.backtest_window);
             }
         }
         self.steps_observed += 1;
@@ -387,7 +400,7 @@ impl Forecaster {
         let scores = &self.scores[kind.index()];
         let mut quantiles = Vec::with_capacity(horizon);
         for (lead_index, residuals) in scores.residuals_by_lead.iter().enumerate() {
-            let mut sorted: Vec<f64> = residuals.iter().copied().collect();
+            let mut sorted: Vec<f64> = residuals.iter().map(|r| f64::from(*r)).collect();
             sorted.sort_by(f64::total_cmp);
             let grid: Vec<f64> = (0..QUANTILE_GRID_LEN)
                 .map(|i| from_log(path[lead_index] + empirical_quantile(&sorted, quantile_grid_level(i))))

@@ -57,6 +57,13 @@ pub struct PlannerConfig {
     pub ttl_ms: u64,
     /// Expected life of a new shadow, for its storage cost.
     pub expected_shadow_s: u64,
+    /// Expected time from adding a shadow until it serves (copy and
+    /// warm-up). P(exceed) and sizing look only at forecast leads that end
+    /// after it: a shadow cannot serve demand that comes sooner, so a
+    /// forecast of that is no reason to add one (observed overload and
+    /// admission cover it). Retirement still looks at the whole horizon,
+    /// because a retired shadow takes this long to come back.
+    pub shadow_ready_ms: u64,
     pub shadows_per_resource_max: usize,
     /// Treat observed demand above capacity as P(exceed) = 1 whatever the
     /// forecast says (the cluster's default; the evaluation's pure
@@ -75,6 +82,7 @@ impl Default for PlannerConfig {
             hysteresis_ms: 30 * 60 * 1000,
             ttl_ms: 6 * 3600 * 1000,
             expected_shadow_s: 2 * 3600,
+            shadow_ready_ms: 60_000,
             shadows_per_resource_max: 16,
             act_on_observed_overload: true,
         }
@@ -94,6 +102,7 @@ impl PlannerConfig {
         check("hysteresis_ms", self.hysteresis_ms as f64, 0.0, 7.0 * 86_400_000.0)?;
         check("ttl_ms", self.ttl_ms as f64, 60_000.0, 30.0 * 86_400_000.0)?;
         check("expected_shadow_s", self.expected_shadow_s as f64, 60.0, 30.0 * 86_400.0)?;
+        check("shadow_ready_ms", self.shadow_ready_ms as f64, 0.0, 86_400_000.0)?;
         check("shadows_per_resource_max", self.shadows_per_resource_max as f64, 0.0, SHADOWS_PER_RESOURCE_MAX as f64)?;
         Ok(())
     }
@@ -170,6 +179,8 @@ pub struct ResourceDemand {
     pub observed_rps: f64,
     /// The forecast, in requests per second.
     pub forecast: DemandForecast,
+    /// Length of one forecast step (lead), milliseconds.
+    pub forecast_step_ms: u64,
     pub shadows: Vec<ShadowState>,
 }
 
@@ -209,9 +220,14 @@ pub struct Candidate {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlanInputs {
     pub forecast_mode: ForecastMode,
+    /// Size of a full copy (storage and transfer cost).
+    pub size_bytes: u64,
     pub observed_rps: f64,
     pub capacity_rps: f64,
     pub p_exceed: f64,
+    /// The first forecast lead P(exceed) and sizing looked at (leads that
+    /// end before a new shadow could serve are skipped).
+    pub first_lead: usize,
     pub threshold: f64,
     pub forecast_peak_rps: f64,
     pub sizing_quantile: f64,
@@ -354,14 +370,17 @@ pub fn plan(
     let forecast = &resource.forecast;
     let threshold = config.effective_threshold(resource.priority);
     let overloaded = config.act_on_observed_overload && resource.observed_rps > resource.capacity_rps;
-    let p_exceed = if overloaded { 1.0 } else { forecast.p_exceed(resource.capacity_rps) };
-    let forecast_peak_rps = forecast.peak_quantile(config.sizing_quantile).max(resource.observed_rps);
+    let first_lead = first_useful_lead(config, resource);
+    let p_exceed = if overloaded { 1.0 } else { forecast.p_exceed_from(first_lead, resource.capacity_rps) };
+    let forecast_peak_rps = forecast.peak_quantile_from(first_lead, config.sizing_quantile).max(resource.observed_rps);
     let wanted_capacity_rps = forecast_peak_rps / config.target_utilisation;
     let inputs = PlanInputs {
         forecast_mode: forecast.mode,
+        size_bytes: resource.size_bytes,
         observed_rps: resource.observed_rps,
         capacity_rps: resource.capacity_rps,
         p_exceed,
+        first_lead,
         threshold,
         forecast_peak_rps,
         sizing_quantile: config.sizing_quantile,
@@ -409,6 +428,15 @@ pub fn plan(
         Action::Hold { reason: format!("P(exceed) {p_exceed:.2} < {threshold:.2}") }
     };
     Plan { resource: resource.resource.clone(), at_ms: now_ms, inputs, action, candidates, shadows }
+}
+
+/// The first lead (1-based) that ends after a shadow added now would be
+/// ready: lead `l` covers `[(l-1)·step, l·step)` from now. At most the
+/// last lead, so the horizon's end is always looked at.
+pub fn first_useful_lead(config: &PlannerConfig, resource: &ResourceDemand) -> usize {
+    assert!(resource.forecast_step_ms > 0, "forecast step must be positive");
+    let horizon = resource.forecast.horizon_steps().max(1);
+    ((config.shadow_ready_ms / resource.forecast_step_ms) as usize + 1).min(horizon)
 }
 
 /// Verdicts in retirement order: newest shadow first (last in, first

@@ -12,10 +12,13 @@
 //!    capacity, and commits each decision that changed to the meta group
 //!    (`RecordPlacement`), so a new leader sees the plans of the old one.
 //!
-//! The history and forecasters live in the leader's memory: after a leader
-//! change the new leader starts from empty history and is reactive until
-//! it has a day of it (docs/PLACEMENT.md). Executing a plan (adding the
-//! shadow as a Raft learner and shifting traffic) is not done here.
+//! The leader shares every node's drained minutes with the other meta
+//! voters (`ShareDemand`), so each voter keeps the same history in memory.
+//! Forecasters live only on the leader: a new leader builds them from its
+//! history (up to two days of it), so it forecasts again at once if it has
+//! a day of history. Minutes drained by a leader that failed before
+//! sharing them are lost. Executing a plan (adding the shadow as a Raft
+//! learner and shifting traffic) is not done here.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -30,10 +33,11 @@ use crate::demand::recorder::MINUTE_MS;
 use crate::demand::{DemandHistory, DemandKey, MinuteReport};
 use crate::forecast::forecaster::ForecasterConfig;
 use crate::forecast::{DemandForecast, Forecaster};
-use crate::ids::NodeId;
+use crate::ids::{GroupId, NodeId};
 use crate::meta::membership::propose_meta;
 use crate::meta::state::{MetaCommand, MetaState, PlacementRecord, PlacementSettings};
 use crate::node::NodeCtx;
+use crate::raft::state_machine::GroupData;
 
 /// The region key of a resource's total demand.
 pub const REGION_TOTAL: &str = "*";
@@ -41,8 +45,18 @@ pub const REGION_TOTAL: &str = "*";
 const FIRST_FEED_SLOTS_MAX: usize = 2 * 288;
 /// How long the leader waits for one node's demand.
 const DRAIN_TIMEOUT_MS: u64 = 2_000;
-/// Forecasters the leader keeps (bounds memory; the busiest keys win).
+/// Forecasters the leader keeps (bounds memory and CPU; the busiest keys
+/// win). Keys beyond it are planned reactively.
 pub const FORECASTERS_MAX: usize = 20_000;
+/// Recent demand that ranks keys for a forecaster: the last 6 hours.
+const BUSY_WINDOW_SLOTS: usize = 72;
+/// A key without a forecaster takes one from a forecast key only when its
+/// recent reads exceed that key's by this factor (no churn at the margin:
+/// a new forecaster is fed up to two days of history).
+const BUSY_EVICT_FACTOR: f64 = 2.0;
+/// Resources whose size the leader remembers (beyond it, size 0: no
+/// storage or transfer cost).
+const SIZES_MAX: usize = 1_000_000;
 
 struct Fed {
     forecaster: Forecaster,
@@ -59,6 +73,8 @@ struct Inner {
     /// The first five-minute slot each key was seen in: a new forecaster
     /// is fed from there, never with made-up zeros from before.
     first_slot: BTreeMap<DemandKey, u64>,
+    /// Bytes each resource retains (a full copy), as last reported.
+    sizes: BTreeMap<String, u64>,
     last_plans: Vec<Plan>,
 }
 
@@ -113,20 +129,39 @@ impl PlacementState {
             let next_slot = end_slot.saturating_sub(FIRST_FEED_SLOTS_MAX as u64).max(seen);
             Forecaster::new(config.clone()).ok().map(|forecaster| Fed { forecaster, next_slot })
         };
-        // Every (resource, region) with history, and each resource's total.
-        for (key, seen) in first_slot.iter() {
-            let full = forecasters.len() >= FORECASTERS_MAX;
-            let fed = match forecasters.entry(key.clone()) {
-                std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-                std::collections::btree_map::Entry::Vacant(_) if full => continue,
-                std::collections::btree_map::Entry::Vacant(entry) => match fresh(*seen) {
-                    Some(fed) => entry.insert(fed),
-                    None => continue,
-                },
+        // Over the cap, the busiest keys win (see `rebalance_forecasters`).
+        if first_slot.len() > FORECASTERS_MAX {
+            let recent = |key: &DemandKey| -> f64 {
+                series(history, key, end_slot * FIVE_MIN_MS, BUSY_WINDOW_SLOTS, Resolution::FiveMinutes).iter().sum()
             };
+            let (kept, waiting): (Vec<_>, Vec<_>) = first_slot
+                .keys()
+                .map(|key| (key.clone(), recent(key)))
+                .partition(|(key, _)| forecasters.contains_key(key));
+            let (evict, admit) = rebalance_forecasters(kept, waiting, FORECASTERS_MAX);
+            for key in evict {
+                forecasters.remove(&key);
+            }
+            for key in admit {
+                if let Some(fed) = fresh(first_slot.get(&key).copied().unwrap_or(end_slot)) {
+                    forecasters.insert(key, fed);
+                }
+            }
+        } else {
+            for (key, seen) in first_slot.iter() {
+                if !forecasters.contains_key(key)
+                    && let Some(fed) = fresh(*seen)
+                {
+                    forecasters.insert(key.clone(), fed);
+                }
+            }
+        }
+        assert!(forecasters.len() <= FORECASTERS_MAX, "forecasters over their cap");
+        for (key, fed) in forecasters.iter_mut() {
+            let seen = first_slot.get(key).copied().unwrap_or(end_slot);
             if fed.forecaster.config().horizon_steps != config.horizon_steps {
                 // The horizon changed: start again from the history.
-                if let Some(restarted) = fresh(*seen) {
+                if let Some(restarted) = fresh(seen) {
                     *fed = restarted;
                 }
             }
@@ -157,6 +192,23 @@ impl PlacementState {
         self.lock().history.keys_of(resource).map(|k| k.region.clone()).collect()
     }
 
+    /// Records the latest known size of each resource (reported by the
+    /// node leading its group).
+    pub fn note_sizes<'a>(&self, sizes: impl Iterator<Item = (&'a str, u64)>) {
+        let mut inner = self.lock();
+        for (resource, bytes) in sizes {
+            if let Some(known) = inner.sizes.get_mut(resource) {
+                *known = bytes;
+            } else if inner.sizes.len() < SIZES_MAX {
+                inner.sizes.insert(resource.to_string(), bytes);
+            }
+        }
+    }
+
+    fn size_of(&self, resource: &str) -> u64 {
+        self.lock().sizes.get(resource).copied().unwrap_or(0)
+    }
+
     pub fn last_plans(&self) -> Vec<Plan> {
         self.lock().last_plans.clone()
     }
@@ -164,6 +216,39 @@ impl PlacementState {
     pub fn memory_bytes(&self) -> usize {
         self.lock().history.memory_bytes()
     }
+}
+
+/// Which keys gain and lose a forecaster when there are more keys than
+/// `max`. `kept` have one, `waiting` do not; each comes with its recent
+/// reads. Free places go to the busiest waiting keys; then the busiest
+/// waiting key replaces the quietest kept one for as long as it is more
+/// than `BUSY_EVICT_FACTOR` times busier. Returns (evict, admit).
+fn rebalance_forecasters(
+    mut kept: Vec<(DemandKey, f64)>,
+    mut waiting: Vec<(DemandKey, f64)>,
+    max: usize,
+) -> (Vec<DemandKey>, Vec<DemandKey>) {
+    assert!(kept.len() <= max, "more forecasters than the cap");
+    waiting.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    kept.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    let free = max - kept.len();
+    let mut admit: Vec<DemandKey> = Vec::new();
+    let mut evict: Vec<DemandKey> = Vec::new();
+    let mut waiting = waiting.into_iter().peekable();
+    while admit.len() < free
+        && let Some((key, _)) = waiting.next()
+    {
+        admit.push(key);
+    }
+    for ((key, reads), (quiet_key, quiet_reads)) in waiting.zip(kept) {
+        if reads <= BUSY_EVICT_FACTOR * quiet_reads {
+            break;
+        }
+        admit.push(key);
+        evict.push(quiet_key);
+    }
+    assert!(admit.len() <= free + evict.len(), "admitted past the cap");
+    (evict, admit)
 }
 
 #[derive(Clone, Copy)]
@@ -290,13 +375,14 @@ pub fn plan_all(ctx: &NodeCtx, only: Option<&str>, now_ms: u64) -> Vec<Plan> {
         let demand = ResourceDemand {
             resource: name.clone(),
             priority,
-            // Resource sizes are not reported to the meta leader yet.
-            size_bytes: 0,
+            // Zero until the node leading the group has reported it.
+            size_bytes: state.size_of(&name),
             region,
             replica_nodes,
             capacity_rps,
             observed_rps,
             forecast,
+            forecast_step_ms: FIVE_MIN_MS,
             shadows: Vec::new(),
         };
         plans.push(plan(&config, &demand, &hosts, &regions, now_ms));
@@ -368,7 +454,8 @@ pub fn demand_view(ctx: &NodeCtx, resource: &str, slots: usize, now_ms: u64) -> 
     DemandView { resource: resource.to_string(), now_ms, slot_ms: FIVE_MIN_MS, capacity_rps, regions }
 }
 
-/// Collects demand from every node.
+/// Collects demand from every node, and shares each node's minutes with
+/// the other meta voters so that a new meta leader has the history.
 async fn collect(ctx: &NodeCtx, now_ms: u64) {
     let Some(nodes) =
         ctx.with_meta(|m| m.nodes.values().map(|n| (n.node_id, n.labels.addr.clone())).collect::<Vec<_>>())
@@ -376,9 +463,10 @@ async fn collect(ctx: &NodeCtx, now_ms: u64) {
         return;
     };
     let me = ctx.identity().map(|i| i.node_id);
+    let mut drained = Vec::new();
     for (node_id, addr) in nodes {
-        let (reports, last_minute) = if Some(node_id) == me {
-            drain_reports(ctx, now_ms)
+        let demand = if Some(node_id) == me {
+            drain_local(ctx, now_ms)
         } else {
             match drain_remote(ctx, &addr).await {
                 Ok(answer) => answer,
@@ -388,43 +476,105 @@ async fn collect(ctx: &NodeCtx, now_ms: u64) {
                 }
             }
         };
-        ctx.placement.ingest(&reports, node_id, last_minute);
+        ingest(ctx, node_id, &demand);
+        if !demand.minutes.is_empty() || !demand.resource_sizes.is_empty() {
+            drained.push(peer::ShareDemandRequest { node_id, demand: Some(demand) });
+        }
     }
+    share(ctx, drained);
 }
 
-/// This node's complete minutes, and its reads in the last one.
-fn drain_reports(ctx: &NodeCtx, now_ms: u64) -> (Vec<MinuteReport>, u64) {
-    let reports = ctx.demand.drain_complete(now_ms);
-    let last = (now_ms / MINUTE_MS).saturating_sub(1) * MINUTE_MS;
-    let last_minute = reports.iter().filter(|r| r.minute_start_ms == last).map(|r| r.reads).sum();
-    (reports, last_minute)
-}
-
-async fn drain_remote(ctx: &NodeCtx, addr: &str) -> Result<(Vec<MinuteReport>, u64), String> {
-    let mut client = ctx.peers.client(addr).map_err(|e| e.to_string())?;
-    let call = client.drain_demand(peer::DrainDemandRequest {});
-    let answer = tokio::time::timeout(Duration::from_millis(DRAIN_TIMEOUT_MS), call)
-        .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?
-        .into_inner();
-    let reports = answer
+/// Adds one node's drained minutes to this node's history (the meta
+/// leader's own collection, and `ShareDemand` on the other meta voters).
+pub fn ingest(ctx: &NodeCtx, node_id: NodeId, demand: &peer::DrainDemandResponse) {
+    let reports: Vec<MinuteReport> = demand
         .minutes
-        .into_iter()
+        .iter()
         .map(|m| MinuteReport {
             minute_start_ms: m.minute_start_ms,
-            key: DemandKey { resource: m.resource, region: m.region },
+            key: DemandKey { resource: m.resource.clone(), region: m.region.clone() },
             reads: m.reads,
             peak_bucket_reads: m.peak_bucket_reads,
             shed_reads: m.shed_reads,
         })
         .collect();
-    Ok((reports, answer.node_reads_last_minute))
+    ctx.placement.ingest(&reports, node_id, demand.node_reads_last_minute);
+    ctx.placement.note_sizes(demand.resource_sizes.iter().map(|s| (s.resource.as_str(), s.bytes)));
 }
 
-/// A node's answer to `DrainDemand`.
+/// Sends the drained minutes to every other meta voter, in the background
+/// (the planning pass does not wait). Best effort: a voter that misses a
+/// batch has a gap in its history, which only matters if it becomes
+/// leader.
+fn share(ctx: &NodeCtx, drained: Vec<peer::ShareDemandRequest>) {
+    if drained.is_empty() {
+        return;
+    }
+    let Some(meta) = ctx.meta_group() else { return };
+    let me = ctx.identity().map(|i| i.node_id);
+    let voters: Vec<u64> = meta.metrics().membership_config.membership().voter_ids().collect();
+    let addrs = ctx.with_meta(|m| {
+        voters
+            .iter()
+            .filter_map(|replica| m.replica_addr(*replica))
+            .filter(|(node_id, _)| Some(*node_id) != me)
+            .map(|(_, addr)| addr.to_string())
+            .collect::<Vec<_>>()
+    });
+    for addr in addrs.unwrap_or_default() {
+        let mut client = match ctx.peers.client(&addr) {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::debug!(%addr, %error, "sharing demand");
+                continue;
+            }
+        };
+        let batch = drained.clone();
+        tokio::spawn(async move {
+            for request in batch {
+                let call = client.share_demand(request);
+                let result = tokio::time::timeout(Duration::from_millis(DRAIN_TIMEOUT_MS), call).await;
+                if !matches!(result, Ok(Ok(_))) {
+                    tracing::debug!(%addr, "sharing demand failed; the voter's history has a gap");
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn drain_remote(ctx: &NodeCtx, addr: &str) -> Result<peer::DrainDemandResponse, String> {
+    let mut client = ctx.peers.client(addr).map_err(|e| e.to_string())?;
+    let call = client.drain_demand(peer::DrainDemandRequest {});
+    Ok(tokio::time::timeout(Duration::from_millis(DRAIN_TIMEOUT_MS), call)
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?
+        .into_inner())
+}
+
+/// This node's complete minutes (forgotten here once handed over), and its
+/// reads in the last one: the answer to `DrainDemand`.
 pub fn drain_local(ctx: &NodeCtx, now_ms: u64) -> peer::DrainDemandResponse {
-    let (reports, node_reads_last_minute) = drain_reports(ctx, now_ms);
+    let reports = ctx.demand.drain_complete(now_ms);
+    let last = (now_ms / MINUTE_MS).saturating_sub(1) * MINUTE_MS;
+    let node_reads_last_minute = reports.iter().filter(|r| r.minute_start_ms == last).map(|r| r.reads).sum();
+    let names: BTreeMap<GroupId, String> =
+        ctx.with_meta(|m| m.resources.values().map(|r| (r.group_id, r.name.clone())).collect()).unwrap_or_default();
+    let resource_sizes = ctx
+        .registry
+        .all()
+        .into_iter()
+        .filter(|group| group.is_leader())
+        .filter_map(|group| {
+            let resource = names.get(&group.id)?.clone();
+            let state = group.state.read();
+            match &state.data {
+                GroupData::Resource(r) => Some(peer::ResourceSize { resource, bytes: r.inline_bytes + r.blob_bytes }),
+                GroupData::Meta(_) => None,
+            }
+        })
+        .collect();
     peer::DrainDemandResponse {
         minutes: reports
             .into_iter()
@@ -438,6 +588,7 @@ pub fn drain_local(ctx: &NodeCtx, now_ms: u64) -> peer::DrainDemandResponse {
             })
             .collect(),
         node_reads_last_minute,
+        resource_sizes,
     }
 }
 
@@ -497,5 +648,40 @@ pub async fn run(ctx: Arc<NodeCtx>) {
         if ctx.meta_group().is_some_and(|g| g.is_leader()) {
             plan_once(&ctx).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(names: &[(&str, f64)]) -> Vec<(DemandKey, f64)> {
+        names
+            .iter()
+            .map(|(name, reads)| (DemandKey { resource: name.to_string(), region: "eu".to_string() }, *reads))
+            .collect()
+    }
+
+    fn names(keys: &[DemandKey]) -> Vec<&str> {
+        keys.iter().map(|k| k.resource.as_str()).collect()
+    }
+
+    #[test]
+    fn busiest_keys_win_forecasters_without_churn_at_the_margin() {
+        // Room for one more: the busiest waiting key takes it.
+        let (evict, admit) =
+            rebalance_forecasters(keys(&[("a", 10.0)]), keys(&[("b", 1.0), ("c", 50.0), ("d", 5.0)]), 2);
+        assert!(evict.is_empty());
+        assert_eq!(names(&admit), vec!["c"]);
+        // Full: a waiting key replaces the quietest only when more than
+        // twice as busy; "e" (30 vs 20) is not.
+        let kept = keys(&[("a", 10.0), ("b", 20.0), ("c", 500.0)]);
+        let waiting = keys(&[("d", 100.0), ("e", 30.0), ("f", 1.0)]);
+        let (evict, admit) = rebalance_forecasters(kept, waiting, 3);
+        assert_eq!(names(&evict), vec!["a"]);
+        assert_eq!(names(&admit), vec!["d"]);
+        // Equal demand never churns.
+        let (evict, admit) = rebalance_forecasters(keys(&[("a", 7.0)]), keys(&[("b", 7.0)]), 1);
+        assert!(evict.is_empty() && admit.is_empty());
     }
 }

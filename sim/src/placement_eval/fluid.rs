@@ -226,6 +226,7 @@ impl<'a> Sim<'a> {
             capacity_rps: self.total_capacity_rps(),
             observed_rps,
             forecast,
+            forecast_step_ms: self.trace.step_min * 60_000,
             shadows: self
                 .shadows
                 .iter()
@@ -319,7 +320,7 @@ impl<'a> Sim<'a> {
     /// it proposed (applied by the caller).
     fn predictive(&mut self, step: usize, knobs: PlanKnobs, minute: u64) -> Vec<NodeId> {
         let observed = if step == 0 { 0.0 } else { self.trace.rps[step - 1] };
-        let config = knobs.apply(&self.cluster.planner);
+        let config = PlannerConfig { shadow_ready_ms: self.lag_min * 60_000, ..knobs.apply(&self.cluster.planner) };
         let view = self.resource_view(self.trace.forecasts[step].clone(), observed);
         let now_ms = minute * 60_000;
         let decision = plan(&config, &view, &self.cluster.hosts, &self.cluster.regions, now_ms);

@@ -66,6 +66,23 @@ pub struct EvalOptions {
     pub max_steps: Option<usize>,
     pub plots_dir: Option<PathBuf>,
     pub jobs: usize,
+    /// Also score every candidate setting on the scored part, to report
+    /// the lowest never-needed share any of them reaches (hindsight; see
+    /// [`Frontier`]). Doubles the run time.
+    pub frontier: bool,
+}
+
+/// With hindsight: of every candidate setting of the reactive, predictive
+/// and predictive + reactive policies, scored on the scored part, the one
+/// with the lowest share of never-needed shadows (ties: fewer violation
+/// minutes). A bound on what tuning could reach on that metric; it is
+/// never used to choose a setting.
+#[derive(Clone, Debug, Serialize)]
+pub struct Frontier {
+    pub policy: Policy,
+    pub never_needed_share: f64,
+    pub scored: Metrics,
+    pub candidates: usize,
 }
 
 /// The simulated cluster: 3 primaries in `east`, and 64 shadow hosts in
@@ -139,6 +156,7 @@ pub struct LagResult {
     pub policies: Vec<PolicyResult>,
     /// Reliability of P(exceed) for the tuned predictive policy.
     pub reliability: Reliability,
+    pub frontier: Option<Frontier>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -230,26 +248,51 @@ fn better(a: &Metrics, b: &Metrics, budget_replica_minutes: f64) -> bool {
     }
 }
 
-/// Tunes over `candidates` on the tuning window, then scores the winner.
-fn tune_and_score(
-    cluster: &ClusterModel,
-    prepared: &Prepared,
-    candidates: &[Policy],
+/// One trace at one warm-up lag: what every policy run shares.
+struct LagRun<'a> {
+    cluster: &'a ClusterModel,
+    prepared: &'a Prepared,
     lag_min: u64,
     tune_end: u64,
     static_peak_rps: f64,
-    budget_replica_minutes: f64,
-) -> (PolicyResult, fluid::RunResult) {
-    let mut best: Option<(Policy, Metrics)> = None;
-    for policy in candidates {
-        let tuned = simulate(cluster, prepared, *policy, lag_min, 0..tune_end, static_peak_rps).metrics;
-        if best.as_ref().is_none_or(|(_, b)| better(&tuned, b, budget_replica_minutes)) {
-            best = Some((*policy, tuned));
-        }
+}
+
+impl LagRun<'_> {
+    fn tuning(&self, policy: Policy) -> fluid::RunResult {
+        simulate(self.cluster, self.prepared, policy, self.lag_min, 0..self.tune_end, self.static_peak_rps)
     }
-    let (policy, tuned) = best.expect("at least one candidate");
-    let scored = simulate(cluster, prepared, policy, lag_min, tune_end..prepared.minutes(), static_peak_rps);
-    (PolicyResult { policy, tuned, scored: scored.metrics.clone() }, scored)
+
+    fn scoring(&self, policy: Policy) -> fluid::RunResult {
+        let window = self.tune_end..self.prepared.minutes();
+        simulate(self.cluster, self.prepared, policy, self.lag_min, window, self.static_peak_rps)
+    }
+
+    /// Tunes over `candidates` on the tuning window, then scores the winner.
+    fn tune_and_score(&self, candidates: &[Policy], budget_replica_minutes: f64) -> (PolicyResult, fluid::RunResult) {
+        let mut best: Option<(Policy, Metrics)> = None;
+        for policy in candidates {
+            let tuned = self.tuning(*policy).metrics;
+            if best.as_ref().is_none_or(|(_, b)| better(&tuned, b, budget_replica_minutes)) {
+                best = Some((*policy, tuned));
+            }
+        }
+        let (policy, tuned) = best.expect("at least one candidate");
+        let scored = self.scoring(policy);
+        (PolicyResult { policy, tuned, scored: scored.metrics.clone() }, scored)
+    }
+
+    /// The hindsight frontier over `candidates` (see [`Frontier`]).
+    fn frontier(&self, candidates: &[Policy]) -> Frontier {
+        let share = |m: &Metrics| m.shadows_never_needed as f64 / m.shadows_added.max(1) as f64;
+        let (policy, scored) = candidates
+            .iter()
+            .map(|policy| (*policy, self.scoring(*policy).metrics))
+            .min_by(|a, b| {
+                share(&a.1).total_cmp(&share(&b.1)).then(a.1.slo_violation_minutes.cmp(&b.1.slo_violation_minutes))
+            })
+            .expect("at least one candidate");
+        Frontier { policy, never_needed_share: share(&scored), scored, candidates: candidates.len() }
+    }
 }
 
 pub fn evaluate_trace(trace: &Trace, options: &EvalOptions) -> TraceResult {
@@ -273,24 +316,27 @@ pub fn evaluate_trace(trace: &Trace, options: &EvalOptions) -> TraceResult {
     let mut lags = Vec::new();
     let mut capacities = Vec::new();
     for lag_min in WARM_UP_LAGS_MIN {
-        let oracle_tuning = simulate(&cluster, &prepared, Policy::Oracle, lag_min, 0..tune_end, static_peak_rps);
-        let budget = TUNE_BUDGET_VS_ORACLE * oracle_tuning.metrics.replica_minutes;
+        let run = LagRun { cluster: &cluster, prepared: &prepared, lag_min, tune_end, static_peak_rps };
+        let budget = TUNE_BUDGET_VS_ORACLE * run.tuning(Policy::Oracle).metrics.replica_minutes;
         let mut policies = Vec::new();
         let mut reliability = Reliability::default();
         let mut lag_capacities = Vec::new();
         for candidates in
             [vec![Policy::StaticPeak], reactive.clone(), predictive.clone(), combined.clone(), vec![Policy::Oracle]]
         {
-            let (result, run) =
-                tune_and_score(&cluster, &prepared, &candidates, lag_min, tune_end, static_peak_rps, budget);
+            let (result, scored) = run.tune_and_score(&candidates, budget);
             if matches!(result.policy, Policy::Predictive { .. }) {
-                reliability = run.reliability.clone();
+                reliability = scored.reliability.clone();
             }
-            lag_capacities.push((result.policy.name(), run.capacity_by_step));
+            lag_capacities.push((result.policy.name(), scored.capacity_by_step));
             policies.push(result);
         }
         capacities.push((lag_min, lag_capacities));
-        lags.push(LagResult { lag_min, policies, reliability });
+        let frontier = options.frontier.then(|| {
+            let all: Vec<Policy> = reactive.iter().chain(&predictive).chain(&combined).copied().collect();
+            run.frontier(&all)
+        });
+        lags.push(LagResult { lag_min, policies, reliability, frontier });
     }
     if let Some(dir) = &options.plots_dir {
         for (lag_min, lag_capacities) in &capacities {

@@ -180,6 +180,19 @@ pub fn text(results: &[TraceResult], summary: &Summary) -> String {
                     m.weight_over_ready_events
                 );
             }
+            if let Some(f) = &lag.frontier {
+                let oracle =
+                    lag.policies.iter().find(|p| p.policy.name() == "oracle").map(|p| p.scored.replica_minutes);
+                let _ = writeln!(
+                    out,
+                    "   hindsight: lowest never-needed share of {} candidates on the scored part: {:.0}% ({}; SLO-min {}, replica-min {:.2}x oracle)",
+                    f.candidates,
+                    f.never_needed_share * 100.0,
+                    policy_label(&f.policy),
+                    f.scored.slo_violation_minutes,
+                    oracle.map(|o| f.scored.replica_minutes / o.max(1.0)).unwrap_or(f64::NAN)
+                );
+            }
         }
     }
     let _ = writeln!(out, "\n== totals over all traces (scored parts; cost in currency units)");

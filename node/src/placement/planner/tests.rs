@@ -44,6 +44,7 @@ fn resource(capacity_rps: f64, forecast: DemandForecast) -> ResourceDemand {
         capacity_rps,
         observed_rps: forecast.observed,
         forecast,
+        forecast_step_ms: 300_000,
         shadows: Vec::new(),
     }
 }
@@ -219,4 +220,30 @@ fn observed_overload_acts_whatever_the_forecast_says() {
     let holding = plan(&forecast_only, &demand, &hosts, &RegionDistances::default(), 0);
     assert_eq!(holding.inputs.p_exceed, 0.0);
     assert!(matches!(holding.action, Action::Hold { .. }));
+}
+
+#[test]
+fn ignores_leads_a_new_shadow_could_not_serve() {
+    let hosts: Vec<HostView> = (4..=6).map(|n| host(n, "east", n)).collect();
+    // Lead 1 surges above capacity; leads 2 and 3 are well below it.
+    let surge: Vec<f64> = (0..QUANTILE_GRID_LEN).map(|i| 3_500.0 + 500.0 * quantile_grid_level(i)).collect();
+    let calm: Vec<f64> = (0..QUANTILE_GRID_LEN).map(|i| 1_000.0 + 500.0 * quantile_grid_level(i)).collect();
+    let mut forecast = uniform_forecast(0.0, 1.0, 1_000.0);
+    forecast.quantiles = vec![surge, calm.clone(), calm];
+    forecast.point = vec![3_750.0, 1_250.0, 1_250.0];
+    let demand = resource(3_000.0, forecast);
+    // Ready within the first lead (5 minutes): the surge counts.
+    let quick = PlannerConfig { shadow_ready_ms: 60_000, ..PlannerConfig::default() };
+    let plan_quick = plan(&quick, &demand, &hosts, &RegionDistances::default(), 0);
+    assert_eq!(plan_quick.inputs.first_lead, 1);
+    assert!(matches!(plan_quick.action, Action::AddShadows { .. }), "{:?}", plan_quick.action);
+    // Ready only after 10 minutes: the shadow would arrive after the surge.
+    let slow = PlannerConfig { shadow_ready_ms: 600_000, ..PlannerConfig::default() };
+    let plan_slow = plan(&slow, &demand, &hosts, &RegionDistances::default(), 0);
+    assert_eq!(plan_slow.inputs.first_lead, 3);
+    assert!(plan_slow.inputs.p_exceed < 0.01);
+    assert!(matches!(plan_slow.action, Action::Hold { .. }), "{:?}", plan_slow.action);
+    // A warm-up beyond the horizon still looks at the last lead.
+    let slower = PlannerConfig { shadow_ready_ms: 3_600_000, ..PlannerConfig::default() };
+    assert_eq!(first_useful_lead(&slower, &demand), 3);
 }
