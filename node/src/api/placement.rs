@@ -84,7 +84,7 @@ fn config_view(ctx: &NodeCtx) -> Result<v1::PlacementConfigResponse, Status> {
         .with_meta(|m| ConfigView {
             settings: m.placement_settings.clone(),
             threshold: m.placement_settings.threshold_permille as f64 / 1000.0,
-            prices: m.nodes.values().map(|n| (n.node_id, n.labels.prices.clone())).collect(),
+            prices: m.nodes.values().map(|n| (n.node_id, m.prices_of(n))).collect(),
             priorities: m.priorities.clone(),
         })
         .ok_or_else(status::not_ready)?;
@@ -129,7 +129,7 @@ pub async fn set_config(
             return Err(Status::invalid_argument(format!("{key} needs the node whose prices change (node_id)")));
         }
         let mut prices = ctx
-            .with_meta(|m| m.nodes.get(&req.node_id).map(|n| n.labels.prices.clone()))
+            .with_meta(|m| m.nodes.get(&req.node_id).map(|n| m.prices_of(n)))
             .flatten()
             .ok_or_else(|| Status::not_found(format!("node {} is not a member", req.node_id)))?;
         let value = parse_u64(key, &req.value, 0, PRICE_MICROS_MAX)?;

@@ -75,10 +75,11 @@ impl ForecasterConfig {
     /// Defaults for a series of `step_s` steps and a horizon of
     /// `horizon_s`: daily and weekly seasons, a fitting window of two
     /// weeks (what the demand history keeps at five minutes, and the two
-    /// cycles the weekly season needs), a refit every two hours, reactive
-    /// for the first day. The refit dominates a forecaster's CPU: it was
-    /// hourly on three weeks until `sim demand-memory --forecasters`
-    /// measured ~75 ms per refit (docs/PLACEMENT.md).
+    /// cycles the weekly season needs), a refit every six hours, reactive
+    /// for the first day. The refit dominates a forecaster's CPU: ~190 ms
+    /// with both seasons on two weeks of five-minute steps (`sim
+    /// demand-memory --forecasters`, docs/PLACEMENT.md); between refits the
+    /// anchored path carries the forecast.
     pub fn for_step(step_s: u64, horizon_s: u64) -> ForecasterConfig {
         assert!(step_s > 0);
         let steps = |seconds: u64| (seconds / step_s).max(1) as usize;
@@ -89,7 +90,7 @@ impl ForecasterConfig {
             periods_steps: vec![day, steps(7 * 86_400)],
             history_steps_max: steps(14 * 86_400).min(HISTORY_STEPS_MAX),
             history_steps_min: day,
-            refit_every_steps: steps(2 * 3_600),
+            refit_every_steps: steps(6 * 3_600),
             // Two days of residuals, and never fewer than 500: a 95%
             // interval read off fewer points is itself noisy.
             calibration_window: (2 * day).clamp(500, CALIBRATION_WINDOW_MAX),

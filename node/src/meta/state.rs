@@ -309,6 +309,10 @@ pub struct MetaState {
     pub placements: BTreeMap<String, PlacementRecord>,
     /// resource → placement priority, when not 0.
     pub priorities: BTreeMap<String, i32>,
+    /// Prices an operator set for a node (`shadowctl config set prices.*
+    /// --node N`). They win over the prices the node announces from its
+    /// config, so a restart does not undo them; see [`MetaState::prices_of`].
+    pub price_overrides: BTreeMap<NodeId, Prices>,
 }
 
 fn truncate_utf8(text: &mut String, bytes_max: usize) {
@@ -336,11 +340,17 @@ impl Default for MetaState {
             placement_settings: PlacementSettings::default(),
             placements: BTreeMap::new(),
             priorities: BTreeMap::new(),
+            price_overrides: BTreeMap::new(),
         }
     }
 }
 
 impl MetaState {
+    /// A node's prices: the operator's, else what the node announced.
+    pub fn prices_of(&self, node: &NodeRecord) -> Prices {
+        self.price_overrides.get(&node.node_id).cloned().unwrap_or_else(|| node.labels.prices.clone())
+    }
+
     pub fn apply(&mut self, cmd: &MetaCommand) -> MetaResponse {
         let request = match cmd {
             MetaCommand::Bootstrap { now_ms, .. }
@@ -409,6 +419,7 @@ impl MetaState {
                     if let Some(n) = self.nodes.remove(&old) {
                         self.replica_index.remove(&n.meta_replica_id);
                     }
+                    self.price_overrides.remove(&old);
                     self.retired_nodes.insert(old);
                 }
                 let node_id = self.next_node_id;
@@ -517,13 +528,13 @@ impl MetaState {
                 self.placement_settings = settings.clone();
                 MetaResponse::Updated
             }
-            MetaCommand::SetNodePrices { node_id, prices, .. } => match self.nodes.get_mut(node_id) {
-                None => MetaResponse::NotFound,
-                Some(node) => {
-                    node.labels.prices = prices.clone();
-                    MetaResponse::Updated
+            MetaCommand::SetNodePrices { node_id, prices, .. } => {
+                if !self.nodes.contains_key(node_id) {
+                    return MetaResponse::NotFound;
                 }
-            },
+                self.price_overrides.insert(*node_id, prices.clone());
+                MetaResponse::Updated
+            }
             MetaCommand::SetResourcePriority { resource, priority, .. } => {
                 if !self.resources.contains_key(resource) {
                     return MetaResponse::NotFound;
@@ -781,5 +792,25 @@ mod tests {
         let first = s.apply(&cmd);
         assert_eq!(s.apply(&cmd), first);
         assert_eq!(s.nodes.len(), 2);
+    }
+
+    #[test]
+    fn operator_prices_survive_a_restart_with_other_config_prices() {
+        let mut s = cluster(2);
+        let config_prices = |storage| Prices { storage_gb_hour_micros: storage, ..Prices::default() };
+        let restart = |s: &mut MetaState, storage| {
+            let labels = NodeLabels { prices: config_prices(storage), ..labels("a:2") };
+            assert_eq!(s.apply(&MetaCommand::UpdateNode { now_ms: 3, node_id: 2, labels }), MetaResponse::Updated);
+        };
+        restart(&mut s, 10);
+        assert_eq!(s.prices_of(&s.nodes[&2]).storage_gb_hour_micros, 10, "announced prices apply");
+        let set = MetaCommand::SetNodePrices { now_ms: 4, node_id: 2, prices: config_prices(7) };
+        assert_eq!(s.apply(&set), MetaResponse::Updated);
+        restart(&mut s, 99);
+        assert_eq!(s.prices_of(&s.nodes[&2]).storage_gb_hour_micros, 7, "the operator's prices win");
+        assert_eq!(s.prices_of(&s.nodes[&1]).storage_gb_hour_micros, 0, "other nodes keep their own");
+        let missing = MetaCommand::SetNodePrices { now_ms: 5, node_id: 9, prices: config_prices(1) };
+        assert_eq!(s.apply(&missing), MetaResponse::NotFound);
+        assert!(!s.price_overrides.contains_key(&9));
     }
 }

@@ -332,7 +332,7 @@ pub fn plan_all(ctx: &NodeCtx, only: Option<&str>, now_ms: u64) -> Vec<Plan> {
                 } else {
                     n.labels.disk_capacity_bytes
                 },
-                prices: n.labels.prices.clone(),
+                prices: meta.prices_of(n),
             })
             .collect();
         (meta.placement_settings.clone(), resources, hosts)
