@@ -83,6 +83,10 @@ pub struct Frontier {
     pub never_needed_share: f64,
     pub scored: Metrics,
     pub candidates: usize,
+    /// Every candidate's metrics on the scored part (for the joint
+    /// frontier over traces in [`report::summarise`]; not in the JSON).
+    #[serde(skip)]
+    pub all: Vec<Metrics>,
 }
 
 /// The simulated cluster: 3 primaries in `east`, and 64 shadow hosts in
@@ -284,14 +288,22 @@ impl LagRun<'_> {
     /// The hindsight frontier over `candidates` (see [`Frontier`]).
     fn frontier(&self, candidates: &[Policy]) -> Frontier {
         let share = |m: &Metrics| m.shadows_never_needed as f64 / m.shadows_added.max(1) as f64;
-        let (policy, scored) = candidates
+        let all: Vec<(Policy, Metrics)> =
+            candidates.iter().map(|policy| (*policy, self.scoring(*policy).metrics)).collect();
+        let (policy, scored) = all
             .iter()
-            .map(|policy| (*policy, self.scoring(*policy).metrics))
             .min_by(|a, b| {
                 share(&a.1).total_cmp(&share(&b.1)).then(a.1.slo_violation_minutes.cmp(&b.1.slo_violation_minutes))
             })
+            .cloned()
             .expect("at least one candidate");
-        Frontier { policy, never_needed_share: share(&scored), scored, candidates: candidates.len() }
+        Frontier {
+            policy,
+            never_needed_share: share(&scored),
+            scored,
+            candidates: candidates.len(),
+            all: all.into_iter().map(|(_, metrics)| metrics).collect(),
+        }
     }
 }
 

@@ -41,6 +41,56 @@ pub struct Summary {
     pub totals: Vec<Totals>,
     pub coverage_95_pooled: f64,
     pub targets: Vec<TargetCheck>,
+    /// With `--frontier`: per lag, the joint hindsight bound.
+    pub joint_frontier: Vec<JointFrontier>,
+}
+
+/// With hindsight, per lag: choosing for every trace any candidate setting
+/// by its scored-part metrics, the largest cut in total SLO-violation
+/// minutes against the tuned reactive policy while total replica-minutes
+/// stay within `TARGET_REPLICA_MINUTES_VS_ORACLE_MAX` × the oracle's. Found
+/// by a Lagrangian sweep (violations + λ × replica-minutes, per trace),
+/// which finds points on the convex hull of the per-trace choices: an
+/// exact search could do slightly better, never much. A bound on what any
+/// tuning of these policies could reach, never a result.
+#[derive(Clone, Debug, Serialize)]
+pub struct JointFrontier {
+    pub lag_min: u64,
+    pub violation_reduction: f64,
+    pub replica_minutes_vs_oracle: f64,
+}
+
+/// The joint frontier at one lag; `None` unless every trace has one.
+fn joint_frontier(
+    results: &[TraceResult],
+    lag_min: u64,
+    reactive: &Metrics,
+    oracle: &Metrics,
+) -> Option<JointFrontier> {
+    let per_trace: Vec<&Vec<Metrics>> = results
+        .iter()
+        .map(|r| r.lags.iter().find(|l| l.lag_min == lag_min).and_then(|l| l.frontier.as_ref()).map(|f| &f.all))
+        .collect::<Option<Vec<_>>>()?;
+    let budget = TARGET_REPLICA_MINUTES_VS_ORACLE_MAX * oracle.replica_minutes;
+    // λ in violation-minutes per replica-minute: 0, then 1e-5 .. ~1e3.
+    let lambdas = std::iter::once(0.0).chain((0..=200).map(|i| 1e-5 * 1.1f64.powi(i)));
+    let mut best: Option<(u64, f64)> = None;
+    for lambda in lambdas {
+        let (violations, replica_minutes) = per_trace.iter().fold((0u64, 0.0), |(v, rm), all| {
+            let cost = |m: &Metrics| m.slo_violation_minutes as f64 + lambda * m.replica_minutes;
+            let pick = all.iter().min_by(|a, b| cost(a).total_cmp(&cost(b))).expect("candidates");
+            (v + pick.slo_violation_minutes, rm + pick.replica_minutes)
+        });
+        if replica_minutes <= budget && best.is_none_or(|(v, _)| violations < v) {
+            best = Some((violations, replica_minutes));
+        }
+    }
+    let (violations, replica_minutes) = best?;
+    Some(JointFrontier {
+        lag_min,
+        violation_reduction: 1.0 - violations as f64 / (reactive.slo_violation_minutes as f64).max(1.0),
+        replica_minutes_vs_oracle: replica_minutes / oracle.replica_minutes.max(1.0),
+    })
 }
 
 pub fn summarise(results: &[TraceResult]) -> Summary {
@@ -65,11 +115,13 @@ pub fn summarise(results: &[TraceResult]) -> Summary {
     });
     let coverage = covered / points.max(1) as f64;
     let mut targets = Vec::new();
+    let mut joint = Vec::new();
     let lags: Vec<u64> =
         totals.iter().map(|t| t.lag_min).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     for lag in lags {
         let get = |name: &str| totals.iter().find(|t| t.policy == name && t.lag_min == lag);
         let (Some(reactive), Some(oracle)) = (get("reactive"), get("oracle")) else { continue };
+        joint.extend(joint_frontier(results, lag, &reactive.metrics, &oracle.metrics));
         for ours in ["predictive", "predictive+reactive"] {
             let Some(t) = get(ours) else { continue };
             let reduction = if reactive.metrics.slo_violation_minutes == 0 {
@@ -113,7 +165,7 @@ pub fn summarise(results: &[TraceResult]) -> Summary {
         target: format!("{:.0}%..{:.0}%", TARGET_COVERAGE.0 * 100.0, TARGET_COVERAGE.1 * 100.0),
         met: (TARGET_COVERAGE.0..=TARGET_COVERAGE.1).contains(&coverage),
     });
-    Summary { totals, coverage_95_pooled: coverage, targets }
+    Summary { totals, coverage_95_pooled: coverage, targets, joint_frontier: joint }
 }
 
 fn policy_label(policy: &super::fluid::Policy) -> String {
@@ -208,6 +260,16 @@ pub fn text(results: &[TraceResult], summary: &Summary) -> String {
             t.metrics.cost_micros / 1e6,
             t.metrics.shadows_added,
             t.metrics.shadows_never_needed
+        );
+    }
+    for j in &summary.joint_frontier {
+        let _ = writeln!(
+            out,
+            "   hindsight, lag {:>2}: best violation cut vs reactive with total replica-min <= {}x oracle, any setting per trace: {:.1}% (at {:.3}x)",
+            j.lag_min,
+            TARGET_REPLICA_MINUTES_VS_ORACLE_MAX,
+            j.violation_reduction * 100.0,
+            j.replica_minutes_vs_oracle
         );
     }
     let _ = writeln!(out, "\n== targets");
