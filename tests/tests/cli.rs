@@ -132,3 +132,60 @@ fn demo_cluster_and_commands() {
     let after = ctl(&["status", "--timeout-secs", "2"], &endpoints);
     assert!(!after.status.success(), "cluster still answering after demo down");
 }
+
+/// A foreground demo (with its demand generator) stopped by SIGTERM, as a
+/// service manager or `timeout` would, stops every node it started.
+#[test]
+fn foreground_demo_stops_its_nodes_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let base = free_base_port();
+    let _guard = DemoGuard { dir: dir.clone() };
+    let mut demo = Command::new(binary("shadowctl"))
+        .args(["demo", "--base-port", &base.to_string(), "--dir"])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start demo");
+    // Wait for the prompt: the cluster is up and the signals are watched.
+    let mut stdout = std::io::BufReader::new(demo.stdout.take().expect("stdout"));
+    let mut printed = String::new();
+    while !printed.contains("press Ctrl-C") {
+        let mut line = String::new();
+        let read = std::io::BufRead::read_line(&mut stdout, &mut line).expect("read demo output");
+        assert!(read > 0, "demo exited before its prompt:\n{printed}");
+        printed.push_str(&line);
+    }
+    let pids: Vec<i32> = std::fs::read_to_string(dir.join("pids"))
+        .expect("pids file")
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    // Running: the process exists and is not a zombie waiting to be reaped
+    // (the nodes are the demo's children; once it exits, init reaps them).
+    let running = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()).map(str::to_string)
+            })
+            .is_some_and(|state| state != "Z" && state != "X")
+    };
+    assert!(pids.iter().all(|p| running(*p)), "nodes {pids:?} not running");
+    assert_eq!(unsafe { libc::kill(demo.id() as i32, libc::SIGTERM) }, 0, "signal the demo");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read demo output");
+    let status = demo.wait().expect("demo exits");
+    assert!(status.success(), "{status}");
+    assert!(rest.contains("terminated: stopping the cluster"), "{rest}");
+    // The demo stops and reaps its nodes before it exits; the short wait
+    // only covers a node that a slow machine has not finished tearing down.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while pids.iter().any(|p| running(*p)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let left: Vec<i32> = pids.iter().copied().filter(|p| running(*p)).collect();
+    assert!(left.is_empty(), "nodes {left:?} outlived the demo");
+}

@@ -75,6 +75,8 @@ struct Inner {
     first_slot: BTreeMap<DemandKey, u64>,
     /// Bytes each resource retains (a full copy), as last reported.
     sizes: BTreeMap<String, u64>,
+    /// When this node last collected demand from every node (as leader).
+    collected_at_ms: u64,
     last_plans: Vec<Plan>,
 }
 
@@ -183,9 +185,13 @@ impl PlacementState {
         Some(fed.forecaster.forecast().scaled(1000.0 / FIVE_MIN_MS as f64))
     }
 
+    /// Reads per second of `key` in the last minute collected from every
+    /// node before `now_ms` (a dry run between planning passes must not
+    /// read a minute that is over but not collected yet as zero).
     fn last_minute_rps(&self, key: &DemandKey, now_ms: u64) -> f64 {
-        let end = now_ms / MINUTE_MS * MINUTE_MS;
-        series(&self.lock().history, key, end, 1, Resolution::Minutes)[0] / 60.0
+        let inner = self.lock();
+        let end = now_ms.min(inner.collected_at_ms) / MINUTE_MS * MINUTE_MS;
+        series(&inner.history, key, end, 1, Resolution::Minutes)[0] / 60.0
     }
 
     fn regions_of(&self, resource: &str) -> Vec<String> {
@@ -481,6 +487,7 @@ async fn collect(ctx: &NodeCtx, now_ms: u64) {
             drained.push(peer::ShareDemandRequest { node_id, demand: Some(demand) });
         }
     }
+    ctx.placement.lock().collected_at_ms = now_ms;
     share(ctx, drained);
 }
 

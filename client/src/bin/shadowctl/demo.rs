@@ -145,6 +145,10 @@ fn pids_file(dir: &Path) -> PathBuf {
 }
 
 pub fn alive(pid: i32) -> bool {
+    // An exited child of ours (the foreground demo's nodes) stays a zombie,
+    // which signal 0 still finds, until it is reaped: reap it first. For any
+    // other process this fails with ECHILD and changes nothing.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
     // Signal 0 checks existence and permission without sending anything.
     unsafe { libc::kill(pid, 0) == 0 }
 }
@@ -382,6 +386,12 @@ pub async fn run(cmd: &DemoCmd, out: Output) -> anyhow::Result<()> {
         println!("running in the background; stop with `shadowctl demo down --dir {}`", args.dir.display());
         return Ok(());
     }
+    // SIGTERM (a service manager, `kill`, `timeout`) stops the cluster as
+    // Ctrl-C does, so no node outlives the demo. Both are watched before
+    // the prompt is printed.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch for SIGTERM")?;
+    let interrupt = tokio::signal::ctrl_c();
     if !args.no_workload {
         tokio::spawn(generate_demand(endpoints(args)));
         println!(
@@ -390,8 +400,14 @@ pub async fn run(cmd: &DemoCmd, out: Output) -> anyhow::Result<()> {
         println!("try: shadowctl demand show demo-catalog   and   shadowctl placement plan");
     }
     println!("press Ctrl-C to stop the cluster");
+    // Watches for a node exiting on its own; ends once the demo stops.
+    let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watching = stopping.clone();
     let exited = tokio::task::spawn_blocking(move || {
         loop {
+            if watching.load(std::sync::atomic::Ordering::Relaxed) {
+                return None;
+            }
             for (i, c) in children.iter_mut().enumerate() {
                 if let Ok(Some(status)) = c.try_wait() {
                     return Some((i + 1, status));
@@ -401,11 +417,13 @@ pub async fn run(cmd: &DemoCmd, out: Output) -> anyhow::Result<()> {
         }
     });
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => println!("\nstopping the cluster"),
+        _ = interrupt => println!("\nstopping the cluster"),
+        _ = terminate.recv() => println!("terminated: stopping the cluster"),
         r = exited => if let Ok(Some((i, status))) = r {
             eprintln!("node {i} exited with {status}; stopping the cluster");
         },
     }
+    stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     stop(&pids);
     let _ = std::fs::remove_file(pids_file(&args.dir));
     Ok(())
