@@ -674,6 +674,22 @@ mod tests {
     }
 
     #[test]
+    fn a_dry_run_reads_the_last_collected_minute() {
+        let state = PlacementState::default();
+        let key = DemandKey { resource: "r".to_string(), region: "eu".to_string() };
+        let report =
+            MinuteReport { minute_start_ms: 0, key: key.clone(), reads: 120, peak_bucket_reads: 20, shed_reads: 0 };
+        state.ingest(&[report], 1, 120);
+        // Collected just after minute 0 ended; minute 1 is over but not
+        // collected yet when the dry run asks during minute 2.
+        state.lock().collected_at_ms = 61_000;
+        assert_eq!(state.last_minute_rps(&key, 150_000), 2.0);
+        // Once minute 1 is collected (no reads in it), it is what counts.
+        state.lock().collected_at_ms = 121_000;
+        assert_eq!(state.last_minute_rps(&key, 150_000), 0.0);
+    }
+
+    #[test]
     fn busiest_keys_win_forecasters_without_churn_at_the_margin() {
         // Room for one more: the busiest waiting key takes it.
         let (evict, admit) =
