@@ -310,14 +310,18 @@ fn demand_memory(args: &[String]) -> ExitCode {
         use shadowstore_node::forecast::{Forecaster, ForecasterConfig};
         let config = ForecasterConfig::for_step(300, 1_800);
         let steps = config.history_steps_max;
+        // Forecaster k's demand at step t: a daily cycle plus a little noise.
+        let demand = |k: usize, t: usize| {
+            let phase = (t % 288) as f64 / 288.0 * std::f64::consts::TAU;
+            100.0 + 50.0 * phase.sin() + ((t * 7 + k) % 13) as f64
+        };
         let started = Instant::now();
         let before = rss_bytes().unwrap_or(0);
         let mut kept = Vec::with_capacity(forecasters);
         for k in 0..forecasters {
             let mut forecaster = Forecaster::new(config.clone()).expect("default config is valid");
             for t in 0..steps {
-                let phase = (t % 288) as f64 / 288.0 * std::f64::consts::TAU;
-                forecaster.observe(100.0 + 50.0 * phase.sin() + ((t * 7 + k) % 13) as f64);
+                forecaster.observe(demand(k, t));
             }
             let _ = forecaster.forecast();
             kept.push(forecaster);
@@ -330,8 +334,7 @@ fn demand_memory(args: &[String]) -> ExitCode {
         let steady_started = Instant::now();
         for (k, forecaster) in kept.iter_mut().enumerate() {
             for t in steps..steps + config.refit_every_steps {
-                let phase = (t % 288) as f64 / 288.0 * std::f64::consts::TAU;
-                forecaster.observe(100.0 + 50.0 * phase.sin() + ((t * 7 + k) % 13) as f64);
+                forecaster.observe(demand(k, t));
             }
         }
         let steady_ms = steady_started.elapsed().as_secs_f64() * 1e3 / forecasters as f64;

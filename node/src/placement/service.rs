@@ -240,7 +240,7 @@ fn rebalance_forecasters(
     let free = max - kept.len();
     let mut admit: Vec<DemandKey> = Vec::new();
     let mut evict: Vec<DemandKey> = Vec::new();
-    let mut waiting = waiting.into_iter().peekable();
+    let mut waiting = waiting.into_iter();
     while admit.len() < free
         && let Some((key, _)) = waiting.next()
     {
@@ -566,22 +566,27 @@ pub fn drain_local(ctx: &NodeCtx, now_ms: u64) -> peer::DrainDemandResponse {
     let reports = ctx.demand.drain_complete(now_ms);
     let last = (now_ms / MINUTE_MS).saturating_sub(1) * MINUTE_MS;
     let node_reads_last_minute = reports.iter().filter(|r| r.minute_start_ms == last).map(|r| r.reads).sum();
-    let names: BTreeMap<GroupId, String> =
-        ctx.with_meta(|m| m.resources.values().map(|r| (r.group_id, r.name.clone())).collect()).unwrap_or_default();
-    let resource_sizes = ctx
+    // Sizes of the resource groups this node leads, then named through the
+    // meta directory (one group's lock at a time, never nested).
+    let led: Vec<(GroupId, u64)> = ctx
         .registry
         .all()
         .into_iter()
         .filter(|group| group.is_leader())
-        .filter_map(|group| {
-            let resource = names.get(&group.id)?.clone();
-            let state = group.state.read();
-            match &state.data {
-                GroupData::Resource(r) => Some(peer::ResourceSize { resource, bytes: r.inline_bytes + r.blob_bytes }),
-                GroupData::Meta(_) => None,
-            }
+        .filter_map(|group| match &group.state.read().data {
+            GroupData::Resource(r) => Some((group.id, r.inline_bytes + r.blob_bytes)),
+            GroupData::Meta(_) => None,
         })
         .collect();
+    let resource_sizes = ctx
+        .with_meta(|m| {
+            led.iter()
+                .filter_map(|(group, bytes)| {
+                    Some(peer::ResourceSize { resource: m.groups.get(group)?.clone(), bytes: *bytes })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     peer::DrainDemandResponse {
         minutes: reports
             .into_iter()
