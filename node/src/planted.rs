@@ -18,14 +18,20 @@ static STALE_FOLLOWER_READS: AtomicBool = AtomicBool::new(false);
 /// This was a real bug, found by the simulator (see raft::config).
 static RESTORED_LEADER_READS: AtomicBool = AtomicBool::new(false);
 
+/// Raft records (log parts, vote, committed and purge records, snapshot
+/// manifests) are read without checking their checksums, so a rotted log
+/// entry is applied and served as if it were what the leader wrote.
+static UNCHECKED_RAFT_RECORDS: AtomicBool = AtomicBool::new(false);
+
 /// The planted bugs, by the name the simulator's command line uses.
-pub const NAMES: &[&str] = &["stale-follower-reads", "restored-leader-reads"];
+pub const NAMES: &[&str] = &["stale-follower-reads", "restored-leader-reads", "unchecked-raft-records"];
 
 /// Turns the bug called `name` on or off; false if there is no such bug.
 pub fn set(name: &str, on: bool) -> bool {
     match name {
         "stale-follower-reads" => STALE_FOLLOWER_READS.store(on, Ordering::Relaxed),
         "restored-leader-reads" => RESTORED_LEADER_READS.store(on, Ordering::Relaxed),
+        "unchecked-raft-records" => UNCHECKED_RAFT_RECORDS.store(on, Ordering::Relaxed),
         _ => return false,
     }
     true
@@ -37,4 +43,8 @@ pub(crate) fn stale_follower_reads() -> bool {
 
 pub(crate) fn restored_leader_reads() -> bool {
     RESTORED_LEADER_READS.load(Ordering::Relaxed)
+}
+
+pub(crate) fn unchecked_raft_records() -> bool {
+    UNCHECKED_RAFT_RECORDS.load(Ordering::Relaxed)
 }

@@ -1,8 +1,10 @@
 //! Three nodes in one process over loopback TCP, each on the in-memory
 //! storage engine (the simulator's seam), to reach inside: the supervisor
 //! restarts a group whose Raft core stopped on a storage failure, idle
-//! groups quiesce and wake on the first request, and the standard gRPC
-//! health and reflection services answer.
+//! groups quiesce and wake on the first request, the standard gRPC
+//! health and reflection services answer, and a replica whose Raft
+//! records rotted on disk is quarantined and replaced under a new replica
+//! id.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +26,11 @@ struct TestNode {
 }
 
 async fn start_node(i: u64, join: Option<String>) -> TestNode {
-    let engine = MemoryEngine::new();
+    start_node_on(i, join, MemoryEngine::new()).await
+}
+
+/// Starts node `i` on `engine` (a restart when the engine holds a node).
+async fn start_node_on(i: u64, join: Option<String>, engine: Arc<MemoryEngine>) -> TestNode {
     let config = NodeConfig {
         data_dir: format!("/nonexistent/in-process-{i}").into(),
         listen_addr: "127.0.0.1:0".into(),
@@ -76,8 +82,9 @@ fn put(variant: &str, value: &[u8]) -> v1::PutRequest {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn supervisor_quiescing_health_and_reflection() {
+/// Three nodes with three meta voters and resource "r" on all of them,
+/// holding one write; returns the nodes and the group id of "r".
+async fn three_nodes_with_a_resource() -> (Vec<TestNode>, u64) {
     let first = start_node(1, None).await;
     let seed = first.node.addr().to_string();
     let mut nodes = vec![first];
@@ -101,6 +108,88 @@ async fn supervisor_quiescing_health_and_reflection() {
     .await;
     let group = created.resource.unwrap().group_id;
     on_any(&nodes, |mut s| async move { s.put(put("v", b"1")).await }).await;
+    (nodes, group)
+}
+
+/// Waits up to `within` for `f` to give a value.
+async fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_raft_records_rotted_is_quarantined_and_replaced_in_place() {
+    use shadowstore_node::storage::Tree;
+    use shadowstore_node::storage::keys;
+
+    let (mut nodes, group) = three_nodes_with_a_resource().await;
+    for i in 0..3 {
+        on_any(&nodes, |mut s| async move { s.put(put("v", format!("value-{i}").as_bytes())).await }).await;
+    }
+    // A follower (not the meta leader, whose restart would move the meta
+    // group too) stops; one bit of one of its group's records rots.
+    let victim = nodes
+        .iter()
+        .position(|n| {
+            let ctx = n.node.ctx();
+            ctx.registry.get(group).is_some_and(|g| !g.is_leader()) && ctx.meta_group().is_some_and(|m| !m.is_leader())
+        })
+        .expect("a follower of the group that does not lead the meta group");
+    let node_id = nodes[victim].node.ctx().node_id().unwrap();
+    let old_replica = nodes[victim].node.ctx().registry.get(group).unwrap().replica_id;
+    let TestNode { node, engine } = nodes.remove(victim);
+    node.shutdown().await;
+    // The last log entry, which a start reads; if a snapshot already
+    // purged the log, the vote record, which a start reads too.
+    let last_entry =
+        engine.durable_keys(Tree::Log).into_iter().filter(|k| k.starts_with(&keys::group_start(group))).next_back();
+    let (tree, key) = match last_entry {
+        Some(k) => (Tree::Log, k),
+        None => (Tree::RaftState, keys::raft_state(group, keys::VOTE_TAG)),
+    };
+    assert!(engine.rot(tree, &key, 77), "nothing to rot in {}", tree.name());
+
+    // It restarts on the same disk: the replica must not start from the
+    // rotted log, and the cluster replaces it on the same node (all three
+    // nodes host "r"), under a new replica id.
+    nodes.push(start_node_on(node_id, None, engine).await);
+    let restarted = nodes.last().unwrap().node.ctx().clone();
+    let new_replica = eventually(Duration::from_secs(60), "replacement replica running", || {
+        let g = restarted.registry.get(group)?;
+        (g.replica_id != old_replica && g.metrics().running_state.is_ok()).then_some(g)
+    })
+    .await;
+    let record = restarted.with_meta(|m| m.resource_by_group(group).cloned()).flatten().expect("resource r");
+    let mine = record.replica_on(node_id).expect("r keeps a replica on the node");
+    assert_eq!(mine.replica_id, new_replica.replica_id);
+    assert_eq!(mine.replaces, Some(old_replica));
+    assert!(restarted.registry.quarantined().is_empty(), "the quarantined replica's data was not removed");
+    // The new replica holds everything that was written, and serves on.
+    let last = on_any(&nodes, |mut s| async move { s.put(put("v", b"after")).await }).await.version;
+    eventually(Duration::from_secs(30), "new replica caught up", || {
+        (new_replica.state.applied_index() >= last).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(30), "old replica out of the membership", || {
+        let m = new_replica.metrics();
+        let members: Vec<u64> = m.membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        (!members.contains(&old_replica) && members.contains(&new_replica.replica_id)).then_some(())
+    })
+    .await;
+    for n in nodes {
+        n.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_quiescing_health_and_reflection() {
+    let (nodes, group) = three_nodes_with_a_resource().await;
 
     // --- health and reflection
     let channel = Channel::from_shared(format!("http://{}", nodes[0].node.addr())).unwrap().connect().await.unwrap();

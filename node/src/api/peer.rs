@@ -279,6 +279,7 @@ impl Peer for PeerService {
             node_id,
             groups_hosted: registry.len() as u64,
             groups_led: registry.led.load(std::sync::atomic::Ordering::Relaxed),
+            quarantined_replica_ids: registry.quarantined().into_values().collect(),
         }))
     }
 

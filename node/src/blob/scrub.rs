@@ -8,6 +8,12 @@
 //! (bytes per second); after a pass the scrubber rests. A replica that just
 //! became a holder (after replacing a lost one) finds all its chunks missing
 //! and rebuilds them the same way.
+//!
+//! Each pass first checks the Raft records (log, vote, snapshot) of every
+//! local resource replica against their checksums, under the same rate
+//! limit: rot in a record nothing reads again would otherwise stay until a
+//! restart. A corrupt replica is quarantined and replaced
+//! (`group::registry`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +46,8 @@ pub struct ScrubStats {
     pub repair_failures: AtomicU64,
     pub last_pass_finished_ms: AtomicU64,
     pub orphan_shards_collected: AtomicU64,
+    /// Replicas quarantined by a pass for a corrupt Raft record.
+    pub replicas_quarantined: AtomicU64,
 }
 
 /// What the last look at one held shard left unresolved: bad chunks that
@@ -223,8 +231,20 @@ pub async fn run(ctx: Arc<NodeCtx>, rate_bytes_per_s: u64, pass_interval: Durati
     ctx.scrubber.rate_bytes_per_s.store(rate_bytes_per_s, Ordering::Relaxed);
     let mut throttle = Throttle { rate: rate_bytes_per_s, next: tokio::time::Instant::now() };
     loop {
-        let todo = work(&ctx);
         let s = &ctx.scrubber.stats;
+        for g in ctx.registry.all() {
+            if g.id == META_GROUP_ID {
+                continue; // a corrupt meta replica needs an operator: see membership::start_local_replicas
+            }
+            match ctx.registry.scrub_records(g.id).await {
+                Ok(bytes) => throttle.consume(bytes.max(1)).await,
+                Err(e) if crate::storage::checksum::is_corrupt(&e) => {
+                    s.replicas_quarantined.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::debug!(group = g.id, error = %e, "scrub: raft records not checked this pass"),
+            }
+        }
+        let todo = work(&ctx);
         s.pass_shards_total.store(todo.len() as u64, Ordering::Relaxed);
         s.pass_shards_done.store(0, Ordering::Relaxed);
         for (group, m, shard) in todo {

@@ -3,6 +3,14 @@
 //! Every replica is recorded in the `local` tree before its Raft group
 //! starts, so a restarting node starts all its replicas at once from local
 //! storage, without waiting for the meta group.
+//!
+//! A replica whose durable Raft state fails its checksums
+//! (`storage::checksum`) is *quarantined*: it is stopped, kept out of the
+//! running groups and never started again. It may have acknowledged
+//! entries, so it cannot simply be rebuilt under the same replica id; the
+//! meta leader learns of it from this node's pings and replaces it with a
+//! new replica (`meta::membership`), after which the reconciler deletes
+//! the quarantined data.
 
 use openraft::rt::WatchReceiver;
 use std::collections::BTreeMap;
@@ -39,6 +47,7 @@ use crate::storage::SharedEngine;
 use crate::storage::Syncer;
 use crate::storage::Tree;
 use crate::storage::WriteBatch;
+use crate::storage::checksum;
 use crate::storage::keys;
 
 /// Longest wait for a quorum to renew a lapsed leader lease before a
@@ -122,6 +131,8 @@ impl Group {
 
 pub struct Registry {
     groups: RwLock<BTreeMap<GroupId, Arc<Group>>>,
+    /// Replicas stopped for good because their durable state is corrupt.
+    quarantined: RwLock<BTreeMap<GroupId, ReplicaId>>,
     /// Serialises opening and removing replicas.
     lifecycle: tokio::sync::Mutex<()>,
     engine: SharedEngine,
@@ -145,6 +156,7 @@ impl Registry {
     ) -> Self {
         Registry {
             groups: RwLock::new(BTreeMap::new()),
+            quarantined: RwLock::new(BTreeMap::new()),
             lifecycle: tokio::sync::Mutex::new(()),
             engine,
             syncer,
@@ -172,6 +184,53 @@ impl Registry {
         self.len() == 0
     }
 
+    /// Quarantined replicas by group.
+    pub fn quarantined(&self) -> BTreeMap<GroupId, ReplicaId> {
+        self.quarantined.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn quarantined_replica(&self, group: GroupId) -> Option<ReplicaId> {
+        self.quarantined.read().unwrap_or_else(|p| p.into_inner()).get(&group).copied()
+    }
+
+    /// Checks every durable record of `group` (log, Raft state, snapshot)
+    /// against its checksum; returns the bytes checked.
+    pub fn check_integrity(&self, group: GroupId) -> io::Result<u64> {
+        let log = LogStore::new(group, self.engine.clone(), self.syncer.clone()).verify()?;
+        let snapshot = StateMachineStore::open(group, self.engine.clone(), self.syncer.clone())?.verify()?;
+        Ok(log + snapshot)
+    }
+
+    /// After `group` failed to start or its core stopped: quarantines the
+    /// replica if its durable state is corrupt, and says so.
+    fn quarantine_if_corrupt(&self, group: GroupId, replica: ReplicaId) -> Option<io::Error> {
+        let e = self.check_integrity(group).err().filter(checksum::is_corrupt)?;
+        self.quarantine(group, replica, &e);
+        Some(io::Error::new(io::ErrorKind::InvalidData, format!("replica {replica} of group {group} quarantined: {e}")))
+    }
+
+    fn quarantine(&self, group: GroupId, replica: ReplicaId, cause: &io::Error) {
+        tracing::error!(group, replica, error = %cause, "replica state is corrupt; quarantined until replaced");
+        self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
+        self.quarantined.write().unwrap_or_else(|p| p.into_inner()).insert(group, replica);
+    }
+
+    /// The scrubber's check of a running replica's durable records: a
+    /// corrupt replica is stopped and quarantined (the error). Returns the
+    /// bytes checked. Other errors (a snapshot replaced while it was being
+    /// read) leave the replica running.
+    pub async fn scrub_records(&self, group: GroupId) -> io::Result<u64> {
+        let _guard = self.lifecycle.lock().await;
+        let Some(g) = self.get(group) else { return Ok(0) };
+        let e = match self.check_integrity(group) {
+            Err(e) if checksum::is_corrupt(&e) => e,
+            other => return other,
+        };
+        let _ = g.raft.shutdown().await;
+        self.quarantine(group, g.replica_id, &e);
+        Err(e)
+    }
+
     /// Replicas recorded in local storage.
     pub fn local_replicas(&self) -> io::Result<Vec<LocalReplica>> {
         let (s, e) = keys::local_replicas_range();
@@ -186,6 +245,12 @@ impl Registry {
     /// Returns the running group if it is already open with that replica id.
     pub async fn open(&self, group: GroupId, replica: ReplicaId) -> io::Result<Arc<Group>> {
         let _guard = self.lifecycle.lock().await;
+        if self.quarantined_replica(group) == Some(replica) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("replica {replica} of group {group} is quarantined"),
+            ));
+        }
         if let Some(g) = self.get(group) {
             if g.replica_id == replica {
                 return Ok(g);
@@ -203,7 +268,10 @@ impl Registry {
             self.engine.write(b)?;
             self.syncer.sync().await?;
         }
-        let g = self.start(group, replica).await?;
+        let g = match self.start(group, replica).await {
+            Ok(g) => g,
+            Err(e) => return Err(self.quarantine_if_corrupt(group, replica).unwrap_or(e)),
+        };
         self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(group, g.clone());
         Ok(g)
     }
@@ -237,6 +305,11 @@ impl Registry {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("group {group} is not open")));
         };
         let _ = old.raft.shutdown().await;
+        // Its core may have stopped on a corrupt record that a fresh start
+        // would not read again: check everything before starting.
+        if let Some(e) = self.quarantine_if_corrupt(group, old.replica_id) {
+            return Err(e);
+        }
         let g = self.start(group, old.replica_id).await?;
         self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(group, g.clone());
         self.restarts.fetch_add(1, Ordering::Relaxed);
@@ -248,13 +321,14 @@ impl Registry {
     pub async fn remove(&self, group: GroupId) -> io::Result<()> {
         let _guard = self.lifecycle.lock().await;
         let removed = self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
+        self.quarantined.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
         if let Some(g) = &removed {
             let _ = g.raft.shutdown().await;
             g.log.destroy()?;
         } else {
             LogStore::new(group, self.engine.clone(), self.syncer.clone()).destroy()?;
         }
-        StateMachineStore::open(group, self.engine.clone(), self.syncer.clone())?.destroy()?;
+        StateMachineStore::destroy(group, &self.engine)?;
         crate::blob::shard_store::ShardStore::new(self.engine.clone()).delete_group(group)?;
         let mut b = WriteBatch::new(Tree::Local);
         b.delete(keys::local_replica(group));
@@ -262,6 +336,13 @@ impl Registry {
         self.syncer.sync().await?;
         tracing::info!(group, "replica removed and its data deleted");
         Ok(())
+    }
+
+    /// The replicas this node hosts, running or quarantined, by group.
+    pub fn hosted(&self) -> BTreeMap<GroupId, ReplicaId> {
+        let mut all = self.quarantined();
+        all.extend(self.all().iter().map(|g| (g.id, g.replica_id)));
+        all
     }
 
     /// Stops every group (node shutdown).

@@ -3,7 +3,9 @@
 //! openraft stops a group's core for good on a panic or a storage error
 //! (`Fatal`). The supervisor notices that in the group's metrics and
 //! rebuilds the group from its durable state; a group that keeps failing is
-//! retried with a growing delay, so a dead disk does not spin a core.
+//! retried with a growing delay, so a dead disk does not spin a core. A
+//! group whose durable state fails its checksums is not restarted but
+//! quarantined by the registry, to be replaced.
 
 use openraft::rt::WatchReceiver;
 use std::collections::HashMap;

@@ -89,10 +89,23 @@ async fn persist_identity(ctx: &NodeCtx, id: NodeIdentity) -> Result<(), String>
 async fn start_local_replicas(ctx: &NodeCtx) -> Result<(), String> {
     let replicas = ctx.registry.local_replicas().map_err(|e| format!("listing local replicas: {e}"))?;
     for r in replicas {
-        ctx.registry
-            .open(r.group_id, r.replica_id)
-            .await
-            .map_err(|e| format!("starting replica {} of group {}: {e}", r.replica_id, r.group_id))?;
+        match ctx.registry.open(r.group_id, r.replica_id).await {
+            Ok(_) => {}
+            // A corrupt resource replica waits for its replacement; the
+            // node serves everything else meanwhile. Without its meta
+            // replica the node cannot take part at all.
+            Err(e) if r.group_id != META_GROUP_ID && ctx.registry.quarantined().contains_key(&r.group_id) => {
+                tracing::warn!(group = r.group_id, replica = r.replica_id, error = %e, "replica quarantined at start");
+            }
+            Err(e) => {
+                let hint = if r.group_id == META_GROUP_ID && ctx.registry.quarantined().contains_key(&r.group_id) {
+                    "; this node's meta replica is corrupt: move its data directory away and let the node rejoin"
+                } else {
+                    ""
+                };
+                return Err(format!("starting replica {} of group {}: {e}{hint}", r.replica_id, r.group_id));
+            }
+        }
     }
     Ok(())
 }
@@ -281,10 +294,13 @@ async fn lead_meta_membership(ctx: &NodeCtx, me: NodeIdentity, labels: &NodeLabe
 /// Replacements proposed per manager pass, at most.
 const REPLACEMENTS_PER_PASS_MAX: usize = 16;
 
-/// Replaces resource replicas whose node was retired (it lost its data
-/// and rejoined under a new identity) or has been down longer than
-/// `replace_down_after_ms`, by a replica on a live node that hosts none of
-/// the resource's replicas (least loaded first).
+/// Replaces resource replicas that are lost: their node was retired (it
+/// lost its data and rejoined under a new identity) or has been down
+/// longer than `replace_down_after_ms`, or the node quarantined the replica
+/// because its durable state is corrupt (reported in its pings). The new
+/// replica goes to a live node that hosts none of the resource's replicas
+/// (least loaded first); a corrupt replica with no such node is replaced
+/// on its own node, under a new replica id.
 async fn replace_lost_replicas(ctx: &NodeCtx) -> Result<(), tonic::Status> {
     let down_after = ctx.config.replace_down_after_ms;
     let now = crate::group::quiesce::mono_ms();
@@ -302,13 +318,24 @@ async fn replace_lost_replicas(ctx: &NodeCtx) -> Result<(), tonic::Status> {
                 && now.saturating_sub(v.last_ok_ms.unwrap_or(0)) >= down_after
         })
     };
+    let my_quarantined: Vec<u64> = ctx.registry.quarantined().into_values().collect();
+    let corrupt = |rep: &super::state::ReplicaRecord| -> bool {
+        if rep.node_id == me {
+            return my_quarantined.contains(&rep.replica_id);
+        }
+        detector
+            .view(rep.node_id)
+            .and_then(|v| v.last_answer)
+            .is_some_and(|a| a.quarantined_replica_ids.contains(&rep.replica_id))
+    };
     let plans: Vec<(String, u64, NodeId)> = ctx
         .with_meta(|m| {
             let mut load = m.replicas_per_node();
             let mut plans = Vec::new();
             for r in m.resources.values() {
                 for rep in &r.replicas {
-                    if plans.len() >= REPLACEMENTS_PER_PASS_MAX || !lost(rep.node_id, m) {
+                    let node_lost = lost(rep.node_id, m);
+                    if plans.len() >= REPLACEMENTS_PER_PASS_MAX || !(node_lost || corrupt(rep)) {
                         continue;
                     }
                     let candidate = m
@@ -317,7 +344,8 @@ async fn replace_lost_replicas(ctx: &NodeCtx) -> Result<(), tonic::Status> {
                         .filter(|n| **n == me || detector.is_up(**n))
                         .filter(|n| !lost(**n, m) && r.replica_on(**n).is_none())
                         .min_by_key(|n| (load.get(n).copied().unwrap_or(0), **n))
-                        .copied();
+                        .copied()
+                        .or((!node_lost).then_some(rep.node_id));
                     if let Some(n) = candidate {
                         *load.entry(n).or_default() += 1;
                         plans.push((r.name.clone(), rep.replica_id, n));
@@ -329,7 +357,7 @@ async fn replace_lost_replicas(ctx: &NodeCtx) -> Result<(), tonic::Status> {
         })
         .unwrap_or_default();
     for (name, old_replica, new_node) in plans {
-        tracing::info!(resource = %name, old_replica, new_node, "replacing a lost replica");
+        tracing::info!(resource = %name, old_replica, new_node, "replacing a lost or corrupt replica");
         propose_meta(ctx, MetaCommand::ReplaceReplica { now_ms: ctx.clock.now_ms(), name, old_replica, new_node })
             .await?;
     }

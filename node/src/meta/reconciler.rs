@@ -10,7 +10,9 @@
 //!   *positively* shows it gone: its group id was allocated (so this meta
 //!   state is not older than the group) and the group is deleted or no
 //!   longer lists this replica. A stale meta state can delay a removal,
-//!   never cause a wrong one.
+//!   never cause a wrong one. A quarantined (corrupt) replica is never
+//!   reopened; it is removed the same way once the directory has replaced
+//!   it.
 
 use openraft::rt::WatchReceiver;
 use std::collections::BTreeMap;
@@ -64,7 +66,8 @@ struct Plan {
 }
 
 fn plan(ctx: &NodeCtx, me: NodeId) -> Option<Plan> {
-    let local: BTreeMap<u64, u64> = ctx.registry.all().iter().map(|g| (g.id, g.replica_id)).collect();
+    let local: BTreeMap<u64, u64> = ctx.registry.hosted();
+    let quarantined = ctx.registry.quarantined();
     ctx.with_meta(|meta| {
         let addresses = meta.nodes.values().map(|n| (n.node_id, n.labels.addr.clone())).collect();
         let mut open = Vec::new();
@@ -72,6 +75,9 @@ fn plan(ctx: &NodeCtx, me: NodeId) -> Option<Plan> {
             let Some(mine) = r.replica_on(me) else {
                 continue;
             };
+            if quarantined.get(&r.group_id) == Some(&mine.replica_id) {
+                continue; // corrupt: waits for its replacement
+            }
             let initializer = r.initial_replicas.first() == Some(&mine.replica_id);
             if !initializer && local.get(&r.group_id) == Some(&mine.replica_id) {
                 continue; // open already, nothing to initialize

@@ -213,8 +213,8 @@ pub enum MetaCommand {
         /// Nodes for the replicas, chosen by the proposer.
         nodes: Vec<NodeId>,
     },
-    /// Replaces a resource's replica (lost with its node) by a new replica
-    /// on `new_node`.
+    /// Replaces a resource's replica (lost with its node, or corrupt) by a
+    /// new replica on `new_node`, which may be the old replica's node.
     ReplaceReplica {
         now_ms: u64,
         name: String,
@@ -568,7 +568,9 @@ impl MetaState {
         let Some(pos) = r.replicas.iter().position(|x| x.replica_id == old_replica) else {
             return MetaResponse::Rejected { reason: format!("replica {old_replica} is not a replica of {name}") };
         };
-        if r.replicas.iter().any(|x| x.node_id == new_node) {
+        // The replaced replica's own node may take the new one (a corrupt
+        // replica replaced in place); any other node of the resource not.
+        if r.replicas.iter().any(|x| x.node_id == new_node && x.replica_id != old_replica) {
             return MetaResponse::Rejected { reason: format!("node {new_node} already hosts a replica of {name}") };
         }
         let role = r.replicas[pos].role;
@@ -743,6 +745,17 @@ mod tests {
         assert!(after.replica_on(2).is_none());
         assert_eq!(s.replica_index.get(&new.replica_id), Some(&4));
         assert!(!s.replica_index.contains_key(&old));
+        // A corrupt replica may be replaced on its own node, under a new id.
+        let on_3 = after.replica_on(3).unwrap().replica_id;
+        let MetaResponse::Created(in_place) =
+            s.apply(&MetaCommand::ReplaceReplica { now_ms: 5, name: "r".into(), old_replica: on_3, new_node: 3 })
+        else {
+            panic!()
+        };
+        let new_3 = in_place.replica_on(3).unwrap();
+        assert!(new_3.replica_id > new.replica_id && new_3.replaces == Some(on_3));
+        assert_eq!(in_place.replicas.len(), 3);
+        assert_eq!(s.replica_index.get(&new_3.replica_id), Some(&3));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! callback once a group-commit sync has made them durable; votes are
 //! durable before `save_vote` returns. Writes go through the engine in
 //! call order, so a durable committed pointer implies a durable log up to
-//! it.
+//! it. Every stored part and record is sealed with a crc32
+//! (`storage::checksum`): a rotted one is an error on read, never an entry.
 
 use std::fmt::Debug;
 use std::io;
@@ -27,6 +28,7 @@ use crate::storage::SharedEngine;
 use crate::storage::Syncer;
 use crate::storage::Tree;
 use crate::storage::WriteBatch;
+use crate::storage::checksum;
 use crate::storage::keys;
 
 /// Entries returned by one `limited_get_log_entries` call at most, which
@@ -34,6 +36,9 @@ use crate::storage::keys;
 const READ_ENTRIES_MAX: u64 = 512;
 /// Bytes of an encoded entry per stored part.
 const ENTRY_PART_BYTES: usize = crate::limits::STORED_PIECE_BYTES;
+const _: () = assert!(ENTRY_PART_BYTES + checksum::TRAILER_BYTES <= crate::limits::STORED_VALUE_BYTES_MAX);
+/// Records read per page when verifying a whole log.
+const VERIFY_PAGE_RECORDS: usize = 1024;
 /// Largest encoded entry (bounded by what one gRPC message may carry).
 pub const ENTRY_BYTES_MAX: usize = 2 * 1024 * 1024;
 
@@ -50,15 +55,18 @@ impl LogStore {
     }
 
     fn get_state<T: serde::de::DeserializeOwned>(&self, tag: u8, what: &'static str) -> io::Result<Option<T>> {
-        match self.engine.get(Tree::RaftState, &keys::raft_state(self.group, tag))? {
+        let key = keys::raft_state(self.group, tag);
+        match self.engine.get(Tree::RaftState, &key)? {
             None => Ok(None),
-            Some(v) => Ok(Some(codec::decode(what, &v)?)),
+            Some(v) => Ok(Some(codec::decode(what, &checksum::open(Tree::RaftState, &key, v)?)?)),
         }
     }
 
     fn put_state<T: serde::Serialize>(&self, tag: u8, what: &'static str, value: &T) -> io::Result<()> {
+        let key = keys::raft_state(self.group, tag);
+        let sealed = checksum::seal(&key, &codec::encode(what, value)?);
         let mut b = WriteBatch::new(Tree::RaftState);
-        b.put(keys::raft_state(self.group, tag), codec::encode(what, value)?);
+        b.put(key, sealed);
         self.engine.write(b)
     }
 
@@ -90,6 +98,7 @@ impl LogStore {
             let (Some(index), Some(part)) = (keys::log_index_of(&k), keys::log_part_of(&k)) else {
                 return Err(bad("malformed log key".into()));
             };
+            let v = checksum::open(Tree::Log, &k, v)?;
             match pending.take() {
                 Some((i, mut bytes)) if i == index => {
                     bytes.extend_from_slice(&v);
@@ -112,14 +121,41 @@ impl LogStore {
 
     /// The log id of the entry at `index`, decoded from its first part only.
     fn log_id_at(&self, index: u64) -> io::Result<LogId> {
+        let key = keys::log_entry(self.group, index);
         let part0 = self
             .engine
-            .get(Tree::Log, &keys::log_entry(self.group, index))?
+            .get(Tree::Log, &key)?
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("entry {index} has no first part")))?;
+        let part0 = checksum::open(Tree::Log, &key, part0)?;
         // An entry is encoded log id first, so its first part starts with it.
         let (log_id, _) = postcard::take_from_bytes::<LogId>(&part0)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("entry {index}: {e}")))?;
         Ok(log_id)
+    }
+
+    /// Checks the checksum of every record the group has in the log and
+    /// Raft-state trees; the first corrupt one is the error
+    /// (`checksum::is_corrupt`). Returns the bytes checked.
+    pub fn verify(&self) -> io::Result<u64> {
+        let mut bytes = 0u64;
+        let end = keys::group_end(self.group);
+        for tree in [Tree::Log, Tree::RaftState] {
+            let mut start = keys::group_start(self.group);
+            loop {
+                let page = self.engine.range(tree, &start, &end, VERIFY_PAGE_RECORDS)?;
+                let full = page.len() == VERIFY_PAGE_RECORDS;
+                for (k, v) in page {
+                    bytes += v.len() as u64;
+                    checksum::open(tree, &k, v)?;
+                    start = k;
+                }
+                if !full {
+                    break;
+                }
+                start.push(0); // the first key after the last one checked
+            }
+        }
+        Ok(bytes)
     }
 
     /// Removes every trace of the group from the log and Raft-state trees
@@ -216,7 +252,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             // All parts in one batch: an entry is stored whole or not at all.
             for (part, chunk) in bytes.chunks(ENTRY_PART_BYTES).enumerate() {
-                b.put(keys::log_entry_part(self.group, entry.log_id.index, part as u16), chunk.to_vec());
+                let key = keys::log_entry_part(self.group, entry.log_id.index, part as u16);
+                let sealed = checksum::seal(&key, chunk);
+                b.put(key, sealed);
             }
         }
         if !b.is_empty() {
@@ -281,7 +319,7 @@ mod tests {
         rx.await.unwrap().unwrap();
         let parts = engine.range(Tree::Log, &keys::group_start(3), &keys::group_end(3), usize::MAX).unwrap();
         assert!(parts.len() > sizes.len(), "the 300 KB entry must span several parts");
-        assert!(parts.iter().all(|(_, v)| v.len() <= ENTRY_PART_BYTES));
+        assert!(parts.iter().all(|(_, v)| v.len() <= ENTRY_PART_BYTES + checksum::TRAILER_BYTES));
         let read = store.try_get_log_entries(1..5).await.unwrap();
         assert_eq!(format!("{read:?}"), format!("{entries:?}"));
         let st = store.get_log_state().await.unwrap();

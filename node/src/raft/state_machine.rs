@@ -5,7 +5,8 @@
 //! persisted snapshot and re-applies the log up to the saved committed
 //! pointer (see `log_store`), so a node never serves state older than what
 //! it had applied before the crash. Snapshots are stored as chunks of at
-//! most 48 KiB under a manifest with a crc32; the manifest is written after
+//! most 48 KiB under a manifest with a crc32 of the data, the manifest
+//! itself sealed with one (`storage::checksum`); the manifest is written after
 //! its chunks and old chunks are deleted after it, so a crash at any point
 //! leaves one complete snapshot.
 
@@ -43,6 +44,7 @@ use crate::storage::SharedEngine;
 use crate::storage::Syncer;
 use crate::storage::Tree;
 use crate::storage::WriteBatch;
+use crate::storage::checksum;
 use crate::storage::keys;
 
 /// Bytes per persisted snapshot chunk.
@@ -163,9 +165,10 @@ impl StateMachineStore {
     }
 
     fn manifest(&self) -> io::Result<Option<SnapshotManifest>> {
-        match self.engine.get(Tree::Snapshot, &keys::snapshot_manifest(self.group))? {
+        let key = keys::snapshot_manifest(self.group);
+        match self.engine.get(Tree::Snapshot, &key)? {
             None => Ok(None),
-            Some(v) => Ok(Some(codec::decode("snapshot manifest", &v)?)),
+            Some(v) => Ok(Some(codec::decode("snapshot manifest", &checksum::open(Tree::Snapshot, &key, v)?)?)),
         }
     }
 
@@ -204,8 +207,10 @@ impl StateMachineStore {
             chunks,
             crc32: crc32fast::hash(data),
         };
+        let key = keys::snapshot_manifest(self.group);
+        let sealed = checksum::seal(&key, &codec::encode("snapshot manifest", &manifest)?);
         let mut b = WriteBatch::new(Tree::Snapshot);
-        b.put(keys::snapshot_manifest(self.group), codec::encode("snapshot manifest", &manifest)?);
+        b.put(key, sealed);
         self.engine.write(b)?;
         if let Some(old) = old {
             let (s, e) = keys::snapshot_chunks_of(self.group, old.snapshot_id);
@@ -233,21 +238,26 @@ impl StateMachineStore {
             data.extend_from_slice(&v);
         }
         if data.len() as u64 != m.len_bytes || crc32fast::hash(&data) != m.crc32 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("group {}: snapshot {} fails its checksum", self.group, m.snapshot_id),
-            ));
+            tracing::error!(group = self.group, snapshot = m.snapshot_id, "snapshot fails its checksum");
+            return Err(checksum::corrupt(Tree::Snapshot, &s));
         }
         Ok(Some(Snapshot { meta: m.meta, snapshot: Bytes::from(data) }))
     }
 
-    /// Removes the group's snapshots (the replica is being deleted).
-    pub fn destroy(&self) -> io::Result<()> {
+    /// Checks the stored snapshot (manifest and data) against its
+    /// checksums; returns the bytes checked.
+    pub fn verify(&self) -> io::Result<u64> {
+        Ok(self.load_snapshot()?.map(|s| s.snapshot.len() as u64).unwrap_or(0))
+    }
+
+    /// Removes the snapshots of `group` (its replica is being deleted).
+    /// Reads nothing, so it works on a corrupt snapshot too.
+    pub fn destroy(group: GroupId, engine: &SharedEngine) -> io::Result<()> {
         let mut b = WriteBatch::new(Tree::Snapshot);
-        b.delete(keys::snapshot_manifest(self.group));
-        let (s, e) = keys::snapshot_chunks_all(self.group);
+        b.delete(keys::snapshot_manifest(group));
+        let (s, e) = keys::snapshot_chunks_all(group);
         b.delete_range(s, e);
-        self.engine.write(b)
+        engine.write(b)
     }
 }
 

@@ -106,6 +106,12 @@ impl MemoryEngine {
         flipped
     }
 
+    /// The durable value under `key` (to tell whether rotted bytes are
+    /// still on the medium).
+    pub fn durable_value(&self, tree: Tree, key: &[u8]) -> Option<Vec<u8>> {
+        self.lock().durable.get(&(tree, key.to_vec())).cloned()
+    }
+
     /// Keys of `tree` in the durable layer (for picking rot targets).
     pub fn durable_keys(&self, tree: Tree) -> Vec<Vec<u8>> {
         self.lock().durable.keys().filter(|(t, _)| *t == tree).map(|(_, k)| k.clone()).collect()

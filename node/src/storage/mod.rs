@@ -9,9 +9,12 @@
 //! - [`syncer`]: group commit. Many groups' appends and votes wait for one
 //!   shared flush + fsync.
 //! - [`keys`]: the key layout of every tree.
+//! - [`checksum`]: crc32 seals on the Raft log, Raft state and snapshot
+//!   manifests, checked on every read.
 //! - [`compact`]: offline compaction of a data directory (sled keeps its
 //!   file at its high-water mark).
 
+pub mod checksum;
 pub mod compact;
 pub mod engine;
 pub mod keys;
