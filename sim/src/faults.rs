@@ -21,6 +21,12 @@ pub enum Fault {
     /// disk (the `pick`-th chunk it holds, modulo their number). Checksums
     /// must catch it: never served, repaired by the scrubber.
     RotShard { node: usize, pick: usize, bit: usize },
+    /// Bit rot beneath the Raft layer: one bit flips in one record of a
+    /// resource group's Raft log, Raft state or snapshot on `node`'s disk
+    /// (the `pick`-th such record, modulo their number). Checksums must
+    /// catch it when the record is read: the replica is quarantined and
+    /// replaced under a new replica id, never served from.
+    RotRaft { node: usize, pick: usize, bit: usize },
     /// Crashes whichever node leads resource group `nth` at that moment
     /// (as `Crash`).
     CrashLeader { nth: usize, down_ms: u64, torn_batches: usize },
@@ -45,10 +51,11 @@ pub fn schedule(rng: &mut SmallRng, nodes: usize, start_ms: u64, end_ms: u64) ->
         }
         let node = rng.random_range(0..nodes);
         let fault = match rng.random_range(0..100) {
-            0..25 => Fault::Crash { node, down_ms: duration_ms, torn_batches: rng.random_range(0..3) },
-            25..30 => Fault::RotShard { node, pick: rng.random_range(0..1 << 20), bit: rng.random_range(0..1 << 20) },
-            30..36 if nodes >= 4 => Fault::WipeDisk { node, down_ms: duration_ms },
-            30..55 => Fault::Isolate { node, duration_ms },
+            0..22 => Fault::Crash { node, down_ms: duration_ms, torn_batches: rng.random_range(0..3) },
+            22..27 => Fault::RotShard { node, pick: rng.random_range(0..1 << 20), bit: rng.random_range(0..1 << 20) },
+            27..32 => Fault::RotRaft { node, pick: rng.random_range(0..1 << 20), bit: rng.random_range(0..1 << 20) },
+            32..38 if nodes >= 4 => Fault::WipeDisk { node, down_ms: duration_ms },
+            32..55 => Fault::Isolate { node, duration_ms },
             55..75 => {
                 let to = (node + rng.random_range(1..nodes)) % nodes;
                 Fault::OneWay { from: node, to, duration_ms }

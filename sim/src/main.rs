@@ -186,13 +186,14 @@ fn main() -> ExitCode {
             }
             println!(
                 "seed {} nodes {} ops {} ({} indeterminate) faults {} messages dropped/delayed/duplicated {:?} \
-                 sim {:.1} s wall {:.1} s trace {:016x} {}",
+                 quarantined {} sim {:.1} s wall {:.1} s trace {:016x} {}",
                 r.seed,
                 r.nodes,
                 r.ops,
                 r.indeterminate,
                 r.faults.len(),
                 r.messages_faulted,
+                r.replicas_quarantined,
                 r.sim_ms as f64 / 1000.0,
                 wall_s,
                 r.trace_hash,

@@ -15,6 +15,7 @@ use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use shadowstore_node::config::NodeConfig;
+use shadowstore_node::group::Group;
 use shadowstore_node::ids::META_GROUP_ID;
 use shadowstore_node::node::Node;
 use shadowstore_node::node::NodeCtx;
@@ -86,6 +87,8 @@ pub struct RunReport {
     pub message_rates: MessageRates,
     /// Raft messages dropped, delayed and duplicated.
     pub messages_faulted: [u64; 3],
+    /// Replicas quarantined for a corrupt Raft record (rot detected).
+    pub replicas_quarantined: usize,
 }
 
 fn node_name(i: usize) -> String {
@@ -117,16 +120,23 @@ struct NodeSlot {
 struct Invariants {
     /// (group, term) → replica that led it.
     leaders: HashMap<(u64, u64), u64>,
-    /// (node, incarnation, group) → last applied index seen.
-    applied: HashMap<(usize, u64, u64), u64>,
+    /// (node, incarnation, group, replica) → last applied index seen (a
+    /// replica replaced in place starts from 0 under a new id).
+    applied: HashMap<(usize, u64, u64, u64), u64>,
+    /// (group, replica) seen quarantined.
+    quarantined: HashSet<(u64, u64)>,
     violation: Option<String>,
 }
 
 impl Invariants {
     fn sample(&mut self, slots: &[NodeSlot]) {
+        // (group, applied index) → first replica seen there.
+        let mut at_index: HashMap<(u64, u64), (usize, Arc<Group>)> = HashMap::new();
         for (i, s) in slots.iter().enumerate() {
             let Some(ctx) = &s.ctx else { continue };
+            self.quarantined.extend(ctx.registry.quarantined());
             for g in ctx.registry.all() {
+                self.check_same_state(&mut at_index, i, &g);
                 let m = g.metrics();
                 if m.state.is_leader() {
                     let prev = *self.leaders.entry((g.id, m.current_term)).or_insert(g.replica_id);
@@ -138,7 +148,7 @@ impl Invariants {
                     }
                 }
                 let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-                let last = self.applied.entry((i, s.incarnation, g.id)).or_insert(applied);
+                let last = self.applied.entry((i, s.incarnation, g.id, g.replica_id)).or_insert(applied);
                 if applied < *last && self.violation.is_none() {
                     self.violation = Some(format!(
                         "applied index of group {} on {} went back: {} → {applied}",
@@ -148,6 +158,37 @@ impl Invariants {
                     ));
                 }
                 *last = applied.max(*last);
+            }
+        }
+    }
+
+    /// State-machine safety: two replicas of a group that applied the same
+    /// index hold the same state. A replica that applied a corrupt entry
+    /// differs from the others even if no client reads from it.
+    fn check_same_state(
+        &mut self,
+        at_index: &mut HashMap<(u64, u64), (usize, Arc<Group>)>,
+        node: usize,
+        g: &Arc<Group>,
+    ) {
+        let st = g.state.read();
+        let index = st.last_applied.as_ref().map(|l| l.index).unwrap_or(0);
+        match at_index.get(&(g.id, index)) {
+            None => {
+                drop(st);
+                at_index.insert((g.id, index), (node, g.clone()));
+            }
+            Some((other_node, other)) => {
+                if st.data != other.state.read().data && self.violation.is_none() {
+                    self.violation = Some(format!(
+                        "replicas {} on {} and {} on {} of group {} applied index {index} but hold different states",
+                        other.replica_id,
+                        node_name(*other_node),
+                        g.replica_id,
+                        node_name(node),
+                        g.id
+                    ));
+                }
             }
         }
     }
@@ -176,12 +217,56 @@ fn survives_disk_loss(slots: &[NodeSlot], lost: &HashSet<u64>) -> Result<(), Str
     Ok(())
 }
 
+/// Bytes the simulator rotted on a node's disk, until the damage is gone.
+struct Rot {
+    node: usize,
+    tree: Tree,
+    key: Vec<u8>,
+    bytes: Vec<u8>,
+    /// For a rotted Raft record: the group and the replica it belongs to.
+    replica: Option<(u64, u64)>,
+}
+
+impl Rot {
+    /// Whether the damage still stands: the rotted bytes are on the disk,
+    /// or the replica they belonged to stopped running there and is still
+    /// a member of its group (quarantined, replacement not finished).
+    fn outstanding(&self, slots: &[NodeSlot]) -> bool {
+        if slots[self.node].engine.durable_value(self.tree, &self.key).as_deref() == Some(&self.bytes[..]) {
+            return true;
+        }
+        let Some((group, replica)) = self.replica else { return false };
+        let running = |s: &NodeSlot| s.ctx.as_ref().and_then(|c| c.registry.get(group));
+        if running(&slots[self.node]).is_some_and(|g| g.replica_id == replica) {
+            return false; // overwritten or purged before anything read it
+        }
+        slots.iter().filter_map(running).any(|g| {
+            let m = g.metrics();
+            m.membership_config.membership().nodes().any(|(id, _)| *id == replica)
+        })
+    }
+}
+
+/// Whether another rot or a disk loss may be applied: one rotted record
+/// takes one copy out of a group (or one shard out of a stripe) until it
+/// is repaired, which is all three replicas (or k = 2 of 3 shards)
+/// tolerate.
+fn no_damage_outstanding(rots: &[Rot]) -> Result<(), String> {
+    match rots.first() {
+        None => Ok(()),
+        Some(r) => Err(format!("rot on {} in {} not repaired yet", node_name(r.node), r.tree.name())),
+    }
+}
+
 /// Every resource group has a leader and all its replicas on running nodes
-/// applied the same index.
+/// applied the same index, and no node holds a quarantined replica.
 fn converged(slots: &[NodeSlot]) -> Result<(), String> {
     let mut groups: BTreeMap<u64, (bool, Vec<u64>)> = BTreeMap::new();
-    for s in slots {
+    for (i, s) in slots.iter().enumerate() {
         let Some(ctx) = &s.ctx else { continue };
+        if let Some((group, replica)) = ctx.registry.quarantined().into_iter().next() {
+            return Err(format!("{} still holds quarantined replica {replica} of group {group}", node_name(i)));
+        }
         for g in ctx.registry.all() {
             let m = g.metrics();
             let e = groups.entry(g.id).or_default();
@@ -372,6 +457,8 @@ pub fn run_seed(cfg: &RunConfig) -> RunReport {
     let mut invariants = Invariants::default();
     // Identities of nodes whose disk was lost.
     let mut lost_nodes: HashSet<u64> = HashSet::new();
+    // Rotted records not yet repaired.
+    let mut rots: Vec<Rot> = Vec::new();
     let mut next_sample = 0;
     let mut failure: Option<String> = None;
     let mut trace = std::collections::hash_map::DefaultHasher::new();
@@ -390,8 +477,10 @@ pub fn run_seed(cfg: &RunConfig) -> RunReport {
         while next_fault < faults.len() && faults[next_fault].at_ms <= now {
             let mut f = faults[next_fault].fault;
             next_fault += 1;
+            rots.retain(|r| r.outstanding(&slots.borrow()));
             if let Fault::WipeDisk { node, down_ms } = f
-                && let Err(why) = survives_disk_loss(&slots.borrow(), &lost_nodes)
+                && let Err(why) =
+                    survives_disk_loss(&slots.borrow(), &lost_nodes).and_then(|()| no_damage_outstanding(&rots))
             {
                 // Three replicas survive one lost disk, not a second one
                 // before the first was re-replicated: that needs an
@@ -406,13 +495,26 @@ pub fn run_seed(cfg: &RunConfig) -> RunReport {
             {
                 lost_nodes.insert(id.node_id);
             }
-            let isolated = apply_fault(&mut sim, &slots, nodes, f);
+            let isolated = match f {
+                Fault::RotShard { .. } | Fault::RotRaft { .. } => {
+                    let gate = no_damage_outstanding(&rots).and_then(|()| match f {
+                        Fault::RotRaft { .. } => survives_disk_loss(&slots.borrow(), &lost_nodes),
+                        _ => Ok(()),
+                    });
+                    match gate {
+                        Ok(()) => rots.extend(apply_rot(&slots.borrow(), f)),
+                        Err(why) => tracing::info!(%why, "rot skipped"),
+                    }
+                    vec![]
+                }
+                _ => apply_fault(&mut sim, &slots, nodes, f),
+            };
             (now, f, &isolated).hash(&mut trace);
             let dur = match f {
                 Fault::Crash { down_ms, .. } | Fault::WipeDisk { down_ms, .. } | Fault::CrashLeader { down_ms, .. } => {
                     down_ms
                 }
-                Fault::RotShard { .. } => 0,
+                Fault::RotShard { .. } | Fault::RotRaft { .. } => 0,
                 Fault::Isolate { duration_ms, .. }
                 | Fault::OneWay { duration_ms, .. }
                 | Fault::IsolateLeader { duration_ms, .. } => duration_ms,
@@ -485,6 +587,7 @@ pub fn run_seed(cfg: &RunConfig) -> RunReport {
         history,
         message_rates,
         messages_faulted,
+        replicas_quarantined: invariants.quarantined.len(),
     }
 }
 
@@ -508,14 +611,8 @@ fn apply_fault(sim: &mut turmoil::Sim<'_>, slots: &Rc<RefCell<Vec<NodeSlot>>>, n
             all[node].wiped = true;
             vec![]
         }
-        Fault::RotShard { node, pick, bit } => {
-            let all = slots.borrow();
-            let candidates = rot_candidates(&all, node);
-            if !candidates.is_empty() {
-                all[node].engine.rot(Tree::Shards, &candidates[pick % candidates.len()], bit);
-            }
-            vec![]
-        }
+        // Applied by `apply_rot`, behind its gate.
+        Fault::RotShard { .. } | Fault::RotRaft { .. } => vec![],
         Fault::Isolate { node, .. } => {
             for o in others(node) {
                 sim.partition(node_name(node), o);
@@ -546,6 +643,53 @@ fn apply_fault(sim: &mut turmoil::Sim<'_>, slots: &Rc<RefCell<Vec<NodeSlot>>>, n
             }
         }
     }
+}
+
+/// Flips one bit for a rot fault; returns what it rotted, if anything
+/// could rot.
+fn apply_rot(slots: &[NodeSlot], f: Fault) -> Option<Rot> {
+    let (node, tree, key, replica, bit) = match f {
+        Fault::RotShard { node, pick, bit } => {
+            let candidates = rot_candidates(slots, node);
+            let key = candidates.get(pick % candidates.len().max(1))?.clone();
+            (node, Tree::Shards, key, None, bit)
+        }
+        Fault::RotRaft { node, pick, bit } => {
+            let candidates = raft_rot_candidates(&slots[node]);
+            let (tree, key, group, replica) = candidates.get(pick % candidates.len().max(1))?.clone();
+            (node, tree, key, Some((group, replica)), bit)
+        }
+        _ => return None,
+    };
+    let engine = &slots[node].engine;
+    if !engine.rot(tree, &key, bit) {
+        return None;
+    }
+    let bytes = engine.durable_value(tree, &key)?;
+    tracing::info!(node, tree = tree.name(), ?replica, "bit rot applied");
+    Some(Rot { node, tree, key, bytes, replica })
+}
+
+/// Durable Raft records (log parts, vote/committed/purge records,
+/// snapshot manifest and chunks) of the resource groups `slot` runs, with
+/// each record's group and the replica it belongs to. The meta group's are
+/// left alone: a corrupt meta replica needs an operator (the node refuses
+/// to start), which the simulator does not play.
+fn raft_rot_candidates(slot: &NodeSlot) -> Vec<(Tree, Vec<u8>, u64, u64)> {
+    let Some(ctx) = &slot.ctx else { return Vec::new() };
+    let mut out = Vec::new();
+    for tree in [Tree::Log, Tree::RaftState, Tree::Snapshot] {
+        for key in slot.engine.durable_keys(tree) {
+            let Some(group) = key.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes) else { continue };
+            if group == META_GROUP_ID {
+                continue;
+            }
+            if let Some(g) = ctx.registry.get(group) {
+                out.push((tree, key, group, g.replica_id));
+            }
+        }
+    }
+    out
 }
 
 /// Byte of a shard chunk key that holds the shard index (keys are group,
@@ -611,7 +755,7 @@ fn heal_fault(sim: &mut turmoil::Sim<'_>, nodes: usize, f: Fault, isolated: &[us
                 sim.bounce(node_name(node));
             }
         }
-        Fault::RotShard { .. } => {}
+        Fault::RotShard { .. } | Fault::RotRaft { .. } => {}
         Fault::CrashLeader { .. } => {
             for &node in isolated {
                 if !sim.is_host_running(node_name(node)) {
