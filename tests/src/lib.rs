@@ -308,3 +308,16 @@ where
         }
     }
 }
+
+/// `len` bytes of xorshift noise from `seed` (incompressible test data).
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

@@ -13,6 +13,7 @@ use shadowstore_node::storage::sled_engine::SledEngine;
 use shadowstore_proto::v1;
 use shadowstore_tests::Cluster;
 use shadowstore_tests::eventually;
+use shadowstore_tests::pseudo_random;
 use tonic::Code;
 
 /// Fast maintenance loops so tests see repairs and collection quickly.
@@ -21,18 +22,6 @@ const FAST_MAINTENANCE: &str = "scrub_interval_ms = 500\n\
      orphan_grace_ms = 2000\n\
      superseded_grace_ms = 2000\n\
      blob_bytes_max = 209715200\n";
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 async fn read_all(c: &Client, resource: &str, variant: &str) -> (Vec<u8>, u64) {
     let mut out = Vec::new();
