@@ -65,6 +65,11 @@ async fn demand_admission_and_planning_on_four_nodes() {
         ("prices.transfer_gb_micros", "-5", Some(1), None),
         ("priority", "9", None, Some(RESOURCE)),
         ("priority", "1", None, None),
+        ("region_distance.r1.r1", "3", None, None),
+        ("region_distance.r1", "3", None, None),
+        ("region_distance.r1.EU!", "3", None, None),
+        ("region_distance.r1.r2", "0", None, None),
+        ("region_distance.r1.r2", "1001", None, None),
     ] {
         let error = c.set_placement_config(key, value, node, resource).await.expect_err("bad setting accepted");
         assert_eq!(error.code(), Code::InvalidArgument, "{key}={value}: {error}");
@@ -83,6 +88,13 @@ async fn demand_admission_and_planning_on_four_nodes() {
     assert_eq!(prioritised["priorities"][RESOURCE], 2);
     let missing = c.set_placement_config("priority", "2", None, Some("nothing-here")).await.expect_err("no resource");
     assert_eq!(missing.code(), Code::NotFound);
+    // The demand's region is 7 from node region r2 and, by default, 1 from
+    // the others.
+    let distanced: Value = serde_json::from_str(
+        &c.set_placement_config(&format!("region_distance.r2.{REGION}"), "7", None, None).await.expect("distance"),
+    )
+    .expect("json");
+    assert_eq!(distanced["region_distances"], serde_json::json!([[REGION, "r2", 7]]), "{distanced}");
 
     // --- admission: a burst far above 2 reads/s is shed with a retry hint.
     // Reads are admitted and counted where they are served: at a replica.
@@ -158,6 +170,8 @@ async fn demand_admission_and_planning_on_four_nodes() {
             let verdict = c["verdict"]["verdict"].as_str().expect("verdict");
             let expected = if c["node_id"] == other { "chosen" } else { "already-replica" };
             assert_eq!(verdict, expected, "{c}");
+            let distance = if c["region"] == "r2" { 7 } else { 1 };
+            assert_eq!(c["region_distance"], distance, "the operator's distance table is used: {c}");
         }
     }
 

@@ -77,6 +77,8 @@ struct ConfigView {
     threshold: f64,
     prices: Vec<(u64, Prices)>,
     priorities: std::collections::BTreeMap<String, i32>,
+    /// (region, region, distance) for every pair not 1 apart.
+    region_distances: Vec<(String, String, u32)>,
 }
 
 fn config_view(ctx: &NodeCtx) -> Result<v1::PlacementConfigResponse, Status> {
@@ -86,6 +88,7 @@ fn config_view(ctx: &NodeCtx) -> Result<v1::PlacementConfigResponse, Status> {
             threshold: m.placement_settings.threshold_permille as f64 / 1000.0,
             prices: m.nodes.values().map(|n| (n.node_id, m.prices_of(n))).collect(),
             priorities: m.priorities.clone(),
+            region_distances: m.region_distances.pairs.iter().map(|((a, b), d)| (a.clone(), b.clone(), *d)).collect(),
         })
         .ok_or_else(status::not_ready)?;
     Ok(v1::PlacementConfigResponse { config_json: json(&view)? })
@@ -124,6 +127,18 @@ pub async fn set_config(
             }
         };
         MetaCommand::SetResourcePriority { now_ms, resource: req.resource.clone(), priority }
+    } else if let Some(pair) = key.strip_prefix("region_distance.") {
+        let Some((a, b)) = pair.split_once('.') else {
+            return Err(Status::invalid_argument(format!("{key}: name two regions, as region_distance.REGION.REGION")));
+        };
+        super::validate::region(a)?;
+        super::validate::region(b)?;
+        let max = crate::placement::planner::REGION_DISTANCE_MAX as u64;
+        let distance = parse_u64(key, &req.value, 1, max)? as u32;
+        if a == b {
+            return Err(Status::invalid_argument(format!("{key}: a region is 0 from itself")));
+        }
+        MetaCommand::SetRegionDistance { now_ms, a: a.to_string(), b: b.to_string(), distance }
     } else if let Some(part) = key.strip_prefix("prices.") {
         if req.node_id == 0 {
             return Err(Status::invalid_argument(format!("{key} needs the node whose prices change (node_id)")));
@@ -176,7 +191,7 @@ pub async fn set_config(
             "hysteresis_ms" => settings.hysteresis_ms = parse_u64(key, &req.value, 0, 7 * 86_400_000)?,
             other => {
                 return Err(Status::invalid_argument(format!(
-                    "unknown setting {other:?}; known: threshold, horizon_s, planning_interval_ms, ttl_ms, hysteresis_ms, priority, prices.storage_gb_hour_micros, prices.transfer_gb_micros, prices.million_requests_micros"
+                    "unknown setting {other:?}; known: threshold, horizon_s, planning_interval_ms, ttl_ms, hysteresis_ms, priority, prices.storage_gb_hour_micros, prices.transfer_gb_micros, prices.million_requests_micros, region_distance.REGION.REGION"
                 )));
             }
         }
@@ -188,6 +203,7 @@ pub async fn set_config(
             Err(Status::not_found(format!("resource {:?} does not exist", req.resource)))
         }
         MetaResponse::NotFound => Err(Status::not_found(format!("node {} is not a member", req.node_id))),
+        MetaResponse::Rejected { reason } => Err(Status::invalid_argument(format!("{key}: {reason}"))),
         other => Err(Status::internal(format!("meta group answered {other:?}"))),
     }
 }

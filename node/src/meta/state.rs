@@ -25,6 +25,7 @@ use crate::ids::RequestId;
 use crate::limits::CLUSTER_NODES_MAX;
 use crate::limits::CLUSTER_RESOURCES_MAX;
 use crate::limits::REPLICATION_FACTORS_ALLOWED;
+use crate::placement::RegionDistances;
 
 /// Prices of a node, in micro-units of the cluster's currency.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,6 +242,14 @@ pub enum MetaCommand {
         resource: String,
         priority: i32,
     },
+    /// The distance between two regions (1 removes the entry: the
+    /// default).
+    SetRegionDistance {
+        now_ms: u64,
+        a: String,
+        b: String,
+        distance: u32,
+    },
     /// The planner's decision for `resource` (plans survive a leader
     /// change).
     RecordPlacement {
@@ -269,6 +278,9 @@ impl fmt::Display for MetaCommand {
             MetaCommand::SetNodePrices { node_id, prices, .. } => write!(f, "set node {node_id} prices {prices:?}"),
             MetaCommand::SetResourcePriority { resource, priority, .. } => {
                 write!(f, "set priority of {resource} to {priority}")
+            }
+            MetaCommand::SetRegionDistance { a, b, distance, .. } => {
+                write!(f, "set distance between regions {a} and {b} to {distance}")
             }
             MetaCommand::RecordPlacement { resource, record, .. } => {
                 write!(f, "record placement of {resource}: {} {:?}", record.action, record.nodes)
@@ -313,6 +325,10 @@ pub struct MetaState {
     /// --node N`). They win over the prices the node announces from its
     /// config, so a restart does not undo them; see [`MetaState::prices_of`].
     pub price_overrides: BTreeMap<NodeId, Prices>,
+    /// Distances between regions an operator set (`shadowctl config set
+    /// region_distance.A.B N`); the planner prefers shadow hosts nearest
+    /// the demand's region. Unlisted pairs of regions are 1 apart.
+    pub region_distances: RegionDistances,
 }
 
 fn truncate_utf8(text: &mut String, bytes_max: usize) {
@@ -341,6 +357,7 @@ impl Default for MetaState {
             placements: BTreeMap::new(),
             priorities: BTreeMap::new(),
             price_overrides: BTreeMap::new(),
+            region_distances: RegionDistances::default(),
         }
     }
 }
@@ -359,6 +376,7 @@ impl MetaState {
             | MetaCommand::SetPlacementSettings { now_ms, .. }
             | MetaCommand::SetNodePrices { now_ms, .. }
             | MetaCommand::SetResourcePriority { now_ms, .. }
+            | MetaCommand::SetRegionDistance { now_ms, .. }
             | MetaCommand::RecordPlacement { now_ms, .. } => {
                 self.sessions.advance(*now_ms);
                 None
@@ -547,6 +565,10 @@ impl MetaState {
                 }
                 MetaResponse::Updated
             }
+            MetaCommand::SetRegionDistance { a, b, distance, .. } => match self.region_distances.set(a, b, *distance) {
+                Ok(()) => MetaResponse::Updated,
+                Err(reason) => MetaResponse::Rejected { reason },
+            },
             MetaCommand::RecordPlacement { resource, record, .. } => {
                 if !self.resources.contains_key(resource) {
                     return MetaResponse::NotFound;

@@ -27,7 +27,7 @@ use std::time::Duration;
 use serde::Serialize;
 use shadowstore_proto::peer;
 
-use super::planner::{Action, HostView, Plan, PlannerConfig, RegionDistances, ResourceDemand, plan};
+use super::planner::{Action, HostView, Plan, PlannerConfig, ResourceDemand, plan};
 use crate::demand::history::FIVE_MIN_MS;
 use crate::demand::recorder::MINUTE_MS;
 use crate::demand::{DemandHistory, DemandKey, MinuteReport};
@@ -308,7 +308,7 @@ fn replicas_hosted(meta: &MetaState) -> BTreeMap<NodeId, usize> {
 
 /// Plans every resource (or one) now. Nothing is committed.
 pub fn plan_all(ctx: &NodeCtx, only: Option<&str>, now_ms: u64) -> Vec<Plan> {
-    let Some((settings, resources, hosts)) = ctx.with_meta(|meta| {
+    let Some((settings, resources, hosts, regions)) = ctx.with_meta(|meta| {
         let hosted = replicas_hosted(meta);
         let resources: Vec<(String, Vec<NodeId>, f64, i32)> = meta
             .resources
@@ -341,7 +341,7 @@ pub fn plan_all(ctx: &NodeCtx, only: Option<&str>, now_ms: u64) -> Vec<Plan> {
                 prices: meta.prices_of(n),
             })
             .collect();
-        (meta.placement_settings.clone(), resources, hosts)
+        (meta.placement_settings.clone(), resources, hosts, meta.region_distances.clone())
     }) else {
         return Vec::new();
     };
@@ -354,7 +354,6 @@ pub fn plan_all(ctx: &NodeCtx, only: Option<&str>, now_ms: u64) -> Vec<Plan> {
             .collect()
     };
     let config = planner_config(&settings);
-    let regions = RegionDistances::default();
     let mut plans = Vec::new();
     for (name, replica_nodes, capacity_rps, priority) in resources {
         let total = DemandKey { resource: name.clone(), region: REGION_TOTAL.to_string() };

@@ -241,6 +241,9 @@ pub fn config(out: Output, json: &str) -> anyhow::Result<()> {
     for (resource, priority) in config["priorities"].as_object().cloned().unwrap_or_default() {
         println!("priority of {resource:<12} {priority}");
     }
+    for entry in config["region_distances"].as_array().cloned().unwrap_or_default() {
+        println!("distance {} - {}: {}", entry[0].as_str().unwrap_or("?"), entry[1].as_str().unwrap_or("?"), entry[2]);
+    }
     for entry in config["prices"].as_array().cloned().unwrap_or_default() {
         let prices = &entry[1];
         println!(

@@ -115,11 +115,31 @@ fn adds_enough_shadows_for_the_sized_peak() {
 }
 
 #[test]
+fn region_distances_are_symmetric_bounded_and_default_to_one() {
+    let mut d = RegionDistances::default();
+    d.set("west", "east", 5).unwrap();
+    assert_eq!((d.distance("east", "west"), d.distance("west", "east")), (5, 5));
+    assert_eq!((d.distance("west", "west"), d.distance("west", "north")), (0, 1));
+    let before = d.clone();
+    for (a, b, n) in [("west", "west", 3), ("west", "east", 0), ("west", "east", REGION_DISTANCE_MAX + 1)] {
+        assert!(d.set(a, b, n).is_err(), "{a}-{b}={n} accepted");
+        assert_eq!(d, before, "a refused distance changed the table");
+    }
+    d.set("east", "west", 1).unwrap();
+    assert!(d.pairs.is_empty(), "1 is the default and removes the pair");
+    for i in 0..REGION_PAIRS_MAX {
+        d.set("a", &format!("r{i}"), 2).unwrap();
+    }
+    assert!(d.set("a", "one-more", 2).is_err(), "a pair beyond the cap");
+    d.set("a", "r0", 3).unwrap();
+    assert_eq!(d.distance("r0", "a"), 3, "a listed pair still changes at the cap");
+}
+
+#[test]
 fn prefers_the_demand_region_then_the_nearest() {
     let hosts = vec![host(4, "west", 1), host(5, "east", 100), host(6, "far", 1)];
     let mut regions = RegionDistances::default();
-    regions.pairs.insert(("east".to_string(), "west".to_string()), 1);
-    regions.pairs.insert(("east".to_string(), "far".to_string()), 5);
+    regions.set("far", "east", 5).expect("a valid distance");
     let config = PlannerConfig::default();
     let one_host = resource(3_000.0, uniform_forecast(3_200.0, 3_600.0, 3_100.0));
     let plan_one = plan(&config, &one_host, &hosts, &regions, 0);
