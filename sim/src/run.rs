@@ -21,6 +21,7 @@ use shadowstore_node::node::Node;
 use shadowstore_node::node::NodeCtx;
 use shadowstore_node::node::Seams;
 use shadowstore_node::rng::NodeRng;
+use shadowstore_node::storage::StorageEngine;
 use shadowstore_node::storage::Tree;
 use shadowstore_node::storage::memory_engine::MemoryEngine;
 
@@ -228,14 +229,23 @@ struct Rot {
 }
 
 impl Rot {
-    /// Whether the damage still stands: the rotted bytes are on the disk,
-    /// or the replica they belonged to stopped running there and is still
-    /// a member of its group (quarantined, replacement not finished).
+    /// Whether the damage still stands: the rotted bytes are on the disk
+    /// or still what reads see, the replica they belonged to is
+    /// quarantined, or it stopped running there and is still a member of
+    /// its group (replacement not finished).
     fn outstanding(&self, slots: &[NodeSlot]) -> bool {
-        if slots[self.node].engine.durable_value(self.tree, &self.key).as_deref() == Some(&self.bytes[..]) {
+        let engine = &slots[self.node].engine;
+        let rotted = Some(&self.bytes[..]);
+        if engine.durable_value(self.tree, &self.key).as_deref() == rotted
+            || engine.get(self.tree, &self.key).ok().flatten().as_deref() == rotted
+        {
             return true;
         }
         let Some((group, replica)) = self.replica else { return false };
+        let ctx = slots[self.node].ctx.as_ref();
+        if ctx.is_some_and(|c| c.registry.quarantined().get(&group) == Some(&replica)) {
+            return true;
+        }
         let running = |s: &NodeSlot| s.ctx.as_ref().and_then(|c| c.registry.get(group));
         if running(&slots[self.node]).is_some_and(|g| g.replica_id == replica) {
             return false; // overwritten or purged before anything read it
@@ -662,7 +672,10 @@ fn apply_rot(slots: &[NodeSlot], f: Fault) -> Option<Rot> {
         _ => return None,
     };
     let engine = &slots[node].engine;
-    if !engine.rot(tree, &key, bit) {
+    // Only a value that reads see as it is on the disk: rotting the disk
+    // under a newer unsynced value would leave reads on rotted bytes after
+    // the sync wrote the clean ones (or the reverse).
+    if engine.get(tree, &key).ok().flatten() != engine.durable_value(tree, &key) || !engine.rot(tree, &key, bit) {
         return None;
     }
     let bytes = engine.durable_value(tree, &key)?;

@@ -6,7 +6,8 @@
 //!
 //! A replica whose durable Raft state fails its checksums
 //! (`storage::checksum`) is *quarantined*: it is stopped, kept out of the
-//! running groups and never started again. It may have acknowledged
+//! running groups and never started again (the mark is kept in its local
+//! record, so a restart of the node does not undo it). It may have acknowledged
 //! entries, so it cannot simply be rebuilt under the same replica id; the
 //! meta leader learns of it from this node's pings and replaces it with a
 //! new replica (`meta::membership`), after which the reconciler deletes
@@ -41,6 +42,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
 use crate::raft::network::RaftRouter;
 use crate::raft::state_machine::SharedState;
+use crate::raft::state_machine::SnapshotGate;
 use crate::raft::state_machine::StateMachineStore;
 use crate::rng::NodeRng;
 use crate::storage::SharedEngine;
@@ -62,6 +64,9 @@ pub type WriteError = RaftError<TypeConfig, ClientWriteError<TypeConfig>>;
 pub struct LocalReplica {
     pub group_id: GroupId,
     pub replica_id: ReplicaId,
+    /// Its durable Raft state failed its checksums: it is never started
+    /// again, also after a restart of the node.
+    pub quarantined: bool,
 }
 
 /// One running replica.
@@ -74,7 +79,9 @@ pub struct Group {
     /// Monotonic milliseconds (see `quiesce::mono_ms`) when this replica
     /// last accepted entries or a heartbeat from a leader.
     pub leader_contact_ms: AtomicU64,
-    log: LogStore,
+    /// Closed before the replica's storage is reused: openraft's snapshot
+    /// builder may outlive the core's shutdown.
+    snapshot_writes: SnapshotGate,
 }
 
 impl Group {
@@ -112,6 +119,13 @@ impl Group {
             }
             r => r,
         }
+    }
+
+    /// Stops the Raft core and waits out any snapshot it is still
+    /// persisting; no snapshot of this replica is written afterwards.
+    async fn stop(&self) {
+        let _ = self.raft.shutdown().await;
+        *self.snapshot_writes.write().await = false;
     }
 
     /// Marks the group active, waking it if it was quiesced.
@@ -202,33 +216,56 @@ impl Registry {
         Ok(log + snapshot)
     }
 
-    /// After `group` failed to start or its core stopped: quarantines the
-    /// replica if its durable state is corrupt, and says so.
-    fn quarantine_if_corrupt(&self, group: GroupId, replica: ReplicaId) -> Option<io::Error> {
-        let e = self.check_integrity(group).err().filter(checksum::is_corrupt)?;
-        self.quarantine(group, replica, &e);
+    /// After `group` failed to start or its core stopped (nothing writes
+    /// its storage): quarantines the replica if its durable state is
+    /// corrupt or otherwise unreadable, and says so.
+    async fn quarantine_if_unreadable(&self, group: GroupId, replica: ReplicaId) -> Option<io::Error> {
+        let e = self
+            .check_integrity(group)
+            .err()
+            .filter(|e| checksum::is_corrupt(e) || e.kind() == io::ErrorKind::InvalidData)?;
+        self.quarantine(group, replica, &e).await;
         Some(io::Error::new(io::ErrorKind::InvalidData, format!("replica {replica} of group {group} quarantined: {e}")))
     }
 
-    fn quarantine(&self, group: GroupId, replica: ReplicaId, cause: &io::Error) {
+    /// Marks the replica quarantined, here and in its local record (so a
+    /// restart of the node does not start it either).
+    async fn quarantine(&self, group: GroupId, replica: ReplicaId, cause: &io::Error) {
         tracing::error!(group, replica, error = %cause, "replica state is corrupt; quarantined until replaced");
         self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
         self.quarantined.write().unwrap_or_else(|p| p.into_inner()).insert(group, replica);
+        let record = LocalReplica { group_id: group, replica_id: replica, quarantined: true };
+        if let Err(e) = self.write_local_record(&record).await {
+            tracing::error!(group, replica, error = %e, "recording the quarantine failed; it holds until the node stops");
+        }
+    }
+
+    async fn write_local_record(&self, record: &LocalReplica) -> io::Result<()> {
+        let mut b = WriteBatch::new(Tree::Local);
+        b.put(keys::local_replica(record.group_id), codec::encode("local replica", record)?);
+        self.engine.write(b)?;
+        self.syncer.sync().await
     }
 
     /// The scrubber's check of a running replica's durable records: a
     /// corrupt replica is stopped and quarantined (the error). Returns the
     /// bytes checked. Other errors (a snapshot replaced while it was being
-    /// read) leave the replica running.
+    /// read) leave the replica running. The check runs beside the live
+    /// replica, without the lifecycle lock; only a corrupt finding takes it
+    /// and checks again.
     pub async fn scrub_records(&self, group: GroupId) -> io::Result<u64> {
+        match self.check_integrity(group) {
+            Err(e) if checksum::is_corrupt(&e) => {}
+            other => return other,
+        }
         let _guard = self.lifecycle.lock().await;
         let Some(g) = self.get(group) else { return Ok(0) };
         let e = match self.check_integrity(group) {
             Err(e) if checksum::is_corrupt(&e) => e,
             other => return other,
         };
-        let _ = g.raft.shutdown().await;
-        self.quarantine(group, g.replica_id, &e);
+        g.stop().await;
+        self.quarantine(group, g.replica_id, &e).await;
         Err(e)
     }
 
@@ -261,30 +298,52 @@ impl Registry {
                 format!("group {group} already has replica {} on this node", g.replica_id),
             ));
         }
-        let record = LocalReplica { group_id: group, replica_id: replica };
         let key = keys::local_replica(group);
-        if self.engine.get(Tree::Local, &key)?.is_none() {
-            let mut b = WriteBatch::new(Tree::Local);
-            b.put(key, codec::encode("local replica", &record)?);
-            self.engine.write(b)?;
-            self.syncer.sync().await?;
+        let recorded: Option<LocalReplica> = match self.engine.get(Tree::Local, &key)? {
+            Some(v) => Some(codec::decode("local replica", &v)?),
+            None => None,
+        };
+        match recorded {
+            Some(r) if r.replica_id == replica && r.quarantined => {
+                self.quarantined.write().unwrap_or_else(|p| p.into_inner()).insert(group, replica);
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("replica {replica} of group {group} is quarantined"),
+                ));
+            }
+            Some(r) if r.replica_id == replica => {}
+            // A new replica: whatever an earlier replica of the group left
+            // (a removal cut short by a crash) is not its state.
+            _ => {
+                self.destroy_raft_state(group)?;
+                self.write_local_record(&LocalReplica { group_id: group, replica_id: replica, quarantined: false })
+                    .await?;
+            }
         }
         let g = match self.start(group, replica).await {
             Ok(g) => g,
-            Err(e) => return Err(self.quarantine_if_corrupt(group, replica).unwrap_or(e)),
+            Err(e) => return Err(self.quarantine_if_unreadable(group, replica).await.unwrap_or(e)),
         };
         self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(group, g.clone());
         Ok(g)
+    }
+
+    /// Deletes the group's log, Raft state and snapshots (not its shards,
+    /// which the holders and garbage collection govern).
+    fn destroy_raft_state(&self, group: GroupId) -> io::Result<()> {
+        LogStore::new(group, self.engine.clone(), self.syncer.clone()).destroy()?;
+        StateMachineStore::destroy(group, &self.engine)
     }
 
     async fn start(&self, group: GroupId, replica: ReplicaId) -> io::Result<Arc<Group>> {
         let log = LogStore::new(group, self.engine.clone(), self.syncer.clone());
         let sm = StateMachineStore::open(group, self.engine.clone(), self.syncer.clone())?;
         let state = sm.shared();
+        let snapshot_writes = sm.writes_gate();
         let network = NetworkFactory::new(self.router.clone(), group);
         let raft = self
             .rng
-            .openraft_scope(GroupRaft::new(replica, self.raft_config.clone(), network, log.clone(), sm))
+            .openraft_scope(GroupRaft::new(replica, self.raft_config.clone(), network, log, sm))
             .await
             .map_err(|e| io::Error::other(format!("group {group}: raft failed to start: {e}")))?;
         tracing::debug!(group, replica, "group started");
@@ -295,7 +354,7 @@ impl Registry {
             state,
             activity: Activity::new(),
             leader_contact_ms: AtomicU64::new(0),
-            log,
+            snapshot_writes,
         }))
     }
 
@@ -305,10 +364,14 @@ impl Registry {
         let Some(old) = self.get(group) else {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("group {group} is not open")));
         };
-        let _ = old.raft.shutdown().await;
+        old.stop().await;
         // Its core may have stopped on a corrupt record that a fresh start
-        // would not read again: check everything before starting.
-        if let Some(e) = self.quarantine_if_corrupt(group, old.replica_id) {
+        // would not read again: check everything before starting. Not the
+        // meta replica: without it the node cannot work at all, so it keeps
+        // failing here, loudly, and refuses to start after a restart.
+        if group != crate::ids::META_GROUP_ID
+            && let Some(e) = self.quarantine_if_unreadable(group, old.replica_id).await
+        {
             return Err(e);
         }
         let g = self.start(group, old.replica_id).await?;
@@ -317,25 +380,29 @@ impl Registry {
         Ok(g)
     }
 
-    /// Stops the replica of `group` and deletes all its data and its local
-    /// record.
-    pub async fn remove(&self, group: GroupId) -> io::Result<()> {
+    /// Stops the replica of `group` and deletes its local record, then all
+    /// its data; `keep_shards` keeps the shards it holds (its successor on
+    /// this node takes them over). The record goes first, with a sync: a
+    /// crash in between leaves data without a record, which is never
+    /// started (and is cleared when the group is opened again), never a
+    /// record whose vote survived its log.
+    pub async fn remove(&self, group: GroupId, keep_shards: bool) -> io::Result<()> {
         let _guard = self.lifecycle.lock().await;
         let removed = self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
         self.quarantined.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
         if let Some(g) = &removed {
-            let _ = g.raft.shutdown().await;
-            g.log.destroy()?;
-        } else {
-            LogStore::new(group, self.engine.clone(), self.syncer.clone()).destroy()?;
+            g.stop().await;
         }
-        StateMachineStore::destroy(group, &self.engine)?;
-        crate::blob::shard_store::ShardStore::new(self.engine.clone()).delete_group(group)?;
         let mut b = WriteBatch::new(Tree::Local);
         b.delete(keys::local_replica(group));
         self.engine.write(b)?;
         self.syncer.sync().await?;
-        tracing::info!(group, "replica removed and its data deleted");
+        self.destroy_raft_state(group)?;
+        if !keep_shards {
+            crate::blob::shard_store::ShardStore::new(self.engine.clone()).delete_group(group)?;
+        }
+        self.syncer.sync().await?;
+        tracing::info!(group, keep_shards, "replica removed and its data deleted");
         Ok(())
     }
 
@@ -351,5 +418,110 @@ impl Registry {
         for g in self.all() {
             let _ = g.raft.shutdown().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::ids::ReplicaNode;
+    use crate::raft::network::RaftRouter;
+    use crate::storage::StorageEngine;
+    use crate::storage::memory_engine::MemoryEngine;
+    use crate::transport::Peers;
+
+    const GROUP: GroupId = 7;
+
+    /// A registry on `engine`, as a node starting on that disk builds it.
+    fn registry(engine: &Arc<MemoryEngine>) -> Registry {
+        let shared: SharedEngine = engine.clone();
+        let peers = Arc::new(Peers::new(Arc::new(crate::transport::TcpNetwork)));
+        let raft_config = crate::raft::config::build(&crate::config::NodeConfig::default().raft_timing()).unwrap();
+        Registry::new(
+            shared.clone(),
+            Syncer::start(shared),
+            RaftRouter::new(peers),
+            raft_config,
+            Arc::new(NodeRng::from_seed(1)),
+        )
+    }
+
+    /// Opens replica `replica` of GROUP as the group's only voter and waits
+    /// until it has written log entries.
+    async fn single_voter(registry: &Registry, replica: ReplicaId) -> Arc<Group> {
+        let g = registry.open(GROUP, replica).await.unwrap();
+        let members = BTreeMap::from([(replica, ReplicaNode { node_id: 1, addr: "127.0.0.1:1".into() })]);
+        g.raft.initialize(members).await.unwrap();
+        for _ in 0..200 {
+            if g.is_leader() && g.metrics().last_applied.is_some() {
+                return g;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("a single voter did not elect itself");
+    }
+
+    fn group_keys(engine: &Arc<MemoryEngine>, tree: Tree) -> Vec<Vec<u8>> {
+        engine
+            .range(tree, &keys::group_start(GROUP), &keys::group_end(GROUP), usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_quarantine_outlives_a_restart_and_an_in_place_successor_starts_clean() {
+        let engine = MemoryEngine::new();
+        let node = registry(&engine);
+        single_voter(&node, 70).await;
+        let last = group_keys(&engine, Tree::Log).pop().expect("log entries");
+        assert!(engine.rot(Tree::Log, &last, 3));
+        let e = node.scrub_records(GROUP).await.expect_err("the scrub finds the rot");
+        assert!(checksum::is_corrupt(&e), "{e}");
+        assert!(node.get(GROUP).is_none(), "a quarantined replica does not run");
+        assert_eq!(node.quarantined(), BTreeMap::from([(GROUP, 70)]));
+        node.shutdown_all().await;
+
+        // The node restarts on the same disk: the replica stays quarantined
+        // without anything reading the rotted entry (flipped back here, so
+        // only the recorded quarantine can refuse it).
+        assert!(engine.rot(Tree::Log, &last, 3));
+        let restarted = registry(&engine);
+        assert!(restarted.local_replicas().unwrap().iter().all(|r| r.quarantined));
+        let Err(e) = restarted.open(GROUP, 70).await else { panic!("a quarantined replica started") };
+        assert!(e.to_string().contains("quarantined"), "{e}");
+        assert_eq!(restarted.hosted(), BTreeMap::from([(GROUP, 70)]));
+        // Replaced on this node: the old Raft state goes, and the successor
+        // starts with an empty log and no vote.
+        restarted.remove(GROUP, true).await.unwrap();
+        assert!(restarted.quarantined().is_empty());
+        assert!(group_keys(&engine, Tree::Log).is_empty() && group_keys(&engine, Tree::RaftState).is_empty());
+        let successor = restarted.open(GROUP, 71).await.unwrap();
+        let m = successor.metrics();
+        assert_eq!((m.last_log_index, m.current_term), (None, 0));
+        restarted.shutdown_all().await;
+    }
+
+    #[tokio::test]
+    async fn a_new_replica_never_starts_from_what_a_cut_short_removal_left() {
+        let engine = MemoryEngine::new();
+        let node = registry(&engine);
+        single_voter(&node, 70).await;
+        node.shutdown_all().await;
+        // A removal that crashed right after deleting the local record (its
+        // first step): the old replica's log and vote are still there.
+        let mut b = WriteBatch::new(Tree::Local);
+        b.delete(keys::local_replica(GROUP));
+        engine.write(b).unwrap();
+        assert!(!group_keys(&engine, Tree::RaftState).is_empty());
+        let restarted = registry(&engine);
+        assert!(restarted.local_replicas().unwrap().is_empty(), "no record, so nothing starts");
+        let successor = restarted.open(GROUP, 71).await.unwrap();
+        let m = successor.metrics();
+        assert_eq!((m.last_log_index, m.current_term), (None, 0), "the successor inherited the old replica's state");
+        restarted.shutdown_all().await;
     }
 }

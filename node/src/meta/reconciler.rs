@@ -39,7 +39,16 @@ pub async fn run(ctx: Arc<NodeCtx>) {
             tracing::warn!(error = %e, "reconcile");
         }
         tokio::select! {
-            _ = applied.changed() => {}
+            changed = applied.changed() => {
+                // The meta group was restarted (its old state is gone):
+                // follow the new one, or fall back to the period.
+                if changed.is_err() {
+                    match ctx.meta_group() {
+                        Some(g) => applied = g.state.subscribe_applied(),
+                        None => tokio::time::sleep(RECONCILE_PERIOD).await,
+                    }
+                }
+            }
             _ = tokio::time::sleep(RECONCILE_PERIOD) => {}
         }
     }
@@ -62,7 +71,9 @@ struct Plan {
     addresses: Vec<(NodeId, String)>,
     /// (group, replica, members to initialize with if this replica does).
     open: Vec<(u64, u64, Option<BTreeMap<u64, ReplicaNode>>)>,
-    remove: Vec<u64>,
+    /// (group, keep its shards: the directory's new replica on this node
+    /// replaces the removed one and takes them over).
+    remove: Vec<(u64, bool)>,
 }
 
 fn plan(ctx: &NodeCtx, me: NodeId) -> Option<Plan> {
@@ -90,12 +101,9 @@ fn plan(ctx: &NodeCtx, me: NodeId) -> Option<Plan> {
             if group == META_GROUP_ID || group >= meta.next_group_id {
                 continue;
             }
-            let still_mine = meta
-                .resource_by_group(group)
-                .and_then(|r| r.replica_on(me))
-                .is_some_and(|rep| rep.replica_id == replica);
-            if !still_mine {
-                remove.push(group);
+            let successor = meta.resource_by_group(group).and_then(|r| r.replica_on(me));
+            if !successor.is_some_and(|rep| rep.replica_id == replica) {
+                remove.push((group, successor.is_some_and(|rep| rep.replaces == Some(replica))));
             }
         }
         Plan { addresses, open, remove }
@@ -109,9 +117,9 @@ async fn reconcile(ctx: &NodeCtx, me: NodeId) -> std::io::Result<()> {
     for (node, addr) in &plan.addresses {
         ctx.peers.set_node_addr(*node, addr);
     }
-    for group in plan.remove {
+    for (group, keep_shards) in plan.remove {
         tracing::info!(group, "directory no longer places this replica here; removing it");
-        ctx.registry.remove(group).await?;
+        ctx.registry.remove(group, keep_shards).await?;
     }
     for (group, replica, members) in plan.open {
         let g = match ctx.registry.get(group) {

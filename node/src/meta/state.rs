@@ -242,6 +242,13 @@ pub enum MetaCommand {
         resource: String,
         priority: i32,
     },
+    /// The planner's decision for `resource` (plans survive a leader
+    /// change).
+    RecordPlacement {
+        now_ms: u64,
+        resource: String,
+        record: PlacementRecord,
+    },
     /// The distance between two regions (1 removes the entry: the
     /// default).
     SetRegionDistance {
@@ -249,13 +256,6 @@ pub enum MetaCommand {
         a: String,
         b: String,
         distance: u32,
-    },
-    /// The planner's decision for `resource` (plans survive a leader
-    /// change).
-    RecordPlacement {
-        now_ms: u64,
-        resource: String,
-        record: PlacementRecord,
     },
 }
 

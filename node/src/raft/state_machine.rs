@@ -144,24 +144,37 @@ struct SnapshotManifest {
     crc32: u32,
 }
 
+/// Open while a replica's state machine may persist snapshots; closing it
+/// (write lock, set false) waits for a snapshot being persisted and stops
+/// later ones. openraft builds snapshots in a task that can outlive the
+/// Raft core's shutdown, and a replica replaced in place reuses the
+/// group's snapshot keys.
+pub type SnapshotGate = Arc<tokio::sync::RwLock<bool>>;
+
 pub struct StateMachineStore {
     group: GroupId,
     state: SharedState,
     engine: SharedEngine,
     syncer: Syncer,
+    writes: SnapshotGate,
 }
 
 impl StateMachineStore {
     /// Opens the state machine of `group`, discarding chunks of snapshots
     /// that were being written when the node last stopped.
     pub fn open(group: GroupId, engine: SharedEngine, syncer: Syncer) -> io::Result<Self> {
-        let store = StateMachineStore { group, state: SharedState::new(group), engine, syncer };
+        let writes = Arc::new(tokio::sync::RwLock::new(true));
+        let store = StateMachineStore { group, state: SharedState::new(group), engine, syncer, writes };
         store.discard_orphan_chunks()?;
         Ok(store)
     }
 
     pub fn shared(&self) -> SharedState {
         self.state.clone()
+    }
+
+    pub fn writes_gate(&self) -> SnapshotGate {
+        self.writes.clone()
     }
 
     fn manifest(&self) -> io::Result<Option<SnapshotManifest>> {
@@ -191,6 +204,10 @@ impl StateMachineStore {
 
     /// Persists `data` as the group's snapshot described by `meta`.
     async fn persist_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+        let open = self.writes.read().await;
+        if !*open {
+            return Err(io::Error::other(format!("group {}: replica stopped; snapshot not persisted", self.group)));
+        }
         let old = self.manifest()?;
         let snapshot_id = old.as_ref().map(|m| m.snapshot_id + 1).unwrap_or(1);
         let mut chunks = 0u32;
@@ -353,6 +370,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 state: self.state.clone(),
                 engine: self.engine.clone(),
                 syncer: self.syncer.clone(),
+                writes: self.writes.clone(),
             },
         }
     }
@@ -391,7 +409,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::StorageEngine;
     use crate::storage::memory_engine::MemoryEngine;
 
     #[tokio::test]
