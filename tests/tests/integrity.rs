@@ -98,7 +98,21 @@ async fn a_rotted_raft_record_is_quarantined_and_its_replica_replaced_in_place()
         }
         assert!(reader.get("docs", "big").await.unwrap().value == big, "the erasure-coded value changed");
     }
-    // Writes go on, and the new replica applies them.
-    c.put("docs", "after", b"after".to_vec()).await.unwrap();
+    // Writes go on, and the new replica stores them: the leader's view of
+    // its progress reaches the write, and the old replica is no member.
+    let version = c.put("docs", "after", b"after".to_vec()).await.unwrap();
     assert_eq!(via_victim.get("docs", "after").await.unwrap().value, b"after".to_vec());
+    eventually(Duration::from_secs(30), || {
+        let c = c.clone();
+        async move {
+            let d = c.describe_resource("docs").await?;
+            let matched = |id: u64| d.progress.iter().find(|p| p.replica_id == id).and_then(|p| p.matched_index);
+            anyhow::ensure!(matched(old.replica_id).is_none(), "the leader still replicates to the old replica");
+            let new = matched(replaced.replica_id).unwrap_or(0);
+            anyhow::ensure!(new >= d.committed_index && new > 0, "new replica at {new} of {}", d.committed_index);
+            Ok(version)
+        }
+    })
+    .await
+    .expect("the new replica replicates the latest write");
 }
