@@ -285,9 +285,14 @@ impl Peer for PeerService {
 
     async fn drain_demand(
         &self,
-        _req: Request<shadowstore_proto::peer::DrainDemandRequest>,
+        req: Request<shadowstore_proto::peer::DrainDemandRequest>,
     ) -> Result<Response<shadowstore_proto::peer::DrainDemandResponse>, Status> {
-        Ok(Response::new(crate::placement::service::drain_local(&self.ctx, self.ctx.clock.now_ms())))
+        let delivered_before_ms = req.into_inner().delivered_before_ms;
+        Ok(Response::new(crate::placement::service::drain_local(
+            &self.ctx,
+            self.ctx.clock.now_ms(),
+            delivered_before_ms,
+        )))
     }
 
     async fn share_demand(

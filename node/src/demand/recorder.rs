@@ -1,7 +1,10 @@
 //! Node-local read counting: every read a node serves (or sheds) is counted
 //! per (resource, client region) in 10-second buckets. Complete minutes are
-//! drained as [`MinuteReport`]s, the unit the node reports to the meta
-//! leader, which keeps the history ([`super::history`]).
+//! reported as [`MinuteReport`]s, the unit the node reports to the meta
+//! leader, which keeps the history ([`super::history`]). A node keeps a
+//! complete minute, and reports it again, until the leader says it reached
+//! a majority of the meta voters, so a leader failing in between loses
+//! nothing (the history counts each node's minute once).
 //!
 //! Counting is one mutex-protected map increment per read. The number of
 //! distinct keys in flight is bounded by `DEMAND_KEYS_MAX`; reads beyond it
@@ -17,7 +20,7 @@ pub const MINUTE_MS: u64 = 60_000;
 pub const BUCKETS_PER_MINUTE: usize = (MINUTE_MS / BUCKET_MS) as usize;
 /// Distinct (resource, region) keys one node tracks per minute.
 pub const DEMAND_KEYS_MAX: usize = 100_000;
-/// Minutes kept undrained before the oldest are dropped.
+/// Minutes kept unacknowledged before the oldest are dropped.
 pub const PENDING_MINUTES_MAX: usize = 60;
 /// The region of requests that do not name one.
 pub const REGION_UNKNOWN: &str = "unknown";
@@ -102,22 +105,26 @@ impl DemandRecorder {
         }
     }
 
-    /// Removes and returns every minute that ended before `now_ms`.
-    pub fn drain_complete(&self, now_ms: u64) -> Vec<MinuteReport> {
+    /// Forgets the minutes starting before `delivered_before_ms`, then
+    /// returns every minute that ended before `now_ms` (kept until
+    /// delivered).
+    pub fn complete_minutes(&self, now_ms: u64, delivered_before_ms: u64) -> Vec<MinuteReport> {
         let current = now_ms / MINUTE_MS;
         let mut state = self.state.lock().expect("demand recorder lock poisoned");
-        let mut reports = Vec::new();
         while let Some(entry) = state.minutes.first_entry() {
-            if *entry.key() >= current {
+            if entry.key() * MINUTE_MS >= delivered_before_ms {
                 break;
             }
-            let (minute, resources) = entry.remove_entry();
+            let (_, resources) = entry.remove_entry();
             state.tracked -= keys_in(&resources);
+        }
+        let mut reports = Vec::new();
+        for (minute, resources) in state.minutes.range(..current) {
             for (resource, regions) in resources {
                 for (region, counts) in regions {
                     reports.push(MinuteReport {
                         minute_start_ms: minute * MINUTE_MS,
-                        key: DemandKey { resource: resource.clone(), region },
+                        key: DemandKey { resource: resource.clone(), region: region.clone() },
                         reads: counts.buckets.iter().sum(),
                         peak_bucket_reads: counts.buckets.iter().copied().max().unwrap_or(0),
                         shed_reads: counts.shed,

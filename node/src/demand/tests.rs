@@ -24,14 +24,17 @@ fn buckets_roll_up_into_minute_reports() {
     recorder.record("a", None, t0 + 59_999, false);
     // Minute 1 is still running: not drained.
     recorder.record("a", Some("eu"), t0 + MINUTE_MS, false);
-    let reports = recorder.drain_complete(t0 + MINUTE_MS + 1);
+    let reports = recorder.complete_minutes(t0 + MINUTE_MS + 1, 0);
     assert_eq!(reports.len(), 2);
     let eu = reports.iter().find(|r| r.key == key("a", "eu")).expect("eu report");
     assert_eq!((eu.minute_start_ms, eu.reads, eu.peak_bucket_reads, eu.shed_reads), (t0, 8, 5, 1));
     let unknown = reports.iter().find(|r| r.key == key("a", REGION_UNKNOWN)).expect("unknown region");
     assert_eq!(unknown.reads, 1);
-    assert!(recorder.drain_complete(t0 + MINUTE_MS + 2).is_empty(), "drained minutes are gone");
-    assert_eq!(recorder.drain_complete(t0 + 2 * MINUTE_MS)[0].reads, 1);
+    // Kept, and reported again, until delivered.
+    assert_eq!(recorder.complete_minutes(t0 + MINUTE_MS + 2, 0), reports);
+    assert!(recorder.complete_minutes(t0 + MINUTE_MS + 2, t0 + MINUTE_MS).is_empty(), "delivered minutes are gone");
+    let next = recorder.complete_minutes(t0 + 2 * MINUTE_MS, t0 + MINUTE_MS);
+    assert_eq!((next.len(), next[0].minute_start_ms, next[0].reads), (1, t0 + MINUTE_MS, 1));
 }
 
 fn report(minute: u64, resource: &str, reads: u64) -> MinuteReport {

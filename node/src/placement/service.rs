@@ -12,13 +12,17 @@
 //!    capacity, and commits each decision that changed to the meta group
 //!    (`RecordPlacement`), so a new leader sees the plans of the old one.
 //!
-//! The leader shares every node's drained minutes with the other meta
-//! voters (`ShareDemand`), so each voter keeps the same history in memory.
+//! The leader shares every node's minutes with the other meta voters
+//! (`ShareDemand`), so each voter keeps the same history in memory. A node
+//! keeps its complete minutes and reports them again until the leader
+//! acknowledges them in a later `DrainDemand`, which it does once a
+//! majority of the voters (itself included) has them. So a leader that
+//! fails before sharing loses nothing: the next leader collects the same
+//! minutes. Every voter counts a node's minute once (`ingested_before_ms`).
 //! Forecasters live only on the leader: a new leader builds them from its
 //! history (up to two days of it), so it forecasts again at once if it has
-//! a day of history. Minutes drained by a leader that failed before
-//! sharing them are lost. Executing a plan (adding the shadow as a Raft
-//! learner and shifting traffic) is not done here.
+//! a day of history. Executing a plan (adding the shadow as a Raft learner
+//! and shifting traffic) is not done here.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -77,13 +81,20 @@ struct Inner {
     sizes: BTreeMap<String, u64>,
     /// When this node last collected demand from every node (as leader).
     collected_at_ms: u64,
+    /// Per node: minutes starting before this are in the history (a
+    /// minute reported again is not counted twice).
+    ingested_before_ms: BTreeMap<NodeId, u64>,
+    /// Per node: minutes starting before this reached a majority of the
+    /// meta voters; the node is told so with its next `DrainDemand`.
+    delivered_before_ms: BTreeMap<NodeId, u64>,
     last_plans: Vec<Plan>,
 }
 
-/// The leader-local placement state, shared by the loop and the API.
-#[derive(Default)]
+/// The leader-local placement state, shared by the loop, the API and the
+/// tasks that share demand (clones are handles to one state).
+#[derive(Clone, Default)]
 pub struct PlacementState {
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
 }
 
 fn forecaster_config(settings: &PlacementSettings) -> ForecasterConfig {
@@ -104,9 +115,16 @@ impl PlacementState {
         self.inner.lock().expect("placement state lock poisoned")
     }
 
+    /// Adds `node`'s minutes to the history, each once: minutes starting
+    /// before what was already taken from that node are skipped (reports
+    /// come in minute order, and a node reports a minute again until it is
+    /// delivered).
     pub fn ingest(&self, reports: &[MinuteReport], node: NodeId, node_reads_last_minute: u64) {
         let mut inner = self.lock();
-        for report in reports {
+        let before = inner.ingested_before_ms.get(&node).copied().unwrap_or(0);
+        let mut next_before = before;
+        for report in reports.iter().filter(|r| r.minute_start_ms >= before) {
+            next_before = next_before.max(report.minute_start_ms + MINUTE_MS);
             inner.history.ingest(report);
             let slot = report.minute_start_ms / FIVE_MIN_MS;
             let total = DemandKey { resource: report.key.resource.clone(), region: REGION_TOTAL.to_string() };
@@ -115,7 +133,20 @@ impl PlacementState {
                 *first = (*first).min(slot);
             }
         }
+        inner.ingested_before_ms.insert(node, next_before);
         inner.node_rps.insert(node, node_reads_last_minute as f64 / 60.0);
+    }
+
+    fn delivered_before_ms(&self, node: NodeId) -> u64 {
+        self.lock().delivered_before_ms.get(&node).copied().unwrap_or(0)
+    }
+
+    /// Notes that `node`'s minutes starting before `before_ms` reached a
+    /// majority of the meta voters.
+    fn mark_delivered(&self, node: NodeId, before_ms: u64) {
+        let mut inner = self.lock();
+        let mark = inner.delivered_before_ms.entry(node).or_insert(0);
+        *mark = (*mark).max(before_ms);
     }
 
     /// Feeds every complete five-minute slot before `now_ms` to the
@@ -470,10 +501,11 @@ async fn collect(ctx: &NodeCtx, now_ms: u64) {
     let me = ctx.identity().map(|i| i.node_id);
     let mut drained = Vec::new();
     for (node_id, addr) in nodes {
+        let delivered_before_ms = ctx.placement.delivered_before_ms(node_id);
         let demand = if Some(node_id) == me {
-            drain_local(ctx, now_ms)
+            drain_local(ctx, now_ms, delivered_before_ms)
         } else {
-            match drain_remote(ctx, &addr).await {
+            match drain_remote(ctx, &addr, delivered_before_ms).await {
                 Ok(answer) => answer,
                 Err(error) => {
                     tracing::debug!(node_id, %error, "collecting demand");
@@ -508,10 +540,12 @@ pub fn ingest(ctx: &NodeCtx, node_id: NodeId, demand: &peer::DrainDemandResponse
     ctx.placement.note_sizes(demand.resource_sizes.iter().map(|s| (s.resource.as_str(), s.bytes)));
 }
 
-/// Sends the drained minutes to every other meta voter, in the background
-/// (the planning pass does not wait). Best effort: a voter that misses a
-/// batch has a gap in its history, which only matters if it becomes
-/// leader.
+/// Sends the collected minutes to every other meta voter, in the
+/// background (the planning pass does not wait). Once a majority of the
+/// voters (this one included) has a batch, its minutes are marked
+/// delivered, and the nodes forget them on the next collection. A voter
+/// that misses a batch has a gap in its history, which only matters if it
+/// becomes leader.
 fn share(ctx: &NodeCtx, drained: Vec<peer::ShareDemandRequest>) {
     if drained.is_empty() {
         return;
@@ -519,6 +553,28 @@ fn share(ctx: &NodeCtx, drained: Vec<peer::ShareDemandRequest>) {
     let Some(meta) = ctx.meta_group() else { return };
     let me = ctx.identity().map(|i| i.node_id);
     let voters: Vec<u64> = meta.metrics().membership_config.membership().voter_ids().collect();
+    // Per node, the end of the last minute in the batch.
+    let batch_ends: Vec<(NodeId, u64)> = drained
+        .iter()
+        .filter_map(|r| {
+            let last = r.demand.as_ref()?.minutes.iter().map(|m| m.minute_start_ms).max()?;
+            Some((r.node_id, last + MINUTE_MS))
+        })
+        .collect();
+    // Other voters that must have the batch for a majority.
+    let others_needed = voters.len() / 2;
+    let placement = ctx.placement.clone();
+    let delivered = move || {
+        for (node, before_ms) in &batch_ends {
+            placement.mark_delivered(*node, *before_ms);
+        }
+    };
+    if others_needed == 0 {
+        delivered();
+        return;
+    }
+    let acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let delivered = Arc::new(delivered);
     let addrs = ctx.with_meta(|m| {
         voters
             .iter()
@@ -536,6 +592,7 @@ fn share(ctx: &NodeCtx, drained: Vec<peer::ShareDemandRequest>) {
             }
         };
         let batch = drained.clone();
+        let (acks, delivered) = (acks.clone(), delivered.clone());
         tokio::spawn(async move {
             for request in batch {
                 let call = client.share_demand(request);
@@ -545,13 +602,20 @@ fn share(ctx: &NodeCtx, drained: Vec<peer::ShareDemandRequest>) {
                     return;
                 }
             }
+            if acks.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 == others_needed {
+                delivered();
+            }
         });
     }
 }
 
-async fn drain_remote(ctx: &NodeCtx, addr: &str) -> Result<peer::DrainDemandResponse, String> {
+async fn drain_remote(
+    ctx: &NodeCtx,
+    addr: &str,
+    delivered_before_ms: u64,
+) -> Result<peer::DrainDemandResponse, String> {
     let mut client = ctx.peers.client(addr).map_err(|e| e.to_string())?;
-    let call = client.drain_demand(peer::DrainDemandRequest {});
+    let call = client.drain_demand(peer::DrainDemandRequest { delivered_before_ms });
     Ok(tokio::time::timeout(Duration::from_millis(DRAIN_TIMEOUT_MS), call)
         .await
         .map_err(|_| "timed out".to_string())?
@@ -559,10 +623,11 @@ async fn drain_remote(ctx: &NodeCtx, addr: &str) -> Result<peer::DrainDemandResp
         .into_inner())
 }
 
-/// This node's complete minutes (forgotten here once handed over), and its
-/// reads in the last one: the answer to `DrainDemand`.
-pub fn drain_local(ctx: &NodeCtx, now_ms: u64) -> peer::DrainDemandResponse {
-    let reports = ctx.demand.drain_complete(now_ms);
+/// This node's complete minutes not yet delivered (those starting before
+/// `delivered_before_ms` are forgotten first), and its reads in the last
+/// one: the answer to `DrainDemand`.
+pub fn drain_local(ctx: &NodeCtx, now_ms: u64, delivered_before_ms: u64) -> peer::DrainDemandResponse {
+    let reports = ctx.demand.complete_minutes(now_ms, delivered_before_ms);
     let last = (now_ms / MINUTE_MS).saturating_sub(1) * MINUTE_MS;
     let node_reads_last_minute = reports.iter().filter(|r| r.minute_start_ms == last).map(|r| r.reads).sum();
     // Sizes of the resource groups this node leads, then named through the
@@ -675,6 +740,30 @@ mod tests {
 
     fn names(keys: &[DemandKey]) -> Vec<&str> {
         keys.iter().map(|k| k.resource.as_str()).collect()
+    }
+
+    #[test]
+    fn a_minute_reported_again_is_counted_once_per_node() {
+        let state = PlacementState::default();
+        let key = DemandKey { resource: "r".to_string(), region: "eu".to_string() };
+        let at = |minute: u64, reads: u64| MinuteReport {
+            minute_start_ms: minute * MINUTE_MS,
+            key: key.clone(),
+            reads,
+            peak_bucket_reads: reads,
+            shed_reads: 0,
+        };
+        state.ingest(&[at(10, 60)], 1, 60);
+        // Not delivered yet, so node 1 reports minute 10 again, with 11.
+        state.ingest(&[at(10, 60), at(11, 120)], 1, 120);
+        // Another node's minute 10 adds to it.
+        state.ingest(&[at(10, 30)], 2, 30);
+        let minutes = state.lock().history.minute_series(&key, 12 * MINUTE_MS, 2);
+        assert_eq!(minutes, vec![90.0, 120.0]);
+        // Delivery marks only move forward.
+        state.mark_delivered(1, 12 * MINUTE_MS);
+        state.mark_delivered(1, 11 * MINUTE_MS);
+        assert_eq!((state.delivered_before_ms(1), state.delivered_before_ms(2)), (12 * MINUTE_MS, 0));
     }
 
     #[test]
