@@ -284,10 +284,7 @@ impl Registry {
     pub async fn open(&self, group: GroupId, replica: ReplicaId) -> io::Result<Arc<Group>> {
         let _guard = self.lifecycle.lock().await;
         if self.quarantined_replica(group) == Some(replica) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("replica {replica} of group {group} is quarantined"),
-            ));
+            return Err(quarantined_error(group, replica));
         }
         if let Some(g) = self.get(group) {
             if g.replica_id == replica {
@@ -306,10 +303,7 @@ impl Registry {
         match recorded {
             Some(r) if r.replica_id == replica && r.quarantined => {
                 self.quarantined.write().unwrap_or_else(|p| p.into_inner()).insert(group, replica);
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("replica {replica} of group {group} is quarantined"),
-                ));
+                return Err(quarantined_error(group, replica));
             }
             Some(r) if r.replica_id == replica => {}
             // A new replica: whatever an earlier replica of the group left
@@ -419,6 +413,11 @@ impl Registry {
             let _ = g.raft.shutdown().await;
         }
     }
+}
+
+/// What opening a quarantined replica answers.
+fn quarantined_error(group: GroupId, replica: ReplicaId) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("replica {replica} of group {group} is quarantined"))
 }
 
 #[cfg(test)]

@@ -89,23 +89,21 @@ async fn persist_identity(ctx: &NodeCtx, id: NodeIdentity) -> Result<(), String>
 async fn start_local_replicas(ctx: &NodeCtx) -> Result<(), String> {
     let replicas = ctx.registry.local_replicas().map_err(|e| format!("listing local replicas: {e}"))?;
     for r in replicas {
-        match ctx.registry.open(r.group_id, r.replica_id).await {
-            Ok(_) => {}
-            // A corrupt resource replica waits for its replacement; the
-            // node serves everything else meanwhile. Without its meta
-            // replica the node cannot take part at all.
-            Err(e) if r.group_id != META_GROUP_ID && ctx.registry.quarantined().contains_key(&r.group_id) => {
-                tracing::warn!(group = r.group_id, replica = r.replica_id, error = %e, "replica quarantined at start");
-            }
-            Err(e) => {
-                let hint = if r.group_id == META_GROUP_ID && ctx.registry.quarantined().contains_key(&r.group_id) {
-                    "; this node's meta replica is corrupt: move its data directory away and let the node rejoin"
-                } else {
-                    ""
-                };
-                return Err(format!("starting replica {} of group {}: {e}{hint}", r.replica_id, r.group_id));
-            }
+        let Err(e) = ctx.registry.open(r.group_id, r.replica_id).await else { continue };
+        // A corrupt resource replica waits for its replacement; the node
+        // serves everything else meanwhile. Without its meta replica the
+        // node cannot take part at all.
+        let quarantined = ctx.registry.quarantined().contains_key(&r.group_id);
+        if quarantined && r.group_id != META_GROUP_ID {
+            tracing::warn!(group = r.group_id, replica = r.replica_id, error = %e, "replica quarantined at start");
+            continue;
         }
+        let hint = if quarantined {
+            "; this node's meta replica is corrupt: move its data directory away and let the node rejoin"
+        } else {
+            ""
+        };
+        return Err(format!("starting replica {} of group {}: {e}{hint}", r.replica_id, r.group_id));
     }
     Ok(())
 }
