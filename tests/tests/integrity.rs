@@ -60,6 +60,19 @@ async fn a_rotted_raft_record_is_quarantined_and_its_replica_replaced_in_place()
         .into_iter()
         .find(|r| r.node_id != before.leader_node_id)
         .expect("a follower replica");
+    // It holds the writes before it stops (a follower that has not started
+    // its replica yet has no Raft record to rot).
+    eventually(Duration::from_secs(30), || {
+        let c = c.clone();
+        async move {
+            let d = c.describe_resource("docs").await?;
+            let matched = d.progress.iter().find(|p| p.replica_id == old.replica_id).and_then(|p| p.matched_index);
+            anyhow::ensure!(matched >= Some(d.committed_index), "follower at {matched:?} of {}", d.committed_index);
+            Ok(())
+        }
+    })
+    .await
+    .expect("the follower catches up");
     let victim = cluster.index_of(old.node_id).await.unwrap();
     cluster.stop(victim);
     rot_raft_record(&cluster.nodes[victim].data_dir(), info.group_id).await;
