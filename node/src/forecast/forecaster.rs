@@ -327,9 +327,52 @@ impl Forecaster {
         self.fit_failures
     }
 
+    /// A forecaster for a key that has history but no forecaster yet (the
+    /// keys of a new meta leader, or a key admitted under the cap), built
+    /// from `history` (requests per step, oldest first; at most
+    /// `history_steps_max` of it is kept).
+    ///
+    /// Only the last `calibration_window` steps are replayed with forecasts
+    /// from every origin: that is what the backtest and the calibration
+    /// keep. The steps before them are history for the fit only. The replay
+    /// fits MSTL + AutoETS once, at its start, instead of every
+    /// `refit_every_steps`, and the first [`Self::observe`] after it refits
+    /// on the whole window. So a warm start costs two fits whatever the
+    /// history's length, and the weekly season is there at once when two
+    /// weeks of history are. The replay's residuals come from a fit up to
+    /// `calibration_window` steps old (re-anchored every step); new steps
+    /// replace them.
+    pub fn warm_start(config: ForecasterConfig, history: &[f64]) -> Result<Forecaster, ConfigError> {
+        let mut forecaster = Forecaster::new(config)?;
+        let kept = &history[history.len().saturating_sub(forecaster.config.history_steps_max)..];
+        let replayed = kept.len().min(forecaster.config.calibration_window);
+        let (prefix, replay) = kept.split_at(kept.len() - replayed);
+        for requests in prefix {
+            forecaster.record(*requests);
+        }
+        for requests in replay {
+            forecaster.observe_refitting_every(*requests, replay.len());
+        }
+        assert!(forecaster.pending.len() <= forecaster.config.horizon_steps, "pending forecasts outlive the horizon");
+        Ok(forecaster)
+    }
+
     /// Records the demand of the step that just ended and scores every
     /// pending forecast that predicted it.
     pub fn observe(&mut self, requests: f64) {
+        self.observe_refitting_every(requests, self.config.refit_every_steps);
+    }
+
+    /// Appends an observation to the history, without forecasts.
+    fn record(&mut self, requests: f64) {
+        assert!(requests.is_finite() && requests >= 0.0, "demand must be finite and >= 0");
+        self.steps_observed += 1;
+        push_bounded(&mut self.history_log, to_log(requests), self.config.history_steps_max);
+        self.last_observed = requests;
+        self.cached = None;
+    }
+
+    fn observe_refitting_every(&mut self, requests: f64, refit_every_steps: usize) {
         assert!(requests.is_finite() && requests >= 0.0, "demand must be finite and >= 0");
         let value_log = to_log(requests);
         let index = self.steps_observed;
@@ -348,15 +391,12 @@ impl Forecaster {
                 push_bounded(&mut scores.abs_residuals, residual.abs() as f32, self.config.backtest_window);
             }
         }
-        self.steps_observed += 1;
+        self.record(requests);
         self.pending.retain(|p| p.origin + horizon as u64 > self.steps_observed);
-        push_bounded(&mut self.history_log, value_log, self.config.history_steps_max);
-        self.last_observed = requests;
-        self.cached = None;
         // Every model forecasts from every origin, whether or not the
         // caller asks: that is what keeps the backtest and calibration
         // current.
-        let paths = self.model_paths();
+        let paths = self.model_paths(refit_every_steps);
         self.pending.push_back(Pending { origin: self.steps_observed, paths });
         assert!(self.pending.len() <= horizon, "pending forecasts outlive the horizon");
     }
@@ -419,25 +459,30 @@ impl Forecaster {
     }
 
     /// Every model's path (log space) from the current origin.
-    fn model_paths(&mut self) -> [Option<Vec<f64>>; 3] {
+    fn model_paths(&mut self, refit_every_steps: usize) -> [Option<Vec<f64>>; 3] {
         let horizon = self.config.horizon_steps;
         let history: &[f64] = self.history_log.make_contiguous();
         let seasonal = seasonal_naive_path(history, &self.config.periods_steps, horizon);
         let naive = naive_path(history, horizon);
-        let mstl = self.mstl_path();
+        let mstl = self.mstl_path(refit_every_steps);
         [mstl, Some(seasonal), Some(naive)]
     }
 
-    fn mstl_path(&mut self) -> Option<Vec<f64>> {
+    fn mstl_path(&mut self, refit_every_steps: usize) -> Option<Vec<f64>> {
         let horizon = self.config.horizon_steps;
         let now = self.steps_observed;
         let refit_due = match &self.fitted {
             None => true,
-            Some(fitted) => now - fitted.origin >= self.config.refit_every_steps as u64,
+            // Also when the fitted path runs out (a warm start's path is
+            // cut to its replay).
+            Some(fitted) => {
+                let offset = now - fitted.origin;
+                offset >= refit_every_steps as u64 || offset as usize + horizon > fitted.path.len()
+            }
         };
         if refit_due {
             let history: &[f64] = self.history_log.make_contiguous();
-            let steps = self.config.refit_every_steps + horizon;
+            let steps = refit_every_steps + horizon;
             match mstl_ets_path(history, &self.config.periods_steps, steps) {
                 Ok(path) => self.fitted = Some(FittedPath { origin: now, path }),
                 Err(error) => {

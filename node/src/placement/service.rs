@@ -19,10 +19,11 @@
 //! majority of the voters (itself included) has them. So a leader that
 //! fails before sharing loses nothing: the next leader collects the same
 //! minutes. Every voter counts a node's minute once (`ingested_before_ms`).
-//! Forecasters live only on the leader: a new leader builds them from its
-//! history (up to two days of it), so it forecasts again at once if it has
-//! a day of history. Executing a plan (adding the shadow as a Raft learner
-//! and shifting traffic) is not done here.
+//! Forecasters live only on the leader: a new leader warm-starts them from
+//! its history (up to two weeks of it, a bounded number per pass, busiest
+//! first), so it forecasts again at once, weekly season included.
+//! Executing a plan (adding the shadow as a Raft learner and shifting
+//! traffic) is not done here.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -45,8 +46,12 @@ use crate::raft::state_machine::GroupData;
 
 /// The region key of a resource's total demand.
 pub const REGION_TOTAL: &str = "*";
-/// Slots of history fed to a new forecaster.
-const FIRST_FEED_SLOTS_MAX: usize = 2 * 288;
+/// New forecasters started per planning pass, busiest keys first. Each
+/// costs two model fits on up to two weeks of history
+/// (`Forecaster::warm_start`; `sim demand-memory --forecasters` times
+/// one), so a new meta leader with many keys spreads them over passes
+/// instead of stalling one; keys still waiting are planned reactively.
+pub const WARM_STARTS_PER_PASS_MAX: usize = 32;
 /// How long the leader waits for one node's demand.
 const DRAIN_TIMEOUT_MS: u64 = 2_000;
 /// Forecasters the leader keeps (bounds memory and CPU; the busiest keys
@@ -56,7 +61,7 @@ pub const FORECASTERS_MAX: usize = 20_000;
 const BUSY_WINDOW_SLOTS: usize = 72;
 /// A key without a forecaster takes one from a forecast key only when its
 /// recent reads exceed that key's by this factor (no churn at the margin:
-/// a new forecaster is fed up to two days of history).
+/// a new forecaster costs two model fits).
 const BUSY_EVICT_FACTOR: f64 = 2.0;
 /// Resources whose size the leader remembers (beyond it, size 0: no
 /// storage or transfer cost).
@@ -71,7 +76,8 @@ struct Fed {
 #[derive(Default)]
 struct Inner {
     history: DemandHistory,
-    forecasters: BTreeMap<DemandKey, Fed>,
+    /// Each behind its own lock: a fit holds only its key's forecaster.
+    forecasters: BTreeMap<DemandKey, Arc<Mutex<Fed>>>,
     /// Reads per second each node served in its last complete minute.
     node_rps: BTreeMap<NodeId, f64>,
     /// The first five-minute slot each key was seen in: a new forecaster
@@ -150,70 +156,98 @@ impl PlacementState {
     }
 
     /// Feeds every complete five-minute slot before `now_ms` to the
-    /// forecasters (creating them for new keys).
-    fn feed(&self, settings: &PlacementSettings, now_ms: u64) {
+    /// forecasters, and starts forecasters for keys that have none (at
+    /// most `WARM_STARTS_PER_PASS_MAX`, busiest first; over
+    /// `FORECASTERS_MAX` keys, the busiest keys win). A fit takes up to
+    /// ~0.2 s of CPU, so it runs outside the state's lock, and the task
+    /// yields after every forecaster that did work.
+    async fn feed(&self, settings: &PlacementSettings, now_ms: u64) {
         let end_slot = now_ms / FIVE_MIN_MS;
-        let mut inner = self.lock();
-        let Inner { history, forecasters, first_slot, .. } = &mut *inner;
         let config = forecaster_config(settings);
-        // A forecaster fed from the first slot the key was seen, at most
-        // FIRST_FEED_SLOTS_MAX back.
-        let fresh = |seen: u64| {
-            let next_slot = end_slot.saturating_sub(FIRST_FEED_SLOTS_MAX as u64).max(seen);
-            Forecaster::new(config.clone()).ok().map(|forecaster| Fed { forecaster, next_slot })
-        };
-        // Over the cap, the busiest keys win (see `rebalance_forecasters`).
-        if first_slot.len() > FORECASTERS_MAX {
+        // Under the lock: which keys start a forecaster, with their
+        // history. The fits run outside it, so a dry run is not kept
+        // waiting.
+        let starting: Vec<(DemandKey, Vec<f64>)> = {
+            let mut inner = self.lock();
+            let Inner { history, forecasters, first_slot, .. } = &mut *inner;
+            // A horizon change starts every forecaster again.
+            forecasters.retain(|_, fed| lock_fed(fed).forecaster.config().horizon_steps == config.horizon_steps);
             let recent = |key: &DemandKey| -> f64 {
                 series(history, key, end_slot * FIVE_MIN_MS, BUSY_WINDOW_SLOTS, Resolution::FiveMinutes).iter().sum()
             };
-            let (kept, waiting): (Vec<_>, Vec<_>) = first_slot
+            let waiting: Vec<(DemandKey, f64)> = first_slot
                 .keys()
+                .filter(|key| !forecasters.contains_key(*key))
                 .map(|key| (key.clone(), recent(key)))
-                .partition(|(key, _)| forecasters.contains_key(key));
-            let (evict, admit) = rebalance_forecasters(kept, waiting, FORECASTERS_MAX);
+                .collect();
+            // The kept keys' reads matter only when some must make room.
+            let kept: Vec<(DemandKey, f64)> = if forecasters.len() + waiting.len() > FORECASTERS_MAX {
+                forecasters.keys().map(|key| (key.clone(), recent(key))).collect()
+            } else {
+                Vec::new()
+            };
+            let (evict, admit) =
+                rebalance_forecasters(forecasters.len(), kept, waiting, FORECASTERS_MAX, WARM_STARTS_PER_PASS_MAX);
             for key in evict {
                 forecasters.remove(&key);
             }
-            for key in admit {
-                if let Some(fed) = fresh(first_slot.get(&key).copied().unwrap_or(end_slot)) {
-                    forecasters.insert(key, fed);
+            admit
+                .into_iter()
+                .map(|key| {
+                    // From the first slot the key was seen, never with
+                    // made-up zeros from before; at most the fitting window.
+                    let seen = first_slot.get(&key).copied().unwrap_or(end_slot);
+                    let start = end_slot.saturating_sub(config.history_steps_max as u64).max(seen);
+                    let values = series(
+                        history,
+                        &key,
+                        end_slot * FIVE_MIN_MS,
+                        end_slot.saturating_sub(start) as usize,
+                        Resolution::FiveMinutes,
+                    );
+                    (key, values)
+                })
+                .collect()
+        };
+        for (key, values) in starting {
+            let Ok(forecaster) = Forecaster::warm_start(config.clone(), &values) else { continue };
+            {
+                let mut inner = self.lock();
+                if inner.forecasters.len() < FORECASTERS_MAX {
+                    let fed = Fed { forecaster, next_slot: end_slot };
+                    inner.forecasters.entry(key).or_insert_with(|| Arc::new(Mutex::new(fed)));
                 }
+                assert!(inner.forecasters.len() <= FORECASTERS_MAX, "forecasters over their cap");
             }
-        } else {
-            for (key, seen) in first_slot.iter() {
-                if !forecasters.contains_key(key)
-                    && let Some(fed) = fresh(*seen)
-                {
-                    forecasters.insert(key.clone(), fed);
-                }
-            }
+            tokio::task::yield_now().await;
         }
-        assert!(forecasters.len() <= FORECASTERS_MAX, "forecasters over their cap");
-        for (key, fed) in forecasters.iter_mut() {
-            let seen = first_slot.get(key).copied().unwrap_or(end_slot);
-            if fed.forecaster.config().horizon_steps != config.horizon_steps {
-                // The horizon changed: start again from the history.
-                if let Some(restarted) = fresh(seen) {
-                    *fed = restarted;
-                }
-            }
-            if fed.next_slot >= end_slot {
+        let held: Vec<(DemandKey, Arc<Mutex<Fed>>)> =
+            self.lock().forecasters.iter().map(|(key, fed)| (key.clone(), fed.clone())).collect();
+        for (key, fed) in held {
+            let next_slot = lock_fed(&fed).next_slot;
+            if next_slot >= end_slot {
                 continue;
             }
-            let slots = (end_slot - fed.next_slot) as usize;
-            for value in series(history, key, end_slot * FIVE_MIN_MS, slots, Resolution::FiveMinutes) {
-                fed.forecaster.observe(value);
+            let slots = (end_slot - next_slot) as usize;
+            let values = series(&self.lock().history, &key, end_slot * FIVE_MIN_MS, slots, Resolution::FiveMinutes);
+            {
+                let mut fed = lock_fed(&fed);
+                values.into_iter().for_each(|value| fed.forecaster.observe(value));
+                fed.next_slot = end_slot;
             }
-            fed.next_slot = end_slot;
+            tokio::task::yield_now().await;
         }
+    }
+
+    /// The forecast of `key` per five-minute slot.
+    fn forecast_per_slot(&self, key: &DemandKey) -> Option<DemandForecast> {
+        let fed = self.lock().forecasters.get(key).cloned()?;
+        Some(lock_fed(&fed).forecaster.forecast())
     }
 
     /// The forecast of `key` in requests per second.
     fn forecast_rps(&self, key: &DemandKey) -> Option<DemandForecast> {
-        let mut inner = self.lock();
-        let fed = inner.forecasters.get_mut(key)?;
-        Some(fed.forecaster.forecast().scaled(1000.0 / FIVE_MIN_MS as f64))
+        Some(self.forecast_per_slot(key)?.scaled(1000.0 / FIVE_MIN_MS as f64))
     }
 
     /// Reads per second of `key` in the last minute collected from every
@@ -255,36 +289,47 @@ impl PlacementState {
     }
 }
 
-/// Which keys gain and lose a forecaster when there are more keys than
-/// `max`. `kept` have one, `waiting` do not; each comes with its recent
-/// reads. Free places go to the busiest waiting keys; then the busiest
-/// waiting key replaces the quietest kept one for as long as it is more
-/// than `BUSY_EVICT_FACTOR` times busier. Returns (evict, admit).
+fn lock_fed(fed: &Mutex<Fed>) -> std::sync::MutexGuard<'_, Fed> {
+    fed.lock().expect("forecaster lock poisoned")
+}
+
+/// Which keys gain and lose a forecaster. `held` keys have one; `kept`
+/// lists them with their recent reads when some may have to make room
+/// (it may be empty otherwise), and `waiting` lists the keys without one.
+/// Free places go to the busiest waiting keys; then the busiest waiting
+/// key replaces the quietest kept one for as long as it is more than
+/// `BUSY_EVICT_FACTOR` times busier. At most `admit_max` are admitted.
+/// Returns (evict, admit), admit busiest first.
 fn rebalance_forecasters(
+    held: usize,
     mut kept: Vec<(DemandKey, f64)>,
     mut waiting: Vec<(DemandKey, f64)>,
     max: usize,
+    admit_max: usize,
 ) -> (Vec<DemandKey>, Vec<DemandKey>) {
-    assert!(kept.len() <= max, "more forecasters than the cap");
+    assert!(held <= max, "more forecasters than the cap");
+    assert!(kept.is_empty() || kept.len() == held, "kept lists every held key or none");
     waiting.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     kept.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-    let free = max - kept.len();
+    let free = max - held;
     let mut admit: Vec<DemandKey> = Vec::new();
     let mut evict: Vec<DemandKey> = Vec::new();
     let mut waiting = waiting.into_iter();
-    while admit.len() < free
+    while admit.len() < free.min(admit_max)
         && let Some((key, _)) = waiting.next()
     {
         admit.push(key);
     }
-    for ((key, reads), (quiet_key, quiet_reads)) in waiting.zip(kept) {
-        if reads <= BUSY_EVICT_FACTOR * quiet_reads {
-            break;
+    if admit.len() == free {
+        for ((key, reads), (quiet_key, quiet_reads)) in waiting.zip(kept) {
+            if admit.len() == admit_max || reads <= BUSY_EVICT_FACTOR * quiet_reads {
+                break;
+            }
+            admit.push(key);
+            evict.push(quiet_key);
         }
-        admit.push(key);
-        evict.push(quiet_key);
     }
-    assert!(admit.len() <= free + evict.len(), "admitted past the cap");
+    assert!(admit.len() <= (free + evict.len()).min(admit_max), "admitted past the cap");
     (evict, admit)
 }
 
@@ -472,8 +517,7 @@ pub fn demand_view(ctx: &NodeCtx, resource: &str, slots: usize, now_ms: u64) -> 
             let history = series(&ctx.placement.lock().history, &key, end_ms, slots, Resolution::FiveMinutes);
             let minutes =
                 series(&ctx.placement.lock().history, &key, now_ms / MINUTE_MS * MINUTE_MS, 60, Resolution::Minutes);
-            let forecast = ctx.placement.lock().forecasters.get_mut(&key).map(|fed| {
-                let f = fed.forecaster.forecast();
+            let forecast = ctx.placement.forecast_per_slot(&key).map(|f| {
                 let capacity_per_slot = capacity_rps * FIVE_MIN_MS as f64 / 1000.0;
                 let leads = 1..=f.horizon_steps();
                 ForecastView {
@@ -695,7 +739,7 @@ pub async fn plan_once(ctx: &NodeCtx) {
     let now_ms = ctx.clock.now_ms();
     collect(ctx, now_ms).await;
     let Some(settings) = ctx.with_meta(|m| m.placement_settings.clone()) else { return };
-    ctx.placement.feed(&settings, now_ms);
+    ctx.placement.feed(&settings, now_ms).await;
     let plans = plan_all(ctx, None, now_ms);
     for plan in &plans {
         let Some(record) = record_of(plan) else { continue };
@@ -786,18 +830,83 @@ mod tests {
     fn busiest_keys_win_forecasters_without_churn_at_the_margin() {
         // Room for one more: the busiest waiting key takes it.
         let (evict, admit) =
-            rebalance_forecasters(keys(&[("a", 10.0)]), keys(&[("b", 1.0), ("c", 50.0), ("d", 5.0)]), 2);
+            rebalance_forecasters(1, keys(&[("a", 10.0)]), keys(&[("b", 1.0), ("c", 50.0), ("d", 5.0)]), 2, 32);
         assert!(evict.is_empty());
         assert_eq!(names(&admit), vec!["c"]);
         // Full: a waiting key replaces the quietest only when more than
         // twice as busy; "e" (30 vs 20) is not.
         let kept = keys(&[("a", 10.0), ("b", 20.0), ("c", 500.0)]);
         let waiting = keys(&[("d", 100.0), ("e", 30.0), ("f", 1.0)]);
-        let (evict, admit) = rebalance_forecasters(kept, waiting, 3);
+        let (evict, admit) = rebalance_forecasters(3, kept, waiting, 3, 32);
         assert_eq!(names(&evict), vec!["a"]);
         assert_eq!(names(&admit), vec!["d"]);
         // Equal demand never churns.
-        let (evict, admit) = rebalance_forecasters(keys(&[("a", 7.0)]), keys(&[("b", 7.0)]), 1);
+        let (evict, admit) = rebalance_forecasters(1, keys(&[("a", 7.0)]), keys(&[("b", 7.0)]), 1, 32);
         assert!(evict.is_empty() && admit.is_empty());
+    }
+
+    #[test]
+    fn forecasters_start_a_bounded_number_per_pass_busiest_first() {
+        // Plenty of room: only `admit_max` start, the busiest.
+        let waiting = keys(&[("a", 1.0), ("b", 9.0), ("c", 5.0), ("d", 7.0)]);
+        let (evict, admit) = rebalance_forecasters(0, Vec::new(), waiting, 100, 2);
+        assert!(evict.is_empty());
+        assert_eq!(names(&admit), vec!["b", "d"]);
+        // Full: no more replacements than the bound.
+        let kept = keys(&[("a", 1.0), ("b", 1.0), ("c", 1.0)]);
+        let waiting = keys(&[("x", 50.0), ("y", 40.0), ("z", 30.0)]);
+        let (evict, admit) = rebalance_forecasters(3, kept, waiting, 3, 2);
+        assert_eq!((names(&evict), names(&admit)), (vec!["a", "b"], vec!["x", "y"]));
+    }
+
+    #[tokio::test]
+    async fn a_new_leader_starts_forecasters_from_the_whole_history_a_pass_at_a_time() {
+        let state = PlacementState::default();
+        let settings = PlacementSettings::default();
+        let day_slots = 288;
+        // 40 resources with nine days of steady demand, one minute per
+        // five-minute slot (what a new leader holds from ShareDemand).
+        let keys: Vec<DemandKey> =
+            (0..40).map(|i| DemandKey { resource: format!("r{i:02}"), region: "eu".to_string() }).collect();
+        let slots = 9 * day_slots as u64;
+        for slot in 0..slots {
+            let reports: Vec<MinuteReport> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, key)| MinuteReport {
+                    minute_start_ms: slot * FIVE_MIN_MS,
+                    key: key.clone(),
+                    reads: 100 + i as u64 + slot % 7,
+                    peak_bucket_reads: 20,
+                    shed_reads: 0,
+                })
+                .collect();
+            state.ingest(&reports, 1, 0);
+        }
+        let now_ms = slots * FIVE_MIN_MS;
+        // Each key has a region key and a total key: 80 keys, 32 a pass.
+        state.feed(&settings, now_ms).await;
+        let (count, busiest_first) = {
+            let inner = state.lock();
+            (
+                inner.forecasters.len(),
+                inner.forecasters.contains_key(&DemandKey { region: REGION_TOTAL.into(), ..keys[39].clone() }),
+            )
+        };
+        assert_eq!(count, WARM_STARTS_PER_PASS_MAX);
+        assert!(busiest_first, "the busiest resource waited");
+        state.feed(&settings, now_ms).await;
+        state.feed(&settings, now_ms).await;
+        let inner = state.lock();
+        assert_eq!(inner.forecasters.len(), 80);
+        // Every forecaster holds all nine days and answers at once.
+        for (key, fed) in inner.forecasters.iter() {
+            let fed = lock_fed(fed);
+            assert_eq!(fed.forecaster.steps_observed(), slots, "{key:?}");
+            assert_eq!(fed.next_slot, slots);
+        }
+        drop(inner);
+        let forecast = state.forecast_rps(&keys[0]).expect("a forecaster");
+        assert!(!forecast.is_reactive(), "answered {:?} with nine days of history", forecast.mode);
     }
 }
