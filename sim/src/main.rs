@@ -11,7 +11,7 @@ use sim::run::run_seed;
 
 const USAGE: &str = "usage: sim run --seed S [--nodes N] [--verbose] [--planted-bug NAME]
        sim sweep --seeds A..B [--time-budget SECONDS] [--jobs N] [--planted-bug NAME]
-       sim placement-eval --trace FILE... [--output text|json] [--plots DIR] [--max-steps N] [--jobs N] [--frontier]
+       sim placement-eval --trace FILE... [--output text|json] [--plots DIR] [--max-steps N] [--jobs N] [--frontier] [--react-every-minute]
        sim demand-memory [--pairs N] [--forecasters K]";
 
 fn value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
@@ -434,7 +434,8 @@ fn placement_eval(args: &[String]) -> ExitCode {
         }
     }
     let frontier = args.iter().any(|a| a == "--frontier");
-    let options = EvalOptions { traces, max_steps, plots_dir: plots_dir.clone(), jobs, frontier };
+    let react_every_minute = args.iter().any(|a| a == "--react-every-minute");
+    let options = EvalOptions { traces, max_steps, plots_dir: plots_dir.clone(), jobs, frontier, react_every_minute };
     let started = Instant::now();
     let results = evaluate(&loaded, &options);
     let summary = report::summarise(&results);

@@ -35,6 +35,12 @@ pub struct ClusterModel {
     pub demand_region: String,
     pub resource_size_bytes: u64,
     pub planner: PlannerConfig,
+    /// The reactive rule (alone and in predictive + reactive) runs every
+    /// minute on the last minute's demand, as the cluster's planner does,
+    /// instead of at step boundaries on the last step's. Demand is constant
+    /// within a step here, so the last minute tells the rest of the step:
+    /// an optimistic reading of reaction within a step.
+    pub react_every_minute: bool,
 }
 
 /// A trace prepared for simulation: demand per step in requests/s and the
@@ -418,6 +424,9 @@ pub fn simulate(
     for minute in 0..window.end {
         let boundary = minute % trace.step_min == 0;
         let step = (minute / trace.step_min) as usize;
+        // When the reactive rule runs, and the demand it reacts to.
+        let react = if cluster.react_every_minute { minute > 0 } else { boundary && step > 0 };
+        let reacted_rps = if minute > 0 { trace.demand_at(minute - 1) } else { 0.0 };
         match policy {
             Policy::StaticPeak if minute == 0 => {
                 let replicas = ((static_peak_rps / (cap * cluster.planner.target_utilisation)).ceil() as usize)
@@ -425,8 +434,8 @@ pub fn simulate(
                 sim.add_count(replicas - cluster.primaries, minute);
             }
             Policy::StaticPeak => {}
-            Policy::Reactive { target_utilisation } if boundary && step > 0 => {
-                let desired = sim.hpa_desired(trace.rps[step - 1], target_utilisation, minute);
+            Policy::Reactive { target_utilisation } if react => {
+                let desired = sim.hpa_desired(reacted_rps, target_utilisation, minute);
                 let current = sim.replicas();
                 if desired > current {
                     sim.add_count(desired - current, minute);
@@ -450,10 +459,10 @@ pub fn simulate(
                 }
             }
             Policy::Predictive { .. } => {}
-            Policy::PredictiveReactive { knobs, target_utilisation } if boundary => {
-                let retire = sim.predictive(step, knobs, minute);
-                if step > 0 {
-                    let desired = sim.hpa_desired(trace.rps[step - 1], target_utilisation, minute);
+            Policy::PredictiveReactive { knobs, target_utilisation } if boundary || react => {
+                let retire = if boundary { sim.predictive(step, knobs, minute) } else { Vec::new() };
+                if react {
+                    let desired = sim.hpa_desired(reacted_rps, target_utilisation, minute);
                     let current = sim.replicas();
                     if desired > current {
                         sim.add_count(desired - current, minute);
@@ -491,4 +500,43 @@ pub fn simulate(
     sim.metrics.shadows_never_needed += never;
     sim.metrics.cost_micros = sim.ledger.total_micros();
     RunResult { metrics: sim.metrics, capacity_by_step, reliability }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement_eval::cluster_model;
+
+    /// Five-minute steps at 2,000 rps (within the primaries' 3,000) with
+    /// one step at 5,000 rps.
+    fn one_burst() -> Prepared {
+        let mut rps = vec![2_000.0; 12];
+        rps[6] = 5_000.0;
+        let forecasts = rps.iter().map(|r| DemandForecast::reactive_at(*r, 6)).collect();
+        Prepared { name: "burst".to_string(), step_min: 5, rps, forecasts }
+    }
+
+    fn reactive_run(react_every_minute: bool) -> Metrics {
+        let cluster = ClusterModel { react_every_minute, ..cluster_model() };
+        let trace = one_burst();
+        let minutes = trace.minutes();
+        simulate(&cluster, &trace, Policy::Reactive { target_utilisation: 1.0 }, 2, 0..minutes, 0.0).metrics
+    }
+
+    #[test]
+    fn reacting_every_minute_catches_a_one_step_burst_within_the_step() {
+        // At step boundaries: the burst step is over before anything
+        // reacts, so its five minutes violate and the shadows added after
+        // it are never needed.
+        let boundaries = reactive_run(false);
+        assert_eq!(boundaries.slo_violation_minutes, 5);
+        assert!(boundaries.shadows_added >= 2, "{boundaries:?}");
+        assert_eq!(boundaries.shadows_never_needed, boundaries.shadows_added);
+        // Every minute: seen after its first minute, served after the
+        // two-minute warm-up, so three minutes violate and the shadows serve.
+        let minutes = reactive_run(true);
+        assert_eq!(minutes.slo_violation_minutes, 3);
+        assert_eq!(minutes.shadows_never_needed, 0, "{minutes:?}");
+        assert_eq!(minutes.shadows_added, boundaries.shadows_added);
+    }
 }

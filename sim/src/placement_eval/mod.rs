@@ -70,6 +70,8 @@ pub struct EvalOptions {
     /// the lowest never-needed share any of them reaches (hindsight; see
     /// [`Frontier`]). Doubles the run time.
     pub frontier: bool,
+    /// See [`ClusterModel::react_every_minute`].
+    pub react_every_minute: bool,
 }
 
 /// With hindsight: of every candidate setting of the reactive, predictive
@@ -126,6 +128,7 @@ pub fn cluster_model() -> ClusterModel {
         demand_region: "east".to_string(),
         resource_size_bytes: RESOURCE_SIZE_BYTES,
         planner: PlannerConfig { shadows_per_resource_max: SHADOWS_PER_RESOURCE_MAX, ..PlannerConfig::default() },
+        react_every_minute: false,
     }
 }
 
@@ -308,7 +311,7 @@ impl LagRun<'_> {
 }
 
 pub fn evaluate_trace(trace: &Trace, options: &EvalOptions) -> TraceResult {
-    let cluster = cluster_model();
+    let cluster = ClusterModel { react_every_minute: options.react_every_minute, ..cluster_model() };
     let (prepared, scale, fit_failures) = prepare(trace, options.max_steps);
     let steps = prepared.rps.len();
     let scored_from = (steps as f64 * TUNE_FRACTION) as usize;
