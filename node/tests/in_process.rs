@@ -293,3 +293,66 @@ async fn supervisor_quiescing_health_and_reflection() {
         n.node.shutdown().await;
     }
 }
+
+/// Reads of "r" in the last hour of `ctx`'s demand history.
+fn reads_last_hour(ctx: &shadowstore_node::node::NodeCtx) -> f64 {
+    let view = shadowstore_node::placement::service::demand_view(ctx, "r", 12, ctx.clock.now_ms());
+    let total = view.regions.iter().find(|r| r.region == "*").expect("the total");
+    total.minutes.iter().sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meta_voter_that_was_away_receives_the_demand_it_missed() {
+    let (mut nodes, _group) = three_nodes_with_a_resource().await;
+    on_any(&nodes, |mut s| async move {
+        let request = v1::SetPlacementConfigRequest {
+            key: "planning_interval_ms".into(),
+            value: "1000".into(),
+            ..Default::default()
+        };
+        s.set_placement_config(request).await
+    })
+    .await;
+    // A meta voter that does not lead the meta group goes away.
+    let away =
+        nodes.iter().position(|n| n.node.ctx().meta_group().is_some_and(|m| !m.is_leader())).expect("a meta follower");
+    let node_id = nodes[away].node.ctx().node_id().unwrap();
+    let TestNode { node, engine } = nodes.remove(away);
+    node.shutdown().await;
+    // Reads while it is away. The leader collects them once their minute
+    // is over; the other voter makes the majority, so the nodes forget them.
+    for _ in 0..40 {
+        on_any(&nodes, |mut s| async move {
+            s.get(v1::GetRequest { resource: "r".into(), variant: "v".into(), ..Default::default() }).await
+        })
+        .await;
+    }
+    let leader = nodes
+        .iter()
+        .find(|n| n.node.ctx().meta_group().is_some_and(|m| m.is_leader()))
+        .expect("a meta leader")
+        .node
+        .ctx()
+        .clone();
+    eventually(Duration::from_secs(90), "the leader holds the reads", || {
+        (reads_last_hour(&leader) >= 40.0).then_some(())
+    })
+    .await;
+    // A few more passes: the minutes are delivered and forgotten by the
+    // nodes, so only the leader's queue for the absent voter holds them.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let held = reads_last_hour(&leader);
+    // It comes back on the same disk with an empty memory: the leader sends
+    // it what it missed, in order.
+    nodes.push(start_node_on(node_id, None, engine).await);
+    let back = nodes.last().unwrap().node.ctx().clone();
+    eventually(Duration::from_secs(60), "the returning voter holds the reads it missed", || {
+        (reads_last_hour(&back) >= held).then_some(())
+    })
+    .await;
+    let backlog = leader.placement.share_queues().backlog();
+    assert_eq!(backlog.get(&node_id).map(|(batches, _, dropped)| (*batches, *dropped)), Some((0, 0)), "{backlog:?}");
+    for n in nodes {
+        n.node.shutdown().await;
+    }
+}

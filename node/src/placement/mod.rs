@@ -4,6 +4,8 @@
 //! - [`planner`]: the decision, a pure function with a full explanation.
 //! - [`service`]: the meta leader's planning loop and the state behind
 //!   the placement API.
+//! - [`share`]: the drained demand, sent in order to every other meta
+//!   voter so that the next leader holds the same history.
 //! - [`cost`]: the cost model of a candidate and the ledger of what shadows
 //!   have cost.
 //!
@@ -14,6 +16,7 @@
 pub mod cost;
 pub mod planner;
 pub mod service;
+pub mod share;
 
 pub use cost::{CostBreakdown, CostLedger};
 pub use planner::{Action, HostView, Plan, PlannerConfig, RegionDistances, ResourceDemand, ShadowState, plan};

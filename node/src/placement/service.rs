@@ -13,7 +13,8 @@
 //!    (`RecordPlacement`), so a new leader sees the plans of the old one.
 //!
 //! The leader shares every node's minutes with the other meta voters
-//! (`ShareDemand`), so each voter keeps the same history in memory. A node
+//! (`ShareDemand`, in order per voter: [`super::share`]), so each voter
+//! keeps the same history in memory. A node
 //! keeps its complete minutes and reports them again until the leader
 //! acknowledges them in a later `DrainDemand`, which it does once a
 //! majority of the voters (itself included) has them. So a leader that
@@ -33,6 +34,7 @@ use serde::Serialize;
 use shadowstore_proto::peer;
 
 use super::planner::{Action, HostView, Plan, PlannerConfig, ResourceDemand, plan};
+use super::share::ShareQueues;
 use crate::demand::history::FIVE_MIN_MS;
 use crate::demand::recorder::MINUTE_MS;
 use crate::demand::{DemandHistory, DemandKey, MinuteReport};
@@ -101,6 +103,8 @@ struct Inner {
 #[derive(Clone, Default)]
 pub struct PlacementState {
     inner: Arc<Mutex<Inner>>,
+    /// What the leader still has to send to each other voter.
+    queues: Arc<Mutex<ShareQueues>>,
 }
 
 fn forecaster_config(settings: &PlacementSettings) -> ForecasterConfig {
@@ -119,6 +123,12 @@ pub fn planner_config(settings: &PlacementSettings) -> PlannerConfig {
 impl PlacementState {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().expect("placement state lock poisoned")
+    }
+
+    /// The leader's queues of demand for the other voters (its own lock,
+    /// never held with the state's).
+    pub fn share_queues(&self) -> std::sync::MutexGuard<'_, ShareQueues> {
+        self.queues.lock().expect("share queues lock poisoned")
     }
 
     /// Adds `node`'s minutes to the history, each once: minutes starting
@@ -149,7 +159,7 @@ impl PlacementState {
 
     /// Notes that `node`'s minutes starting before `before_ms` reached a
     /// majority of the meta voters.
-    fn mark_delivered(&self, node: NodeId, before_ms: u64) {
+    pub(crate) fn mark_delivered(&self, node: NodeId, before_ms: u64) {
         let mut inner = self.lock();
         let mark = inner.delivered_before_ms.entry(node).or_insert(0);
         *mark = (*mark).max(before_ms);
@@ -536,7 +546,7 @@ pub fn demand_view(ctx: &NodeCtx, resource: &str, slots: usize, now_ms: u64) -> 
 
 /// Collects demand from every node, and shares each node's minutes with
 /// the other meta voters so that a new meta leader has the history.
-async fn collect(ctx: &NodeCtx, now_ms: u64) {
+async fn collect(ctx: &Arc<NodeCtx>, now_ms: u64) {
     let Some(nodes) =
         ctx.with_meta(|m| m.nodes.values().map(|n| (n.node_id, n.labels.addr.clone())).collect::<Vec<_>>())
     else {
@@ -563,7 +573,7 @@ async fn collect(ctx: &NodeCtx, now_ms: u64) {
         }
     }
     ctx.placement.lock().collected_at_ms = now_ms;
-    share(ctx, drained);
+    super::share::share(ctx, drained);
 }
 
 /// Adds one node's drained minutes to this node's history (the meta
@@ -582,75 +592,6 @@ pub fn ingest(ctx: &NodeCtx, node_id: NodeId, demand: &peer::DrainDemandResponse
         .collect();
     ctx.placement.ingest(&reports, node_id, demand.node_reads_last_minute);
     ctx.placement.note_sizes(demand.resource_sizes.iter().map(|s| (s.resource.as_str(), s.bytes)));
-}
-
-/// Sends the collected minutes to every other meta voter, in the
-/// background (the planning pass does not wait). Once a majority of the
-/// voters (this one included) has a batch, its minutes are marked
-/// delivered, and the nodes forget them on the next collection. A voter
-/// that misses a batch has a gap in its history, which only matters if it
-/// becomes leader.
-fn share(ctx: &NodeCtx, drained: Vec<peer::ShareDemandRequest>) {
-    if drained.is_empty() {
-        return;
-    }
-    let Some(meta) = ctx.meta_group() else { return };
-    let me = ctx.identity().map(|i| i.node_id);
-    let voters: Vec<u64> = meta.metrics().membership_config.membership().voter_ids().collect();
-    // Per node, the end of the last minute in the batch.
-    let batch_ends: Vec<(NodeId, u64)> = drained
-        .iter()
-        .filter_map(|r| {
-            let last = r.demand.as_ref()?.minutes.iter().map(|m| m.minute_start_ms).max()?;
-            Some((r.node_id, last + MINUTE_MS))
-        })
-        .collect();
-    // Other voters that must have the batch for a majority.
-    let others_needed = voters.len() / 2;
-    let placement = ctx.placement.clone();
-    let delivered = move || {
-        for (node, before_ms) in &batch_ends {
-            placement.mark_delivered(*node, *before_ms);
-        }
-    };
-    if others_needed == 0 {
-        delivered();
-        return;
-    }
-    let acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let delivered = Arc::new(delivered);
-    let addrs = ctx.with_meta(|m| {
-        voters
-            .iter()
-            .filter_map(|replica| m.replica_addr(*replica))
-            .filter(|(node_id, _)| Some(*node_id) != me)
-            .map(|(_, addr)| addr.to_string())
-            .collect::<Vec<_>>()
-    });
-    for addr in addrs.unwrap_or_default() {
-        let mut client = match ctx.peers.client(&addr) {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::debug!(%addr, %error, "sharing demand");
-                continue;
-            }
-        };
-        let batch = drained.clone();
-        let (acks, delivered) = (acks.clone(), delivered.clone());
-        tokio::spawn(async move {
-            for request in batch {
-                let call = client.share_demand(request);
-                let result = tokio::time::timeout(Duration::from_millis(DRAIN_TIMEOUT_MS), call).await;
-                if !matches!(result, Ok(Ok(_))) {
-                    tracing::debug!(%addr, "sharing demand failed; the voter's history has a gap");
-                    return;
-                }
-            }
-            if acks.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 == others_needed {
-                delivered();
-            }
-        });
-    }
 }
 
 async fn drain_remote(
@@ -735,7 +676,7 @@ fn record_of(plan: &Plan) -> Option<PlacementRecord> {
 }
 
 /// One planning pass on the meta leader.
-pub async fn plan_once(ctx: &NodeCtx) {
+pub async fn plan_once(ctx: &Arc<NodeCtx>) {
     let now_ms = ctx.clock.now_ms();
     collect(ctx, now_ms).await;
     let Some(settings) = ctx.with_meta(|m| m.placement_settings.clone()) else { return };
@@ -758,13 +699,22 @@ pub async fn plan_once(ctx: &NodeCtx) {
     ctx.placement.lock().last_plans = plans;
 }
 
+/// The run loop wakes this often to read the planning interval, so a
+/// new interval takes effect within it rather than after the old one.
+const PLANNING_TICK_MS: u64 = 1_000;
+
 /// Runs on every node; plans only while this node leads the meta group.
 pub async fn run(ctx: Arc<NodeCtx>) {
+    let mut last_pass = tokio::time::Instant::now();
     loop {
+        tokio::time::sleep(Duration::from_millis(PLANNING_TICK_MS)).await;
         let interval_ms = ctx
             .with_meta(|m| m.placement_settings.planning_interval_ms)
             .unwrap_or(PlacementSettings::default().planning_interval_ms);
-        tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+        if last_pass.elapsed() < Duration::from_millis(interval_ms) {
+            continue;
+        }
+        last_pass = tokio::time::Instant::now();
         if ctx.meta_group().is_some_and(|g| g.is_leader()) {
             plan_once(&ctx).await;
         }

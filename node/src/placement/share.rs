@@ -1,0 +1,295 @@
+//! Sharing the demand the meta leader drains with the other meta voters,
+//! so that whichever voter leads next holds the same history.
+//!
+//! Every planning pass the leader drains each node's complete minutes
+//! (`service::collect`) and hands them here as one *batch*. Each other
+//! voter has a queue of the batches it has not acknowledged, sent in order
+//! by at most one task at a time: a voter counts a node's minute once and
+//! skips minutes older than the newest it has from that node, so batches
+//! must never overtake each other. A voter that is down or slow keeps its
+//! queue, up to `SHARE_BACKLOG_REPORTS_MAX` minute reports (the oldest
+//! batches go first), and receives it in order when it answers again. A
+//! batch's minutes are marked delivered once a majority of the voters
+//! (this one included) has it; the nodes forget them on their next drain.
+//!
+//! The queues live on the leader only: a voter that misses batches while
+//! the leader changes, or more than its backlog holds, keeps a gap.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use shadowstore_proto::peer;
+
+use super::service::PlacementState;
+use crate::demand::recorder::MINUTE_MS;
+use crate::ids::NodeId;
+use crate::node::NodeCtx;
+
+/// Minute reports a voter's queue holds at most (~100 bytes each): beyond
+/// it the oldest batches are dropped and that voter's history has a gap.
+pub const SHARE_BACKLOG_REPORTS_MAX: usize = 500_000;
+/// How long one `ShareDemand` call may take.
+const SHARE_TIMEOUT_MS: u64 = 2_000;
+
+/// One planning pass's drained demand, on its way to the other voters.
+pub struct Batch {
+    requests: Vec<peer::ShareDemandRequest>,
+    reports: usize,
+    /// Per node, the end of the last minute in the batch.
+    ends: Vec<(NodeId, u64)>,
+    /// Other voters that acknowledged it, and how many must for a majority.
+    acks: AtomicUsize,
+    acks_needed: usize,
+}
+
+impl Batch {
+    fn new(requests: Vec<peer::ShareDemandRequest>, acks_needed: usize) -> Batch {
+        let reports = requests.iter().filter_map(|r| r.demand.as_ref()).map(|d| d.minutes.len()).sum();
+        let ends = requests
+            .iter()
+            .filter_map(|r| {
+                let last = r.demand.as_ref()?.minutes.iter().map(|m| m.minute_start_ms).max()?;
+                Some((r.node_id, last + MINUTE_MS))
+            })
+            .collect();
+        Batch { requests, reports, ends, acks: AtomicUsize::new(0), acks_needed }
+    }
+
+    /// Counts one voter's acknowledgement; true exactly when it makes the
+    /// majority.
+    fn acknowledge(&self) -> bool {
+        self.acks.fetch_add(1, Ordering::Relaxed) + 1 == self.acks_needed
+    }
+}
+
+/// The batches one voter has not acknowledged, oldest first.
+#[derive(Default)]
+pub struct VoterQueue {
+    batches: VecDeque<Arc<Batch>>,
+    reports: usize,
+    /// A task is sending this queue.
+    sending: bool,
+    /// Batches dropped over the bound (a gap in the voter's history).
+    dropped: u64,
+}
+
+impl VoterQueue {
+    /// Appends `batch`, dropping the oldest batches while the queue holds
+    /// more than `reports_max` reports (the newest batch always stays).
+    fn push(&mut self, batch: Arc<Batch>, reports_max: usize) {
+        self.reports += batch.reports;
+        self.batches.push_back(batch);
+        while self.reports > reports_max && self.batches.len() > 1 {
+            let dropped = self.batches.pop_front().expect("more than one batch");
+            self.reports -= dropped.reports;
+            self.dropped += 1;
+        }
+    }
+
+    fn front(&self) -> Option<Arc<Batch>> {
+        self.batches.front().cloned()
+    }
+
+    /// Removes the front batch once sent, if it is still `batch` (it may
+    /// have been dropped over the bound meanwhile).
+    fn sent(&mut self, batch: &Arc<Batch>) {
+        if self.batches.front().is_some_and(|front| Arc::ptr_eq(front, batch)) {
+            self.batches.pop_front();
+            self.reports -= batch.reports;
+        }
+    }
+}
+
+/// The leader's queues, one per other meta voter.
+#[derive(Default)]
+pub struct ShareQueues {
+    voters: BTreeMap<NodeId, VoterQueue>,
+}
+
+impl ShareQueues {
+    /// Queues `batch` for each of `voters` (forgetting queues of nodes that
+    /// are no longer voters) and returns the voters no task is sending to.
+    fn push(&mut self, batch: &Arc<Batch>, voters: &[NodeId], reports_max: usize) -> Vec<NodeId> {
+        self.voters.retain(|node, _| voters.contains(node));
+        let mut idle = Vec::new();
+        for node in voters {
+            let queue = self.voters.entry(*node).or_default();
+            queue.push(batch.clone(), reports_max);
+            if !queue.sending {
+                queue.sending = true;
+                idle.push(*node);
+            }
+        }
+        idle
+    }
+
+    /// The next batch for `node`, or None (and its task stops) when its
+    /// queue is empty.
+    fn next(&mut self, node: NodeId) -> Option<Arc<Batch>> {
+        let queue = self.voters.get_mut(&node)?;
+        let next = queue.front();
+        if next.is_none() {
+            queue.sending = false;
+        }
+        next
+    }
+
+    fn sent(&mut self, node: NodeId, batch: &Arc<Batch>) {
+        if let Some(queue) = self.voters.get_mut(&node) {
+            queue.sent(batch);
+        }
+    }
+
+    /// The task for `node` stops (the voter did not answer); the queue
+    /// stays for the next pass.
+    fn stalled(&mut self, node: NodeId) {
+        if let Some(queue) = self.voters.get_mut(&node) {
+            queue.sending = false;
+        }
+    }
+
+    /// Per voter: (batches queued, reports queued, batches dropped).
+    pub fn backlog(&self) -> BTreeMap<NodeId, (usize, usize, u64)> {
+        self.voters.iter().map(|(node, q)| (*node, (q.batches.len(), q.reports, q.dropped))).collect()
+    }
+}
+
+/// Queues the drained demand for every other meta voter and starts a
+/// sender for each voter that has none (see the module comment).
+pub fn share(ctx: &Arc<NodeCtx>, drained: Vec<peer::ShareDemandRequest>) {
+    if drained.is_empty() {
+        return;
+    }
+    let Some(meta) = ctx.meta_group() else { return };
+    let me = ctx.identity().map(|i| i.node_id);
+    let voter_replicas: Vec<u64> = meta.metrics().membership_config.membership().voter_ids().collect();
+    let others: Vec<NodeId> = ctx
+        .with_meta(|m| {
+            voter_replicas
+                .iter()
+                .filter_map(|replica| m.replica_addr(*replica).map(|(node, _)| node))
+                .filter(|node| Some(*node) != me)
+                .collect()
+        })
+        .unwrap_or_default();
+    // Other voters that must have the batch for a majority.
+    let batch = Arc::new(Batch::new(drained, voter_replicas.len() / 2));
+    if batch.acks_needed == 0 {
+        mark_delivered(&ctx.placement, &batch);
+    }
+    let idle = ctx.placement.share_queues().push(&batch, &others, SHARE_BACKLOG_REPORTS_MAX);
+    for node in idle {
+        tokio::spawn(send_queue(ctx.clone(), node));
+    }
+}
+
+fn mark_delivered(placement: &PlacementState, batch: &Batch) {
+    for (node, before_ms) in &batch.ends {
+        placement.mark_delivered(*node, *before_ms);
+    }
+}
+
+/// Sends `voter`'s queue in order until it is empty or the voter fails to
+/// answer.
+async fn send_queue(ctx: Arc<NodeCtx>, voter: NodeId) {
+    loop {
+        // The guard must not live across the send.
+        let next = ctx.placement.share_queues().next(voter);
+        let Some(batch) = next else { return };
+        if let Err(error) = send(&ctx, voter, &batch).await {
+            tracing::debug!(voter, %error, "sharing demand; the batch stays queued");
+            ctx.placement.share_queues().stalled(voter);
+            return;
+        }
+        ctx.placement.share_queues().sent(voter, &batch);
+        if batch.acknowledge() {
+            mark_delivered(&ctx.placement, &batch);
+        }
+    }
+}
+
+async fn send(ctx: &NodeCtx, voter: NodeId, batch: &Batch) -> Result<(), String> {
+    let addr = ctx
+        .with_meta(|m| m.nodes.get(&voter).map(|n| n.labels.addr.clone()))
+        .flatten()
+        .ok_or_else(|| "no longer a member".to_string())?;
+    let mut client = ctx.peers.client(&addr).map_err(|e| e.to_string())?;
+    for request in &batch.requests {
+        let call = client.share_demand(request.clone());
+        tokio::time::timeout(Duration::from_millis(SHARE_TIMEOUT_MS), call)
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(node: NodeId, minutes: &[u64], acks_needed: usize) -> Arc<Batch> {
+        let minutes = minutes
+            .iter()
+            .map(|m| peer::DemandMinute {
+                minute_start_ms: m * MINUTE_MS,
+                resource: "r".into(),
+                region: "eu".into(),
+                reads: 1,
+                ..Default::default()
+            })
+            .collect();
+        let demand = peer::DrainDemandResponse { minutes, ..Default::default() };
+        Arc::new(Batch::new(vec![peer::ShareDemandRequest { node_id: node, demand: Some(demand) }], acks_needed))
+    }
+
+    #[test]
+    fn a_voter_gets_its_batches_in_order_after_failing() {
+        let mut queues = ShareQueues::default();
+        let (first, second) = (batch(1, &[10, 11], 1), batch(1, &[12], 1));
+        // One sender starts for each voter; a second push starts none.
+        assert_eq!(queues.push(&first, &[2, 3], 100), vec![2, 3]);
+        assert!(queues.push(&second, &[2, 3], 100).is_empty());
+        // Voter 2 answers, voter 3 does not: 3's sender stops and keeps
+        // both batches, then resumes from the first at the next push.
+        let next = queues.next(2).expect("a batch");
+        assert!(Arc::ptr_eq(&next, &first));
+        queues.sent(2, &next);
+        assert!(next.acknowledge(), "one other voter makes the majority of three");
+        assert!(!next.acknowledge(), "counted once");
+        queues.stalled(3);
+        let third = batch(1, &[13], 1);
+        assert_eq!(queues.push(&third, &[2, 3], 100), vec![3]);
+        assert_eq!(queues.backlog()[&3], (3, 4, 0));
+        for expected in [&first, &second, &third] {
+            let next = queues.next(3).expect("a batch");
+            assert!(Arc::ptr_eq(&next, expected), "out of order");
+            queues.sent(3, &next);
+        }
+        assert!(queues.next(3).is_none());
+        // The sender stopped on the empty queue: the next push starts one.
+        assert_eq!(queues.push(&batch(1, &[14], 1), &[3], 100), vec![3]);
+        // Voter 2 left the voters: its queue is gone.
+        assert!(!queues.backlog().contains_key(&2));
+    }
+
+    #[test]
+    fn a_queue_over_its_bound_drops_the_oldest_batches() {
+        let mut queues = ShareQueues::default();
+        for minute in 0..5 {
+            queues.push(&batch(1, &[minute, minute + 100], 1), &[2], 6);
+        }
+        // 2 reports each, at most 6: the two oldest of five were dropped.
+        assert_eq!(queues.backlog()[&2], (3, 6, 2));
+        let next = queues.next(2).expect("a batch");
+        assert_eq!(next.ends, vec![(1, 102 * MINUTE_MS + MINUTE_MS)]);
+        // A batch larger than the bound still goes, alone.
+        queues.push(&batch(1, &(0..10).collect::<Vec<_>>(), 1), &[2], 6);
+        assert_eq!(queues.backlog()[&2], (1, 10, 5));
+        // A dropped batch that was being sent is not popped twice.
+        queues.sent(2, &next);
+        assert_eq!(queues.backlog()[&2], (1, 10, 5));
+    }
+}
