@@ -249,6 +249,7 @@ impl Node {
         ));
         let detector = Arc::new(FailureDetector::new(config.detector_timing()));
         let admission = crate::demand::admission::ReadAdmission::new(config.read_capacity_rps, seams.clock.now_ms());
+        let placement = crate::placement::service::PlacementState::open(engine.clone());
         let ctx = Arc::new(NodeCtx {
             config,
             addr,
@@ -265,7 +266,7 @@ impl Node {
             active_shard_writes: Default::default(),
             demand: Default::default(),
             admission,
-            placement: Default::default(),
+            placement,
         });
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();

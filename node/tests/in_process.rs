@@ -294,6 +294,16 @@ async fn supervisor_quiescing_health_and_reflection() {
     }
 }
 
+/// 40 reads of "r", each answered by one of `nodes`.
+async fn read_40(nodes: &[TestNode]) {
+    for _ in 0..40 {
+        on_any(nodes, |mut s| async move {
+            s.get(v1::GetRequest { resource: "r".into(), variant: "v".into(), ..Default::default() }).await
+        })
+        .await;
+    }
+}
+
 /// Reads of "r" in the last hour of `ctx`'s demand history.
 fn reads_last_hour(ctx: &shadowstore_node::node::NodeCtx) -> f64 {
     let view = shadowstore_node::placement::service::demand_view(ctx, "r", 12, ctx.clock.now_ms());
@@ -302,7 +312,7 @@ fn reads_last_hour(ctx: &shadowstore_node::node::NodeCtx) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_meta_voter_that_was_away_receives_the_demand_it_missed() {
+async fn a_meta_voter_keeps_its_demand_history_across_a_restart_and_receives_what_it_missed() {
     let (mut nodes, _group) = three_nodes_with_a_resource().await;
     on_any(&nodes, |mut s| async move {
         let request = v1::SetPlacementConfigRequest {
@@ -313,20 +323,25 @@ async fn a_meta_voter_that_was_away_receives_the_demand_it_missed() {
         s.set_placement_config(request).await
     })
     .await;
-    // A meta voter that does not lead the meta group goes away.
+    // A meta voter that does not lead the meta group holds some reads, in
+    // memory and in its journal on disk.
     let away =
         nodes.iter().position(|n| n.node.ctx().meta_group().is_some_and(|m| !m.is_leader())).expect("a meta follower");
+    let voter = nodes[away].node.ctx().clone();
+    read_40(&nodes).await;
+    eventually(Duration::from_secs(90), "the voter holds the first reads", || {
+        (reads_last_hour(&voter) > 0.0).then_some(())
+    })
+    .await;
+    let before_away = reads_last_hour(&voter);
+    drop(voter);
+    // It goes away.
     let node_id = nodes[away].node.ctx().node_id().unwrap();
     let TestNode { node, engine } = nodes.remove(away);
     node.shutdown().await;
     // Reads while it is away. The leader collects them once their minute
     // is over; the other voter makes the majority, so the nodes forget them.
-    for _ in 0..40 {
-        on_any(&nodes, |mut s| async move {
-            s.get(v1::GetRequest { resource: "r".into(), variant: "v".into(), ..Default::default() }).await
-        })
-        .await;
-    }
+    read_40(&nodes).await;
     let leader = nodes
         .iter()
         .find(|n| n.node.ctx().meta_group().is_some_and(|m| m.is_leader()))
@@ -335,17 +350,18 @@ async fn a_meta_voter_that_was_away_receives_the_demand_it_missed() {
         .ctx()
         .clone();
     eventually(Duration::from_secs(90), "the leader holds the reads", || {
-        (reads_last_hour(&leader) >= 40.0).then_some(())
+        (reads_last_hour(&leader) >= before_away + 40.0).then_some(())
     })
     .await;
     // A few more passes: the minutes are delivered and forgotten by the
     // nodes, so only the leader's queue for the absent voter holds them.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let held = reads_last_hour(&leader);
-    // It comes back on the same disk with an empty memory: the leader sends
-    // it what it missed, in order.
+    // It comes back on the same disk: it loads what it held, and the
+    // leader sends it what it missed, in order.
     nodes.push(start_node_on(node_id, None, engine).await);
     let back = nodes.last().unwrap().node.ctx().clone();
+    assert!(reads_last_hour(&back) >= before_away, "the history on disk was not loaded");
     eventually(Duration::from_secs(60), "the returning voter holds the reads it missed", || {
         (reads_last_hour(&back) >= held).then_some(())
     })

@@ -12,7 +12,7 @@ use sim::run::run_seed;
 const USAGE: &str = "usage: sim run --seed S [--nodes N] [--verbose] [--planted-bug NAME]
        sim sweep --seeds A..B [--time-budget SECONDS] [--jobs N] [--planted-bug NAME]
        sim placement-eval --trace FILE... [--output text|json] [--plots DIR] [--max-steps N] [--jobs N] [--frontier] [--react-every-minute]
-       sim demand-memory [--pairs N] [--forecasters K]";
+       sim demand-memory [--pairs N] [--forecasters K] [--store DIR]";
 
 fn value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
     args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).map(String::as_str)
@@ -296,6 +296,14 @@ fn demand_memory(args: &[String]) -> ExitCode {
         history.memory_bytes() / pairs,
         after.saturating_sub(before) as f64 / 1e6
     );
+    // A meta voter's history on disk (sled in DIR): the journal of one
+    // minute for every pair, a snapshot of every pair, and a load.
+    if let Some(dir) = value(args, "--store") {
+        if let Err(error) = demand_store(std::path::Path::new(dir), pairs) {
+            eprintln!("sim demand-memory: --store {dir}: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
     // Forecasters as the meta leader runs them (5-minute steps, 30-minute
     // horizon), each fed its whole fitting window (two weeks) of a
     // daily-seasonal series so every buffer is full.
@@ -373,6 +381,46 @@ fn demand_memory(args: &[String]) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// Times the demand store (`node/src/demand/store.rs`) for `pairs` pairs
+/// on sled in `dir`.
+fn demand_store(dir: &std::path::Path, pairs: usize) -> std::io::Result<()> {
+    use shadowstore_node::demand::{DemandKey, MinuteReport};
+    use shadowstore_node::placement::service::PlacementState;
+    use shadowstore_node::storage::StorageEngine;
+    use shadowstore_node::storage::sled_engine::SledEngine;
+    let engine = SledEngine::open(dir, 64 << 20)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let state = PlacementState::open(engine.clone());
+    let reports: Vec<MinuteReport> = (0..pairs)
+        .map(|pair| MinuteReport {
+            minute_start_ms: 14 * 24 * 3_600_000,
+            key: DemandKey { resource: format!("resource-{pair:06}"), region: "eu-west".to_string() },
+            reads: 100,
+            peak_bucket_reads: 20,
+            shed_reads: 0,
+        })
+        .collect();
+    let started = Instant::now();
+    state.ingest(&reports, 1, 0);
+    let journal_ms = started.elapsed().as_secs_f64() * 1e3;
+    let started = Instant::now();
+    runtime.block_on(state.snapshot());
+    runtime.block_on(StorageEngine::sync(engine.clone()))?;
+    let snapshot_ms = started.elapsed().as_secs_f64() * 1e3;
+    let on_disk = engine.size_on_disk_bytes();
+    drop(state);
+    let started = Instant::now();
+    let loaded = PlacementState::open(engine);
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    println!(
+        "store: journal of one minute for {pairs} pairs {journal_ms:.0} ms; snapshot of every pair and sync \
+         {snapshot_ms:.0} ms; {:.1} MB on disk; load {load_ms:.0} ms ({:.1} MB counted after load)",
+        on_disk as f64 / 1e6,
+        loaded.memory_bytes() as f64 / 1e6
+    );
+    Ok(())
 }
 
 /// `sim placement-eval`: see sim/src/placement_eval/mod.rs and

@@ -11,6 +11,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use super::recorder::{DemandKey, MINUTE_MS, MinuteReport};
 
 pub const MINUTE_SLOTS: usize = 6 * 60;
@@ -61,6 +63,17 @@ impl<T: Copy + Default, const N: usize> Ring<T, N> {
         Some(&mut self.slots[(index % n) as usize])
     }
 
+    /// The slots in storage order and the latest index (for the disk).
+    fn to_parts(&self) -> (Option<u64>, Vec<T>) {
+        (self.latest, self.slots.to_vec())
+    }
+
+    /// A ring from [`Self::to_parts`]; None when the slot count is not `N`.
+    fn from_parts(latest: Option<u64>, slots: &[T]) -> Option<Self> {
+        let slots: Box<[T; N]> = slots.to_vec().into_boxed_slice().try_into().ok()?;
+        Some(Ring { slots, latest })
+    }
+
     /// Slots `[end - len, end)`; slots never written or out of the ring
     /// read as the default.
     fn series(&self, end: u64, len: usize, decode: impl Fn(T) -> f64) -> Vec<f64> {
@@ -79,6 +92,27 @@ struct PairHistory {
     five_min: Ring<u16, FIVE_MIN_SLOTS>,
 }
 
+/// One pair's rings as a meta voter stores them (`demand::store`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairRecord {
+    pub minutes_latest: Option<u64>,
+    pub minutes: Vec<u32>,
+    pub five_min_latest: Option<u64>,
+    pub five_min: Vec<u16>,
+}
+
+/// The values a report left in its two slots: what the journal keeps, so
+/// replaying it sets slots rather than adding to them (replaying twice, or
+/// over a newer stored pair, changes nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotValues {
+    pub minute: u64,
+    /// None when the minute had already left its ring.
+    pub minute_reads: Option<u32>,
+    pub five_min: u64,
+    pub five_min_code: Option<u16>,
+}
+
 #[derive(Default)]
 pub struct DemandHistory {
     pairs: BTreeMap<DemandKey, PairHistory>,
@@ -90,23 +124,68 @@ impl DemandHistory {
         DemandHistory::default()
     }
 
-    /// Adds one node's minute report.
-    pub fn ingest(&mut self, report: &MinuteReport) {
-        if !self.pairs.contains_key(&report.key) && self.pairs.len() >= PAIRS_MAX {
-            self.dropped_reports += 1;
-            return;
-        }
-        let pair = self
-            .pairs
-            .entry(report.key.clone())
-            .or_insert_with(|| PairHistory { minutes: Ring::new(), five_min: Ring::new() });
+    /// Adds one node's minute report; returns the values it left in its
+    /// slots, or None when the report was dropped (too many pairs).
+    pub fn ingest(&mut self, report: &MinuteReport) -> Option<SlotValues> {
+        let pair = self.pair_mut(&report.key)?;
         let reads = u32::try_from(report.reads).unwrap_or(u32::MAX);
-        if let Some(slot) = pair.minutes.slot_mut(report.minute_start_ms / MINUTE_MS) {
+        let (minute, five_min) = (report.minute_start_ms / MINUTE_MS, report.minute_start_ms / FIVE_MIN_MS);
+        let minute_reads = pair.minutes.slot_mut(minute).map(|slot| {
             *slot = slot.saturating_add(reads);
-        }
-        if let Some(slot) = pair.five_min.slot_mut(report.minute_start_ms / FIVE_MIN_MS) {
+            *slot
+        });
+        let five_min_code = pair.five_min.slot_mut(five_min).map(|slot| {
             *slot = encode_log_u16(decode_log_u16(*slot) + report.reads as f64);
+            *slot
+        });
+        Some(SlotValues { minute, minute_reads, five_min, five_min_code })
+    }
+
+    /// Sets `key`'s slots to `values` (a journal replay).
+    pub fn set(&mut self, key: &DemandKey, values: SlotValues) {
+        let Some(pair) = self.pair_mut(key) else { return };
+        if let (Some(reads), Some(slot)) = (values.minute_reads, pair.minutes.slot_mut(values.minute)) {
+            *slot = reads;
         }
+        if let (Some(code), Some(slot)) = (values.five_min_code, pair.five_min.slot_mut(values.five_min)) {
+            *slot = code;
+        }
+    }
+
+    fn pair_mut(&mut self, key: &DemandKey) -> Option<&mut PairHistory> {
+        if !self.pairs.contains_key(key) && self.pairs.len() >= PAIRS_MAX {
+            self.dropped_reports += 1;
+            return None;
+        }
+        Some(
+            self.pairs
+                .entry(key.clone())
+                .or_insert_with(|| PairHistory { minutes: Ring::new(), five_min: Ring::new() }),
+        )
+    }
+
+    /// `key`'s rings for the disk.
+    pub fn record_of(&self, key: &DemandKey) -> Option<PairRecord> {
+        let pair = self.pairs.get(key)?;
+        let (minutes_latest, minutes) = pair.minutes.to_parts();
+        let (five_min_latest, five_min) = pair.five_min.to_parts();
+        Some(PairRecord { minutes_latest, minutes, five_min_latest, five_min })
+    }
+
+    /// Puts back a pair read from the disk; false when the record does not
+    /// fit the rings (or the history is full).
+    pub fn restore(&mut self, key: DemandKey, record: &PairRecord) -> bool {
+        let (Some(minutes), Some(five_min)) = (
+            Ring::from_parts(record.minutes_latest, &record.minutes),
+            Ring::from_parts(record.five_min_latest, &record.five_min),
+        ) else {
+            return false;
+        };
+        if !self.pairs.contains_key(&key) && self.pairs.len() >= PAIRS_MAX {
+            return false;
+        }
+        self.pairs.insert(key, PairHistory { minutes, five_min });
+        true
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &DemandKey> {

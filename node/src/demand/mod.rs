@@ -13,6 +13,7 @@
 pub mod admission;
 pub mod history;
 pub mod recorder;
+pub mod store;
 
 pub use history::DemandHistory;
 pub use recorder::{DemandKey, DemandRecorder, MinuteReport};

@@ -37,7 +37,7 @@ use super::planner::{Action, HostView, Plan, PlannerConfig, ResourceDemand, plan
 use super::share::ShareQueues;
 use crate::demand::history::FIVE_MIN_MS;
 use crate::demand::recorder::MINUTE_MS;
-use crate::demand::{DemandHistory, DemandKey, MinuteReport};
+use crate::demand::{DemandHistory, DemandKey, MinuteReport, store};
 use crate::forecast::forecaster::ForecasterConfig;
 use crate::forecast::{DemandForecast, Forecaster};
 use crate::ids::{GroupId, NodeId};
@@ -45,6 +45,7 @@ use crate::meta::membership::propose_meta;
 use crate::meta::state::{MetaCommand, MetaState, PlacementRecord, PlacementSettings};
 use crate::node::NodeCtx;
 use crate::raft::state_machine::GroupData;
+use crate::storage::SharedEngine;
 
 /// The region key of a resource's total demand.
 pub const REGION_TOTAL: &str = "*";
@@ -96,6 +97,8 @@ struct Inner {
     /// meta voters; the node is told so with its next `DrainDemand`.
     delivered_before_ms: BTreeMap<NodeId, u64>,
     last_plans: Vec<Plan>,
+    /// The sequence number of the next journal record.
+    next_journal_seq: u64,
 }
 
 /// The leader-local placement state, shared by the loop, the API and the
@@ -105,6 +108,9 @@ pub struct PlacementState {
     inner: Arc<Mutex<Inner>>,
     /// What the leader still has to send to each other voter.
     queues: Arc<Mutex<ShareQueues>>,
+    /// Where the history is kept across restarts (`demand::store`); None
+    /// keeps it in memory only.
+    store: Option<SharedEngine>,
 }
 
 fn forecaster_config(settings: &PlacementSettings) -> ForecasterConfig {
@@ -131,26 +137,109 @@ impl PlacementState {
         self.queues.lock().expect("share queues lock poisoned")
     }
 
+    /// The placement state of a node whose history is kept in `engine`:
+    /// what the engine holds is loaded (stored pairs, then the journal
+    /// replayed over them).
+    pub fn open(engine: SharedEngine) -> PlacementState {
+        let state = PlacementState { store: Some(engine.clone()), ..PlacementState::default() };
+        let loaded = match store::load(engine.as_ref()) {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                tracing::warn!(%error, "reading the stored demand history; starting without it");
+                return state;
+            }
+        };
+        {
+            let mut guard = state.lock();
+            let inner = &mut *guard;
+            for (key, stored) in &loaded.pairs {
+                if inner.history.restore(key.clone(), &stored.rings) {
+                    note_first_slot(&mut inner.first_slot, key, stored.first_slot);
+                }
+            }
+            inner.ingested_before_ms = loaded.marks.ingested_before_ms.iter().copied().collect();
+            for (seq, record) in &loaded.journal {
+                apply_journal(inner, record);
+                inner.next_journal_seq = seq + 1;
+            }
+        }
+        tracing::info!(
+            pairs = loaded.pairs.len(),
+            journal = loaded.journal.len(),
+            skipped = loaded.skipped,
+            "demand history loaded"
+        );
+        state
+    }
+
     /// Adds `node`'s minutes to the history, each once: minutes starting
     /// before what was already taken from that node are skipped (reports
     /// come in minute order, and a node reports a minute again until it is
-    /// delivered).
+    /// delivered). With a store, the values they leave are journaled.
     pub fn ingest(&self, reports: &[MinuteReport], node: NodeId, node_reads_last_minute: u64) {
         let mut inner = self.lock();
+        let inner = &mut *inner;
         let before = inner.ingested_before_ms.get(&node).copied().unwrap_or(0);
         let mut next_before = before;
+        let mut slots = Vec::new();
         for report in reports.iter().filter(|r| r.minute_start_ms >= before) {
             next_before = next_before.max(report.minute_start_ms + MINUTE_MS);
-            inner.history.ingest(report);
-            let slot = report.minute_start_ms / FIVE_MIN_MS;
-            let total = DemandKey { resource: report.key.resource.clone(), region: REGION_TOTAL.to_string() };
-            for key in [report.key.clone(), total] {
-                let first = inner.first_slot.entry(key).or_insert(slot);
-                *first = (*first).min(slot);
+            if let Some(values) = inner.history.ingest(report) {
+                note_first_slot(&mut inner.first_slot, &report.key, values.five_min);
+                slots.push((report.key.clone(), values));
             }
         }
         inner.ingested_before_ms.insert(node, next_before);
         inner.node_rps.insert(node, node_reads_last_minute as f64 / 60.0);
+        if let Some(engine) = &self.store
+            && next_before > before
+        {
+            for record in store::journal_records(node, before, next_before, slots) {
+                let seq = inner.next_journal_seq;
+                inner.next_journal_seq += 1;
+                if let Err(error) = store::append_journal(engine.as_ref(), seq, &record) {
+                    tracing::warn!(%error, node, "journaling demand; a restart loses these minutes");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Writes every pair to the store and trims the journal (see
+    /// `demand::store`); the lock is taken once per batch of pairs.
+    pub async fn snapshot(&self) {
+        let Some(engine) = &self.store else { return };
+        let (keys, first_kept_seq) = {
+            let inner = self.lock();
+            (inner.history.keys().cloned().collect::<Vec<_>>(), inner.next_journal_seq)
+        };
+        if keys.is_empty() {
+            return;
+        }
+        for chunk in keys.chunks(store::SNAPSHOT_PAIRS_PER_BATCH) {
+            let pairs: Vec<(DemandKey, store::StoredPair)> = {
+                let inner = self.lock();
+                chunk
+                    .iter()
+                    .filter_map(|key| {
+                        let rings = inner.history.record_of(key)?;
+                        let first_slot = inner.first_slot.get(key).copied().unwrap_or(0);
+                        Some((key.clone(), store::StoredPair { first_slot, rings }))
+                    })
+                    .collect()
+            };
+            if let Err(error) = store::write_pairs(engine.as_ref(), &pairs) {
+                tracing::warn!(%error, "writing the demand history; the journal stays");
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        let marks = store::StoredMarks {
+            ingested_before_ms: self.lock().ingested_before_ms.iter().map(|(n, m)| (*n, *m)).collect(),
+        };
+        if let Err(error) = store::finish_snapshot(engine.as_ref(), &marks, first_kept_seq) {
+            tracing::warn!(%error, "trimming the demand journal");
+        }
     }
 
     fn delivered_before_ms(&self, node: NodeId) -> u64 {
@@ -297,6 +386,25 @@ impl PlacementState {
     pub fn memory_bytes(&self) -> usize {
         self.lock().history.memory_bytes()
     }
+}
+
+/// Notes that `key` (and its resource's total) was seen in `slot`.
+fn note_first_slot(first_slot: &mut BTreeMap<DemandKey, u64>, key: &DemandKey, slot: u64) {
+    let total = DemandKey { resource: key.resource.clone(), region: REGION_TOTAL.to_string() };
+    for key in [key.clone(), total] {
+        let first = first_slot.entry(key).or_insert(slot);
+        *first = (*first).min(slot);
+    }
+}
+
+/// Replays one journal record (sets slots; idempotent).
+fn apply_journal(inner: &mut Inner, record: &store::JournalRecord) {
+    for (key, values) in &record.slots {
+        inner.history.set(key, *values);
+        note_first_slot(&mut inner.first_slot, key, values.five_min);
+    }
+    let mark = inner.ingested_before_ms.entry(record.node_id).or_insert(0);
+    *mark = (*mark).max(record.ingested_before_ms);
 }
 
 fn lock_fed(fed: &Mutex<Fed>) -> std::sync::MutexGuard<'_, Fed> {
@@ -703,11 +811,18 @@ pub async fn plan_once(ctx: &Arc<NodeCtx>) {
 /// new interval takes effect within it rather than after the old one.
 const PLANNING_TICK_MS: u64 = 1_000;
 
-/// Runs on every node; plans only while this node leads the meta group.
+/// Runs on every node: plans while this node leads the meta group, and
+/// snapshots the demand history it holds every `SNAPSHOT_INTERVAL_MS`.
 pub async fn run(ctx: Arc<NodeCtx>) {
     let mut last_pass = tokio::time::Instant::now();
+    let mut last_snapshot = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(PLANNING_TICK_MS)).await;
+        // Every node that holds history (the meta voters) keeps it on disk.
+        if last_snapshot.elapsed() >= Duration::from_millis(store::SNAPSHOT_INTERVAL_MS) {
+            last_snapshot = tokio::time::Instant::now();
+            ctx.placement.snapshot().await;
+        }
         let interval_ms = ctx
             .with_meta(|m| m.placement_settings.planning_interval_ms)
             .unwrap_or(PlacementSettings::default().planning_interval_ms);
@@ -758,6 +873,98 @@ mod tests {
         state.mark_delivered(1, 12 * MINUTE_MS);
         state.mark_delivered(1, 11 * MINUTE_MS);
         assert_eq!((state.delivered_before_ms(1), state.delivered_before_ms(2)), (12 * MINUTE_MS, 0));
+    }
+
+    fn minute(node_minute: u64, resource: &str, region: &str, reads: u64) -> MinuteReport {
+        MinuteReport {
+            minute_start_ms: node_minute * MINUTE_MS,
+            key: DemandKey { resource: resource.to_string(), region: region.to_string() },
+            reads,
+            peak_bucket_reads: reads,
+            shed_reads: 0,
+        }
+    }
+
+    /// Everything a restart must keep: every key's series and first slot,
+    /// and the per-node watermarks.
+    fn kept(state: &PlacementState) -> (Vec<(DemandKey, Vec<f64>, Vec<f64>, u64)>, BTreeMap<NodeId, u64>) {
+        let inner = state.lock();
+        let end_ms = 40 * MINUTE_MS;
+        let keys = inner
+            .first_slot
+            .iter()
+            .map(|(key, first)| {
+                (
+                    key.clone(),
+                    series(&inner.history, key, end_ms, 40, Resolution::Minutes),
+                    series(&inner.history, key, end_ms, 8, Resolution::FiveMinutes),
+                    *first,
+                )
+            })
+            .collect();
+        (keys, inner.ingested_before_ms.clone())
+    }
+
+    #[tokio::test]
+    async fn the_demand_history_survives_a_restart() {
+        let engine: SharedEngine = crate::storage::memory_engine::MemoryEngine::new();
+        let state = PlacementState::open(engine.clone());
+        for m in 0..20 {
+            state.ingest(&[minute(m, "a", "eu", 10 + m), minute(m, "b", "us", 3)], 1, 0);
+            state.ingest(&[minute(m, "a", "eu", 1)], 2, 0);
+            if m == 12 {
+                // A snapshot part way: the rest is only in the journal.
+                state.snapshot().await;
+            }
+        }
+        // A minute reported again is not counted twice.
+        state.ingest(&[minute(19, "a", "eu", 10), minute(20, "a", "us", 7)], 1, 0);
+        let before = kept(&state);
+        let a_eu: f64 =
+            before.0.iter().find(|(key, ..)| key.resource == "a" && key.region == "eu").expect("a/eu").1.iter().sum();
+        assert_eq!(a_eu, (0..20).map(|m| 11.0 + m as f64).sum::<f64>(), "minute 19 of node 1 counted twice");
+        let reopened = PlacementState::open(engine.clone());
+        assert_eq!(kept(&reopened), before, "first restart");
+        // Watermarks came back: a minute node 1 reports again is skipped.
+        reopened.ingest(&[minute(20, "a", "us", 7)], 1, 0);
+        assert_eq!(kept(&reopened), before, "re-reported minute counted");
+        // A snapshot cut short (pairs written, journal not trimmed): the
+        // journal replayed over newer pairs changes nothing.
+        let pairs: Vec<(DemandKey, store::StoredPair)> = {
+            let inner = reopened.lock();
+            inner
+                .history
+                .keys()
+                .map(|key| {
+                    let rings = inner.history.record_of(key).expect("a pair");
+                    (key.clone(), store::StoredPair { first_slot: inner.first_slot[key], rings })
+                })
+                .collect()
+        };
+        store::write_pairs(engine.as_ref(), &pairs).expect("write");
+        assert_eq!(kept(&PlacementState::open(engine.clone())), before, "after a snapshot cut short");
+        // A full snapshot trims the journal and keeps everything.
+        reopened.snapshot().await;
+        assert_eq!(store::load(engine.as_ref()).expect("load").journal.len(), 0);
+        assert_eq!(kept(&PlacementState::open(engine)), before, "after a full snapshot");
+    }
+
+    #[test]
+    fn a_large_batch_is_journaled_in_bounded_records_and_the_last_moves_the_mark() {
+        let engine: SharedEngine = crate::storage::memory_engine::MemoryEngine::new();
+        let state = PlacementState::open(engine.clone());
+        // 100 keys × 250 minutes: 25,000 slots, more than one record (the
+        // engine refuses a value over 56 KiB).
+        let reports: Vec<MinuteReport> =
+            (0..250).flat_map(|m| (0..100).map(move |k| minute(m, &format!("r{k:03}"), "eu", 1 + k))).collect();
+        state.ingest(&reports, 7, 0);
+        let loaded = store::load(engine.as_ref()).expect("load");
+        assert!(loaded.journal.len() > 1, "one record for 25,000 slots");
+        assert_eq!(loaded.journal.iter().map(|(_, r)| r.slots.len()).sum::<usize>(), 25_000);
+        let marks: Vec<u64> = loaded.journal.iter().map(|(_, r)| r.ingested_before_ms).collect();
+        let last = marks.len() - 1;
+        assert!(marks[..last].iter().all(|m| *m == 0) && marks[last] == 250 * MINUTE_MS, "{marks:?}");
+        assert_eq!(kept(&PlacementState::open(engine)), kept(&state));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! | snapshot    | group(8) b'C' snapshot_id(8) chunk(4) | raw snapshot bytes        |
 //! | local       | b"identity"                           | postcard `NodeIdentity`   |
 //! | local       | b"replica/" group(8)                  | postcard `LocalReplica`   |
+//! | local       | b"demand/" ...                        | see `demand::store`       |
 
 use crate::ids::GroupId;
 
