@@ -2,9 +2,10 @@
 //! storage engine (the simulator's seam), to reach inside: the supervisor
 //! restarts a group whose Raft core stopped on a storage failure, idle
 //! groups quiesce and wake on the first request, the standard gRPC
-//! health and reflection services answer, and a replica whose Raft
-//! records rotted on disk is quarantined and replaced under a new replica
-//! id.
+//! health and reflection services answer, a replica whose Raft records
+//! rotted on disk is quarantined and replaced under a new replica id, and
+//! a meta voter that restarts keeps its demand history and receives what
+//! it missed while away.
 
 use std::sync::Arc;
 use std::time::Duration;
