@@ -1,4 +1,5 @@
-//! The meta leader's demand history: per (resource, region), the last six
+//! The demand history every meta voter holds (and keeps on its disk,
+//! `demand::store`): per (resource, region), the last six
 //! hours at one-minute resolution (exact counts) and the last 14 days at
 //! five-minute resolution (log-quantised to 16 bits, relative error below
 //! 0.02%). Minute reports from every node are added in; a slot older than
@@ -144,10 +145,14 @@ impl DemandHistory {
     /// Sets `key`'s slots to `values` (a journal replay).
     pub fn set(&mut self, key: &DemandKey, values: SlotValues) {
         let Some(pair) = self.pair_mut(key) else { return };
-        if let (Some(reads), Some(slot)) = (values.minute_reads, pair.minutes.slot_mut(values.minute)) {
+        if let Some(reads) = values.minute_reads
+            && let Some(slot) = pair.minutes.slot_mut(values.minute)
+        {
             *slot = reads;
         }
-        if let (Some(code), Some(slot)) = (values.five_min_code, pair.five_min.slot_mut(values.five_min)) {
+        if let Some(code) = values.five_min_code
+            && let Some(slot) = pair.five_min.slot_mut(values.five_min)
+        {
             *slot = code;
         }
     }

@@ -3,8 +3,9 @@
 //! time the voter was away).
 //!
 //! Two kinds of record in the node's `local` tree:
-//! - a *journal* record per ingested batch of one node's minutes: the
-//!   values the minutes left in their slots, and the node's new watermark;
+//! - *journal* records for each ingested batch of one node's minutes
+//!   (several when large, written in one atomic batch): the values the
+//!   minutes left in their slots, and the node's new watermark;
 //! - a *pair* record per (resource, region): its rings, written by a
 //!   snapshot every `SNAPSHOT_INTERVAL_MS`, after which the journal before
 //!   the snapshot's start is deleted.
@@ -151,11 +152,10 @@ pub fn load(engine: &dyn StorageEngine) -> io::Result<Loaded> {
 }
 
 /// The journal records of one ingested batch of `node`'s minutes, each
-/// within `JOURNAL_RECORD_SLOT_BYTES_MAX`. Only the last one carries the
-/// node's new mark (`before_ms` → `after_ms`): a crash between them leaves
-/// the later minutes to be taken again rather than skipped. A batch with
-/// no slot (every minute outside the rings) is one empty record that
-/// moves the mark.
+/// within `JOURNAL_RECORD_SLOT_BYTES_MAX` (they are written together,
+/// atomically, by [`append_journal`]). Only the last one carries the
+/// node's new mark (`before_ms` → `after_ms`). A batch with no slot (every
+/// minute outside the rings) is one empty record that moves the mark.
 pub fn journal_records(
     node_id: NodeId,
     before_ms: u64,
@@ -178,9 +178,13 @@ pub fn journal_records(
     records
 }
 
-pub fn append_journal(engine: &dyn StorageEngine, seq: u64, record: &JournalRecord) -> io::Result<()> {
+/// Writes `records` under sequence numbers from `first_seq`, in one
+/// atomic batch: a crash keeps all of one ingest or none of it.
+pub fn append_journal(engine: &dyn StorageEngine, first_seq: u64, records: &[JournalRecord]) -> io::Result<()> {
     let mut batch = WriteBatch::new(Tree::Local);
-    batch.put(journal_key(seq), encode("demand journal", record)?);
+    for (seq, record) in (first_seq..).zip(records) {
+        batch.put(journal_key(seq), encode("demand journal", record)?);
+    }
     engine.write(batch)
 }
 

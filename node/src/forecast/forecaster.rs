@@ -294,6 +294,11 @@ pub struct Forecaster {
     last_observed: f64,
     fitted: Option<FittedPath>,
     fit_failures: u64,
+    /// In a warm start's replay: a fit that failed (other than on too
+    /// short a history) is not retried every step, which would cost a fit
+    /// per replayed step.
+    warming: bool,
+    fit_failed_warming: bool,
     pending: VecDeque<Pending>,
     scores: [Scores; 3],
     cached: Option<(u64, DemandForecast)>,
@@ -308,6 +313,8 @@ impl Forecaster {
             last_observed: 0.0,
             fitted: None,
             fit_failures: 0,
+            warming: false,
+            fit_failed_warming: false,
             pending: VecDeque::new(),
             scores: [Scores::new(&config), Scores::new(&config), Scores::new(&config)],
             cached: None,
@@ -337,9 +344,11 @@ impl Forecaster {
     /// keep. The steps before them are history for the fit only. The replay
     /// fits MSTL + AutoETS once, at its start, instead of every
     /// `refit_every_steps`, and the first [`Self::observe`] after it refits
-    /// on the whole window. So a warm start costs two fits whatever the
-    /// history's length, and the weekly season is there at once when two
-    /// weeks of history are. The replay's residuals come from a fit up to
+    /// on the whole window. So a warm start with at least a day before the
+    /// replay costs two fits whatever the history's length (a failed fit
+    /// is not retried during the replay), and the weekly season is there
+    /// at once when two weeks of history are. A younger key replays at the
+    /// usual refit cadence, on its short history. The replay's residuals come from a fit up to
     /// `calibration_window` steps old (re-anchored every step); new steps
     /// replace them.
     pub fn warm_start(config: ForecasterConfig, history: &[f64]) -> Result<Forecaster, ConfigError> {
@@ -350,9 +359,20 @@ impl Forecaster {
         for requests in prefix {
             forecaster.record(*requests);
         }
+        // One fit for the replay needs a prefix worth fitting (a day);
+        // a young key replays at the usual refit cadence, which is cheap
+        // on its short history.
+        let refit_every_steps = if prefix.len() >= forecaster.config.history_steps_min {
+            replay.len()
+        } else {
+            forecaster.config.refit_every_steps
+        };
+        forecaster.warming = true;
         for requests in replay {
-            forecaster.observe_refitting_every(*requests, replay.len());
+            forecaster.observe_refitting_every(*requests, refit_every_steps);
         }
+        forecaster.warming = false;
+        forecaster.fit_failed_warming = false;
         assert!(forecaster.pending.len() <= forecaster.config.horizon_steps, "pending forecasts outlive the horizon");
         Ok(forecaster)
     }
@@ -480,6 +500,9 @@ impl Forecaster {
                 offset >= refit_every_steps as u64 || offset as usize + horizon > fitted.path.len()
             }
         };
+        if refit_due && self.warming && self.fit_failed_warming {
+            return None;
+        }
         if refit_due {
             let history: &[f64] = self.history_log.make_contiguous();
             let steps = refit_every_steps + horizon;
@@ -488,6 +511,7 @@ impl Forecaster {
                 Err(error) => {
                     if !matches!(error, model::ModelError::TooShort { .. }) {
                         self.fit_failures += 1;
+                        self.fit_failed_warming = self.warming;
                         tracing::debug!(%error, "MSTL/AutoETS fit failed; baselines answer");
                     }
                     self.fitted = None;

@@ -141,14 +141,16 @@ impl PlacementState {
     /// what the engine holds is loaded (stored pairs, then the journal
     /// replayed over them).
     pub fn open(engine: SharedEngine) -> PlacementState {
-        let state = PlacementState { store: Some(engine.clone()), ..PlacementState::default() };
         let loaded = match store::load(engine.as_ref()) {
             Ok(loaded) => loaded,
             Err(error) => {
-                tracing::warn!(%error, "reading the stored demand history; starting without it");
-                return state;
+                // Without knowing the last journal record, new ones could
+                // overwrite old ones: keep the history in memory only.
+                tracing::warn!(%error, "reading the stored demand history; keeping it in memory only");
+                return PlacementState::default();
             }
         };
+        let state = PlacementState { store: Some(engine), ..PlacementState::default() };
         {
             let mut guard = state.lock();
             let inner = &mut *guard;
@@ -194,13 +196,11 @@ impl PlacementState {
         if let Some(engine) = &self.store
             && next_before > before
         {
-            for record in store::journal_records(node, before, next_before, slots) {
-                let seq = inner.next_journal_seq;
-                inner.next_journal_seq += 1;
-                if let Err(error) = store::append_journal(engine.as_ref(), seq, &record) {
-                    tracing::warn!(%error, node, "journaling demand; a restart loses these minutes");
-                    break;
-                }
+            let records = store::journal_records(node, before, next_before, slots);
+            let first_seq = inner.next_journal_seq;
+            inner.next_journal_seq += records.len() as u64;
+            if let Err(error) = store::append_journal(engine.as_ref(), first_seq, &records) {
+                tracing::warn!(%error, node, "journaling demand; a restart loses these minutes");
             }
         }
     }
@@ -832,6 +832,9 @@ pub async fn run(ctx: Arc<NodeCtx>) {
         last_pass = tokio::time::Instant::now();
         if ctx.meta_group().is_some_and(|g| g.is_leader()) {
             plan_once(&ctx).await;
+        } else {
+            // Only a leader sends demand to the voters.
+            ctx.placement.share_queues().clear();
         }
     }
 }

@@ -4,16 +4,20 @@
 //! Every planning pass the leader drains each node's complete minutes
 //! (`service::collect`) and hands them here as one *batch*. Each other
 //! voter has a queue of the batches it has not acknowledged, sent in order
-//! by at most one task at a time: a voter counts a node's minute once and
-//! skips minutes older than the newest it has from that node, so batches
-//! must never overtake each other. A voter that is down or slow keeps its
-//! queue, up to `SHARE_BACKLOG_REPORTS_MAX` minute reports (the oldest
-//! batches go first), and receives it in order when it answers again. A
-//! batch's minutes are marked delivered once a majority of the voters
-//! (this one included) has it; the nodes forget them on their next drain.
+//! by at most one task at a time (a queue's generation tells a task for an
+//! earlier queue of the same voter to stop): a voter counts a node's
+//! minute once and skips minutes older than the newest it has from that
+//! node, so batches must never overtake each other. A voter that is down
+//! or slow keeps its queue, up to `SHARE_BACKLOG_REPORTS_MAX` entries and
+//! `SHARE_BACKLOG_BATCHES_MAX` batches (the oldest go first), and receives
+//! it in order from the next pass after it answers again. A batch's minutes
+//! are marked delivered once a majority of the voters (this one included)
+//! has acknowledged it; the nodes forget them on their next drain. A voter
+//! acknowledges before its journal reaches the disk (`demand::store`).
 //!
-//! The queues live on the leader only: a voter that misses batches while
-//! the leader changes, or more than its backlog holds, keeps a gap.
+//! The queues live on the leader only and are dropped when it stops
+//! leading: a voter that misses batches while the leader changes, or more
+//! than its queue holds, keeps a gap.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -27,9 +31,13 @@ use crate::demand::recorder::MINUTE_MS;
 use crate::ids::NodeId;
 use crate::node::NodeCtx;
 
-/// Minute reports a voter's queue holds at most (~100 bytes each): beyond
-/// it the oldest batches are dropped and that voter's history has a gap.
+/// Entries (minute reports and resource sizes, ~100 bytes each) a voter's
+/// queue holds at most: beyond it the oldest batches are dropped and that
+/// voter's history has a gap.
 pub const SHARE_BACKLOG_REPORTS_MAX: usize = 500_000;
+/// Batches a voter's queue holds at most (a day of one-minute passes),
+/// however small they are.
+pub const SHARE_BACKLOG_BATCHES_MAX: usize = 1_440;
 /// How long one `ShareDemand` call may take.
 const SHARE_TIMEOUT_MS: u64 = 2_000;
 
@@ -46,7 +54,8 @@ pub struct Batch {
 
 impl Batch {
     fn new(requests: Vec<peer::ShareDemandRequest>, acks_needed: usize) -> Batch {
-        let reports = requests.iter().filter_map(|r| r.demand.as_ref()).map(|d| d.minutes.len()).sum();
+        let reports =
+            requests.iter().filter_map(|r| r.demand.as_ref()).map(|d| d.minutes.len() + d.resource_sizes.len()).sum();
         let ends = requests
             .iter()
             .filter_map(|r| {
@@ -67,6 +76,10 @@ impl Batch {
 /// The batches one voter has not acknowledged, oldest first.
 #[derive(Default)]
 pub struct VoterQueue {
+    /// Tells this queue from an earlier one of the same voter (removed
+    /// when it left the voters or this node stopped leading): a task
+    /// started for an earlier queue stops instead of sending this one.
+    generation: u64,
     batches: VecDeque<Arc<Batch>>,
     reports: usize,
     /// A task is sending this queue.
@@ -77,11 +90,12 @@ pub struct VoterQueue {
 
 impl VoterQueue {
     /// Appends `batch`, dropping the oldest batches while the queue holds
-    /// more than `reports_max` reports (the newest batch always stays).
+    /// more than `reports_max` entries or `SHARE_BACKLOG_BATCHES_MAX`
+    /// batches (the newest batch always stays).
     fn push(&mut self, batch: Arc<Batch>, reports_max: usize) {
         self.reports += batch.reports;
         self.batches.push_back(batch);
-        while self.reports > reports_max && self.batches.len() > 1 {
+        while (self.reports > reports_max || self.batches.len() > SHARE_BACKLOG_BATCHES_MAX) && self.batches.len() > 1 {
             let dropped = self.batches.pop_front().expect("more than one batch");
             self.reports -= dropped.reports;
             self.dropped += 1;
@@ -106,29 +120,40 @@ impl VoterQueue {
 #[derive(Default)]
 pub struct ShareQueues {
     voters: BTreeMap<NodeId, VoterQueue>,
+    generations: u64,
 }
 
 impl ShareQueues {
     /// Queues `batch` for each of `voters` (forgetting queues of nodes that
-    /// are no longer voters) and returns the voters no task is sending to.
-    fn push(&mut self, batch: &Arc<Batch>, voters: &[NodeId], reports_max: usize) -> Vec<NodeId> {
+    /// are no longer voters) and returns the voters no task is sending to,
+    /// with their queue's generation (the task's ticket).
+    fn push(&mut self, batch: &Arc<Batch>, voters: &[NodeId], reports_max: usize) -> Vec<(NodeId, u64)> {
         self.voters.retain(|node, _| voters.contains(node));
         let mut idle = Vec::new();
         for node in voters {
-            let queue = self.voters.entry(*node).or_default();
+            if !self.voters.contains_key(node) {
+                self.generations += 1;
+                self.voters.insert(*node, VoterQueue { generation: self.generations, ..VoterQueue::default() });
+            }
+            let queue = self.voters.get_mut(node).expect("inserted above");
             queue.push(batch.clone(), reports_max);
             if !queue.sending {
                 queue.sending = true;
-                idle.push(*node);
+                idle.push((*node, queue.generation));
             }
         }
         idle
     }
 
+    /// `node`'s queue, if it is still the one of `generation`.
+    fn queue(&mut self, node: NodeId, generation: u64) -> Option<&mut VoterQueue> {
+        self.voters.get_mut(&node).filter(|q| q.generation == generation)
+    }
+
     /// The next batch for `node`, or None (and its task stops) when its
-    /// queue is empty.
-    fn next(&mut self, node: NodeId) -> Option<Arc<Batch>> {
-        let queue = self.voters.get_mut(&node)?;
+    /// queue is empty or no longer the task's.
+    fn next(&mut self, node: NodeId, generation: u64) -> Option<Arc<Batch>> {
+        let queue = self.queue(node, generation)?;
         let next = queue.front();
         if next.is_none() {
             queue.sending = false;
@@ -136,18 +161,24 @@ impl ShareQueues {
         next
     }
 
-    fn sent(&mut self, node: NodeId, batch: &Arc<Batch>) {
-        if let Some(queue) = self.voters.get_mut(&node) {
+    fn sent(&mut self, node: NodeId, generation: u64, batch: &Arc<Batch>) {
+        if let Some(queue) = self.queue(node, generation) {
             queue.sent(batch);
         }
     }
 
     /// The task for `node` stops (the voter did not answer); the queue
     /// stays for the next pass.
-    fn stalled(&mut self, node: NodeId) {
-        if let Some(queue) = self.voters.get_mut(&node) {
+    fn stalled(&mut self, node: NodeId, generation: u64) {
+        if let Some(queue) = self.queue(node, generation) {
             queue.sending = false;
         }
+    }
+
+    /// Forgets every queue (this node no longer leads the meta group);
+    /// their tasks stop at their next step.
+    pub fn clear(&mut self) {
+        self.voters.clear();
     }
 
     /// Per voter: (batches queued, reports queued, batches dropped).
@@ -180,8 +211,8 @@ pub fn share(ctx: &Arc<NodeCtx>, drained: Vec<peer::ShareDemandRequest>) {
         mark_delivered(&ctx.placement, &batch);
     }
     let idle = ctx.placement.share_queues().push(&batch, &others, SHARE_BACKLOG_REPORTS_MAX);
-    for node in idle {
-        tokio::spawn(send_queue(ctx.clone(), node));
+    for (node, generation) in idle {
+        tokio::spawn(send_queue(ctx.clone(), node, generation));
     }
 }
 
@@ -191,19 +222,19 @@ fn mark_delivered(placement: &PlacementState, batch: &Batch) {
     }
 }
 
-/// Sends `voter`'s queue in order until it is empty or the voter fails to
-/// answer.
-async fn send_queue(ctx: Arc<NodeCtx>, voter: NodeId) {
+/// Sends `voter`'s queue (of `generation`) in order until it is empty, is
+/// replaced, or the voter fails to answer.
+async fn send_queue(ctx: Arc<NodeCtx>, voter: NodeId, generation: u64) {
     loop {
         // The guard must not live across the send.
-        let next = ctx.placement.share_queues().next(voter);
+        let next = ctx.placement.share_queues().next(voter, generation);
         let Some(batch) = next else { return };
         if let Err(error) = send(&ctx, voter, &batch).await {
             tracing::debug!(voter, %error, "sharing demand; the batch stays queued");
-            ctx.placement.share_queues().stalled(voter);
+            ctx.placement.share_queues().stalled(voter, generation);
             return;
         }
-        ctx.placement.share_queues().sent(voter, &batch);
+        ctx.placement.share_queues().sent(voter, generation, &batch);
         if batch.acknowledge() {
             mark_delivered(&ctx.placement, &batch);
         }
@@ -250,29 +281,38 @@ mod tests {
         let mut queues = ShareQueues::default();
         let (first, second) = (batch(1, &[10, 11], 1), batch(1, &[12], 1));
         // One sender starts for each voter; a second push starts none.
-        assert_eq!(queues.push(&first, &[2, 3], 100), vec![2, 3]);
+        assert_eq!(queues.push(&first, &[2, 3], 100), vec![(2, 1), (3, 2)]);
         assert!(queues.push(&second, &[2, 3], 100).is_empty());
         // Voter 2 answers, voter 3 does not: 3's sender stops and keeps
         // both batches, then resumes from the first at the next push.
-        let next = queues.next(2).expect("a batch");
+        let next = queues.next(2, 1).expect("a batch");
         assert!(Arc::ptr_eq(&next, &first));
-        queues.sent(2, &next);
+        queues.sent(2, 1, &next);
         assert!(next.acknowledge(), "one other voter makes the majority of three");
         assert!(!next.acknowledge(), "counted once");
-        queues.stalled(3);
+        queues.stalled(3, 2);
         let third = batch(1, &[13], 1);
-        assert_eq!(queues.push(&third, &[2, 3], 100), vec![3]);
+        assert_eq!(queues.push(&third, &[2, 3], 100), vec![(3, 2)]);
         assert_eq!(queues.backlog()[&3], (3, 4, 0));
         for expected in [&first, &second, &third] {
-            let next = queues.next(3).expect("a batch");
+            let next = queues.next(3, 2).expect("a batch");
             assert!(Arc::ptr_eq(&next, expected), "out of order");
-            queues.sent(3, &next);
+            queues.sent(3, 2, &next);
         }
-        assert!(queues.next(3).is_none());
+        assert!(queues.next(3, 2).is_none());
         // The sender stopped on the empty queue: the next push starts one.
-        assert_eq!(queues.push(&batch(1, &[14], 1), &[3], 100), vec![3]);
-        // Voter 2 left the voters: its queue is gone.
+        assert_eq!(queues.push(&batch(1, &[14], 1), &[3], 100), vec![(3, 2)]);
+        // Voter 2 left the voters: its queue is gone. When it is back, its
+        // new queue has a new generation, and a task still running for
+        // the old one stops instead of sending it.
         assert!(!queues.backlog().contains_key(&2));
+        assert_eq!(queues.push(&batch(1, &[15], 1), &[2, 3], 100), vec![(2, 3)]);
+        assert!(queues.next(2, 1).is_none(), "a task of the old queue sent the new one");
+        queues.stalled(2, 1);
+        assert!(queues.next(2, 3).is_some());
+        // Leadership lost: every queue goes, and their tasks stop.
+        queues.clear();
+        assert!(queues.next(3, 2).is_none() && queues.backlog().is_empty());
     }
 
     #[test]
@@ -283,13 +323,18 @@ mod tests {
         }
         // 2 reports each, at most 6: the two oldest of five were dropped.
         assert_eq!(queues.backlog()[&2], (3, 6, 2));
-        let next = queues.next(2).expect("a batch");
+        let next = queues.next(2, 1).expect("a batch");
         assert_eq!(next.ends, vec![(1, 102 * MINUTE_MS + MINUTE_MS)]);
         // A batch larger than the bound still goes, alone.
         queues.push(&batch(1, &(0..10).collect::<Vec<_>>(), 1), &[2], 6);
         assert_eq!(queues.backlog()[&2], (1, 10, 5));
         // A dropped batch that was being sent is not popped twice.
-        queues.sent(2, &next);
+        queues.sent(2, 1, &next);
         assert_eq!(queues.backlog()[&2], (1, 10, 5));
+        // Empty batches (nothing but sizes, or nothing) are bounded too.
+        for _ in 0..SHARE_BACKLOG_BATCHES_MAX + 5 {
+            queues.push(&batch(1, &[], 1), &[2], 6);
+        }
+        assert_eq!(queues.backlog()[&2].0, SHARE_BACKLOG_BATCHES_MAX);
     }
 }
