@@ -46,8 +46,6 @@ pub const JOURNAL_RECORD_SLOT_BYTES_MAX: usize = 48 * 1024;
 /// An upper bound of one slot's encoding besides its key's strings
 /// (string lengths, minute and slot indexes, values).
 const SLOT_BYTES_OVERHEAD: usize = 40;
-/// Records read per page while loading.
-const LOAD_PAGE: usize = 1_000;
 
 const JOURNAL_PREFIX: &[u8] = b"demand/j/";
 const JOURNAL_END: &[u8] = b"demand/j0";
@@ -109,27 +107,9 @@ fn key_of_pair(bytes: &[u8]) -> Option<DemandKey> {
     })
 }
 
-/// Every record in `[start, end)`, page by page.
-fn scan(engine: &dyn StorageEngine, start: &[u8], end: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut all = Vec::new();
-    let mut from = start.to_vec();
-    loop {
-        let page = engine.range(Tree::Local, &from, end, LOAD_PAGE)?;
-        let full = page.len() == LOAD_PAGE;
-        if let Some((last, _)) = page.last() {
-            from = last.clone();
-            from.push(0);
-        }
-        all.extend(page);
-        if !full {
-            return Ok(all);
-        }
-    }
-}
-
 pub fn load(engine: &dyn StorageEngine) -> io::Result<Loaded> {
     let mut loaded = Loaded::default();
-    for (key, value) in scan(engine, PAIR_PREFIX, PAIR_END)? {
+    for (key, value) in engine.range(Tree::Local, PAIR_PREFIX, PAIR_END, usize::MAX)? {
         match (key_of_pair(&key), decode::<StoredPair>("demand pair", &value)) {
             (Some(pair), Ok(stored)) => loaded.pairs.push((pair, stored)),
             _ => loaded.skipped += 1,
@@ -141,7 +121,7 @@ pub fn load(engine: &dyn StorageEngine) -> io::Result<Loaded> {
             Err(_) => loaded.skipped += 1,
         }
     }
-    for (key, value) in scan(engine, JOURNAL_PREFIX, JOURNAL_END)? {
+    for (key, value) in engine.range(Tree::Local, JOURNAL_PREFIX, JOURNAL_END, usize::MAX)? {
         let seq = key.strip_prefix(JOURNAL_PREFIX).and_then(|s| <[u8; 8]>::try_from(s).ok()).map(u64::from_be_bytes);
         match (seq, decode::<JournalRecord>("demand journal", &value)) {
             (Some(seq), Ok(record)) => loaded.journal.push((seq, record)),
