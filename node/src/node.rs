@@ -121,6 +121,8 @@ pub struct NodeCtx {
     pub blob_stats: crate::blob::BlobStats,
     pub scrubber: crate::blob::scrub::Scrubber,
     pub active_shard_writes: crate::blob::holder::ActiveWrites,
+    /// Holders whose shard writes failed recently (left out of layouts).
+    pub holder_failures: crate::blob::quorum::HolderFailures,
     /// Read counts per (resource, region), drained by the meta leader.
     pub demand: crate::demand::DemandRecorder,
     /// Sheds reads above `read_capacity_rps`.
@@ -264,6 +266,7 @@ impl Node {
             blob_stats: Default::default(),
             scrubber: Default::default(),
             active_shard_writes: Default::default(),
+            holder_failures: Default::default(),
             demand: Default::default(),
             admission,
             placement,
@@ -336,6 +339,11 @@ impl Node {
             ctx.clone(),
             ctx.config.scrub_bytes_per_s,
             Duration::from_millis(ctx.config.scrub_interval_ms),
+        )));
+        tasks.push(tokio::spawn(crate::blob::handoff::run(
+            ctx.clone(),
+            Duration::from_millis(ctx.config.gc_interval_ms),
+            Duration::from_millis(ctx.config.orphan_grace_ms),
         )));
         tasks.push(tokio::spawn(crate::blob::gc::run(
             ctx.clone(),

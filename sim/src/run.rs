@@ -14,12 +14,16 @@ use std::time::Duration;
 use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
+use shadowstore_node::blob::manifest::BlobManifest;
+use shadowstore_node::blob::shard_store::ChunkAddr;
+use shadowstore_node::blob::shard_store::parse_chunk_key;
 use shadowstore_node::config::NodeConfig;
 use shadowstore_node::group::Group;
 use shadowstore_node::ids::META_GROUP_ID;
 use shadowstore_node::node::Node;
 use shadowstore_node::node::NodeCtx;
 use shadowstore_node::node::Seams;
+use shadowstore_node::raft::state_machine::GroupData;
 use shadowstore_node::rng::NodeRng;
 use shadowstore_node::storage::StorageEngine;
 use shadowstore_node::storage::Tree;
@@ -306,8 +310,10 @@ fn node_config(i: usize, nodes: usize, bootstrap: bool) -> NodeConfig {
         bootstrap,
         join: if bootstrap { Vec::new() } else { (0..nodes).filter(|&j| j != i).map(node_addr).collect() },
         quiesce_after_ms: 2_000,
-        // Often enough that rotted shards are found and repaired in a run.
+        // Often enough that rotted shards are found and repaired, removed
+        // replicas' shards handed off and narrow blobs re-encoded in a run.
         scrub_interval_ms: 3_000,
+        gc_interval_ms: 3_000,
         ..NodeConfig::default()
     }
 }
@@ -469,6 +475,8 @@ pub fn run_seed(cfg: &RunConfig) -> RunReport {
     let mut lost_nodes: HashSet<u64> = HashSet::new();
     // Rotted records not yet repaired.
     let mut rots: Vec<Rot> = Vec::new();
+    // Blobs on record at the last damage fault (see `exposed_blobs_healed`).
+    let mut exposed: HashSet<(u64, u64)> = HashSet::new();
     let mut next_sample = 0;
     let mut failure: Option<String> = None;
     let mut trace = std::collections::hash_map::DefaultHasher::new();
@@ -489,8 +497,9 @@ pub fn run_seed(cfg: &RunConfig) -> RunReport {
             next_fault += 1;
             rots.retain(|r| r.outstanding(&slots.borrow()));
             if let Fault::WipeDisk { node, down_ms } = f
-                && let Err(why) =
-                    survives_disk_loss(&slots.borrow(), &lost_nodes).and_then(|()| no_damage_outstanding(&rots))
+                && let Err(why) = survives_disk_loss(&slots.borrow(), &lost_nodes)
+                    .and_then(|()| no_damage_outstanding(&rots))
+                    .and_then(|()| exposed_blobs_healed(&slots.borrow(), &exposed))
             {
                 // Three replicas survive one lost disk, not a second one
                 // before the first was re-replicated: that needs an
@@ -500,19 +509,28 @@ pub fn run_seed(cfg: &RunConfig) -> RunReport {
                 f = Fault::Crash { node, down_ms, torn_batches: 0 };
                 faults[next_fault - 1].fault = f;
             }
-            if let Fault::WipeDisk { node, .. } = f
-                && let Some(id) = slots.borrow()[node].ctx.as_ref().and_then(|c| c.identity())
-            {
-                lost_nodes.insert(id.node_id);
+            if let Fault::WipeDisk { node, .. } = f {
+                exposed = blobs_on_record(&slots.borrow());
+                if let Some(id) = slots.borrow()[node].ctx.as_ref().and_then(|c| c.identity()) {
+                    lost_nodes.insert(id.node_id);
+                }
             }
             let isolated = match f {
                 Fault::RotShard { .. } | Fault::RotRaft { .. } => {
-                    let gate = no_damage_outstanding(&rots).and_then(|()| match f {
-                        Fault::RotRaft { .. } => survives_disk_loss(&slots.borrow(), &lost_nodes),
-                        _ => Ok(()),
-                    });
+                    let gate = no_damage_outstanding(&rots)
+                        .and_then(|()| exposed_blobs_healed(&slots.borrow(), &exposed))
+                        .and_then(|()| match f {
+                            Fault::RotRaft { .. } => survives_disk_loss(&slots.borrow(), &lost_nodes),
+                            _ => Ok(()),
+                        });
                     match gate {
-                        Ok(()) => rots.extend(apply_rot(&slots.borrow(), f)),
+                        Ok(()) => {
+                            let on_record = blobs_on_record(&slots.borrow());
+                            if let Some(rot) = apply_rot(&slots.borrow(), f) {
+                                rots.push(rot);
+                                exposed = on_record;
+                            }
+                        }
                         Err(why) => tracing::info!(%why, "rot skipped"),
                     }
                     vec![]
@@ -705,44 +723,122 @@ fn raft_rot_candidates(slot: &NodeSlot) -> Vec<(Tree, Vec<u8>, u64, u64)> {
     out
 }
 
-/// Byte of a shard chunk key that holds the shard index (keys are group,
-/// blob: 8 bytes each; shard: 1; stripe: 4; chunk: 2; see
-/// `node/src/blob/shard_store.rs`).
-const CHUNK_KEY_SHARD_BYTE: usize = 16;
-const CHUNK_KEY_BYTES: usize = 23;
-/// Other shards of a stripe that must be on disk elsewhere before one of
-/// its chunks may rot (k = 2 of 3 shards on three voters).
-const ROT_SIBLINGS_MIN: usize = 2;
-
-/// Chunks on `node` that may rot without exceeding what erasure coding
-/// tolerates: every other shard of the same chunk is on another node's
-/// disk. A write acknowledged without every holder (one was down) has no
-/// spare shard until the scrubber rebuilds it; rotting one of its shards
-/// would be a second fault on a stripe that tolerates one.
+/// Chunks on `node` that may rot, weakest first: the chunks of retained
+/// blobs whose stripe has the fewest shards stored on any disk (a blob
+/// written while a holder was down, or not yet rebuilt), so a write
+/// acknowledged with too little margin is what rot finds. Whether rotting
+/// one now exceeds the durability promise is decided by the damage gate
+/// (`exposed_blobs_healed`), not here.
 fn rot_candidates(slots: &[NodeSlot], node: usize) -> Vec<Vec<u8>> {
-    let elsewhere: HashSet<Vec<u8>> = slots
-        .iter()
-        .enumerate()
-        .filter(|(j, _)| *j != node)
-        .flat_map(|(_, s)| s.engine.durable_keys(Tree::Shards))
-        .collect();
-    slots[node]
+    let retained = retained_manifests(slots);
+    // (group, blob, stripe, chunk) → shards stored on some disk.
+    let mut copies: HashMap<(u64, u64, u32, u16), HashSet<u8>> = HashMap::new();
+    for s in slots {
+        for a in s.engine.durable_keys(Tree::Shards).iter().filter_map(|k| parse_chunk_key(k)) {
+            copies.entry((a.group, a.blob, a.stripe, a.chunk)).or_default().insert(a.shard);
+        }
+    }
+    let mut mine: Vec<(usize, Vec<u8>)> = slots[node]
         .engine
         .durable_keys(Tree::Shards)
         .into_iter()
-        .filter(|k| k.len() == CHUNK_KEY_BYTES)
-        .filter(|k| {
-            let siblings = (0..=u8::MAX)
-                .filter(|s| *s != k[CHUNK_KEY_SHARD_BYTE])
-                .filter(|s| {
-                    let mut sibling = k.clone();
-                    sibling[CHUNK_KEY_SHARD_BYTE] = *s;
-                    elsewhere.contains(&sibling)
-                })
-                .count();
-            siblings >= ROT_SIBLINGS_MIN
+        .filter_map(|k| {
+            let a = parse_chunk_key(&k)?;
+            retained.contains_key(&(a.group, a.blob)).then_some(())?;
+            let n = copies.get(&(a.group, a.blob, a.stripe, a.chunk)).map_or(0, |c| c.len());
+            Some((n, k))
         })
-        .collect()
+        .collect();
+    let weakest = mine.iter().map(|(n, _)| *n).min();
+    mine.retain(|(n, _)| Some(*n) == weakest);
+    mine.into_iter().map(|(_, k)| k).collect()
+}
+
+/// The retained blob manifests of every resource group, from the replica
+/// that applied the most of it.
+fn retained_manifests(slots: &[NodeSlot]) -> BTreeMap<(u64, u64), Arc<BlobManifest>> {
+    let mut best: BTreeMap<u64, Arc<Group>> = BTreeMap::new();
+    for s in slots {
+        let Some(ctx) = &s.ctx else { continue };
+        for g in ctx.registry.all() {
+            if g.id == META_GROUP_ID {
+                continue;
+            }
+            let applied = |g: &Group| g.state.applied_index();
+            if best.get(&g.id).is_none_or(|b| applied(b) < applied(&g)) {
+                best.insert(g.id, g);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (group, g) in best {
+        let st = g.state.read();
+        if let GroupData::Resource(rs) = &st.data {
+            out.extend(rs.blobs().map(|m| ((group, m.blob_id), m.clone())));
+        }
+    }
+    out
+}
+
+/// Every blob some disk holds a shard of or some state refers to: what a
+/// damage fault applied now may hit.
+fn blobs_on_record(slots: &[NodeSlot]) -> HashSet<(u64, u64)> {
+    let mut out: HashSet<(u64, u64)> = retained_manifests(slots).into_keys().collect();
+    for s in slots {
+        out.extend(
+            s.engine.durable_keys(Tree::Shards).iter().filter_map(|k| parse_chunk_key(k)).map(|a| (a.group, a.blob)),
+        );
+    }
+    out
+}
+
+/// The damage gate of the durability promise (an acknowledged write
+/// survives the loss of any one node, its disk or its replica, after the
+/// acknowledgement): damage (a rot or a lost disk) may hit a blob that was
+/// on record at the previous damage only once that blob healed, i.e.
+/// every shard of it is again stored in full, matching its manifest, on
+/// some disk. A second damage before that would be a second failure after
+/// its acknowledgement, which the promise does not cover. Blobs written
+/// since the previous damage take their first failure, whatever layout
+/// they were written in.
+fn exposed_blobs_healed(slots: &[NodeSlot], exposed: &HashSet<(u64, u64)>) -> Result<(), String> {
+    let manifests = retained_manifests(slots);
+    let mut stored: HashMap<ChunkAddr, Vec<Vec<u8>>> = HashMap::new();
+    for s in slots {
+        for k in s.engine.durable_keys(Tree::Shards) {
+            let Some(a) = parse_chunk_key(&k) else { continue };
+            if !exposed.contains(&(a.group, a.blob)) {
+                continue;
+            }
+            if let Some(v) = s.engine.durable_value(Tree::Shards, &k) {
+                stored.entry(a).or_default().push(v);
+            }
+        }
+    }
+    for (&(group, blob), m) in &manifests {
+        if !exposed.contains(&(group, blob)) {
+            continue;
+        }
+        for shard in 0..m.layout.shards() {
+            for stripe in 0..m.layout.stripes() {
+                for chunk in 0..m.layout.chunks_in_shard(stripe) {
+                    let a = ChunkAddr { group, blob, shard: shard as u8, stripe, chunk: chunk as u16 };
+                    let good = stored.get(&a).is_some_and(|copies| {
+                        copies.iter().any(|c| {
+                            c.len() == m.layout.chunk_len(stripe, chunk) as usize
+                                && crc32fast::hash(c) == m.crc(stripe, shard, chunk)
+                        })
+                    });
+                    if !good {
+                        return Err(format!(
+                            "blob {blob:x} of group {group} (on record at the last damage) still lacks chunk {stripe}/{chunk} of shard {shard}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The node leading the `nth` resource group (by group id, modulo their

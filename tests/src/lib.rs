@@ -321,3 +321,47 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Flips one bit of the group's last Raft log record (or of its vote, if a
+/// snapshot already purged the log) in a stopped node's sled: rot above
+/// sled's own checks, beneath the node's record seals.
+pub async fn rot_raft_record(data_dir: &Path, group: u64) {
+    use shadowstore_node::storage::StorageEngine;
+    use shadowstore_node::storage::Tree;
+    use shadowstore_node::storage::WriteBatch;
+    use shadowstore_node::storage::keys;
+    use shadowstore_node::storage::sled_engine::SledEngine;
+
+    let engine = SledEngine::open(data_dir, 8 << 20).expect("open stopped node's sled");
+    let last_entry =
+        engine.last_in_range(Tree::Log, &keys::group_start(group), &keys::group_end(group)).expect("read the log");
+    let (tree, key, mut value) = match last_entry {
+        Some((k, v)) => (Tree::Log, k, v),
+        None => {
+            let k = keys::raft_state(group, keys::VOTE_TAG);
+            let v = engine.get(Tree::RaftState, &k).expect("read the vote").expect("a vote record");
+            (Tree::RaftState, k, v)
+        }
+    };
+    value[0] ^= 0x10;
+    let mut b = WriteBatch::new(tree);
+    b.put(key, value);
+    engine.write(b).expect("write the rotted record");
+    StorageEngine::sync(engine.clone()).await.expect("sync");
+}
+
+/// Waits until the leader of `resource` knows replica `replica` stores
+/// every committed entry (a follower that has not started its replica yet
+/// has no Raft record to rot).
+pub async fn wait_replica_caught_up(c: &Client, resource: &str, replica: u64) -> anyhow::Result<()> {
+    eventually(Duration::from_secs(30), || {
+        let c = c.clone();
+        async move {
+            let d = c.describe_resource(resource).await?;
+            let matched = d.progress.iter().find(|p| p.replica_id == replica).and_then(|p| p.matched_index);
+            anyhow::ensure!(matched >= Some(d.committed_index), "follower at {matched:?} of {}", d.committed_index);
+            Ok(())
+        }
+    })
+    .await
+}

@@ -176,8 +176,10 @@ async fn large_blobs_holders_down_and_concurrent_writers() {
                 .filter_map(|r| r.as_ref().ok())
                 .map(|s| s.orphan_shards_collected)
                 .sum();
-            // 15 expired versions, 3 shards each.
-            anyhow::ensure!(now >= orphans_before + 45, "collected {} of 45", now - orphans_before);
+            // 15 expired versions, 3 shards each in the group's code, or 2
+            // if a write ran while the restarted holder was still counted
+            // out (written as a mirror, docs/ARCHITECTURE.md).
+            anyhow::ensure!(now >= orphans_before + 30, "collected {} of at least 30", now - orphans_before);
             Ok(())
         }
     })

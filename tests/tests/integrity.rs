@@ -5,39 +5,14 @@
 //! node (all three nodes host the resource) under a new replica id, and
 //! nothing written is lost.
 
-use std::path::Path;
 use std::time::Duration;
 
-use shadowstore_node::storage::StorageEngine;
-use shadowstore_node::storage::Tree;
-use shadowstore_node::storage::WriteBatch;
-use shadowstore_node::storage::keys;
-use shadowstore_node::storage::sled_engine::SledEngine;
 use shadowstore_tests::Cluster;
 use shadowstore_tests::eventually;
 use shadowstore_tests::pseudo_random;
+use shadowstore_tests::rot_raft_record;
 use shadowstore_tests::tail;
-
-/// Flips one bit of the group's last Raft log record (or of its vote, if a
-/// snapshot already purged the log) in a stopped node's sled.
-async fn rot_raft_record(data_dir: &Path, group: u64) {
-    let engine = SledEngine::open(data_dir, 8 << 20).expect("open stopped node's sled");
-    let last_entry =
-        engine.last_in_range(Tree::Log, &keys::group_start(group), &keys::group_end(group)).expect("read the log");
-    let (tree, key, mut value) = match last_entry {
-        Some((k, v)) => (Tree::Log, k, v),
-        None => {
-            let k = keys::raft_state(group, keys::VOTE_TAG);
-            let v = engine.get(Tree::RaftState, &k).expect("read the vote").expect("a vote record");
-            (Tree::RaftState, k, v)
-        }
-    };
-    value[0] ^= 0x10;
-    let mut b = WriteBatch::new(tree);
-    b.put(key, value);
-    engine.write(b).expect("write the rotted record");
-    StorageEngine::sync(engine.clone()).await.expect("sync");
-}
+use shadowstore_tests::wait_replica_caught_up;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotted_raft_record_is_quarantined_and_its_replica_replaced_in_place() {
@@ -62,17 +37,7 @@ async fn a_rotted_raft_record_is_quarantined_and_its_replica_replaced_in_place()
         .expect("a follower replica");
     // It holds the writes before it stops (a follower that has not started
     // its replica yet has no Raft record to rot).
-    eventually(Duration::from_secs(30), || {
-        let c = c.clone();
-        async move {
-            let d = c.describe_resource("docs").await?;
-            let matched = d.progress.iter().find(|p| p.replica_id == old.replica_id).and_then(|p| p.matched_index);
-            anyhow::ensure!(matched >= Some(d.committed_index), "follower at {matched:?} of {}", d.committed_index);
-            Ok(())
-        }
-    })
-    .await
-    .expect("the follower catches up");
+    wait_replica_caught_up(&c, "docs", old.replica_id).await.expect("the follower catches up");
     let victim = cluster.index_of(old.node_id).await.unwrap();
     cluster.stop(victim);
     rot_raft_record(&cluster.nodes[victim].data_dir(), info.group_id).await;

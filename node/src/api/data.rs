@@ -10,7 +10,6 @@ use bytes::Bytes;
 use bytes::BytesMut;
 use futures::Stream;
 use futures::StreamExt;
-use openraft::rt::WatchReceiver;
 use shadowstore_proto::peer::ShardInventoryRequest;
 use shadowstore_proto::peer::ShardRef;
 use shadowstore_proto::v1;
@@ -81,13 +80,6 @@ pub fn write_outcome(
     }
 }
 
-/// The group's voters, which hold the shards of its blobs.
-fn holders(g: &Group) -> Vec<ReplicaId> {
-    let m = g.raft.metrics();
-    let m = m.borrow_watched();
-    m.membership_config.membership().voter_ids().collect()
-}
-
 /// Writes `prefix` followed by `rest` as the new version of a variant: inline
 /// through Raft if it fits the resource's inline threshold, erasure-coded
 /// otherwise. Returns the version.
@@ -133,7 +125,7 @@ where
         }
     } else {
         let source = Source { prefix: head.freeze(), rest, declared: w.declared, max_bytes: max };
-        let manifest = write_blob(ctx, g, rec.storage, holders(g), source).await?;
+        let manifest = write_blob(ctx, g, rec.storage, g.voters(), source).await?;
         ResourceCommand::PutBlob {
             request: w.request,
             now_ms: ctx.clock.now_ms(),

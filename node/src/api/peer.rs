@@ -16,6 +16,8 @@ use openraft::raft::TransferLeaderRequest;
 use openraft::raft::VoteRequest;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use shadowstore_proto::peer::BlobHolders;
+use shadowstore_proto::peer::HandOffShardResponse;
 use shadowstore_proto::peer::JoinRequest;
 use shadowstore_proto::peer::JoinResponse;
 use shadowstore_proto::peer::PingRequest;
@@ -27,6 +29,8 @@ use shadowstore_proto::peer::ReadIndexRequest;
 use shadowstore_proto::peer::ReadIndexResponse;
 use shadowstore_proto::peer::ReadShardRequest;
 use shadowstore_proto::peer::ShardChunk;
+use shadowstore_proto::peer::ShardHoldersRequest;
+use shadowstore_proto::peer::ShardHoldersResponse;
 use shadowstore_proto::peer::ShardInventoryEntry;
 use shadowstore_proto::peer::ShardInventoryRequest;
 use shadowstore_proto::peer::ShardInventoryResponse;
@@ -122,6 +126,19 @@ fn fatal(e: impl std::fmt::Display) -> Status {
 
 /// Stripes one ReadShard call may ask for.
 const READ_SHARD_STRIPES_MAX: u32 = 64;
+/// Blobs one ShardHolders call may ask about.
+pub const SHARD_HOLDERS_BLOBS_MAX: usize = 1024;
+
+fn holder_status(e: crate::blob::holder::HolderError) -> Status {
+    use crate::blob::holder::HolderError;
+    match e {
+        HolderError::Corrupt { .. } => Status::data_loss(e.to_string()),
+        HolderError::Oversized { .. } => Status::invalid_argument(e.to_string()),
+        HolderError::Stream(_) => Status::cancelled(e.to_string()),
+        HolderError::NotHolder { .. } => Status::failed_precondition(e.to_string()),
+        HolderError::Storage(_) => status::storage(e),
+    }
+}
 
 #[tonic::async_trait]
 impl Peer for PeerService {
@@ -134,20 +151,23 @@ impl Peer for PeerService {
         let shard = u8::try_from(h.shard).map_err(|_| Status::invalid_argument(format!("shard index {}", h.shard)))?;
         self.replica(h.group_id, h.target_replica_id)?;
         let chunks = stream.map(|r| r.map_err(|s| s.message().to_string()));
-        let stored = crate::blob::holder::store_shard(&self.ctx, h.group_id, h.blob_id, shard, chunks).await.map_err(
-            |e| match e {
-                crate::blob::holder::HolderError::Corrupt { .. } => Status::data_loss(e.to_string()),
-                crate::blob::holder::HolderError::Oversized { .. } => Status::invalid_argument(e.to_string()),
-                crate::blob::holder::HolderError::Stream(_) => Status::cancelled(e.to_string()),
-                crate::blob::holder::HolderError::Storage(_) => status::storage(e),
-            },
-        )?;
+        let stored = crate::blob::holder::store_shard(&self.ctx, h.group_id, h.blob_id, shard, chunks)
+            .await
+            .map_err(holder_status)?;
         Ok(Response::new(WriteShardResponse { chunks_stored: stored }))
     }
 
     async fn read_shard(&self, req: Request<ReadShardRequest>) -> Result<Response<Self::ReadShardStream>, Status> {
         let r = req.into_inner();
-        self.replica(r.group_id, r.target_replica_id)?;
+        // A quarantined or removed replica's shards are still served until
+        // they are handed off: each chunk is checked by the reader against
+        // the manifest's crc32.
+        if !self.ctx.registry.serves_shards_of(r.group_id, r.target_replica_id) {
+            return Err(Status::not_found(format!(
+                "no shards of replica {} of group {} here",
+                r.target_replica_id, r.group_id
+            )));
+        }
         if r.stripes == 0 || r.stripes > READ_SHARD_STRIPES_MAX || r.chunks_per_stripe.len() != r.stripes as usize {
             return Err(Status::invalid_argument(format!(
                 "ask for 1..={READ_SHARD_STRIPES_MAX} stripes with a chunk count for each"
@@ -188,6 +208,57 @@ impl Peer for PeerService {
             });
         }
         Ok(Response::new(ShardInventoryResponse { shards }))
+    }
+
+    async fn shard_holders(&self, req: Request<ShardHoldersRequest>) -> Result<Response<ShardHoldersResponse>, Status> {
+        let r = req.into_inner();
+        if r.blob_ids.len() > SHARD_HOLDERS_BLOBS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "ShardHolders asks for {} blobs; at most {SHARD_HOLDERS_BLOBS_MAX}",
+                r.blob_ids.len()
+            )));
+        }
+        let g = self
+            .ctx
+            .registry
+            .get(r.group_id)
+            .ok_or_else(|| Status::not_found(format!("group {} is not hosted here", r.group_id)))?;
+        self.ctx.linearize(&g, "shard holders").await?;
+        let blobs = r
+            .blob_ids
+            .iter()
+            .map(|&blob_id| match crate::blob::holder::retained_manifest(&g, blob_id) {
+                None => BlobHolders { blob_id, retained: false, ..Default::default() },
+                Some(m) => BlobHolders {
+                    blob_id,
+                    retained: true,
+                    holders: m.holders.clone(),
+                    size: m.layout.size,
+                    stripe_size: m.layout.stripe_size,
+                    k: m.layout.k as u32,
+                    m: m.layout.m as u32,
+                    chunk_size: m.layout.chunk_size,
+                },
+            })
+            .collect();
+        Ok(Response::new(ShardHoldersResponse { blobs }))
+    }
+
+    async fn hand_off_shard(
+        &self,
+        req: Request<Streaming<ShardChunk>>,
+    ) -> Result<Response<HandOffShardResponse>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream.next().await.ok_or_else(|| Status::invalid_argument("empty shard stream"))??;
+        let h = first.header.ok_or_else(|| Status::invalid_argument("first shard message has no header"))?;
+        let shard = u8::try_from(h.shard).map_err(|_| Status::invalid_argument(format!("shard index {}", h.shard)))?;
+        let g = self.replica(h.group_id, h.target_replica_id)?;
+        self.ctx.linearize(&g, "shard handoff").await?;
+        let chunks = stream.map(|r| r.map_err(|s| s.message().to_string()));
+        let done = crate::blob::holder::accept_handoff(&self.ctx, &g, h.blob_id, shard, chunks)
+            .await
+            .map_err(holder_status)?;
+        Ok(Response::new(HandOffShardResponse { retained: done.retained, complete: done.complete }))
     }
 
     async fn raft_append(&self, req: Request<RaftEnvelope>) -> Result<Response<RaftEnvelope>, Status> {

@@ -36,7 +36,7 @@ async fn raw_chunks(
 ) -> Result<Vec<ShardChunk>, ShardFault> {
     let holder_replica = m.holders[shard];
     let expected = m.layout.chunks_in_shard(stripe);
-    let local = ctx.registry.get(group).is_some_and(|g| g.replica_id == holder_replica);
+    let local = ctx.registry.serves_shards_of(group, holder_replica);
     if local {
         return holder::read_shard(ctx, group, m.blob_id, shard as u8, stripe, &[expected])
             .map_err(|e| ShardFault::Unreachable(format!("local storage: {e}")));

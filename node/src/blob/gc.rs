@@ -15,7 +15,8 @@
 //!   commit it has not applied yet.
 //!
 //! On a group's leader the same loop proposes `Expire` when superseded
-//! versions passed their read grace.
+//! versions passed their read grace, and re-encodes one blob written in a
+//! narrower code (`reencode`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -67,12 +68,17 @@ pub async fn run(ctx: Arc<NodeCtx>, timing: GcTiming) {
             if g.id == META_GROUP_ID {
                 continue;
             }
+            // Shards of a removed replica of this group are mixed in with
+            // this one's until `handoff` has placed them: nothing here is
+            // an orphan meanwhile.
+            let collect_orphans = !ctx.registry.has_retired(g.id);
             let keep_versions =
                 ctx.with_meta(|m| m.resource_by_group(g.id).map(|r| r.storage.keep_versions)).flatten().unwrap_or(1);
             let Some((keep, expire_due)) = kept_shards(&g, ctx.clock.now_ms(), &timing, keep_versions) else {
                 continue;
             };
             let held = match store.held(g.id) {
+                Ok(_) if !collect_orphans => Vec::new(),
                 Ok(h) => h,
                 Err(e) => {
                     tracing::warn!(group = g.id, error = %e, "gc: cannot list shards");
@@ -128,6 +134,11 @@ pub async fn run(ctx: Arc<NodeCtx>, timing: GcTiming) {
                 if let Err(e) = g.propose(Command::Resource(cmd)).await {
                     tracing::debug!(group = g.id, error = %e, "gc: expire proposal failed");
                 }
+            }
+            if g.is_leader()
+                && let Err(e) = super::reencode::reencode_one(&ctx, &g).await
+            {
+                tracing::debug!(group = g.id, error = %e, "re-encoding a narrow blob failed; retrying later");
             }
         }
         unreferenced_since = seen;

@@ -11,10 +11,13 @@ use futures::Stream;
 use futures::StreamExt;
 use shadowstore_proto::peer::ShardChunk;
 
+use super::manifest::BlobManifest;
 use super::shard_store::HeldShard;
 use super::shard_store::ShardStore;
+use crate::group::Group;
 use crate::ids::GroupId;
 use crate::node::NodeCtx;
+use crate::raft::state_machine::GroupData;
 
 /// Chunks buffered before one storage batch.
 const CHUNKS_PER_BATCH: usize = 16;
@@ -29,6 +32,8 @@ pub enum HolderError {
     Stream(String),
     #[error("storage: {0}")]
     Storage(#[from] io::Error),
+    #[error("replica {replica} does not hold shard {shard} of blob {blob:x}")]
+    NotHolder { replica: u64, blob: u64, shard: u8 },
 }
 
 /// Shards with a write stream open on this node; garbage collection never
@@ -140,4 +145,96 @@ pub fn read_shard(
         }
     }
     Ok(out)
+}
+
+/// The manifest of blob `blob` among `g`'s retained versions.
+pub fn retained_manifest(g: &Group, blob: u64) -> Option<std::sync::Arc<BlobManifest>> {
+    let st = g.state.read();
+    match &st.data {
+        GroupData::Resource(rs) => rs.blobs().find(|m| m.blob_id == blob).cloned(),
+        GroupData::Meta(_) => None,
+    }
+}
+
+/// Whether every chunk of `shard` of `m` is stored here and matches the
+/// manifest's crc32.
+pub fn shard_verified(ctx: &NodeCtx, group: GroupId, m: &BlobManifest, shard: u8) -> io::Result<bool> {
+    let store = ShardStore::new(ctx.engine.clone());
+    for stripe in 0..m.layout.stripes() {
+        let have = store.get_stripe(group, m.blob_id, shard, stripe)?;
+        let expected = m.layout.chunks_in_shard(stripe);
+        let good = have
+            .iter()
+            .filter(|(c, data)| {
+                (*c as u32) < expected
+                    && data.len() == m.layout.chunk_len(stripe, *c as u32) as usize
+                    && crc32fast::hash(data) == m.crc(stripe, shard as usize, *c as u32)
+            })
+            .count();
+        if good != expected as usize {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// What a handoff of a removed replica's shard came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandOff {
+    /// A retained version still refers to the blob.
+    pub retained: bool,
+    /// This holder now has every chunk of the shard, verified.
+    pub complete: bool,
+}
+
+/// Receives a shard that a removed replica's node hands off, on its
+/// current holder `g` (caught up with its leader): stores each chunk that
+/// matches the manifest's crc32 (a rotted one is dropped; the scrubber
+/// rebuilds what is still missing), syncs, and says whether the whole
+/// shard is now here.
+pub async fn accept_handoff<S>(
+    ctx: &NodeCtx,
+    g: &Group,
+    blob: u64,
+    shard: u8,
+    mut chunks: S,
+) -> Result<HandOff, HolderError>
+where
+    S: Stream<Item = Result<ShardChunk, String>> + Unpin,
+{
+    let Some(m) = retained_manifest(g, blob) else {
+        return Ok(HandOff { retained: false, complete: false });
+    };
+    if m.shard_of(g.replica_id) != Some(shard as usize) {
+        return Err(HolderError::NotHolder { replica: g.replica_id, blob, shard });
+    }
+    let _active = ctx.active_shard_writes.enter((g.id, blob, shard));
+    let store = ShardStore::new(ctx.engine.clone());
+    store.note_shard(g.id, blob, shard, ctx.clock.now_ms())?;
+    let stripes = m.layout.stripes();
+    let mut batch = Vec::with_capacity(CHUNKS_PER_BATCH);
+    while let Some(c) = chunks.next().await {
+        let c = c.map_err(HolderError::Stream)?;
+        let fits = c.stripe < stripes && c.chunk < m.layout.chunks_in_shard(c.stripe);
+        if !fits
+            || c.data.len() != m.layout.chunk_len(c.stripe, c.chunk) as usize
+            || crc32fast::hash(&c.data) != m.crc(c.stripe, shard as usize, c.chunk)
+        {
+            continue;
+        }
+        batch.push((c.stripe, c.chunk as u16, c.data.to_vec()));
+        if batch.len() == CHUNKS_PER_BATCH {
+            store.put_chunks(g.id, blob, shard, std::mem::take(&mut batch))?;
+        }
+    }
+    if !batch.is_empty() {
+        store.put_chunks(g.id, blob, shard, batch)?;
+    }
+    ctx.syncer.sync().await?;
+    let complete = shard_verified(ctx, g.id, &m, shard)?;
+    if complete {
+        let expected = (0..stripes).map(|s| m.layout.chunks_in_shard(s) as u64).sum();
+        store.set_held(g.id, blob, shard, HeldShard { received_at_ms: ctx.clock.now_ms(), chunks_stored: expected })?;
+    }
+    Ok(HandOff { retained: true, complete })
 }

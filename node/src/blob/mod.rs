@@ -13,18 +13,25 @@
 //! - [`shard_store`]: a holder's chunks in local storage.
 //! - [`holder`]: storing and serving shards (the holder's side).
 //! - [`fetch`]: one verified shard of one stripe, from wherever it lives.
+//! - [`quorum`]: the durability promise: which holders and code a write
+//!   uses, and how many must still hold their shards at commit.
 //! - [`write`]: the leader's write pipeline.
 //! - [`read`]: the read pipeline, with reconstruction of degraded stripes.
+//! - [`reencode`]: blobs written in a narrower code, moved to the group's.
 //! - [`scrub`]: background verification and repair.
 //! - [`gc`]: removal of orphan and expired shards.
+//! - [`handoff`]: a removed replica's shards, given to their current holders.
 
 pub mod erasure;
 pub mod fetch;
 pub mod gc;
+pub mod handoff;
 pub mod holder;
 pub mod layout;
 pub mod manifest;
+pub mod quorum;
 pub mod read;
+pub mod reencode;
 pub mod scrub;
 pub mod shard_store;
 pub mod write;

@@ -38,11 +38,39 @@ fn shard_prefix(group: GroupId, blob: u64, shard: u8) -> Vec<u8> {
     k
 }
 
-fn chunk_key(group: GroupId, blob: u64, shard: u8, stripe: u32, chunk: u16) -> Vec<u8> {
+/// Where one stored chunk belongs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChunkAddr {
+    pub group: GroupId,
+    pub blob: u64,
+    pub shard: u8,
+    pub stripe: u32,
+    pub chunk: u16,
+}
+
+/// Bytes of a `shards` tree key.
+const CHUNK_KEY_BYTES: usize = 23;
+
+pub fn chunk_key(group: GroupId, blob: u64, shard: u8, stripe: u32, chunk: u16) -> Vec<u8> {
     let mut k = shard_prefix(group, blob, shard);
     k.extend_from_slice(&stripe.to_be_bytes());
     k.extend_from_slice(&chunk.to_be_bytes());
+    debug_assert_eq!(k.len(), CHUNK_KEY_BYTES);
     k
+}
+
+/// The chunk a `shards` tree key names (`None` for a malformed key).
+pub fn parse_chunk_key(k: &[u8]) -> Option<ChunkAddr> {
+    if k.len() != CHUNK_KEY_BYTES {
+        return None;
+    }
+    Some(ChunkAddr {
+        group: u64::from_be_bytes(k[0..8].try_into().ok()?),
+        blob: u64::from_be_bytes(k[8..16].try_into().ok()?),
+        shard: k[16],
+        stripe: u32::from_be_bytes(k[17..21].try_into().ok()?),
+        chunk: u16::from_be_bytes(k[21..23].try_into().ok()?),
+    })
 }
 
 fn prefix_end(mut p: Vec<u8>) -> Vec<u8> {
@@ -194,5 +222,12 @@ mod tests {
         store.delete_group(7).unwrap();
         assert!(store.held(7).unwrap().is_empty());
         assert_eq!(store.get_chunk(8, 42, 1, 0, 0).unwrap(), Some(b"other group".to_vec()));
+    }
+
+    #[test]
+    fn chunk_keys_parse_back() {
+        let a = ChunkAddr { group: 7, blob: u64::MAX - 3, shard: 2, stripe: 70_000, chunk: 513 };
+        assert_eq!(parse_chunk_key(&chunk_key(a.group, a.blob, a.shard, a.stripe, a.chunk)), Some(a));
+        assert_eq!(parse_chunk_key(&shard_prefix(7, 1, 2)), None);
     }
 }

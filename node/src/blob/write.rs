@@ -5,7 +5,9 @@
 //! (this node's own storage or a `WriteShard` stream to another node), over
 //! bounded queues so memory stays bounded and a slow holder slows the
 //! client down instead of piling up bytes. Holders sync before answering.
-//! When a write quorum (k, or k + 1 when k = m) answered, the manifest is
+//! The code and the holders come from `quorum::choose_layout` (a narrower
+//! code over the live holders when some are down). When k + 1 holders
+//! answered and still hold their shards (`quorum`), the manifest is
 //! returned for the caller to commit through Raft; shards a failed holder
 //! lacks are rebuilt later by its scrubber. Nothing is visible until the
 //! manifest commits: an abandoned write leaves only orphan shards, which
@@ -31,6 +33,7 @@ use super::layout::CHUNK_SIZE;
 use super::layout::Layout;
 use super::layout::chunk_slots_per_shard;
 use super::manifest::BlobManifest;
+use super::quorum;
 use crate::group::Group;
 use crate::ids::ReplicaId;
 use crate::meta::state::StorageParams;
@@ -93,7 +96,10 @@ fn open_sink(ctx: &Arc<NodeCtx>, g: &Group, holder: ReplicaId, blob: u64, shard:
 }
 
 struct Encoder {
+    /// The group's storage parameters with the code this blob is written in.
     params: StorageParams,
+    /// Holders that must store their shards: `quorum::acks_required`.
+    required: usize,
     holders: Vec<ReplicaId>,
     sinks: Vec<Sink>,
     failed: Vec<Option<String>>,
@@ -130,43 +136,57 @@ impl Encoder {
             }
         }
         let failed = self.failed.iter().filter(|f| f.is_some()).count();
-        if failed > self.params.m as usize {
+        if failed > self.holders.len() - self.required {
             return Err(Status::unavailable(format!(
                 "{failed} of {} holders failed during the write; at most {} may: {:?}",
                 self.holders.len(),
-                self.params.m,
+                self.holders.len() - self.required,
                 self.failed
             )));
         }
         Ok(())
     }
 
-    fn abort(self) {
+    /// Remembers the holders that failed, so the next write leaves them out.
+    fn note_failures(&self, ctx: &NodeCtx) {
+        for (h, f) in self.holders.iter().zip(&self.failed) {
+            if f.is_some() {
+                ctx.holder_failures.note(*h);
+            }
+        }
+    }
+
+    fn abort(self, ctx: &NodeCtx) {
+        self.note_failures(ctx);
         for s in self.sinks {
             s.done.abort();
         }
     }
 }
 
-/// Streams `source` into a new erasure-coded blob on `holders` (the group's
-/// voters) and returns its manifest once a write quorum stored it.
+/// Streams `source` into a new erasure-coded blob of `g`, whose voters are
+/// `voters`, and returns its manifest once k + 1 holders stored it and
+/// still hold it.
 pub async fn write_blob<S>(
     ctx: &Arc<NodeCtx>,
     g: &Group,
     params: StorageParams,
-    holders: Vec<ReplicaId>,
+    voters: Vec<ReplicaId>,
     source: Source<S>,
 ) -> Result<BlobManifest, Status>
 where
     S: Stream<Item = Result<Bytes, Status>> + Unpin,
 {
-    let shards = params.k as usize + params.m as usize;
-    if holders.len() != shards {
+    let group_shards = params.k as usize + params.m as usize;
+    if voters.len() != group_shards {
         return Err(Status::unavailable(format!(
-            "the group has {} voters but its code needs {shards} holders (membership change in progress?)",
-            holders.len()
+            "the group has {} voters but its code needs {group_shards} holders (membership change in progress?)",
+            voters.len()
         )));
     }
+    let (k, m, holders) = quorum::choose_layout(ctx, g, params.k, params.m, &voters)?;
+    let params = StorageParams { k, m, ..params };
+    let shards = holders.len();
     let blob_id = ctx.rng.next_u64();
     let expected_shard_bytes = source.declared.unwrap_or(source.max_bytes) / params.k as u64;
     let sinks: Vec<Sink> = holders
@@ -176,6 +196,7 @@ where
         .collect();
     let mut enc = Encoder {
         params,
+        required: planted_acks_required(k, m),
         holders: holders.clone(),
         sinks,
         failed: vec![None; shards],
@@ -184,12 +205,27 @@ where
         slots: chunk_slots_per_shard(params.stripe_size, params.k, CHUNK_SIZE),
     };
     match feed(&mut enc, source).await {
-        Ok(size) => finish(enc, blob_id, size).await,
+        Ok(size) => {
+            let (manifest, acked) = finish(ctx, enc, blob_id, size).await?;
+            quorum::confirm_holders(ctx, g, &manifest, &acked).await?;
+            Ok(manifest)
+        }
         Err(e) => {
-            enc.abort();
+            enc.abort(ctx);
             Err(e)
         }
     }
+}
+
+/// Acknowledgements the write waits for (the planted bug brings back the
+/// old quorum: k, or k + 1 when k = m).
+fn planted_acks_required(k: u8, m: u8) -> usize {
+    #[cfg(feature = "planted-bugs")]
+    if crate::planted::blob_acks_without_margin() {
+        return k as usize + usize::from(k == m);
+    }
+    let _ = m;
+    quorum::acks_required(k)
 }
 
 /// Reads the whole source through the encoder; returns the blob's size.
@@ -241,14 +277,20 @@ where
     Ok(total)
 }
 
-async fn finish(mut enc: Encoder, blob_id: u64, size: u64) -> Result<BlobManifest, Status> {
-    let k = enc.params.k as usize;
-    let required = k + usize::from(enc.params.k == enc.params.m);
-    let mut acks = 0;
+/// Ends every holder's stream and waits for their answers; returns the
+/// manifest and the shard indexes whose holders stored them.
+async fn finish(
+    ctx: &NodeCtx,
+    mut enc: Encoder,
+    blob_id: u64,
+    size: u64,
+) -> Result<(BlobManifest, Vec<usize>), Status> {
+    let required = enc.required;
+    let mut acked = Vec::new();
     for (j, sink) in enc.sinks.iter_mut().enumerate() {
         sink.tx = None; // end the holder's stream
         match (&mut sink.done).await {
-            Ok(Ok(_)) => acks += 1,
+            Ok(Ok(_)) => acked.push(j),
             Ok(Err(e)) => {
                 enc.failed[j].get_or_insert(e);
             }
@@ -257,9 +299,11 @@ async fn finish(mut enc: Encoder, blob_id: u64, size: u64) -> Result<BlobManifes
             }
         }
     }
-    if acks < required {
+    enc.note_failures(ctx);
+    if acked.len() < required {
         return Err(Status::unavailable(format!(
-            "only {acks} of {} holders stored their shards; a write needs {required}: {:?}",
+            "only {} of {} holders stored their shards; a write needs {required}: {:?}",
+            acked.len(),
             enc.holders.len(),
             enc.failed
         )));
@@ -270,5 +314,5 @@ async fn finish(mut enc: Encoder, blob_id: u64, size: u64) -> Result<BlobManifes
     let layout = Layout::new(size, enc.params.stripe_size, enc.params.k, enc.params.m);
     assert_eq!(layout.stripes(), enc.stripes, "stripes written must match the layout");
     assert_eq!(layout.crc_slots(), enc.crcs.len(), "a crc slot for every chunk");
-    Ok(BlobManifest { blob_id, layout, holders: enc.holders, crcs: enc.crcs })
+    Ok((BlobManifest { blob_id, layout, holders: enc.holders, crcs: enc.crcs }, acked))
 }

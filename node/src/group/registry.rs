@@ -11,10 +11,18 @@
 //! entries, so it cannot simply be rebuilt under the same replica id; the
 //! meta leader learns of it from this node's pings and replaces it with a
 //! new replica (`meta::membership`), after which the reconciler deletes
-//! the quarantined data.
+//! the quarantined Raft state.
+//!
+//! Shards outlive their replica: a quarantined replica's shard chunks are
+//! sealed by their own crc32s, so they are still served to reads and
+//! repairs; and a removed replica's shards are kept (a *retired* record in
+//! the `local` tree) until `blob::handoff` has given each to its current
+//! holder or found its blob gone. Only a deleted resource's shards go at
+//! once.
 
 use openraft::rt::WatchReceiver;
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::io;
 use std::sync::Arc;
 use std::sync::RwLock;
@@ -69,6 +77,18 @@ pub struct LocalReplica {
     pub quarantined: bool,
 }
 
+/// What removing a replica does with the shards it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardFate {
+    /// Its successor on this node takes them over.
+    KeepForSuccessor,
+    /// Kept, served and handed off to their current holders
+    /// (`blob::handoff`) before they are deleted.
+    HandOff,
+    /// The resource is deleted: nothing refers to them.
+    Delete,
+}
+
 /// One running replica.
 pub struct Group {
     pub id: GroupId,
@@ -91,6 +111,14 @@ impl Group {
 
     pub fn is_leader(&self) -> bool {
         self.raft.is_leader()
+    }
+
+    /// The group's voters in its current membership (the holders of the
+    /// shards of its blobs).
+    pub fn voters(&self) -> Vec<ReplicaId> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        m.membership_config.membership().voter_ids().collect()
     }
 
     /// Proposes `cmd` through this replica's Raft group and waits until it
@@ -147,6 +175,8 @@ pub struct Registry {
     groups: RwLock<BTreeMap<GroupId, Arc<Group>>>,
     /// Replicas stopped for good because their durable state is corrupt.
     quarantined: RwLock<BTreeMap<GroupId, ReplicaId>>,
+    /// Removed replicas whose shards are kept until handed off.
+    retired: RwLock<BTreeMap<GroupId, BTreeSet<ReplicaId>>>,
     /// Serialises opening and removing replicas.
     lifecycle: tokio::sync::Mutex<()>,
     engine: SharedEngine,
@@ -171,6 +201,7 @@ impl Registry {
         Registry {
             groups: RwLock::new(BTreeMap::new()),
             quarantined: RwLock::new(BTreeMap::new()),
+            retired: RwLock::new(BTreeMap::new()),
             lifecycle: tokio::sync::Mutex::new(()),
             engine,
             syncer,
@@ -201,6 +232,51 @@ impl Registry {
     /// Quarantined replicas by group.
     pub fn quarantined(&self) -> BTreeMap<GroupId, ReplicaId> {
         self.quarantined.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Removed replicas whose shards this node still keeps, by group.
+    pub fn retired(&self) -> BTreeMap<GroupId, BTreeSet<ReplicaId>> {
+        self.retired.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn has_retired(&self, group: GroupId) -> bool {
+        self.retired.read().unwrap_or_else(|p| p.into_inner()).contains_key(&group)
+    }
+
+    /// Whether this node keeps the shards of `replica` of `group`: running,
+    /// quarantined (its shards are sealed by their own crc32s, independent
+    /// of its Raft records) or removed but not yet handed off.
+    pub fn serves_shards_of(&self, group: GroupId, replica: ReplicaId) -> bool {
+        self.get(group).is_some_and(|g| g.replica_id == replica)
+            || self.quarantined_replica(group) == Some(replica)
+            || self.retired.read().unwrap_or_else(|p| p.into_inner()).get(&group).is_some_and(|r| r.contains(&replica))
+    }
+
+    /// Loads the retired records at start-up.
+    pub fn load_retired(&self) -> io::Result<()> {
+        let (s, e) = keys::retired_replicas_range();
+        let mut retired: BTreeMap<GroupId, BTreeSet<ReplicaId>> = BTreeMap::new();
+        for (k, _) in self.engine.range(Tree::Local, &s, &e, usize::MAX)? {
+            let (group, replica) = keys::retired_replica_of(&k)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed retired-replica key"))?;
+            retired.entry(group).or_default().insert(replica);
+        }
+        *self.retired.write().unwrap_or_else(|p| p.into_inner()) = retired;
+        Ok(())
+    }
+
+    /// Forgets the retired replicas of `group` once their shards are gone
+    /// (handed off, or their blobs gone).
+    pub async fn forget_retired(&self, group: GroupId) -> io::Result<()> {
+        let Some(replicas) = self.retired.write().unwrap_or_else(|p| p.into_inner()).remove(&group) else {
+            return Ok(());
+        };
+        let mut b = WriteBatch::new(Tree::Local);
+        for r in replicas {
+            b.delete(keys::retired_replica(group, r));
+        }
+        self.engine.write(b)?;
+        self.syncer.sync().await
     }
 
     fn quarantined_replica(&self, group: GroupId) -> Option<ReplicaId> {
@@ -374,13 +450,13 @@ impl Registry {
         Ok(g)
     }
 
-    /// Stops the replica of `group` and deletes its local record, then all
-    /// its data; `keep_shards` keeps the shards it holds (its successor on
-    /// this node takes them over). The record goes first, with a sync: a
-    /// crash in between leaves data without a record, which is never
-    /// started (and is cleared when the group is opened again), never a
-    /// record whose vote survived its log.
-    pub async fn remove(&self, group: GroupId, keep_shards: bool) -> io::Result<()> {
+    /// Stops the replica `replica` of `group` and deletes its local record,
+    /// then its Raft state; its shards go as `shards` says. The record goes
+    /// first, with a sync (and, for a handoff, the retired record in the
+    /// same write): a crash in between leaves data without a record, which
+    /// is never started (and is cleared when the group is opened again),
+    /// never a record whose vote survived its log.
+    pub async fn remove(&self, group: GroupId, replica: ReplicaId, shards: ShardFate) -> io::Result<()> {
         let _guard = self.lifecycle.lock().await;
         let removed = self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
         self.quarantined.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
@@ -389,14 +465,21 @@ impl Registry {
         }
         let mut b = WriteBatch::new(Tree::Local);
         b.delete(keys::local_replica(group));
+        if shards == ShardFate::HandOff {
+            b.put(keys::retired_replica(group, replica), Vec::new());
+        }
         self.engine.write(b)?;
-        self.syncer.sync().await?;
-        self.destroy_raft_state(group)?;
-        if !keep_shards {
-            crate::blob::shard_store::ShardStore::new(self.engine.clone()).delete_group(group)?;
+        if shards == ShardFate::HandOff {
+            self.retired.write().unwrap_or_else(|p| p.into_inner()).entry(group).or_default().insert(replica);
         }
         self.syncer.sync().await?;
-        tracing::info!(group, keep_shards, "replica removed and its data deleted");
+        self.destroy_raft_state(group)?;
+        if shards == ShardFate::Delete {
+            crate::blob::shard_store::ShardStore::new(self.engine.clone()).delete_group(group)?;
+            self.forget_retired(group).await?;
+        }
+        self.syncer.sync().await?;
+        tracing::info!(group, replica, ?shards, "replica removed and its Raft state deleted");
         Ok(())
     }
 
@@ -493,15 +576,53 @@ mod tests {
         let Err(e) = restarted.open(GROUP, 70).await else { panic!("a quarantined replica started") };
         assert!(e.to_string().contains("quarantined"), "{e}");
         assert_eq!(restarted.hosted(), BTreeMap::from([(GROUP, 70)]));
+        assert!(restarted.serves_shards_of(GROUP, 70), "a quarantined replica's shards are still served");
+        assert!(!restarted.serves_shards_of(GROUP, 69));
         // Replaced on this node: the old Raft state goes, and the successor
         // starts with an empty log and no vote.
-        restarted.remove(GROUP, true).await.unwrap();
+        restarted.remove(GROUP, 70, ShardFate::KeepForSuccessor).await.unwrap();
         assert!(restarted.quarantined().is_empty());
         assert!(group_keys(&engine, Tree::Log).is_empty() && group_keys(&engine, Tree::RaftState).is_empty());
         let successor = restarted.open(GROUP, 71).await.unwrap();
         let m = successor.metrics();
         assert_eq!((m.last_log_index, m.current_term), (None, 0));
         restarted.shutdown_all().await;
+    }
+
+    #[tokio::test]
+    async fn a_removed_replica_keeps_its_shards_until_they_are_handed_off() {
+        use crate::blob::shard_store::ShardStore;
+        let engine = MemoryEngine::new();
+        let node = registry(&engine);
+        single_voter(&node, 70).await;
+        let store = ShardStore::new(engine.clone());
+        store.put_chunks(GROUP, 9, 1, vec![(0, 0, vec![1, 2, 3])]).unwrap();
+        node.remove(GROUP, 70, ShardFate::HandOff).await.unwrap();
+        assert!(node.get(GROUP).is_none());
+        assert!(group_keys(&engine, Tree::Log).is_empty(), "the Raft state goes at once");
+        assert_eq!(store.get_stripe(GROUP, 9, 1, 0).unwrap().len(), 1, "the shard stays");
+        assert!(node.serves_shards_of(GROUP, 70));
+        node.shutdown_all().await;
+
+        // The retired record outlives a restart of the node.
+        let restarted = registry(&engine);
+        assert!(!restarted.serves_shards_of(GROUP, 70), "not loaded yet");
+        restarted.load_retired().unwrap();
+        assert!(restarted.serves_shards_of(GROUP, 70));
+        assert_eq!(restarted.retired(), BTreeMap::from([(GROUP, BTreeSet::from([70]))]));
+        restarted.forget_retired(GROUP).await.unwrap();
+        assert!(!restarted.serves_shards_of(GROUP, 70));
+        let again = registry(&engine);
+        again.load_retired().unwrap();
+        assert!(again.retired().is_empty(), "forgetting is durable");
+
+        // A deleted resource's shards go at once.
+        let node = registry(&engine);
+        single_voter(&node, 72).await;
+        node.remove(GROUP, 72, ShardFate::Delete).await.unwrap();
+        assert!(store.get_stripe(GROUP, 9, 1, 0).unwrap().is_empty());
+        assert!(!node.serves_shards_of(GROUP, 72));
+        node.shutdown_all().await;
     }
 
     #[tokio::test]

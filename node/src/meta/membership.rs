@@ -87,6 +87,7 @@ async fn persist_identity(ctx: &NodeCtx, id: NodeIdentity) -> Result<(), String>
 }
 
 async fn start_local_replicas(ctx: &NodeCtx) -> Result<(), String> {
+    ctx.registry.load_retired().map_err(|e| format!("listing retired replicas' shards: {e}"))?;
     let replicas = ctx.registry.local_replicas().map_err(|e| format!("listing local replicas: {e}"))?;
     for r in replicas {
         let Err(e) = ctx.registry.open(r.group_id, r.replica_id).await else { continue };

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::group::registry::ShardFate;
 use crate::ids::META_GROUP_ID;
 use crate::ids::NodeId;
 use crate::ids::ReplicaNode;
@@ -71,9 +72,8 @@ struct Plan {
     addresses: Vec<(NodeId, String)>,
     /// (group, replica, members to initialize with if this replica does).
     open: Vec<(u64, u64, Option<BTreeMap<u64, ReplicaNode>>)>,
-    /// (group, keep its shards: the directory's new replica on this node
-    /// replaces the removed one and takes them over).
-    remove: Vec<(u64, bool)>,
+    /// (group, replica, what becomes of its shards).
+    remove: Vec<(u64, u64, ShardFate)>,
 }
 
 fn plan(ctx: &NodeCtx, me: NodeId) -> Option<Plan> {
@@ -101,9 +101,17 @@ fn plan(ctx: &NodeCtx, me: NodeId) -> Option<Plan> {
             if group == META_GROUP_ID || group >= meta.next_group_id {
                 continue;
             }
-            let successor = meta.resource_by_group(group).and_then(|r| r.replica_on(me));
+            let resource = meta.resource_by_group(group);
+            let successor = resource.and_then(|r| r.replica_on(me));
             if !successor.is_some_and(|rep| rep.replica_id == replica) {
-                remove.push((group, successor.is_some_and(|rep| rep.replaces == Some(replica))));
+                let fate = if resource.is_none() {
+                    ShardFate::Delete
+                } else if successor.is_some_and(|rep| rep.replaces == Some(replica)) {
+                    ShardFate::KeepForSuccessor
+                } else {
+                    ShardFate::HandOff
+                };
+                remove.push((group, replica, fate));
             }
         }
         Plan { addresses, open, remove }
@@ -117,9 +125,9 @@ async fn reconcile(ctx: &NodeCtx, me: NodeId) -> std::io::Result<()> {
     for (node, addr) in &plan.addresses {
         ctx.peers.set_node_addr(*node, addr);
     }
-    for (group, keep_shards) in plan.remove {
-        tracing::info!(group, "directory no longer places this replica here; removing it");
-        ctx.registry.remove(group, keep_shards).await?;
+    for (group, replica, fate) in plan.remove {
+        tracing::info!(group, replica, ?fate, "directory no longer places this replica here; removing it");
+        ctx.registry.remove(group, replica, fate).await?;
     }
     for (group, replica, members) in plan.open {
         let g = match ctx.registry.get(group) {

@@ -99,6 +99,19 @@ pub enum ResourceCommand {
         from: ReplicaId,
         to: ReplicaId,
     },
+    /// Replaces the manifest of `version` of `variant`, written in a
+    /// narrower code while a holder was down (`blob::quorum`), by
+    /// `manifest`: the same bytes in the group's code. Applies only while
+    /// the version still refers to blob `old_blob_id`, so a re-encoding
+    /// that raced with another never undoes it. (Appended last: the
+    /// encoding of the earlier commands is unchanged.)
+    Reencode {
+        now_ms: u64,
+        variant: String,
+        version: u64,
+        old_blob_id: u64,
+        manifest: BlobManifest,
+    },
 }
 
 impl fmt::Display for ResourceCommand {
@@ -111,6 +124,11 @@ impl fmt::Display for ResourceCommand {
             ResourceCommand::Delete { variant, .. } => write!(f, "delete {variant}"),
             ResourceCommand::Expire { grace_ms, .. } => write!(f, "expire versions superseded > {grace_ms} ms ago"),
             ResourceCommand::ReassignHolders { from, to, .. } => write!(f, "reassign shards of replica {from} to {to}"),
+            ResourceCommand::Reencode { variant, version, manifest, .. } => write!(
+                f,
+                "re-encode {variant}@{version} as {}+{} (blob {:x})",
+                manifest.layout.k, manifest.layout.m, manifest.blob_id
+            ),
         }
     }
 }
@@ -160,7 +178,9 @@ impl ResourceState {
             ResourceCommand::Put { request, now_ms, .. }
             | ResourceCommand::PutBlob { request, now_ms, .. }
             | ResourceCommand::Delete { request, now_ms, .. } => (Some(request), *now_ms),
-            ResourceCommand::Expire { now_ms, .. } | ResourceCommand::ReassignHolders { now_ms, .. } => (None, *now_ms),
+            ResourceCommand::Expire { now_ms, .. }
+            | ResourceCommand::ReassignHolders { now_ms, .. }
+            | ResourceCommand::Reencode { now_ms, .. } => (None, *now_ms),
         };
         self.sessions.advance(now_ms);
         if let Some(request) = request {
@@ -249,6 +269,21 @@ impl ResourceState {
                     }
                 }
                 ResourceResponse::Maintained { count }
+            }
+            ResourceCommand::Reencode { variant, version, old_blob_id, manifest, .. } => {
+                if let Err(reason) = manifest.validate() {
+                    return ResourceResponse::Rejected { reason };
+                }
+                let Some(ver) = self.variants.get_mut(variant).and_then(|v| v.versions.get_mut(version)) else {
+                    return ResourceResponse::Maintained { count: 0 };
+                };
+                match &ver.content {
+                    Content::Blob(m) if m.blob_id == *old_blob_id && m.layout.size == manifest.layout.size => {
+                        ver.content = Content::Blob(Arc::new(manifest.clone()));
+                        ResourceResponse::Maintained { count: 1 }
+                    }
+                    _ => ResourceResponse::Maintained { count: 0 },
+                }
             }
         }
     }
@@ -463,6 +498,44 @@ mod tests {
         let r = s.apply(3, &ResourceCommand::ReassignHolders { now_ms: 2, from: 11, to: 99 });
         assert_eq!(r, ResourceResponse::Maintained { count: 1 });
         assert_eq!(s.blobs().next().unwrap().holders, vec![10, 99, 12]);
+    }
+
+    #[test]
+    fn a_mirrored_blob_is_reencoded_only_while_it_is_current() {
+        let mut s = ResourceState::default();
+        let mirror = {
+            let layout = Layout::new(3 << 20, 1 << 20, 1, 1);
+            BlobManifest { blob_id: 5, layout, holders: vec![10, 12], crcs: vec![0; layout.crc_slots()] }
+        };
+        let put = ResourceCommand::PutBlob {
+            request: RequestId::default(),
+            now_ms: 1,
+            variant: "big".into(),
+            manifest: mirror,
+            if_version: None,
+        };
+        assert_eq!(s.apply(1, &put), ResourceResponse::Written { version: 1 });
+        let reencode = |old_blob_id, manifest| ResourceCommand::Reencode {
+            now_ms: 2,
+            variant: "big".into(),
+            version: 1,
+            old_blob_id,
+            manifest,
+        };
+        // A re-encoding of another blob id (a race lost) changes nothing.
+        assert_eq!(s.apply(2, &reencode(4, manifest(8))), ResourceResponse::Maintained { count: 0 });
+        assert_eq!(s.blobs().next().unwrap().blob_id, 5);
+        let mut bad = manifest(8);
+        bad.holders.pop();
+        assert!(matches!(s.apply(3, &reencode(5, bad)), ResourceResponse::Rejected { .. }));
+        assert_eq!(s.apply(4, &reencode(5, manifest(8))), ResourceResponse::Maintained { count: 1 });
+        let m = s.blobs().next().unwrap();
+        assert_eq!((m.blob_id, m.layout.k, m.layout.m, m.holders.clone()), (8, 2, 1, vec![10, 11, 12]));
+        assert_eq!(s.variants["big"].current, Some(1), "the version is unchanged");
+        assert_eq!(s.blob_bytes, 3 << 20);
+        // Applied again (a retry), it finds blob 8, not 5: nothing changes.
+        assert_eq!(s.apply(5, &reencode(5, manifest(9))), ResourceResponse::Maintained { count: 0 });
+        assert_eq!(s.blobs().next().unwrap().blob_id, 8);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! | snapshot    | group(8) b'C' snapshot_id(8) chunk(4) | raw snapshot bytes        |
 //! | local       | b"identity"                           | postcard `NodeIdentity`   |
 //! | local       | b"replica/" group(8)                  | postcard `LocalReplica`   |
+//! | local       | b"retired/" group(8) replica(8)       | empty: shards kept for handoff |
 //! | local       | b"demand/" ...                        | see `demand::store`       |
 
 use crate::ids::GroupId;
@@ -113,6 +114,29 @@ pub fn local_replica(group: GroupId) -> Vec<u8> {
 
 pub fn local_replicas_range() -> (Vec<u8>, Vec<u8>) {
     (REPLICA_PREFIX.to_vec(), b"replica0".to_vec())
+}
+
+pub const RETIRED_PREFIX: &[u8] = b"retired/";
+
+/// A removed replica whose shards this node keeps until they are handed
+/// off (`blob::handoff`).
+pub fn retired_replica(group: GroupId, replica: u64) -> Vec<u8> {
+    let mut k = RETIRED_PREFIX.to_vec();
+    k.extend_from_slice(&group.to_be_bytes());
+    k.extend_from_slice(&replica.to_be_bytes());
+    k
+}
+
+pub fn retired_replicas_range() -> (Vec<u8>, Vec<u8>) {
+    (RETIRED_PREFIX.to_vec(), b"retired0".to_vec())
+}
+
+/// (group, replica) of a `retired_replica` key.
+pub fn retired_replica_of(key: &[u8]) -> Option<(GroupId, u64)> {
+    let rest = key.strip_prefix(RETIRED_PREFIX)?;
+    let group = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    let replica = u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?);
+    Some((group, replica))
 }
 
 #[cfg(test)]
