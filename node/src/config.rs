@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use crate::group::failure_detector::DetectorTiming;
 use crate::meta::state::NodeLabels;
-use crate::meta::state::Prices;
 use crate::raft::config::RaftTiming;
+use shadowstore_placement::Prices;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -142,7 +142,7 @@ impl Default for NodeConfig {
             suspect_after_ms: d.suspect_after.as_millis() as u64,
             cache_capacity_bytes: 32 * 1024 * 1024,
             request_timeout_max_ms: 30_000,
-            blob_bytes_max: crate::limits::BLOB_BYTES_MAX_DEFAULT,
+            blob_bytes_max: shadowstore_base::limits::BLOB_BYTES_MAX_DEFAULT,
             scrub_bytes_per_s: 64 * 1024 * 1024,
             scrub_interval_ms: 60_000,
             gc_interval_ms: 30_000,
@@ -191,8 +191,8 @@ impl NodeConfig {
         if self.suspect_after_ms <= self.ping_interval_ms {
             return bad("suspect_after_ms must exceed ping_interval_ms".into());
         }
-        if self.blob_bytes_max == 0 || self.blob_bytes_max > crate::limits::BLOB_BYTES_LIMIT {
-            return bad(format!("blob_bytes_max must be in 1..={}", crate::limits::BLOB_BYTES_LIMIT));
+        if self.blob_bytes_max == 0 || self.blob_bytes_max > shadowstore_base::limits::BLOB_BYTES_LIMIT {
+            return bad(format!("blob_bytes_max must be in 1..={}", shadowstore_base::limits::BLOB_BYTES_LIMIT));
         }
         if self.gc_interval_ms == 0 || self.scrub_interval_ms == 0 {
             return bad("gc_interval_ms and scrub_interval_ms must be positive".into());

@@ -16,10 +16,10 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 use serde::Serialize;
 
-use crate::ids::RequestId;
-use crate::limits::SESSION_ANSWERS_MAX;
-use crate::limits::SESSION_IDLE_EXPIRY_MS;
-use crate::limits::SESSIONS_PER_GROUP_MAX;
+use shadowstore_base::ids::RequestId;
+use shadowstore_base::limits::SESSION_ANSWERS_MAX;
+use shadowstore_base::limits::SESSION_IDLE_EXPIRY_MS;
+use shadowstore_base::limits::SESSIONS_PER_GROUP_MAX;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Session<R> {

@@ -4,27 +4,24 @@
 //! members, resource directory) and one group per resource. The modules are
 //! named after the domain; docs/ARCHITECTURE.md has the picture.
 //!
-//! - [`ids`], [`limits`]: identities and explicit limits.
+//! - `shadowstore_base` (crate): identities, explicit limits, the codec and
+//!   the clock seam; `shadowstore_placement` (crate): demand telemetry,
+//!   forecasting and the planner, as pure policy.
 //! - [`storage`]: the storage engine seam (sled), group commit.
 //! - [`raft`]: the thin openraft layer (types, log store, state machine,
 //!   network).
 //! - [`meta`], [`resource`]: the two kinds of replicated state machines.
 //! - [`transport`]: the network seam and the peer channels.
-//! - [`clock`], [`rng`]: the time and randomness seams.
+//! - [`rng`]: the randomness seam.
 //! - `planted` (feature `planted-bugs`, simulator only): deliberate bugs
 //!   that prove the simulator's checkers catch what they claim to.
 
 pub mod api;
 pub mod blob;
-pub mod clock;
-pub mod codec;
 pub mod config;
 pub mod dedup;
 pub mod demand;
-pub mod forecast;
 pub mod group;
-pub mod ids;
-pub mod limits;
 pub mod meta;
 pub mod node;
 pub mod placement;

@@ -24,8 +24,6 @@ use tonic::Status;
 
 use crate::api;
 use crate::api::status;
-use crate::clock::SharedClock;
-use crate::codec;
 use crate::config::NodeConfig;
 use crate::group::Group;
 use crate::group::Registry;
@@ -33,10 +31,6 @@ use crate::group::failure_detector;
 use crate::group::failure_detector::FailureDetector;
 use crate::group::quiesce;
 use crate::group::supervisor;
-use crate::ids::META_GROUP_ID;
-use crate::ids::NodeId;
-use crate::ids::ReplicaId;
-use crate::limits::GRPC_MESSAGE_BYTES_MAX;
 use crate::meta;
 use crate::meta::state::MetaState;
 use crate::raft::LogId;
@@ -49,6 +43,12 @@ use crate::storage::Syncer;
 use crate::storage::sled_engine::SledEngine;
 use crate::transport::Peers;
 use crate::transport::seam::SharedNetwork;
+use shadowstore_base::clock::SharedClock;
+use shadowstore_base::codec;
+use shadowstore_base::ids::META_GROUP_ID;
+use shadowstore_base::ids::NodeId;
+use shadowstore_base::ids::ReplicaId;
+use shadowstore_base::limits::GRPC_MESSAGE_BYTES_MAX;
 
 /// A node's identity, persisted in its data directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,7 +99,7 @@ impl Seams {
         Seams {
             network: Arc::new(crate::transport::TcpNetwork),
             engine: None,
-            clock: Arc::new(crate::clock::SystemClock),
+            clock: Arc::new(shadowstore_base::clock::SystemClock),
             rng: Arc::new(NodeRng::from_entropy()),
         }
     }
@@ -124,7 +124,7 @@ pub struct NodeCtx {
     /// Holders whose shard writes failed recently (left out of layouts).
     pub holder_failures: crate::blob::quorum::HolderFailures,
     /// Read counts per (resource, region), drained by the meta leader.
-    pub demand: crate::demand::DemandRecorder,
+    pub demand: shadowstore_placement::demand::DemandRecorder,
     /// Sheds reads above `read_capacity_rps`.
     pub admission: crate::demand::admission::ReadAdmission,
     /// Demand history, forecasts and plans (used while leading meta).

@@ -43,7 +43,7 @@ async fn start_node_on(i: u64, join: Option<String>, engine: Arc<MemoryEngine>) 
     let seams = Seams {
         network: Arc::new(shadowstore_node::transport::TcpNetwork),
         engine: Some(engine.clone()),
-        clock: Arc::new(shadowstore_node::clock::SystemClock),
+        clock: Arc::new(shadowstore_base::clock::SystemClock),
         rng: Arc::new(NodeRng::from_seed(i)),
     };
     let node = Node::start(config, seams).await.expect("node starts");

@@ -1,7 +1,7 @@
 //! The clock seam in the simulator: simulated wall time with a per-node
 //! offset and drift, so nodes disagree about the time as real ones do.
 
-use shadowstore_node::clock::Clock;
+use shadowstore_base::clock::Clock;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SkewedClock {

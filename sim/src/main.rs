@@ -264,12 +264,12 @@ fn rss_bytes() -> Option<u64> {
 /// `sim demand-memory`: the meta leader's demand history for N
 /// (resource, region) pairs, as counted and as the process's RSS grew.
 fn demand_memory(args: &[String]) -> ExitCode {
-    use shadowstore_node::demand::{DemandHistory, DemandKey, MinuteReport};
+    use shadowstore_placement::demand::{DemandHistory, DemandKey, MinuteReport};
     let pairs = match value(args, "--pairs").map(str::parse::<usize>) {
         None => 10_000,
-        Some(Ok(n)) if (1..=shadowstore_node::demand::history::PAIRS_MAX).contains(&n) => n,
+        Some(Ok(n)) if (1..=shadowstore_placement::demand::history::PAIRS_MAX).contains(&n) => n,
         Some(_) => {
-            eprintln!("sim demand-memory: --pairs takes 1..={}", shadowstore_node::demand::history::PAIRS_MAX);
+            eprintln!("sim demand-memory: --pairs takes 1..={}", shadowstore_placement::demand::history::PAIRS_MAX);
             return ExitCode::from(2);
         }
     };
@@ -316,7 +316,7 @@ fn demand_memory(args: &[String]) -> ExitCode {
         }
     };
     if forecasters > 0 {
-        use shadowstore_node::forecast::{Forecaster, ForecasterConfig};
+        use shadowstore_placement::forecast::{Forecaster, ForecasterConfig};
         let config = ForecasterConfig::for_step(300, 1_800);
         let steps = config.history_steps_max;
         // Forecaster k's demand at step t: a daily cycle plus a little noise.
@@ -386,10 +386,10 @@ fn demand_memory(args: &[String]) -> ExitCode {
 /// Times the demand store (`node/src/demand/store.rs`) for `pairs` pairs
 /// on sled in `dir`.
 fn demand_store(dir: &std::path::Path, pairs: usize) -> std::io::Result<()> {
-    use shadowstore_node::demand::{DemandKey, MinuteReport};
     use shadowstore_node::placement::service::PlacementState;
     use shadowstore_node::storage::StorageEngine;
     use shadowstore_node::storage::sled_engine::SledEngine;
+    use shadowstore_placement::demand::{DemandKey, MinuteReport};
     let engine = SledEngine::open(dir, 64 << 20)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let state = PlacementState::open(engine.clone());

@@ -28,9 +28,6 @@ use super::data::WriteRequest;
 use super::status;
 use super::validate;
 use crate::group::Group;
-use crate::ids::RequestId;
-use crate::limits::STREAM_CHUNK_BYTES_MAX;
-use crate::limits::UNARY_GET_BYTES_MAX;
 use crate::meta::membership::propose_meta;
 use crate::meta::state::MetaCommand;
 use crate::meta::state::MetaResponse;
@@ -42,6 +39,8 @@ use crate::raft::state_machine::GroupData;
 use crate::resource::ResourceCommand;
 use crate::resource::ResourceState;
 use crate::resource::state::Version;
+use shadowstore_base::limits::STREAM_CHUNK_BYTES_MAX;
+use shadowstore_base::limits::UNARY_GET_BYTES_MAX;
 
 /// Response metadata set when a variant is too large for a unary Get.
 pub const USE_STREAM_METADATA: &str = "x-shadowstore-use-stream";
@@ -282,7 +281,7 @@ impl ShadowStore for ClientService {
             )));
         }
         let cmd = MetaCommand::CreateResource {
-            request: RequestId::from(req.request_id),
+            request: super::validate::request_id(req.request_id),
             now_ms: self.ctx.clock.now_ms(),
             name: req.name.clone(),
             replication_factor: rf,
@@ -314,7 +313,7 @@ impl ShadowStore for ClientService {
             return Err(status::redirect("delete resource", self.ctx.leader_addr(&meta).as_deref()));
         }
         let cmd = MetaCommand::DeleteResource {
-            request: RequestId::from(req.request_id),
+            request: super::validate::request_id(req.request_id),
             now_ms: self.ctx.clock.now_ms(),
             name: req.name.clone(),
         };
@@ -350,7 +349,7 @@ impl ShadowStore for ClientService {
             resource: &req.resource,
             variant: &req.variant,
             if_version: req.if_version,
-            request: RequestId::from(req.request_id),
+            request: super::validate::request_id(req.request_id),
             declared: Some(req.value.len() as u64),
         };
         let version = data::write_variant(&self.ctx, &g, &rec, w, req.value, futures::stream::empty()).await?;
@@ -385,7 +384,7 @@ impl ShadowStore for ClientService {
             resource: &h.resource,
             variant: &h.variant,
             if_version: h.if_version,
-            request: RequestId::from(h.request_id),
+            request: super::validate::request_id(h.request_id),
             declared: h.size,
         };
         let version = data::write_variant(&self.ctx, &g, &rec, w, first.data, Box::pin(rest)).await?;
@@ -443,7 +442,7 @@ impl ShadowStore for ClientService {
         let rec = self.resource(&req.resource).await?;
         let g = self.leader(&rec, "delete")?;
         let cmd = ResourceCommand::Delete {
-            request: RequestId::from(req.request_id),
+            request: super::validate::request_id(req.request_id),
             now_ms: self.ctx.clock.now_ms(),
             variant: req.variant.clone(),
             if_version: req.if_version,

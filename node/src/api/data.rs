@@ -22,9 +22,6 @@ use crate::blob::shard_store::ShardStore;
 use crate::blob::write::Source;
 use crate::blob::write::write_blob;
 use crate::group::Group;
-use crate::ids::ReplicaId;
-use crate::ids::RequestId;
-use crate::limits::STREAM_CHUNK_BYTES_MAX;
 use crate::meta::state::ResourceRecord;
 use crate::node::NodeCtx;
 use crate::node::PEER_CALL_TIMEOUT;
@@ -35,6 +32,9 @@ use crate::resource::ResourceResponse;
 use crate::resource::ResourceState;
 use crate::resource::state::Content;
 use crate::resource::state::Version;
+use shadowstore_base::ids::ReplicaId;
+use shadowstore_base::ids::RequestId;
+use shadowstore_base::limits::STREAM_CHUNK_BYTES_MAX;
 
 /// What a write asks for, besides its bytes.
 pub struct WriteRequest<'a> {

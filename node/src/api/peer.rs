@@ -43,14 +43,14 @@ use tonic::Status;
 use tonic::Streaming;
 
 use super::status;
-use crate::codec;
 use crate::group::Group;
-use crate::limits::SNAPSHOT_BYTES_MAX;
 use crate::node::NodeCtx;
 use crate::raft::Snapshot;
 use crate::raft::SnapshotMeta;
 use crate::raft::TypeConfig;
 use crate::raft::Vote;
+use shadowstore_base::codec;
+use shadowstore_base::limits::SNAPSHOT_BYTES_MAX;
 
 pub struct PeerService {
     ctx: Arc<NodeCtx>,
@@ -374,11 +374,11 @@ impl Peer for PeerService {
         let Some(demand) = req.demand else {
             return Err(Status::invalid_argument("ShareDemand without demand"));
         };
-        if demand.minutes.len() > crate::demand::recorder::DEMAND_KEYS_MAX {
+        if demand.minutes.len() > shadowstore_placement::demand::recorder::DEMAND_KEYS_MAX {
             return Err(Status::invalid_argument(format!(
                 "ShareDemand with {} minutes; a node reports at most {}",
                 demand.minutes.len(),
-                crate::demand::recorder::DEMAND_KEYS_MAX
+                shadowstore_placement::demand::recorder::DEMAND_KEYS_MAX
             )));
         }
         crate::placement::service::ingest(&self.ctx, req.node_id, &demand);

@@ -7,18 +7,16 @@ use shadowstore_proto::v1;
 use tonic::Status;
 
 use super::status;
-use crate::demand::history::FIVE_MIN_SLOTS;
 use crate::meta::membership::propose_meta;
-use crate::meta::state::{
-    MetaCommand, MetaResponse, PLACEMENT_HORIZON_S_RANGE, PLANNING_INTERVAL_MS_RANGE, PlacementSettings, Prices,
-};
+use crate::meta::state::{MetaCommand, MetaResponse};
 use crate::node::NodeCtx;
 use crate::placement::service;
+use shadowstore_placement::bounds::{PRICE_MICROS_MAX, PRIORITY_ABS_MAX, REGION_DISTANCE_MAX};
+use shadowstore_placement::demand::history::FIVE_MIN_SLOTS;
+use shadowstore_placement::{PlacementSetting, PlacementSettings, PriceKind, Prices};
 
 /// History slots `DemandShow` returns by default (one day).
 pub const DEMAND_SHOW_SLOTS_DEFAULT: u32 = 288;
-/// The largest price accepted, in micro-units.
-pub const PRICE_MICROS_MAX: u64 = 1_000_000_000_000;
 
 fn require_meta_leader(ctx: &NodeCtx, what: &str) -> Result<(), Status> {
     let meta = ctx.meta_group().ok_or_else(status::not_ready)?;
@@ -45,7 +43,8 @@ pub async fn plan(ctx: &NodeCtx, req: v1::PlacementPlanRequest) -> Result<v1::Pl
     let plans = service::plan_all(ctx, only, ctx.clock.now_ms());
     let committed = ctx
         .with_meta(|m| {
-            m.placements
+            m.placement
+                .records
                 .iter()
                 .filter(|(r, _)| only.is_none_or(|o| o == r.as_str()))
                 .map(|(r, p)| (r.clone(), p.clone()))
@@ -84,11 +83,17 @@ struct ConfigView {
 fn config_view(ctx: &NodeCtx) -> Result<v1::PlacementConfigResponse, Status> {
     let view = ctx
         .with_meta(|m| ConfigView {
-            settings: m.placement_settings.clone(),
-            threshold: m.placement_settings.threshold_permille as f64 / 1000.0,
+            settings: m.placement.settings.clone(),
+            threshold: m.placement.settings.threshold(),
             prices: m.nodes.values().map(|n| (n.node_id, m.prices_of(n))).collect(),
-            priorities: m.priorities.clone(),
-            region_distances: m.region_distances.pairs.iter().map(|((a, b), d)| (a.clone(), b.clone(), *d)).collect(),
+            priorities: m.placement.priorities.clone(),
+            region_distances: m
+                .placement
+                .region_distances
+                .pairs
+                .iter()
+                .map(|((a, b), d)| (a.clone(), b.clone(), *d))
+                .collect(),
         })
         .ok_or_else(status::not_ready)?;
     Ok(v1::PlacementConfigResponse { config_json: json(&view)? })
@@ -112,11 +117,11 @@ pub async fn set_config(
     req: v1::SetPlacementConfigRequest,
 ) -> Result<v1::PlacementConfigResponse, Status> {
     let now_ms = ctx.clock.now_ms();
-    let current = ctx.with_meta(|m| m.placement_settings.clone()).ok_or_else(status::not_ready)?;
+    ctx.with_meta(|_| ()).ok_or_else(status::not_ready)?;
     let key = req.key.as_str();
     let cmd = if key == "priority" {
         super::validate::resource_name(&req.resource)?;
-        let limit = crate::meta::state::PRIORITY_ABS_MAX;
+        let limit = PRIORITY_ABS_MAX;
         let priority = match req.value.trim().parse::<i32>() {
             Ok(p) if (-limit..=limit).contains(&p) => p,
             _ => {
@@ -133,7 +138,7 @@ pub async fn set_config(
         };
         super::validate::region(a)?;
         super::validate::region(b)?;
-        let max = crate::placement::planner::REGION_DISTANCE_MAX as u64;
+        let max = REGION_DISTANCE_MAX as u64;
         let distance = parse_u64(key, &req.value, 1, max)? as u32;
         if a == b {
             return Err(Status::invalid_argument(format!("{key}: a region is 0 from itself")));
@@ -148,54 +153,22 @@ pub async fn set_config(
             .flatten()
             .ok_or_else(|| Status::not_found(format!("node {} is not a member", req.node_id)))?;
         let value = parse_u64(key, &req.value, 0, PRICE_MICROS_MAX)?;
-        match part {
-            "storage_gb_hour_micros" => prices.storage_gb_hour_micros = value,
-            "transfer_gb_micros" => prices.transfer_gb_micros = value,
-            "million_requests_micros" => prices.million_requests_micros = value,
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "unknown price {other:?}; known: storage_gb_hour_micros, transfer_gb_micros, million_requests_micros"
-                )));
-            }
-        }
+        let Some(kind) = PriceKind::from_name(part) else {
+            let known: Vec<&str> = PriceKind::ALL.iter().map(|k| k.name()).collect();
+            return Err(Status::invalid_argument(format!("unknown price {part:?}; known: {}", known.join(", "))));
+        };
+        prices.set(kind, value).map_err(Status::invalid_argument)?;
         MetaCommand::SetNodePrices { now_ms, node_id: req.node_id, prices }
     } else {
-        let mut settings = current;
-        match key {
-            "threshold" => {
-                let threshold = match req.value.trim().parse::<f64>() {
-                    Ok(t) if (0.01..=0.99).contains(&t) => t,
-                    _ => {
-                        return Err(Status::invalid_argument(format!(
-                            "threshold takes a number in 0.01..=0.99, got {:?}",
-                            req.value
-                        )));
-                    }
-                };
-                settings.threshold_permille = (threshold * 1000.0).round() as u32;
-            }
-            "horizon_s" => {
-                let horizon = parse_u64(key, &req.value, PLACEMENT_HORIZON_S_RANGE.0, PLACEMENT_HORIZON_S_RANGE.1)?;
-                if horizon % 300 != 0 {
-                    return Err(Status::invalid_argument(format!(
-                        "horizon_s must be a multiple of 300 (the forecast step), got {horizon}"
-                    )));
-                }
-                settings.horizon_s = horizon;
-            }
-            "planning_interval_ms" => {
-                settings.planning_interval_ms =
-                    parse_u64(key, &req.value, PLANNING_INTERVAL_MS_RANGE.0, PLANNING_INTERVAL_MS_RANGE.1)?
-            }
-            "ttl_ms" => settings.ttl_ms = parse_u64(key, &req.value, 60_000, 30 * 86_400_000)?,
-            "hysteresis_ms" => settings.hysteresis_ms = parse_u64(key, &req.value, 0, 7 * 86_400_000)?,
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "unknown setting {other:?}; known: threshold, horizon_s, planning_interval_ms, ttl_ms, hysteresis_ms, priority, prices.storage_gb_hour_micros, prices.transfer_gb_micros, prices.million_requests_micros, region_distance.REGION.REGION"
-                )));
-            }
-        }
-        MetaCommand::SetPlacementSettings { now_ms, settings }
+        let Some(setting) = PlacementSetting::parse(key, &req.value) else {
+            return Err(Status::invalid_argument(format!(
+                "unknown setting {key:?}; known: {}, priority, {}, region_distance.REGION.REGION",
+                PlacementSetting::KEYS.join(", "),
+                PriceKind::ALL.iter().map(|k| format!("prices.{}", k.name())).collect::<Vec<_>>().join(", ")
+            )));
+        };
+        let setting = setting.map_err(|e| Status::invalid_argument(e.0))?;
+        MetaCommand::SetPlacementSetting { now_ms, setting }
     };
     match propose_meta(ctx, cmd).await? {
         MetaResponse::Updated => config_view(ctx),

@@ -8,11 +8,11 @@
 
 use tonic::Status;
 
-use crate::limits::INLINE_VALUE_BYTES_MAX;
-use crate::limits::REPLICATION_FACTOR_DEFAULT;
-use crate::limits::REPLICATION_FACTORS_ALLOWED;
-use crate::limits::RESOURCE_NAME_BYTES_MAX;
-use crate::limits::VARIANT_NAME_BYTES_MAX;
+use shadowstore_base::limits::INLINE_VALUE_BYTES_MAX;
+use shadowstore_base::limits::REPLICATION_FACTOR_DEFAULT;
+use shadowstore_base::limits::REPLICATION_FACTORS_ALLOWED;
+use shadowstore_base::limits::RESOURCE_NAME_BYTES_MAX;
+use shadowstore_base::limits::VARIANT_NAME_BYTES_MAX;
 
 pub fn resource_name(name: &str) -> Result<(), Status> {
     let bad = |why: &str| Err(Status::invalid_argument(format!("resource name {name:?} {why}")));
@@ -119,5 +119,17 @@ mod tests {
         for bad in [1, 2, 4, 6] {
             assert_eq!(replication_factor(bad).unwrap_err().code(), tonic::Code::InvalidArgument);
         }
+    }
+}
+
+/// The request id of a write (none: not deduplicated).
+pub fn request_id(r: Option<shadowstore_proto::v1::RequestId>) -> shadowstore_base::ids::RequestId {
+    match r {
+        None => shadowstore_base::ids::RequestId::default(),
+        Some(r) => shadowstore_base::ids::RequestId {
+            client_id: r.client_id,
+            seq: r.seq,
+            first_incomplete_seq: r.first_incomplete_seq,
+        },
     }
 }

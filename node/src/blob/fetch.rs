@@ -10,8 +10,8 @@ use shadowstore_proto::peer::ShardChunk;
 
 use super::holder;
 use super::manifest::BlobManifest;
-use crate::ids::GroupId;
 use crate::node::NodeCtx;
+use shadowstore_base::ids::GroupId;
 
 /// Deadline of one shard read from another node.
 pub const SHARD_READ_TIMEOUT: Duration = Duration::from_secs(10);

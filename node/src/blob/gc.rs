@@ -25,12 +25,12 @@ use std::time::Duration;
 
 use super::shard_store::ShardStore;
 use crate::group::quiesce::mono_ms;
-use crate::ids::GroupId;
-use crate::ids::META_GROUP_ID;
 use crate::node::NodeCtx;
 use crate::raft::Command;
 use crate::raft::state_machine::GroupData;
 use crate::resource::ResourceCommand;
+use shadowstore_base::ids::GroupId;
+use shadowstore_base::ids::META_GROUP_ID;
 
 #[derive(Clone, Debug)]
 pub struct GcTiming {

@@ -36,10 +36,10 @@ use super::holder;
 use super::layout::Layout;
 use super::shard_store::HeldShard;
 use super::shard_store::ShardStore;
-use crate::ids::GroupId;
-use crate::ids::ReplicaId;
 use crate::node::NodeCtx;
 use crate::node::PEER_CALL_TIMEOUT;
+use shadowstore_base::ids::GroupId;
+use shadowstore_base::ids::ReplicaId;
 
 /// Shards handed off (or found orphaned) per group per pass, at most.
 const SHARDS_PER_PASS_MAX: usize = 64;

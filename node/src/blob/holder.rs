@@ -15,9 +15,9 @@ use super::manifest::BlobManifest;
 use super::shard_store::HeldShard;
 use super::shard_store::ShardStore;
 use crate::group::Group;
-use crate::ids::GroupId;
 use crate::node::NodeCtx;
 use crate::raft::state_machine::GroupData;
+use shadowstore_base::ids::GroupId;
 
 /// Chunks buffered before one storage batch.
 const CHUNKS_PER_BATCH: usize = 16;

@@ -14,7 +14,7 @@ use serde::Serialize;
 /// Default stripe size.
 pub const STRIPE_SIZE_DEFAULT: u32 = 1024 * 1024;
 /// Largest chunk stored as one sled value.
-pub const CHUNK_SIZE: u32 = crate::limits::STORED_PIECE_BYTES as u32;
+pub const CHUNK_SIZE: u32 = shadowstore_base::limits::STORED_PIECE_BYTES as u32;
 
 /// Chunk slots per shard: a full stripe's shard, in chunks. Depends only on
 /// the stripe size and k, so a writer knows it before the blob's size.

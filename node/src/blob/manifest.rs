@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde::Serialize;
 
 use super::layout::Layout;
-use crate::ids::ReplicaId;
+use shadowstore_base::ids::ReplicaId;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobManifest {

@@ -31,9 +31,9 @@ use super::manifest::BlobManifest;
 use super::shard_store::ShardStore;
 use crate::group::Group;
 use crate::group::quiesce::mono_ms;
-use crate::ids::ReplicaId;
 use crate::node::NodeCtx;
 use crate::node::PEER_CALL_TIMEOUT;
+use shadowstore_base::ids::ReplicaId;
 
 /// How long a holder whose shard write failed is left out of new writes'
 /// layouts (its node may still answer pings while its data path is stuck).

@@ -16,8 +16,8 @@ use super::erasure;
 use super::fetch::ShardFault;
 use super::fetch::fetch_shard;
 use super::manifest::BlobManifest;
-use crate::ids::GroupId;
 use crate::node::NodeCtx;
+use shadowstore_base::ids::GroupId;
 
 /// Stripes fetched ahead of the one being sent.
 pub const READ_AHEAD_STRIPES: usize = 4;

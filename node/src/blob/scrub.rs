@@ -28,10 +28,10 @@ use super::manifest::BlobManifest;
 use super::read::reconstruct;
 use super::shard_store::HeldShard;
 use super::shard_store::ShardStore;
-use crate::ids::GroupId;
-use crate::ids::META_GROUP_ID;
 use crate::node::NodeCtx;
 use crate::raft::state_machine::GroupData;
+use shadowstore_base::ids::GroupId;
+use shadowstore_base::ids::META_GROUP_ID;
 
 #[derive(Debug, Default)]
 pub struct ScrubStats {

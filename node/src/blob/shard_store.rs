@@ -14,12 +14,12 @@ use std::io;
 use serde::Deserialize;
 use serde::Serialize;
 
-use crate::codec;
-use crate::ids::GroupId;
 use crate::storage::SharedEngine;
 use crate::storage::Tree;
 use crate::storage::WriteBatch;
 use crate::storage::keys;
+use shadowstore_base::codec;
+use shadowstore_base::ids::GroupId;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldShard {

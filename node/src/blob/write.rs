@@ -35,9 +35,9 @@ use super::layout::chunk_slots_per_shard;
 use super::manifest::BlobManifest;
 use super::quorum;
 use crate::group::Group;
-use crate::ids::ReplicaId;
 use crate::meta::state::StorageParams;
 use crate::node::NodeCtx;
+use shadowstore_base::ids::ReplicaId;
 
 /// Chunks queued per holder (bounds memory: 64 chunks of 48 KiB per holder).
 const HOLDER_QUEUE_CHUNKS: usize = 64;

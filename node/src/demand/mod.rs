@@ -1,25 +1,16 @@
-//! Demand telemetry: what is read, from where, how often.
+//! A node's side of demand telemetry: shedding reads above the node's read
+//! capacity, and a meta voter's copy of the demand history on its own disk.
+//! The telemetry itself (counting, history) is policy and lives in the
+//! placement crate (`shadowstore_placement::demand`).
 //!
-//! - [`recorder`]: each node counts reads per (resource, client region) in
-//!   10-second buckets and drains complete minutes as reports.
 //! - [`admission`]: each node sheds reads above its read capacity.
-//! - [`history`]: the meta leader adds every node's reports into a compact
-//!   per-pair history (6 h at 1 min, 14 days at 5 min), the input of
-//!   [`crate::forecast`].
+//! - [`store`]: a meta voter's history journaled to its disk.
 //!
 //! Clients name their region in the `x-shadowstore-region` request header;
 //! reads without one count under region `unknown`.
 
 pub mod admission;
-pub mod history;
-pub mod recorder;
 pub mod store;
-
-pub use history::DemandHistory;
-pub use recorder::{DemandKey, DemandRecorder, MinuteReport};
 
 /// The request header that carries the client's region.
 pub use shadowstore_proto::REGION_METADATA as REGION_HEADER;
-
-#[cfg(test)]
-mod tests;

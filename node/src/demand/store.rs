@@ -28,11 +28,11 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
-use super::history::{PairRecord, SlotValues};
-use super::recorder::DemandKey;
-use crate::codec::{decode, encode};
-use crate::ids::NodeId;
 use crate::storage::{StorageEngine, Tree, WriteBatch};
+use shadowstore_base::codec::{decode, encode};
+use shadowstore_base::ids::NodeId;
+use shadowstore_placement::demand::history::{PairRecord, SlotValues};
+use shadowstore_placement::demand::recorder::DemandKey;
 
 /// How often a voter writes its pairs and trims the journal.
 pub const SNAPSHOT_INTERVAL_MS: u64 = 10 * 60_000;
@@ -208,14 +208,17 @@ mod tests {
             five_min_code: Some(u16::MAX),
         };
         // Longest names the API accepts, so the estimate is tested where it is tight.
-        let key = DemandKey { resource: "r".repeat(crate::limits::RESOURCE_NAME_BYTES_MAX), region: "e".repeat(64) };
+        let key = DemandKey {
+            resource: "r".repeat(shadowstore_base::limits::RESOURCE_NAME_BYTES_MAX),
+            region: "e".repeat(64),
+        };
         let slots = vec![(key, values); 2_000];
         let records = journal_records(3, 10, 20, slots);
         assert!(records.len() > 1);
         assert_eq!(records.iter().map(|r| r.slots.len()).sum::<usize>(), 2_000);
         for (index, record) in records.iter().enumerate() {
             let bytes = encode("demand journal", record).expect("encode").len();
-            assert!(bytes <= crate::limits::STORED_VALUE_BYTES_MAX, "record of {bytes} bytes");
+            assert!(bytes <= shadowstore_base::limits::STORED_VALUE_BYTES_MAX, "record of {bytes} bytes");
             assert_eq!(record.ingested_before_ms, if index + 1 == records.len() { 20 } else { 10 });
         }
         let empty = journal_records(3, 10, 20, Vec::new());

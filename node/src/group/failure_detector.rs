@@ -17,8 +17,8 @@ use shadowstore_proto::peer::PingResponse;
 
 use super::Registry;
 use super::quiesce::mono_ms;
-use crate::ids::NodeId;
 use crate::transport::Peers;
+use shadowstore_base::ids::NodeId;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Health {

@@ -39,9 +39,6 @@ use serde::Deserialize;
 use serde::Serialize;
 
 use super::quiesce::Activity;
-use crate::codec;
-use crate::ids::GroupId;
-use crate::ids::ReplicaId;
 use crate::raft::Command;
 use crate::raft::GroupRaft;
 use crate::raft::RaftMetrics;
@@ -59,6 +56,9 @@ use crate::storage::Tree;
 use crate::storage::WriteBatch;
 use crate::storage::checksum;
 use crate::storage::keys;
+use shadowstore_base::codec;
+use shadowstore_base::ids::GroupId;
+use shadowstore_base::ids::ReplicaId;
 
 /// Longest wait for a quorum to renew a lapsed leader lease before a
 /// proposal gives up (see [`Group::propose`]).
@@ -439,7 +439,7 @@ impl Registry {
         // would not read again: check everything before starting. Not the
         // meta replica: without it the node cannot work at all, so it keeps
         // failing here, loudly, and refuses to start after a restart.
-        if group != crate::ids::META_GROUP_ID
+        if group != shadowstore_base::ids::META_GROUP_ID
             && let Some(e) = self.quarantine_if_unreadable(group, old.replica_id).await
         {
             return Err(e);
@@ -508,11 +508,11 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::ids::ReplicaNode;
     use crate::raft::network::RaftRouter;
     use crate::storage::StorageEngine;
     use crate::storage::memory_engine::MemoryEngine;
     use crate::transport::Peers;
+    use shadowstore_base::ids::ReplicaNode;
 
     const GROUP: GroupId = 7;
 

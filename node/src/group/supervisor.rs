@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Registry;
-use crate::ids::GroupId;
+use shadowstore_base::ids::GroupId;
 
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A group healthy this long after a restart starts over with a short delay.

@@ -27,14 +27,6 @@ use shadowstore_proto::peer::JoinRequest;
 use super::state::MetaCommand;
 use super::state::MetaResponse;
 use super::state::NodeLabels;
-use crate::codec;
-use crate::ids::BOOTSTRAP_META_REPLICA_ID;
-use crate::ids::BOOTSTRAP_NODE_ID;
-use crate::ids::META_GROUP_ID;
-use crate::ids::NodeId;
-use crate::ids::ReplicaNode;
-use crate::ids::RequestId;
-use crate::limits::META_VOTERS_MAX;
 use crate::node::NodeCtx;
 use crate::node::NodeIdentity;
 use crate::node::PEER_CALL_TIMEOUT;
@@ -43,6 +35,14 @@ use crate::raft::CommandResponse;
 use crate::storage::Tree;
 use crate::storage::WriteBatch;
 use crate::storage::keys;
+use shadowstore_base::codec;
+use shadowstore_base::ids::BOOTSTRAP_META_REPLICA_ID;
+use shadowstore_base::ids::BOOTSTRAP_NODE_ID;
+use shadowstore_base::ids::META_GROUP_ID;
+use shadowstore_base::ids::NodeId;
+use shadowstore_base::ids::ReplicaNode;
+use shadowstore_base::ids::RequestId;
+use shadowstore_base::limits::META_VOTERS_MAX;
 
 /// A learner this many entries behind the leader is not promoted yet.
 const PROMOTE_LAG_ENTRIES_MAX: u64 = 1_000;
@@ -377,7 +377,7 @@ pub async fn handle_join(ctx: &NodeCtx, req: JoinRequest) -> Result<(u64, u64), 
         region: req.region.clone(),
         read_capacity_rps: req.read_capacity_rps,
         disk_capacity_bytes: req.disk_capacity_bytes,
-        prices: super::state::Prices {
+        prices: shadowstore_placement::Prices {
             storage_gb_hour_micros: req.price_storage_gb_hour_micros,
             transfer_gb_micros: req.price_transfer_gb_micros,
             million_requests_micros: req.price_million_requests_micros,

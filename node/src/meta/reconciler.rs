@@ -20,12 +20,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::group::registry::ShardFate;
-use crate::ids::META_GROUP_ID;
-use crate::ids::NodeId;
-use crate::ids::ReplicaNode;
 use crate::meta::state::MetaState;
 use crate::meta::state::ResourceRecord;
 use crate::node::NodeCtx;
+use shadowstore_base::ids::META_GROUP_ID;
+use shadowstore_base::ids::NodeId;
+use shadowstore_base::ids::ReplicaNode;
 
 const RECONCILE_PERIOD: Duration = Duration::from_secs(10);
 

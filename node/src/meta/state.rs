@@ -9,76 +9,24 @@
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
-use std::fmt;
 
 use serde::Deserialize;
 use serde::Serialize;
 
 use crate::dedup::Admission;
 use crate::dedup::Sessions;
-use crate::ids::BOOTSTRAP_META_REPLICA_ID;
-use crate::ids::BOOTSTRAP_NODE_ID;
-use crate::ids::GroupId;
-use crate::ids::NodeId;
-use crate::ids::ReplicaId;
-use crate::ids::RequestId;
-use crate::limits::CLUSTER_NODES_MAX;
-use crate::limits::CLUSTER_RESOURCES_MAX;
-use crate::limits::REPLICATION_FACTORS_ALLOWED;
-use crate::placement::RegionDistances;
+use shadowstore_base::ids::BOOTSTRAP_META_REPLICA_ID;
+use shadowstore_base::ids::BOOTSTRAP_NODE_ID;
+use shadowstore_base::ids::GroupId;
+use shadowstore_base::ids::NodeId;
+use shadowstore_base::ids::ReplicaId;
+use shadowstore_base::limits::CLUSTER_NODES_MAX;
+use shadowstore_base::limits::CLUSTER_RESOURCES_MAX;
+use shadowstore_base::limits::REPLICATION_FACTORS_ALLOWED;
+use shadowstore_placement::Prices;
 
-/// Prices of a node, in micro-units of the cluster's currency.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Prices {
-    pub storage_gb_hour_micros: u64,
-    pub transfer_gb_micros: u64,
-    pub million_requests_micros: u64,
-}
-
-/// Placement settings, replicated so that every meta leader plans alike.
-/// Integers only (per mille for probabilities): replicated state is
-/// compared bit for bit.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlacementSettings {
-    pub threshold_permille: u32,
-    pub horizon_s: u64,
-    pub planning_interval_ms: u64,
-    pub ttl_ms: u64,
-    pub hysteresis_ms: u64,
-}
-
-impl Default for PlacementSettings {
-    fn default() -> Self {
-        PlacementSettings {
-            threshold_permille: 800,
-            horizon_s: 1_800,
-            planning_interval_ms: 60_000,
-            ttl_ms: 6 * 3_600_000,
-            hysteresis_ms: 30 * 60_000,
-        }
-    }
-}
-
-/// Bounds on placement settings (checked by `SetPlacementConfig`).
-pub const PLACEMENT_HORIZON_S_RANGE: (u64, u64) = (300, 6 * 3_600);
-pub const PLANNING_INTERVAL_MS_RANGE: (u64, u64) = (1_000, 3_600_000);
-
-/// The planner's latest committed decision for a resource.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlacementRecord {
-    pub at_ms: u64,
-    /// `add-shadows` or `retire`.
-    pub action: String,
-    pub nodes: Vec<NodeId>,
-    pub p_exceed_permille: u32,
-    pub reason: String,
-}
-
-/// Resource priorities range over -PRIORITY_ABS_MAX..=PRIORITY_ABS_MAX.
-pub use crate::placement::planner::PRIORITY_ABS_MAX;
-
-/// Longest reason kept in a committed placement record.
-pub const PLACEMENT_REASON_BYTES_MAX: usize = 512;
+pub use super::command::{MetaCommand, MetaResponse};
+use super::placement::PlacementMeta;
 
 /// What a node says about itself when it joins or restarts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,14 +81,14 @@ impl StorageParams {
         StorageParams {
             k: (replication_factor - m) as u8,
             m: m as u8,
-            inline_threshold: crate::limits::INLINE_VALUE_BYTES_MAX as u32,
+            inline_threshold: shadowstore_base::limits::INLINE_VALUE_BYTES_MAX as u32,
             stripe_size: crate::blob::layout::STRIPE_SIZE_DEFAULT,
             keep_versions: 1,
         }
     }
 
     pub fn validate(&self, replication_factor: u32) -> Result<(), String> {
-        use crate::limits::{INLINE_VALUE_BYTES_MAX, KEEP_VERSIONS_MAX, STRIPE_SIZE_MAX, STRIPE_SIZE_MIN};
+        use shadowstore_base::limits::{INLINE_VALUE_BYTES_MAX, KEEP_VERSIONS_MAX, STRIPE_SIZE_MAX, STRIPE_SIZE_MIN};
         if self.k == 0 || self.m == 0 {
             return Err(format!("erasure code {}+{} needs at least one data and one parity shard", self.k, self.m));
         }
@@ -186,121 +134,6 @@ impl ResourceRecord {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum MetaCommand {
-    /// First entry of a new cluster: registers the bootstrap node.
-    Bootstrap {
-        now_ms: u64,
-        labels: NodeLabels,
-    },
-    /// A new node joins: allocates its node id and meta replica id.
-    RegisterNode {
-        request: RequestId,
-        now_ms: u64,
-        labels: NodeLabels,
-    },
-    /// A known node restarted with new labels or a new address.
-    UpdateNode {
-        now_ms: u64,
-        node_id: NodeId,
-        labels: NodeLabels,
-    },
-    CreateResource {
-        request: RequestId,
-        now_ms: u64,
-        name: String,
-        replication_factor: u32,
-        storage: StorageParams,
-        /// Nodes for the replicas, chosen by the proposer.
-        nodes: Vec<NodeId>,
-    },
-    /// Replaces a resource's replica (lost with its node, or corrupt) by a
-    /// new replica on `new_node`, which may be the old replica's node.
-    ReplaceReplica {
-        now_ms: u64,
-        name: String,
-        old_replica: ReplicaId,
-        new_node: NodeId,
-    },
-    DeleteResource {
-        request: RequestId,
-        now_ms: u64,
-        name: String,
-    },
-    SetPlacementSettings {
-        now_ms: u64,
-        settings: PlacementSettings,
-    },
-    SetNodePrices {
-        now_ms: u64,
-        node_id: NodeId,
-        prices: Prices,
-    },
-    /// A resource's placement priority (-5..=5): moves its threshold.
-    SetResourcePriority {
-        now_ms: u64,
-        resource: String,
-        priority: i32,
-    },
-    /// The planner's decision for `resource` (plans survive a leader
-    /// change).
-    RecordPlacement {
-        now_ms: u64,
-        resource: String,
-        record: PlacementRecord,
-    },
-    /// The distance between two regions (1 removes the entry: the
-    /// default).
-    SetRegionDistance {
-        now_ms: u64,
-        a: String,
-        b: String,
-        distance: u32,
-    },
-}
-
-impl fmt::Display for MetaCommand {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MetaCommand::Bootstrap { labels, .. } => write!(f, "bootstrap at {}", labels.addr),
-            MetaCommand::RegisterNode { labels, .. } => {
-                write!(f, "register node at {}", labels.addr)
-            }
-            MetaCommand::UpdateNode { node_id, labels, .. } => write!(f, "update node {node_id} at {}", labels.addr),
-            MetaCommand::CreateResource { name, nodes, .. } => {
-                write!(f, "create resource {name} on {nodes:?}")
-            }
-            MetaCommand::DeleteResource { name, .. } => write!(f, "delete resource {name}"),
-            MetaCommand::ReplaceReplica { name, old_replica, new_node, .. } => {
-                write!(f, "replace replica {old_replica} of {name} with one on node {new_node}")
-            }
-            MetaCommand::SetPlacementSettings { settings, .. } => write!(f, "set placement settings {settings:?}"),
-            MetaCommand::SetNodePrices { node_id, prices, .. } => write!(f, "set node {node_id} prices {prices:?}"),
-            MetaCommand::SetResourcePriority { resource, priority, .. } => {
-                write!(f, "set priority of {resource} to {priority}")
-            }
-            MetaCommand::SetRegionDistance { a, b, distance, .. } => {
-                write!(f, "set distance between regions {a} and {b} to {distance}")
-            }
-            MetaCommand::RecordPlacement { resource, record, .. } => {
-                write!(f, "record placement of {resource}: {} {:?}", record.action, record.nodes)
-            }
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum MetaResponse {
-    Registered { node_id: NodeId, meta_replica_id: ReplicaId },
-    Updated,
-    Created(ResourceRecord),
-    Deleted,
-    AlreadyExists(ResourceRecord),
-    NotFound,
-    Rejected { reason: String },
-    StaleRequest,
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetaState {
     pub nodes: BTreeMap<NodeId, NodeRecord>,
@@ -316,29 +149,10 @@ pub struct MetaState {
     pub next_replica_id: ReplicaId,
     pub next_group_id: GroupId,
     pub sessions: Sessions<MetaResponse>,
-    pub placement_settings: PlacementSettings,
-    /// resource → the planner's latest committed decision.
-    pub placements: BTreeMap<String, PlacementRecord>,
-    /// resource → placement priority, when not 0.
-    pub priorities: BTreeMap<String, i32>,
-    /// Prices an operator set for a node (`shadowctl config set prices.*
-    /// --node N`). They win over the prices the node announces from its
-    /// config, so a restart does not undo them; see [`MetaState::prices_of`].
-    pub price_overrides: BTreeMap<NodeId, Prices>,
-    /// Distances between regions an operator set (`shadowctl config set
-    /// region_distance.A.B N`); the planner prefers shadow hosts nearest
-    /// the demand's region. Unlisted pairs of regions are 1 apart.
-    pub region_distances: RegionDistances,
-}
-
-fn truncate_utf8(text: &mut String, bytes_max: usize) {
-    if text.len() > bytes_max {
-        let mut end = bytes_max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
+    /// Placement settings, decisions, priorities, operator prices and
+    /// region distances (last: the encoding of the fields before it is
+    /// unchanged since they were separate fields here).
+    pub placement: PlacementMeta,
 }
 
 impl Default for MetaState {
@@ -353,11 +167,7 @@ impl Default for MetaState {
             next_replica_id: BOOTSTRAP_META_REPLICA_ID + 1,
             next_group_id: 1,
             sessions: Sessions::default(),
-            placement_settings: PlacementSettings::default(),
-            placements: BTreeMap::new(),
-            priorities: BTreeMap::new(),
-            price_overrides: BTreeMap::new(),
-            region_distances: RegionDistances::default(),
+            placement: PlacementMeta::default(),
         }
     }
 }
@@ -365,7 +175,7 @@ impl Default for MetaState {
 impl MetaState {
     /// A node's prices: the operator's, else what the node announced.
     pub fn prices_of(&self, node: &NodeRecord) -> Prices {
-        self.price_overrides.get(&node.node_id).cloned().unwrap_or_else(|| node.labels.prices.clone())
+        self.placement.prices_of(node.node_id, &node.labels.prices)
     }
 
     pub fn apply(&mut self, cmd: &MetaCommand) -> MetaResponse {
@@ -377,7 +187,8 @@ impl MetaState {
             | MetaCommand::SetNodePrices { now_ms, .. }
             | MetaCommand::SetResourcePriority { now_ms, .. }
             | MetaCommand::SetRegionDistance { now_ms, .. }
-            | MetaCommand::RecordPlacement { now_ms, .. } => {
+            | MetaCommand::RecordPlacement { now_ms, .. }
+            | MetaCommand::SetPlacementSetting { now_ms, .. } => {
                 self.sessions.advance(*now_ms);
                 None
             }
@@ -437,7 +248,7 @@ impl MetaState {
                     if let Some(n) = self.nodes.remove(&old) {
                         self.replica_index.remove(&n.meta_replica_id);
                     }
-                    self.price_overrides.remove(&old);
+                    self.placement.forget_node(old);
                     self.retired_nodes.insert(old);
                 }
                 let node_id = self.next_node_id;
@@ -537,46 +348,18 @@ impl MetaState {
                     for rep in &r.replicas {
                         self.replica_index.remove(&rep.replica_id);
                     }
-                    self.placements.remove(name);
-                    self.priorities.remove(name);
+                    self.placement.forget_resource(name);
                     MetaResponse::Deleted
                 }
             },
-            MetaCommand::SetPlacementSettings { settings, .. } => {
-                self.placement_settings = settings.clone();
-                MetaResponse::Updated
-            }
-            MetaCommand::SetNodePrices { node_id, prices, .. } => {
-                if !self.nodes.contains_key(node_id) {
-                    return MetaResponse::NotFound;
-                }
-                self.price_overrides.insert(*node_id, prices.clone());
-                MetaResponse::Updated
-            }
-            MetaCommand::SetResourcePriority { resource, priority, .. } => {
-                if !self.resources.contains_key(resource) {
-                    return MetaResponse::NotFound;
-                }
-                let priority = (*priority).clamp(-PRIORITY_ABS_MAX, PRIORITY_ABS_MAX);
-                if priority == 0 {
-                    self.priorities.remove(resource);
-                } else {
-                    self.priorities.insert(resource.clone(), priority);
-                }
-                MetaResponse::Updated
-            }
-            MetaCommand::SetRegionDistance { a, b, distance, .. } => match self.region_distances.set(a, b, *distance) {
-                Ok(()) => MetaResponse::Updated,
-                Err(reason) => MetaResponse::Rejected { reason },
-            },
-            MetaCommand::RecordPlacement { resource, record, .. } => {
-                if !self.resources.contains_key(resource) {
-                    return MetaResponse::NotFound;
-                }
-                let mut record = record.clone();
-                truncate_utf8(&mut record.reason, PLACEMENT_REASON_BYTES_MAX);
-                self.placements.insert(resource.clone(), record);
-                MetaResponse::Updated
+            MetaCommand::SetPlacementSettings { .. }
+            | MetaCommand::SetPlacementSetting { .. }
+            | MetaCommand::SetNodePrices { .. }
+            | MetaCommand::SetResourcePriority { .. }
+            | MetaCommand::SetRegionDistance { .. }
+            | MetaCommand::RecordPlacement { .. } => {
+                let (resources, nodes) = (&self.resources, &self.nodes);
+                self.placement.apply(cmd, |r| resources.contains_key(r), |n| nodes.contains_key(&n))
             }
         }
     }
@@ -607,8 +390,7 @@ impl MetaState {
     /// comparison only in debug builds: it is linear in the directory).
     fn check_invariants(&self) {
         assert_eq!(self.resources.len(), self.groups.len());
-        assert!(self.placements.keys().all(|r| self.resources.contains_key(r)), "placement of an unknown resource");
-        assert!(self.priorities.keys().all(|r| self.resources.contains_key(r)), "priority of an unknown resource");
+        self.placement.check_invariants(|r| self.resources.contains_key(r));
         debug_assert_eq!(self.replica_index, self.derive_replica_index());
         for r in self.resources.values() {
             assert!(r.group_id < self.next_group_id, "group id {} not allocated", r.group_id);
@@ -656,6 +438,8 @@ impl MetaState {
 
 #[cfg(test)]
 mod tests {
+    use shadowstore_base::ids::RequestId;
+
     use super::*;
 
     fn labels(addr: &str) -> NodeLabels {
@@ -846,6 +630,6 @@ mod tests {
         assert_eq!(s.prices_of(&s.nodes[&1]).storage_gb_hour_micros, 0, "other nodes keep their own");
         let missing = MetaCommand::SetNodePrices { now_ms: 5, node_id: 9, prices: config_prices(1) };
         assert_eq!(s.apply(&missing), MetaResponse::NotFound);
-        assert!(!s.price_overrides.contains_key(&9));
+        assert!(!s.placement.price_overrides.contains_key(&9));
     }
 }

@@ -13,10 +13,5 @@
 //! the meta leader's planning loop and `sim placement-eval` both call
 //! [`planner::plan`].
 
-pub mod cost;
-pub mod planner;
 pub mod service;
 pub mod share;
-
-pub use cost::{CostBreakdown, CostLedger};
-pub use planner::{Action, HostView, Plan, PlannerConfig, RegionDistances, ResourceDemand, ShadowState, plan};

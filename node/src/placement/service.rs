@@ -33,19 +33,21 @@ use std::time::Duration;
 use serde::Serialize;
 use shadowstore_proto::peer;
 
-use super::planner::{Action, HostView, Plan, PlannerConfig, ResourceDemand, plan};
 use super::share::ShareQueues;
-use crate::demand::history::FIVE_MIN_MS;
-use crate::demand::recorder::MINUTE_MS;
-use crate::demand::{DemandHistory, DemandKey, MinuteReport, store};
-use crate::forecast::forecaster::ForecasterConfig;
-use crate::forecast::{DemandForecast, Forecaster};
-use crate::ids::{GroupId, NodeId};
+use crate::demand::store;
 use crate::meta::membership::propose_meta;
-use crate::meta::state::{MetaCommand, MetaState, PlacementRecord, PlacementSettings};
+use crate::meta::state::{MetaCommand, MetaState};
 use crate::node::NodeCtx;
 use crate::raft::state_machine::GroupData;
 use crate::storage::SharedEngine;
+use shadowstore_base::ids::{GroupId, NodeId};
+use shadowstore_placement::demand::history::FIVE_MIN_MS;
+use shadowstore_placement::demand::recorder::MINUTE_MS;
+use shadowstore_placement::demand::{DemandHistory, DemandKey, MinuteReport};
+use shadowstore_placement::forecast::forecaster::ForecasterConfig;
+use shadowstore_placement::forecast::{DemandForecast, Forecaster};
+use shadowstore_placement::planner::{Action, HostView, Plan, PlannerConfig, ResourceDemand, plan};
+use shadowstore_placement::{PlacementAction, PlacementRecord, PlacementSettings};
 
 /// The region key of a resource's total demand.
 pub const REGION_TOTAL: &str = "*";
@@ -513,7 +515,7 @@ pub fn plan_all(ctx: &NodeCtx, only: Option<&str>, now_ms: u64) -> Vec<Plan> {
                     r.name.clone(),
                     r.replicas.iter().map(|x| x.node_id).collect(),
                     resource_capacity_rps(meta, &hosted, &r.name),
-                    meta.priorities.get(&r.name).copied().unwrap_or(0),
+                    meta.placement.priorities.get(&r.name).copied().unwrap_or(0),
                 )
             })
             .collect();
@@ -535,7 +537,7 @@ pub fn plan_all(ctx: &NodeCtx, only: Option<&str>, now_ms: u64) -> Vec<Plan> {
                 prices: meta.prices_of(n),
             })
             .collect();
-        (meta.placement_settings.clone(), resources, hosts, meta.region_distances.clone())
+        (meta.placement.settings.clone(), resources, hosts, meta.placement.region_distances.clone())
     }) else {
         return Vec::new();
     };
@@ -765,18 +767,18 @@ fn record_of(plan: &Plan) -> Option<PlacementRecord> {
     let (action, nodes, reason) = match &plan.action {
         Action::Hold { .. } => return None,
         Action::AddShadows { nodes, added_rps, short_rps } => (
-            "add-shadows",
+            PlacementAction::AddShadows,
             nodes.clone(),
             format!(
                 "P(exceed) {:.2} >= {:.2}; +{added_rps:.0} rps ({short_rps:.0} rps short)",
                 plan.inputs.p_exceed, plan.inputs.threshold
             ),
         ),
-        Action::Retire { nodes, reason } => ("retire", nodes.clone(), reason.clone()),
+        Action::Retire { nodes, reason } => (PlacementAction::Retire, nodes.clone(), reason.clone()),
     };
     Some(PlacementRecord {
         at_ms: plan.at_ms,
-        action: action.to_string(),
+        action,
         nodes,
         p_exceed_permille: (plan.inputs.p_exceed * 1000.0).round() as u32,
         reason,
@@ -787,12 +789,12 @@ fn record_of(plan: &Plan) -> Option<PlacementRecord> {
 pub async fn plan_once(ctx: &Arc<NodeCtx>) {
     let now_ms = ctx.clock.now_ms();
     collect(ctx, now_ms).await;
-    let Some(settings) = ctx.with_meta(|m| m.placement_settings.clone()) else { return };
+    let Some(settings) = ctx.with_meta(|m| m.placement.settings.clone()) else { return };
     ctx.placement.feed(&settings, now_ms).await;
     let plans = plan_all(ctx, None, now_ms);
     for plan in &plans {
         let Some(record) = record_of(plan) else { continue };
-        let current = ctx.with_meta(|m| m.placements.get(&plan.resource).cloned()).flatten();
+        let current = ctx.with_meta(|m| m.placement.records.get(&plan.resource).cloned()).flatten();
         if current.as_ref().is_some_and(|c| c.action == record.action && c.nodes == record.nodes) {
             continue;
         }
@@ -824,7 +826,7 @@ pub async fn run(ctx: Arc<NodeCtx>) {
             ctx.placement.snapshot().await;
         }
         let interval_ms = ctx
-            .with_meta(|m| m.placement_settings.planning_interval_ms)
+            .with_meta(|m| m.placement.settings.planning_interval_ms)
             .unwrap_or(PlacementSettings::default().planning_interval_ms);
         if last_pass.elapsed() < Duration::from_millis(interval_ms) {
             continue;

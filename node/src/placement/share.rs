@@ -27,9 +27,9 @@ use std::time::Duration;
 use shadowstore_proto::peer;
 
 use super::service::PlacementState;
-use crate::demand::recorder::MINUTE_MS;
-use crate::ids::NodeId;
 use crate::node::NodeCtx;
+use shadowstore_base::ids::NodeId;
+use shadowstore_placement::demand::recorder::MINUTE_MS;
 
 /// Entries (minute reports and resource sizes, ~100 bytes each) a voter's
 /// queue holds at most: beyond it the oldest batches are dropped and that

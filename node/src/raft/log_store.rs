@@ -22,21 +22,21 @@ use super::Entry;
 use super::LogId;
 use super::TypeConfig;
 use super::Vote;
-use crate::codec;
-use crate::ids::GroupId;
 use crate::storage::SharedEngine;
 use crate::storage::Syncer;
 use crate::storage::Tree;
 use crate::storage::WriteBatch;
 use crate::storage::checksum;
 use crate::storage::keys;
+use shadowstore_base::codec;
+use shadowstore_base::ids::GroupId;
 
 /// Entries returned by one `limited_get_log_entries` call at most, which
 /// bounds one replication message.
 const READ_ENTRIES_MAX: u64 = 512;
 /// Bytes of an encoded entry per stored part.
-const ENTRY_PART_BYTES: usize = crate::limits::STORED_PIECE_BYTES;
-const _: () = assert!(ENTRY_PART_BYTES + checksum::TRAILER_BYTES <= crate::limits::STORED_VALUE_BYTES_MAX);
+const ENTRY_PART_BYTES: usize = shadowstore_base::limits::STORED_PIECE_BYTES;
+const _: () = assert!(ENTRY_PART_BYTES + checksum::TRAILER_BYTES <= shadowstore_base::limits::STORED_VALUE_BYTES_MAX);
 /// Records read per page when verifying a whole log.
 const VERIFY_PAGE_RECORDS: usize = 1024;
 /// Largest encoded entry (bounded by what one gRPC message may carry).
@@ -290,11 +290,11 @@ mod tests {
     use openraft::testing::log_id;
 
     use super::*;
-    use crate::ids::RequestId;
     use crate::raft::Command;
     use crate::resource::ResourceCommand;
     use crate::storage::StorageEngine;
     use crate::storage::memory_engine::MemoryEngine;
+    use shadowstore_base::ids::RequestId;
 
     fn big_entry(index: u64, len: usize) -> Entry {
         let cmd = Command::Resource(ResourceCommand::Put {

@@ -29,5 +29,5 @@ pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
 pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, bytes::Bytes>;
-pub type Membership = openraft::Membership<crate::ids::ReplicaId, crate::ids::ReplicaNode>;
+pub type Membership = openraft::Membership<shadowstore_base::ids::ReplicaId, shadowstore_base::ids::ReplicaNode>;
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;

@@ -38,13 +38,13 @@ use tonic::transport::Channel;
 use super::Snapshot;
 use super::TypeConfig;
 use super::Vote;
-use crate::codec;
-use crate::ids::GroupId;
-use crate::ids::ReplicaId;
-use crate::ids::ReplicaNode;
-use crate::limits::SNAPSHOT_CHUNK_BYTES;
 use crate::transport::MessageFate;
 use crate::transport::Peers;
+use shadowstore_base::codec;
+use shadowstore_base::ids::GroupId;
+use shadowstore_base::ids::ReplicaId;
+use shadowstore_base::ids::ReplicaNode;
+use shadowstore_base::limits::SNAPSHOT_CHUNK_BYTES;
 
 /// Lower bound for a snapshot transfer's deadline.
 const SNAPSHOT_SEND_TIMEOUT_MIN: Duration = Duration::from_secs(30);

@@ -34,10 +34,6 @@ use super::Snapshot;
 use super::SnapshotMeta;
 use super::StoredMembership;
 use super::TypeConfig;
-use crate::codec;
-use crate::ids::GroupId;
-use crate::ids::META_GROUP_ID;
-use crate::limits::SNAPSHOT_BYTES_MAX;
 use crate::meta::state::MetaState;
 use crate::resource::ResourceState;
 use crate::storage::SharedEngine;
@@ -46,9 +42,13 @@ use crate::storage::Tree;
 use crate::storage::WriteBatch;
 use crate::storage::checksum;
 use crate::storage::keys;
+use shadowstore_base::codec;
+use shadowstore_base::ids::GroupId;
+use shadowstore_base::ids::META_GROUP_ID;
+use shadowstore_base::limits::SNAPSHOT_BYTES_MAX;
 
 /// Bytes per persisted snapshot chunk.
-const SNAPSHOT_STORED_CHUNK_BYTES: usize = crate::limits::STORED_PIECE_BYTES;
+const SNAPSHOT_STORED_CHUNK_BYTES: usize = shadowstore_base::limits::STORED_PIECE_BYTES;
 
 /// The replicated data of a group.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

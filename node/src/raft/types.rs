@@ -10,12 +10,12 @@ use std::fmt;
 use serde::Deserialize;
 use serde::Serialize;
 
-use crate::ids::ReplicaId;
-use crate::ids::ReplicaNode;
 use crate::meta::state::MetaCommand;
 use crate::meta::state::MetaResponse;
 use crate::resource::ResourceCommand;
 use crate::resource::ResourceResponse;
+use shadowstore_base::ids::ReplicaId;
+use shadowstore_base::ids::ReplicaNode;
 
 /// openraft's async runtime: tokio, with every random draw (election
 /// timeouts) taken from a seeded generator (see `crate::rng`).

@@ -23,11 +23,11 @@ use serde::Serialize;
 use crate::blob::manifest::BlobManifest;
 use crate::dedup::Admission;
 use crate::dedup::Sessions;
-use crate::ids::ReplicaId;
-use crate::ids::RequestId;
-use crate::limits::INLINE_VALUE_BYTES_MAX;
-use crate::limits::RESOURCE_INLINE_BYTES_MAX;
-use crate::limits::RESOURCE_VARIANTS_MAX;
+use shadowstore_base::ids::ReplicaId;
+use shadowstore_base::ids::RequestId;
+use shadowstore_base::limits::INLINE_VALUE_BYTES_MAX;
+use shadowstore_base::limits::RESOURCE_INLINE_BYTES_MAX;
+use shadowstore_base::limits::RESOURCE_VARIANTS_MAX;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Content {

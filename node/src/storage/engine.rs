@@ -75,7 +75,7 @@ impl WriteBatch {
     pub fn check_sizes(&self) -> io::Result<()> {
         for op in &self.ops {
             if let WriteOp::Put(k, v) = op {
-                if v.len() > crate::limits::STORED_VALUE_BYTES_MAX {
+                if v.len() > shadowstore_base::limits::STORED_VALUE_BYTES_MAX {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
                         format!(

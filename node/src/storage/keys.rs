@@ -14,7 +14,7 @@
 //! | local       | b"retired/" group(8) replica(8)       | empty: shards kept for handoff |
 //! | local       | b"demand/" ...                        | see `demand::store`       |
 
-use crate::ids::GroupId;
+use shadowstore_base::ids::GroupId;
 
 /// Key of part `part` of the log entry at `index`. An entry larger than
 /// one stored value is split into consecutive parts.

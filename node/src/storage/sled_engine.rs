@@ -17,7 +17,7 @@
 //! third (docs/BENCHMARKS.md).
 //!
 //! [`sync`]: StorageEngine::sync
-//! [`STORED_VALUE_BYTES_MAX`]: crate::limits::STORED_VALUE_BYTES_MAX
+//! [`STORED_VALUE_BYTES_MAX`]: shadowstore_base::limits::STORED_VALUE_BYTES_MAX
 
 use std::fs::File;
 use std::io;
@@ -234,7 +234,7 @@ mod tests {
         for round in 0..4u8 {
             for i in 0..200u32 {
                 let mut b = WriteBatch::new(Tree::Log);
-                let v = vec![round ^ (i as u8); crate::limits::STORED_VALUE_BYTES_MAX];
+                let v = vec![round ^ (i as u8); shadowstore_base::limits::STORED_VALUE_BYTES_MAX];
                 b.put(i.to_be_bytes().to_vec(), v);
                 e.write(b).unwrap();
             }

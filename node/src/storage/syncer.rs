@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 
 use super::engine::SharedEngine;
-use crate::limits::SYNC_QUEUE_DEPTH_MAX;
+use shadowstore_base::limits::SYNC_QUEUE_DEPTH_MAX;
 
 type Completion = Box<dyn FnOnce(io::Result<()>) + Send>;
 

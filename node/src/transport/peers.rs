@@ -17,10 +17,10 @@ use tonic::transport::Channel;
 use tonic::transport::Endpoint;
 
 use super::seam::SharedNetwork;
-use crate::ids::NodeId;
-use crate::ids::ReplicaId;
-use crate::ids::ReplicaNode;
-use crate::limits::GRPC_MESSAGE_BYTES_MAX;
+use shadowstore_base::ids::NodeId;
+use shadowstore_base::ids::ReplicaId;
+use shadowstore_base::ids::ReplicaNode;
+use shadowstore_base::limits::GRPC_MESSAGE_BYTES_MAX;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);

@@ -18,10 +18,10 @@
 use std::collections::VecDeque;
 
 use serde::Serialize;
-use shadowstore_node::forecast::DemandForecast;
-use shadowstore_node::ids::NodeId;
-use shadowstore_node::placement::cost::CostLedger;
-use shadowstore_node::placement::planner::{
+use shadowstore_base::ids::NodeId;
+use shadowstore_placement::cost::CostLedger;
+use shadowstore_placement::forecast::DemandForecast;
+use shadowstore_placement::planner::{
     Action, HostView, PlannerConfig, RegionDistances, ResourceDemand, ShadowState, choose_hosts, plan,
 };
 

@@ -23,10 +23,11 @@ pub mod trace;
 use std::path::PathBuf;
 
 use serde::Serialize;
-use shadowstore_node::forecast::forecaster::ForecasterConfig;
-use shadowstore_node::forecast::{ForecastMode, Forecaster};
-use shadowstore_node::meta::state::Prices;
-use shadowstore_node::placement::planner::{HostView, PlannerConfig, RegionDistances, SHADOWS_PER_RESOURCE_MAX};
+use shadowstore_placement::Prices;
+use shadowstore_placement::bounds::SHADOWS_PER_RESOURCE_MAX;
+use shadowstore_placement::forecast::forecaster::ForecasterConfig;
+use shadowstore_placement::forecast::{ForecastMode, Forecaster};
+use shadowstore_placement::planner::{HostView, PlannerConfig, RegionDistances};
 
 use fluid::{ClusterModel, Metrics, PlanKnobs, Policy, Prepared, Reliability, simulate};
 pub use trace::{Trace, load};

@@ -38,10 +38,9 @@ pub fn quantile_grid_level(index: usize) -> f64 {
 }
 
 /// Limits a forecaster configuration must respect (bounds memory and the
-/// time of one fit).
-pub const HORIZON_STEPS_MAX: usize = 1_440;
-pub const HISTORY_STEPS_MAX: usize = 20_160;
-pub const CALIBRATION_WINDOW_MAX: usize = 10_000;
+/// time of one fit), kept with every other bound in [`crate::bounds`].
+pub use crate::bounds::{CALIBRATION_WINDOW_MAX, HISTORY_STEPS_MAX, HORIZON_STEPS_MAX};
+use crate::bounds::{CALIBRATION_WINDOW_MIN, HISTORY_STEPS_FLOOR, REFIT_EVERY_STEPS_MAX, STEP_S};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ForecasterConfig {
@@ -68,8 +67,8 @@ pub struct ForecasterConfig {
     pub anchor_decay: f64,
 }
 
-pub use crate::limits::RangeError as ConfigError;
-use crate::limits::check_range as check;
+pub use crate::bounds::RangeError as ConfigError;
+use crate::bounds::check_range as check;
 
 impl ForecasterConfig {
     /// Defaults for a series of `step_s` steps and a horizon of
@@ -101,12 +100,22 @@ impl ForecasterConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check("step_s", self.step_s as f64, 1.0, 86_400.0)?;
+        check("step_s", self.step_s as f64, *STEP_S.start() as f64, *STEP_S.end() as f64)?;
         check("horizon_steps", self.horizon_steps as f64, 1.0, HORIZON_STEPS_MAX as f64)?;
-        check("history_steps_max", self.history_steps_max as f64, 8.0, HISTORY_STEPS_MAX as f64)?;
+        check(
+            "history_steps_max",
+            self.history_steps_max as f64,
+            HISTORY_STEPS_FLOOR as f64,
+            HISTORY_STEPS_MAX as f64,
+        )?;
         check("history_steps_min", self.history_steps_min as f64, 1.0, self.history_steps_max as f64)?;
-        check("refit_every_steps", self.refit_every_steps as f64, 1.0, 100_000.0)?;
-        check("calibration_window", self.calibration_window as f64, 10.0, CALIBRATION_WINDOW_MAX as f64)?;
+        check("refit_every_steps", self.refit_every_steps as f64, 1.0, REFIT_EVERY_STEPS_MAX as f64)?;
+        check(
+            "calibration_window",
+            self.calibration_window as f64,
+            CALIBRATION_WINDOW_MIN as f64,
+            CALIBRATION_WINDOW_MAX as f64,
+        )?;
         check("calibration_min", self.calibration_min as f64, 1.0, self.calibration_window as f64)?;
         check("backtest_window", self.backtest_window as f64, 1.0, CALIBRATION_WINDOW_MAX as f64)?;
         check("anchor_decay", self.anchor_decay, 0.0, 1.0)?;

@@ -26,18 +26,17 @@
 //!    expired; never while observed demand still needs them. Several may
 //!    retire in one plan: each is tested with the newer ones removed.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-use super::cost::{CostBreakdown, expected_cost};
-use crate::forecast::{DemandForecast, ForecastMode};
-use crate::ids::NodeId;
-use crate::meta::state::Prices;
+use shadowstore_base::ids::NodeId;
 
-/// Bounds on planner settings.
-pub const SHADOWS_PER_RESOURCE_MAX: usize = 64;
-pub const PRIORITY_ABS_MAX: i32 = 5;
+use crate::bounds::{
+    EXPECTED_SHADOW_S, HYSTERESIS_MS, PRIORITY_ABS_MAX, PRIORITY_STEP, SHADOW_READY_MS, SHADOWS_PER_RESOURCE_MAX,
+    SIZING_QUANTILE, TARGET_UTILISATION, THRESHOLD_PERMILLE, TTL_MS,
+};
+use crate::cost::{CostBreakdown, Prices, expected_cost};
+use crate::forecast::{DemandForecast, ForecastMode};
+pub use crate::regions::RegionDistances;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlannerConfig {
@@ -89,20 +88,34 @@ impl Default for PlannerConfig {
     }
 }
 
-pub use crate::limits::RangeError as PlannerConfigError;
-use crate::limits::check_range as check;
+pub use crate::bounds::RangeError as PlannerConfigError;
+use crate::bounds::check_range as check;
+
+/// A bound of whole numbers as the `(min, max)` that `check` takes.
+fn span_u64(r: &std::ops::RangeInclusive<u64>) -> (f64, f64) {
+    (*r.start() as f64, *r.end() as f64)
+}
+
+fn threshold_span() -> (f64, f64) {
+    (*THRESHOLD_PERMILLE.start() as f64 / 1000.0, *THRESHOLD_PERMILLE.end() as f64 / 1000.0)
+}
 
 impl PlannerConfig {
     pub fn validate(&self) -> Result<(), PlannerConfigError> {
-        check("threshold", self.threshold, 0.01, 0.99)?;
-        check("priority_step", self.priority_step, 0.0, 0.2)?;
-        check("sizing_quantile", self.sizing_quantile, 0.5, 0.995)?;
-        check("target_utilisation", self.target_utilisation, 0.1, 1.0)?;
+        let (t_min, t_max) = threshold_span();
+        check("threshold", self.threshold, t_min, t_max)?;
+        check("priority_step", self.priority_step, *PRIORITY_STEP.start(), *PRIORITY_STEP.end())?;
+        check("sizing_quantile", self.sizing_quantile, *SIZING_QUANTILE.start(), *SIZING_QUANTILE.end())?;
+        check("target_utilisation", self.target_utilisation, *TARGET_UTILISATION.start(), *TARGET_UTILISATION.end())?;
         check("retire_p_max", self.retire_p_max, 0.0, self.threshold)?;
-        check("hysteresis_ms", self.hysteresis_ms as f64, 0.0, 7.0 * 86_400_000.0)?;
-        check("ttl_ms", self.ttl_ms as f64, 60_000.0, 30.0 * 86_400_000.0)?;
-        check("expected_shadow_s", self.expected_shadow_s as f64, 60.0, 30.0 * 86_400.0)?;
-        check("shadow_ready_ms", self.shadow_ready_ms as f64, 0.0, 86_400_000.0)?;
+        let (lo, hi) = span_u64(&HYSTERESIS_MS);
+        check("hysteresis_ms", self.hysteresis_ms as f64, lo, hi)?;
+        let (lo, hi) = span_u64(&TTL_MS);
+        check("ttl_ms", self.ttl_ms as f64, lo, hi)?;
+        let (lo, hi) = span_u64(&EXPECTED_SHADOW_S);
+        check("expected_shadow_s", self.expected_shadow_s as f64, lo, hi)?;
+        let (lo, hi) = span_u64(&SHADOW_READY_MS);
+        check("shadow_ready_ms", self.shadow_ready_ms as f64, lo, hi)?;
         check("shadows_per_resource_max", self.shadows_per_resource_max as f64, 0.0, SHADOWS_PER_RESOURCE_MAX as f64)?;
         Ok(())
     }
@@ -110,7 +123,8 @@ impl PlannerConfig {
     /// The threshold for a resource of `priority` (-5..=5).
     pub fn effective_threshold(&self, priority: i32) -> f64 {
         let priority = priority.clamp(-PRIORITY_ABS_MAX, PRIORITY_ABS_MAX);
-        (self.threshold - self.priority_step * priority as f64).clamp(0.01, 0.99)
+        let (t_min, t_max) = threshold_span();
+        (self.threshold - self.priority_step * priority as f64).clamp(t_min, t_max)
     }
 }
 
@@ -130,53 +144,6 @@ pub struct HostView {
 impl HostView {
     pub fn spare_rps(&self) -> f64 {
         (self.read_capacity_rps - self.load_rps).max(0.0)
-    }
-}
-
-/// Distances between regions; 0 within a region, 1 between regions not
-/// listed. Symmetric: a pair is kept once, its names in order.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct RegionDistances {
-    pub pairs: BTreeMap<(String, String), u32>,
-}
-
-/// Largest distance between two regions.
-pub const REGION_DISTANCE_MAX: u32 = 1_000;
-/// Pairs of regions with a distance other than the default, at most.
-pub const REGION_PAIRS_MAX: usize = 1_024;
-
-impl RegionDistances {
-    fn key(a: &str, b: &str) -> (String, String) {
-        if a < b { (a.to_string(), b.to_string()) } else { (b.to_string(), a.to_string()) }
-    }
-
-    pub fn distance(&self, a: &str, b: &str) -> u32 {
-        if a == b {
-            return 0;
-        }
-        self.pairs.get(&Self::key(a, b)).copied().unwrap_or(1)
-    }
-
-    /// Sets the distance between two different regions (1..=
-    /// [`REGION_DISTANCE_MAX`]; 1 is the default and removes the pair).
-    /// Refuses, changing nothing, a pair of one region, a distance out of
-    /// range, or a new pair beyond [`REGION_PAIRS_MAX`].
-    pub fn set(&mut self, a: &str, b: &str, distance: u32) -> Result<(), String> {
-        if a == b {
-            return Err(format!("a region is 0 from itself; {a:?} was given twice"));
-        }
-        if !(1..=REGION_DISTANCE_MAX).contains(&distance) {
-            return Err(format!("a distance between regions is 1..={REGION_DISTANCE_MAX}, got {distance}"));
-        }
-        let key = Self::key(a, b);
-        if distance == 1 {
-            self.pairs.remove(&key);
-        } else if self.pairs.len() >= REGION_PAIRS_MAX && !self.pairs.contains_key(&key) {
-            return Err(format!("at most {REGION_PAIRS_MAX} pairs of regions have a distance set"));
-        } else {
-            self.pairs.insert(key, distance);
-        }
-        Ok(())
     }
 }
 

@@ -2,6 +2,7 @@
 //! ranking, region preference, retirement rules and the explanation.
 
 use super::*;
+use crate::bounds::{REGION_DISTANCE_MAX, REGION_PAIRS_MAX};
 use crate::forecast::forecaster::{QUANTILE_GRID_LEN, quantile_grid_level};
 use crate::forecast::{ForecastMode, ModelKind};
 

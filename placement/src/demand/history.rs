@@ -21,7 +21,7 @@ pub const FIVE_MIN_SLOTS: usize = 14 * 24 * 12;
 pub const FIVE_MIN_MS: u64 = 5 * MINUTE_MS;
 /// Pairs the history holds; reports for new pairs beyond it are dropped
 /// (and counted).
-pub const PAIRS_MAX: usize = 200_000;
+pub use crate::bounds::HISTORY_PAIRS_MAX as PAIRS_MAX;
 
 /// Fixed-point scale of `ln(1 + x)` in a 16-bit code: the largest code
 /// stands for about 6.5e9 requests per five minutes.

@@ -15,10 +15,73 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::NodeId;
-use crate::meta::state::Prices;
+use shadowstore_base::ids::NodeId;
 
 const BYTES_PER_GB: f64 = 1e9;
+
+/// Prices of a node, in micro-units of the cluster's currency.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prices {
+    pub storage_gb_hour_micros: u64,
+    pub transfer_gb_micros: u64,
+    pub million_requests_micros: u64,
+}
+
+/// One of a node's prices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PriceKind {
+    StorageGbHour,
+    TransferGb,
+    MillionRequests,
+}
+
+impl PriceKind {
+    pub const ALL: [PriceKind; 3] = [PriceKind::StorageGbHour, PriceKind::TransferGb, PriceKind::MillionRequests];
+
+    /// The name of the price in settings keys (`prices.NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PriceKind::StorageGbHour => "storage_gb_hour_micros",
+            PriceKind::TransferGb => "transfer_gb_micros",
+            PriceKind::MillionRequests => "million_requests_micros",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<PriceKind> {
+        PriceKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl Prices {
+    /// Sets one price; refuses a value above [`crate::bounds::PRICE_MICROS_MAX`].
+    pub fn set(&mut self, kind: PriceKind, micros: u64) -> Result<(), String> {
+        let max = crate::bounds::PRICE_MICROS_MAX;
+        if micros > max {
+            return Err(format!("{} takes a whole number in 0..={max}, got {micros}", kind.name()));
+        }
+        match kind {
+            PriceKind::StorageGbHour => self.storage_gb_hour_micros = micros,
+            PriceKind::TransferGb => self.transfer_gb_micros = micros,
+            PriceKind::MillionRequests => self.million_requests_micros = micros,
+        }
+        Ok(())
+    }
+
+    /// Whether every price is within bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        let max = crate::bounds::PRICE_MICROS_MAX;
+        for (kind, v) in [
+            (PriceKind::StorageGbHour, self.storage_gb_hour_micros),
+            (PriceKind::TransferGb, self.transfer_gb_micros),
+            (PriceKind::MillionRequests, self.million_requests_micros),
+        ] {
+            if v > max {
+                return Err(format!("{} takes a whole number in 0..={max}, got {v}", kind.name()));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// The expected cost of one candidate shadow, by part, in micro-units.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -60,12 +60,3 @@ impl RequestId {
         self.client_id != 0
     }
 }
-
-impl From<Option<shadowstore_proto::v1::RequestId>> for RequestId {
-    fn from(r: Option<shadowstore_proto::v1::RequestId>) -> Self {
-        match r {
-            None => RequestId::default(),
-            Some(r) => RequestId { client_id: r.client_id, seq: r.seq, first_incomplete_seq: r.first_incomplete_seq },
-        }
-    }
-}

@@ -18,10 +18,8 @@ use serde::{Deserialize, Serialize};
 pub const BUCKET_MS: u64 = 10_000;
 pub const MINUTE_MS: u64 = 60_000;
 pub const BUCKETS_PER_MINUTE: usize = (MINUTE_MS / BUCKET_MS) as usize;
-/// Distinct (resource, region) keys one node tracks per minute.
-pub const DEMAND_KEYS_MAX: usize = 100_000;
-/// Minutes kept unacknowledged before the oldest are dropped.
-pub const PENDING_MINUTES_MAX: usize = 60;
+pub use crate::bounds::DEMAND_KEYS_MAX;
+pub use crate::bounds::PENDING_MINUTES_MAX;
 /// The region of requests that do not name one.
 pub const REGION_UNKNOWN: &str = "unknown";
 
