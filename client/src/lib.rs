@@ -27,15 +27,32 @@
 //! # }
 //! ```
 
+//!
+//! The crate, one concern per module:
+//!
+//! - `client`: the [`Client`] handle, [`ClientOptions`], construction.
+//! - `routing`: which node serves a request; leader cache, redirects.
+//! - `retry`: the retry engine; deadlines, backoff, retryable answers.
+//! - `request_ids`: request ids that make retried writes apply once.
+//! - `data`: put, get, delete and list in one message.
+//! - `stream`: streamed puts and gets of any size, files.
+//! - `admin`: resources, scrubber, placement, demand, cluster status.
+//! - `error`: the [`Error`] every call returns.
+
+mod admin;
 mod client;
+mod data;
 mod error;
 mod request_ids;
+mod retry;
+mod routing;
+mod stream;
 
+pub use admin::CreateOptions;
 pub use client::Client;
 pub use client::ClientOptions;
-pub use client::CreateOptions;
-pub use client::GetResult;
-pub use client::Progress;
-pub use client::ReadOptions;
+pub use data::GetResult;
+pub use data::ReadOptions;
 pub use error::Error;
 pub use shadowstore_proto::v1;
+pub use stream::Progress;

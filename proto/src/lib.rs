@@ -33,3 +33,7 @@ pub const REGION_METADATA: &str = "x-shadowstore-region";
 /// again. A read redirected by a node that does not serve it was never
 /// counted and carries no such count.
 pub const SHED_BEFORE_METADATA: &str = "x-shadowstore-shed-before";
+/// Response metadata key set (to `1`) on the FAILED_PRECONDITION answer to a
+/// unary Get whose version is larger than one message carries: the client
+/// should read that version with GetStream instead.
+pub const USE_STREAM_METADATA: &str = "x-shadowstore-use-stream";
