@@ -5,7 +5,7 @@
 //! describing a resource goes to the resource's own group. Creating a
 //! resource waits until its new group has elected a leader, so the first put
 //! after it does not meet an empty group. The placement, demand and
-//! configuration answers are JSON, as the node renders them.
+//! configuration answers are typed messages.
 
 use std::time::Duration;
 
@@ -132,9 +132,9 @@ impl Client {
         Ok(out)
     }
 
-    /// The planner's dry run (JSON plans with explanations), for one
+    /// The planner's dry run (every plan with its explanation), for one
     /// resource or all.
-    pub async fn placement_plan(&self, resource: Option<&str>) -> Result<String, Error> {
+    pub async fn placement_plan(&self, resource: Option<&str>) -> Result<v1::PlacementPlanResponse, Error> {
         let resource = resource.unwrap_or_default().to_string();
         let r = self
             .call(&Route::Meta, |mut stub, budget| {
@@ -143,11 +143,11 @@ impl Client {
                 async move { stub.placement_plan(req).await }
             })
             .await?;
-        Ok(r.plans_json)
+        Ok(r)
     }
 
-    /// A resource's demand history and forecast (JSON).
-    pub async fn demand_show(&self, resource: &str, history_slots: u32) -> Result<String, Error> {
+    /// A resource's demand history and forecast per region.
+    pub async fn demand_show(&self, resource: &str, history_slots: u32) -> Result<v1::DemandShowResponse, Error> {
         let r = self
             .call(&Route::Meta, |mut stub, budget| {
                 let mut req =
@@ -156,11 +156,11 @@ impl Client {
                 async move { stub.demand_show(req).await }
             })
             .await?;
-        Ok(r.demand_json)
+        Ok(r)
     }
 
-    /// Placement settings and node prices (JSON).
-    pub async fn placement_config(&self) -> Result<String, Error> {
+    /// Placement settings, node prices, priorities and region distances.
+    pub async fn placement_config(&self) -> Result<v1::PlacementConfigResponse, Error> {
         let r = self
             .call(&Route::Meta, |mut stub, budget| {
                 let mut req = tonic::Request::new(v1::GetPlacementConfigRequest {});
@@ -168,11 +168,11 @@ impl Client {
                 async move { stub.get_placement_config(req).await }
             })
             .await?;
-        Ok(r.config_json)
+        Ok(r)
     }
 
     /// Sets one placement setting (or a node's price); returns the new
-    /// configuration (JSON).
+    /// configuration.
     /// `node_id` names the node for a price, `resource` the resource for
     /// `priority`.
     pub async fn set_placement_config(
@@ -181,7 +181,7 @@ impl Client {
         value: &str,
         node_id: Option<u64>,
         resource: Option<&str>,
-    ) -> Result<String, Error> {
+    ) -> Result<v1::PlacementConfigResponse, Error> {
         let r = self
             .call(&Route::Meta, |mut stub, budget| {
                 let mut req = tonic::Request::new(v1::SetPlacementConfigRequest {
@@ -194,7 +194,7 @@ impl Client {
                 async move { stub.set_placement_config(req).await }
             })
             .await?;
-        Ok(r.config_json)
+        Ok(r)
     }
 
     pub async fn cluster_status(&self) -> Result<v1::ClusterStatusResponse, Error> {

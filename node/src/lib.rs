@@ -18,10 +18,12 @@
 
 pub mod api;
 pub mod blob;
+pub mod cluster;
 pub mod config;
 pub mod dedup;
 pub mod demand;
 pub mod group;
+pub mod membership;
 pub mod meta;
 pub mod node;
 pub mod placement;

@@ -1,66 +1,45 @@
-//! Assembly of a node: storage, transport, groups, services and the
-//! background loops, and the context they share.
+//! Assembly of a node: storage, transport, the cluster handle, the data
+//! plane, the placement service, membership, the gRPC services and the
+//! background loops. Nothing imports this module for logic: it builds the
+//! parts and hands each service and loop the parts it uses.
 //!
 //! Start-up order: open storage, bind the listener (so the advertised
 //! address is known), serve gRPC (answering UNAVAILABLE until ready), form
-//! or rejoin the cluster (`meta::membership`), then run the loops:
-//! reconciler, membership manager, failure detector, quiescer, supervisor.
+//! or rejoin the cluster (`membership::formation`), then run the loops:
+//! reconciler, membership manager, failure detector, quiescer, supervisor,
+//! planning, scrubber, shard handoff, garbage collection.
 
-use openraft::rt::WatchReceiver;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use openraft::ReadPolicy;
-use openraft::raft::linearizable_read::Linearizer;
-use openraft::raft::linearizable_read::ReadLogId;
-use serde::Deserialize;
-use serde::Serialize;
-use shadowstore_proto::peer::ReadIndexRequest;
+use shadowstore_base::clock::SharedClock;
+use shadowstore_base::limits::GRPC_MESSAGE_BYTES_MAX;
+use shadowstore_placement::demand::DemandRecorder;
 use shadowstore_proto::peer::peer_server::PeerServer;
 use shadowstore_proto::v1::shadow_store_server::ShadowStoreServer;
 use tokio::task::JoinHandle;
-use tonic::Status;
 
 use crate::api;
-use crate::api::status;
+use crate::blob::DataPlane;
+use crate::cluster::Cluster;
 use crate::config::NodeConfig;
-use crate::group::Group;
 use crate::group::Registry;
 use crate::group::failure_detector;
 use crate::group::failure_detector::FailureDetector;
 use crate::group::quiesce;
 use crate::group::supervisor;
-use crate::meta;
-use crate::meta::state::MetaState;
-use crate::raft::LogId;
-use crate::raft::TypeConfig;
+use crate::membership;
+use crate::membership::Member;
+use crate::placement::Placement;
 use crate::raft::network::RaftRouter;
-use crate::raft::state_machine::GroupData;
 use crate::rng::NodeRng;
 use crate::storage::SharedEngine;
 use crate::storage::Syncer;
 use crate::storage::sled_engine::SledEngine;
 use crate::transport::Peers;
 use crate::transport::seam::SharedNetwork;
-use shadowstore_base::clock::SharedClock;
-use shadowstore_base::codec;
-use shadowstore_base::ids::META_GROUP_ID;
-use shadowstore_base::ids::NodeId;
-use shadowstore_base::ids::ReplicaId;
-use shadowstore_base::limits::GRPC_MESSAGE_BYTES_MAX;
 
-/// A node's identity, persisted in its data directory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeIdentity {
-    pub node_id: NodeId,
-    pub meta_replica_id: ReplicaId,
-}
-
-/// Longest a follower waits to catch up to a leader's read index.
-pub const FOLLOWER_READ_WAIT: Duration = Duration::from_secs(2);
-/// Deadline of node-to-node calls made on behalf of a request.
-pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+pub use crate::cluster::NodeIdentity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -105,115 +84,20 @@ impl Seams {
     }
 }
 
-/// Everything the services and loops share.
+/// The parts of a running node, as assembled here. Each service and loop
+/// is handed the parts it uses; this struct is for the node's owner (the
+/// binary, the simulator and tests), not for logic.
 pub struct NodeCtx {
     pub config: NodeConfig,
     /// The address other nodes and clients use.
     pub addr: String,
-    identity: OnceLock<NodeIdentity>,
+    pub cluster: Arc<Cluster>,
+    pub data: Arc<DataPlane>,
+    pub placement: Arc<Placement>,
+    pub member: Arc<Member>,
     pub engine: SharedEngine,
     pub syncer: Syncer,
-    pub peers: Arc<Peers>,
-    pub registry: Arc<Registry>,
-    pub detector: Arc<FailureDetector>,
     pub clock: SharedClock,
-    pub rng: Arc<NodeRng>,
-    pub blob_stats: crate::blob::BlobStats,
-    pub scrubber: crate::blob::scrub::Scrubber,
-    pub active_shard_writes: crate::blob::holder::ActiveWrites,
-    /// Holders whose shard writes failed recently (left out of layouts).
-    pub holder_failures: crate::blob::quorum::HolderFailures,
-    /// Read counts per (resource, region), drained by the meta leader.
-    pub demand: shadowstore_placement::demand::DemandRecorder,
-    /// Sheds reads above `read_capacity_rps`.
-    pub admission: crate::demand::admission::ReadAdmission,
-    /// Demand history, forecasts and plans (used while leading meta).
-    pub placement: crate::placement::service::PlacementState,
-}
-
-impl NodeCtx {
-    pub fn identity(&self) -> Option<NodeIdentity> {
-        self.identity.get().copied()
-    }
-
-    pub(crate) fn set_identity(&self, id: NodeIdentity) {
-        let set = self.identity.get_or_init(|| id);
-        assert_eq!(*set, id, "a node's identity never changes while it runs");
-    }
-
-    /// This node's id, or UNAVAILABLE while it is still joining.
-    pub fn node_id(&self) -> Result<NodeId, Status> {
-        self.identity().map(|i| i.node_id).ok_or_else(status::not_ready)
-    }
-
-    pub fn meta_group(&self) -> Option<Arc<Group>> {
-        self.registry.get(META_GROUP_ID)
-    }
-
-    /// Runs `f` on this node's applied copy of the meta state.
-    pub fn with_meta<R>(&self, f: impl FnOnce(&MetaState) -> R) -> Option<R> {
-        let g = self.meta_group()?;
-        let st = g.state.read();
-        match &st.data {
-            GroupData::Meta(m) => Some(f(m)),
-            GroupData::Resource(_) => None,
-        }
-    }
-
-    /// Address of the node hosting `replica`: from the meta directory, or
-    /// from group memberships seen by openraft (while joining).
-    pub fn replica_addr(&self, replica: ReplicaId) -> Option<String> {
-        self.with_meta(|m| m.replica_addr(replica).map(|(_, a)| a.to_string()))
-            .flatten()
-            .or_else(|| self.peers.replica_addr(replica).map(|(_, a)| a))
-    }
-
-    /// Address of the node hosting the group's current leader.
-    pub fn leader_addr(&self, g: &Group) -> Option<String> {
-        let leader = g.raft.metrics().borrow_watched().current_leader?;
-        self.replica_addr(leader)
-    }
-
-    /// Waits until `g`'s local state reflects every write acknowledged
-    /// before this call: the leader confirms its leadership (read index);
-    /// a follower or learner asks the leader for its read index and waits
-    /// to apply up to it.
-    pub async fn linearize(&self, g: &Group, what: &str) -> Result<(), Status> {
-        g.touch();
-        if g.is_leader() {
-            let ready = g
-                .raft
-                .ensure_linearizable(ReadPolicy::ReadIndex)
-                .await
-                .map_err(|e| status::read_error(what, e, |r| self.replica_addr(r)))?;
-            tracing::debug!(group = g.id, replica = g.replica_id, read_log_id = %ready.log_id(), applied = g.state.applied_index(), "leader read index");
-            return Ok(());
-        }
-        #[cfg(feature = "planted-bugs")]
-        if crate::planted::stale_follower_reads() {
-            return Ok(());
-        }
-        let addr = self.leader_addr(g).ok_or_else(|| status::no_leader(what))?;
-        let mut client = self.peers.client(&addr).map_err(|e| Status::unavailable(format!("{what}: {e}")))?;
-        let mut req = tonic::Request::new(ReadIndexRequest { group_id: g.id });
-        req.set_timeout(PEER_CALL_TIMEOUT);
-        let resp = client.read_index(req).await?.into_inner();
-        let log_id: LogId =
-            codec::decode("read index", &resp.read_log_id).map_err(|e| Status::internal(e.to_string()))?;
-        let applied = g.raft.metrics().borrow_watched().last_applied.clone();
-        let lin = Linearizer::<TypeConfig>::new(g.replica_id, ReadLogId::from_log_id(log_id), applied);
-        match lin.try_await_ready(&g.raft, Some(FOLLOWER_READ_WAIT)).await {
-            Ok(Ok(_)) => {
-                tracing::debug!(group = g.id, replica = g.replica_id, leader = %addr, read_log_id = %log_id, applied = g.state.applied_index(), "follower read index");
-                Ok(())
-            }
-            Ok(Err(st)) => Err(Status::unavailable(format!(
-                "{what}: this replica did not catch up to the leader's read index {} in {FOLLOWER_READ_WAIT:?}",
-                st.read_log_id()
-            ))),
-            Err(f) => Err(Status::unavailable(format!("{what}: replica stopped: {f}"))),
-        }
-    }
 }
 
 /// A running node.
@@ -250,27 +134,32 @@ impl Node {
             seams.rng.clone(),
         ));
         let detector = Arc::new(FailureDetector::new(config.detector_timing()));
-        let admission = crate::demand::admission::ReadAdmission::new(config.read_capacity_rps, seams.clock.now_ms());
-        let placement = crate::placement::service::PlacementState::open(engine.clone());
-        let ctx = Arc::new(NodeCtx {
-            config,
-            addr,
-            identity: OnceLock::new(),
-            engine,
-            syncer,
-            peers,
-            registry,
-            detector,
-            clock: seams.clock,
-            rng: seams.rng,
-            blob_stats: Default::default(),
-            scrubber: Default::default(),
-            active_shard_writes: Default::default(),
-            holder_failures: Default::default(),
-            demand: Default::default(),
-            admission,
-            placement,
+        let cluster = Arc::new(Cluster::new(registry, peers, detector));
+        let data = Arc::new(DataPlane::new(
+            cluster.clone(),
+            engine.clone(),
+            syncer.clone(),
+            seams.clock.clone(),
+            seams.rng.clone(),
+        ));
+        let placement = Arc::new(Placement::open(
+            cluster.clone(),
+            Arc::new(DemandRecorder::new()),
+            seams.clock.clone(),
+            config.region.clone(),
+            engine.clone(),
+        ));
+        let member = Arc::new(Member {
+            cluster: cluster.clone(),
+            config: config.clone(),
+            addr: addr.clone(),
+            engine: engine.clone(),
+            syncer: syncer.clone(),
+            clock: seams.clock.clone(),
+            rng: seams.rng.clone(),
         });
+        let ctx =
+            Arc::new(NodeCtx { config, addr, cluster, data, placement, member, engine, syncer, clock: seams.clock });
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_not_serving::<ShadowStoreServer<api::client::ClientService>>().await;
@@ -282,12 +171,18 @@ impl Node {
         // Both reflection versions: grpcurl and older tools still ask v1alpha.
         let reflection_v1 = reflection().build_v1().map_err(|e| NodeError::Grpc(e.to_string()))?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| NodeError::Grpc(e.to_string()))?;
-        let client_service = ShadowStoreServer::new(api::client::ClientService::new(ctx.clone()))
-            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
-        let peer_service = PeerServer::new(api::peer::PeerService::new(ctx.clone()))
-            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+        let client_service = ShadowStoreServer::new(api::client::ClientService::new(
+            ctx.data.clone(),
+            ctx.placement.clone(),
+            ctx.config.read_capacity_rps,
+            ctx.config.blob_bytes_max,
+        ))
+        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+        let peer_service =
+            PeerServer::new(api::peer::PeerService::new(ctx.data.clone(), ctx.placement.clone(), ctx.member.clone()))
+                .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
             .timeout(Duration::from_millis(ctx.config.request_timeout_max_ms))
@@ -305,48 +200,49 @@ impl Node {
             });
         let server = tokio::spawn(server);
 
-        let identity = meta::membership::form(&ctx).await.map_err(NodeError::Formation)?;
-        ctx.set_identity(identity);
+        let identity = membership::formation::form(&ctx.member).await.map_err(NodeError::Formation)?;
+        ctx.cluster.set_identity(identity);
         tracing::info!(node = identity.node_id, addr = %ctx.addr, "node ready");
 
+        let cluster = &ctx.cluster;
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(meta::reconciler::run(ctx.clone())));
-        tasks.push(tokio::spawn(meta::membership::run_manager(ctx.clone())));
-        tasks.push(tokio::spawn(meta::reconciler::run_leader_duties(ctx.clone())));
+        tasks.push(tokio::spawn(membership::reconciler::run(ctx.member.clone())));
+        tasks.push(tokio::spawn(membership::voters::run_manager(ctx.member.clone())));
+        tasks.push(tokio::spawn(membership::reconciler::run_leader_duties(ctx.member.clone())));
         {
-            let members_ctx = ctx.clone();
+            let members_cluster = cluster.clone();
             tasks.push(tokio::spawn(failure_detector::run(
-                ctx.detector.clone(),
-                ctx.registry.clone(),
-                ctx.peers.clone(),
+                cluster.detector.clone(),
+                cluster.registry.clone(),
+                cluster.peers.clone(),
                 identity.node_id,
                 move || {
-                    members_ctx
+                    members_cluster
                         .with_meta(|m| m.nodes.values().map(|n| (n.node_id, n.labels.addr.clone())).collect())
                         .unwrap_or_default()
                 },
             )));
         }
         tasks.push(tokio::spawn(quiesce::run(
-            ctx.registry.clone(),
-            ctx.peers.clone(),
+            cluster.registry.clone(),
+            cluster.peers.clone(),
             Duration::from_millis(ctx.config.quiesce_after_ms),
             Duration::from_secs(1),
         )));
-        tasks.push(tokio::spawn(supervisor::run(ctx.registry.clone(), Duration::from_secs(2))));
-        tasks.push(tokio::spawn(crate::placement::service::run(ctx.clone())));
+        tasks.push(tokio::spawn(supervisor::run(cluster.registry.clone(), Duration::from_secs(2))));
+        tasks.push(tokio::spawn(crate::placement::run::run(ctx.placement.clone())));
         tasks.push(tokio::spawn(crate::blob::scrub::run(
-            ctx.clone(),
+            ctx.data.clone(),
             ctx.config.scrub_bytes_per_s,
             Duration::from_millis(ctx.config.scrub_interval_ms),
         )));
         tasks.push(tokio::spawn(crate::blob::handoff::run(
-            ctx.clone(),
+            ctx.data.clone(),
             Duration::from_millis(ctx.config.gc_interval_ms),
             Duration::from_millis(ctx.config.orphan_grace_ms),
         )));
         tasks.push(tokio::spawn(crate::blob::gc::run(
-            ctx.clone(),
+            ctx.data.clone(),
             crate::blob::gc::GcTiming {
                 interval: Duration::from_millis(ctx.config.gc_interval_ms),
                 orphan_grace: Duration::from_millis(ctx.config.orphan_grace_ms),
@@ -383,7 +279,7 @@ impl Node {
         for t in &self.tasks {
             t.abort();
         }
-        self.ctx.registry.shutdown_all().await;
+        self.ctx.cluster.registry.shutdown_all().await;
         if let Err(e) = self.ctx.syncer.sync().await {
             tracing::error!(error = %e, "final sync failed");
         }

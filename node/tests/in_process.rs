@@ -139,11 +139,12 @@ async fn a_replica_whose_raft_records_rotted_is_quarantined_and_replaced_in_plac
         .iter()
         .position(|n| {
             let ctx = n.node.ctx();
-            ctx.registry.get(group).is_some_and(|g| !g.is_leader()) && ctx.meta_group().is_some_and(|m| !m.is_leader())
+            ctx.cluster.registry.get(group).is_some_and(|g| !g.is_leader())
+                && ctx.cluster.meta_group().is_some_and(|m| !m.is_leader())
         })
         .expect("a follower of the group that does not lead the meta group");
-    let node_id = nodes[victim].node.ctx().node_id().unwrap();
-    let old_replica = nodes[victim].node.ctx().registry.get(group).unwrap().replica_id;
+    let node_id = nodes[victim].node.ctx().cluster.node_id().unwrap();
+    let old_replica = nodes[victim].node.ctx().cluster.registry.get(group).unwrap().replica_id;
     let TestNode { node, engine } = nodes.remove(victim);
     node.shutdown().await;
     // The last log entry, which a start reads; if a snapshot already
@@ -162,15 +163,15 @@ async fn a_replica_whose_raft_records_rotted_is_quarantined_and_replaced_in_plac
     nodes.push(start_node_on(node_id, None, engine).await);
     let restarted = nodes.last().unwrap().node.ctx().clone();
     let new_replica = eventually(Duration::from_secs(60), "replacement replica running", || {
-        let g = restarted.registry.get(group)?;
+        let g = restarted.cluster.registry.get(group)?;
         (g.replica_id != old_replica && g.metrics().running_state.is_ok()).then_some(g)
     })
     .await;
-    let record = restarted.with_meta(|m| m.resource_by_group(group).cloned()).flatten().expect("resource r");
+    let record = restarted.cluster.with_meta(|m| m.resource_by_group(group).cloned()).flatten().expect("resource r");
     let mine = record.replica_on(node_id).expect("r keeps a replica on the node");
     assert_eq!(mine.replica_id, new_replica.replica_id);
     assert_eq!(mine.replaces, Some(old_replica));
-    assert!(restarted.registry.quarantined().is_empty(), "the quarantined replica's data was not removed");
+    assert!(restarted.cluster.registry.quarantined().is_empty(), "the quarantined replica's data was not removed");
     // The new replica holds everything that was written, and serves on.
     let last = on_any(&nodes, |mut s| async move { s.put(put("v", b"after")).await }).await.version;
     eventually(Duration::from_secs(30), "new replica caught up", || {
@@ -221,13 +222,15 @@ async fn supervisor_quiescing_health_and_reflection() {
     // and a request wakes the group.
     tokio::time::sleep(Duration::from_secs(4)).await;
     for n in &nodes {
-        for g in n.node.ctx().registry.all() {
+        for g in n.node.ctx().cluster.registry.all() {
             assert!(g.activity.is_quiesced(), "group {} not quiesced on {}", g.id, n.node.addr());
         }
     }
     on_any(&nodes, |mut s| async move { s.put(put("v", b"2")).await }).await;
-    let leader =
-        nodes.iter().find_map(|n| n.node.ctx().registry.get(group).filter(|g| g.is_leader())).expect("a leader");
+    let leader = nodes
+        .iter()
+        .find_map(|n| n.node.ctx().cluster.registry.get(group).filter(|g| g.is_leader()))
+        .expect("a leader");
     assert!(!leader.activity.is_quiesced(), "a put did not wake the group's leader");
 
     // A quiesced leader sent no heartbeats, so its leader lease lapsed;
@@ -249,15 +252,17 @@ async fn supervisor_quiescing_health_and_reflection() {
 
     // --- supervisor: a follower's disk fails, its Raft core stops on the
     // storage error; once the disk is back the group is restarted.
-    let follower =
-        nodes.iter().find(|n| n.node.ctx().registry.get(group).is_some_and(|g| !g.is_leader())).expect("a follower");
+    let follower = nodes
+        .iter()
+        .find(|n| n.node.ctx().cluster.registry.get(group).is_some_and(|g| !g.is_leader()))
+        .expect("a follower");
     follower.engine.set_failing(true);
     for i in 0..5 {
         on_any(&nodes, |mut s| async move { s.put(put("v", format!("during-{i}").as_bytes())).await }).await;
     }
     let stopped = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let g = follower.node.ctx().registry.get(group).unwrap();
+            let g = follower.node.ctx().cluster.registry.get(group).unwrap();
             if g.metrics().running_state.is_err() {
                 return;
             }
@@ -270,8 +275,9 @@ async fn supervisor_quiescing_health_and_reflection() {
     let restarted = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let ctx = follower.node.ctx();
-            let g = ctx.registry.get(group).unwrap();
-            if ctx.registry.restarts.load(std::sync::atomic::Ordering::Relaxed) > 0 && g.metrics().running_state.is_ok()
+            let g = ctx.cluster.registry.get(group).unwrap();
+            if ctx.cluster.registry.restarts.load(std::sync::atomic::Ordering::Relaxed) > 0
+                && g.metrics().running_state.is_ok()
             {
                 return g;
             }
@@ -307,9 +313,12 @@ async fn read_40(nodes: &[TestNode]) {
 
 /// Reads of "r" in the last hour of `ctx`'s demand history.
 fn reads_last_hour(ctx: &shadowstore_node::node::NodeCtx) -> f64 {
-    let view = shadowstore_node::placement::service::demand_view(ctx, "r", 12, ctx.clock.now_ms());
-    let total = view.regions.iter().find(|r| r.region == "*").expect("the total");
-    total.minutes.iter().sum()
+    use shadowstore_node::placement::history::{REGION_TOTAL, Resolution};
+    use shadowstore_placement::demand::DemandKey;
+    use shadowstore_placement::demand::recorder::MINUTE_MS;
+    let now_ms = ctx.clock.now_ms();
+    let total = DemandKey { resource: "r".to_string(), region: REGION_TOTAL.to_string() };
+    ctx.placement.history.series(&total, now_ms / MINUTE_MS * MINUTE_MS, 60, Resolution::Minutes).iter().sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,8 +335,10 @@ async fn a_meta_voter_keeps_its_demand_history_across_a_restart_and_receives_wha
     .await;
     // A meta voter that does not lead the meta group holds some reads, in
     // memory and in its journal on disk.
-    let away =
-        nodes.iter().position(|n| n.node.ctx().meta_group().is_some_and(|m| !m.is_leader())).expect("a meta follower");
+    let away = nodes
+        .iter()
+        .position(|n| n.node.ctx().cluster.meta_group().is_some_and(|m| !m.is_leader()))
+        .expect("a meta follower");
     let voter = nodes[away].node.ctx().clone();
     read_40(&nodes).await;
     eventually(Duration::from_secs(90), "the voter holds the first reads", || {
@@ -337,7 +348,7 @@ async fn a_meta_voter_keeps_its_demand_history_across_a_restart_and_receives_wha
     let before_away = reads_last_hour(&voter);
     drop(voter);
     // It goes away.
-    let node_id = nodes[away].node.ctx().node_id().unwrap();
+    let node_id = nodes[away].node.ctx().cluster.node_id().unwrap();
     let TestNode { node, engine } = nodes.remove(away);
     node.shutdown().await;
     // Reads while it is away. The leader collects them once their minute
@@ -345,7 +356,7 @@ async fn a_meta_voter_keeps_its_demand_history_across_a_restart_and_receives_wha
     read_40(&nodes).await;
     let leader = nodes
         .iter()
-        .find(|n| n.node.ctx().meta_group().is_some_and(|m| m.is_leader()))
+        .find(|n| n.node.ctx().cluster.meta_group().is_some_and(|m| m.is_leader()))
         .expect("a meta leader")
         .node
         .ctx()

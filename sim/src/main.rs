@@ -373,7 +373,7 @@ fn demand_memory(args: &[String]) -> ExitCode {
             let _ = forecaster.forecast();
         }
         let warm_ms = warm_started.elapsed().as_secs_f64() * 1e3 / forecasters as f64;
-        let per_pass = shadowstore_node::placement::service::WARM_STARTS_PER_PASS_MAX;
+        let per_pass = shadowstore_node::placement::forecasters::WARM_STARTS_PER_PASS_MAX;
         println!(
             "warm start from {steps} steps and its first step: {warm_ms:.1} ms of CPU per forecaster \
              ({per_pass} per planning pass: {:.1} s)",
@@ -386,13 +386,13 @@ fn demand_memory(args: &[String]) -> ExitCode {
 /// Times the demand store (`node/src/demand/store.rs`) for `pairs` pairs
 /// on sled in `dir`.
 fn demand_store(dir: &std::path::Path, pairs: usize) -> std::io::Result<()> {
-    use shadowstore_node::placement::service::PlacementState;
+    use shadowstore_node::placement::history::History;
     use shadowstore_node::storage::StorageEngine;
     use shadowstore_node::storage::sled_engine::SledEngine;
     use shadowstore_placement::demand::{DemandKey, MinuteReport};
     let engine = SledEngine::open(dir, 64 << 20)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let state = PlacementState::open(engine.clone());
+    let state = History::open(engine.clone());
     let reports: Vec<MinuteReport> = (0..pairs)
         .map(|pair| MinuteReport {
             minute_start_ms: 14 * 24 * 3_600_000,
@@ -412,7 +412,7 @@ fn demand_store(dir: &std::path::Path, pairs: usize) -> std::io::Result<()> {
     let on_disk = engine.size_on_disk_bytes();
     drop(state);
     let started = Instant::now();
-    let loaded = PlacementState::open(engine);
+    let loaded = History::open(engine);
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     println!(
         "store: journal of one minute for {pairs} pairs {journal_ms:.0} ms; snapshot of every pair and sync \

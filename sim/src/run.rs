@@ -15,7 +15,6 @@ use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use shadowstore_base::ids::META_GROUP_ID;
-use shadowstore_node::blob::manifest::BlobManifest;
 use shadowstore_node::blob::shard_store::ChunkAddr;
 use shadowstore_node::blob::shard_store::parse_chunk_key;
 use shadowstore_node::config::NodeConfig;
@@ -24,6 +23,7 @@ use shadowstore_node::node::Node;
 use shadowstore_node::node::NodeCtx;
 use shadowstore_node::node::Seams;
 use shadowstore_node::raft::state_machine::GroupData;
+use shadowstore_node::resource::manifest::BlobManifest;
 use shadowstore_node::rng::NodeRng;
 use shadowstore_node::storage::StorageEngine;
 use shadowstore_node::storage::Tree;
@@ -139,8 +139,8 @@ impl Invariants {
         let mut at_index: HashMap<(u64, u64), (usize, Arc<Group>)> = HashMap::new();
         for (i, s) in slots.iter().enumerate() {
             let Some(ctx) = &s.ctx else { continue };
-            self.quarantined.extend(ctx.registry.quarantined());
-            for g in ctx.registry.all() {
+            self.quarantined.extend(ctx.cluster.registry.quarantined());
+            for g in ctx.cluster.registry.all() {
                 self.check_same_state(&mut at_index, i, &g);
                 let m = g.metrics();
                 if m.state.is_leader() {
@@ -205,7 +205,7 @@ impl Invariants {
 fn survives_disk_loss(slots: &[NodeSlot], lost: &HashSet<u64>) -> Result<(), String> {
     for s in slots {
         let Some(ctx) = &s.ctx else { continue };
-        for g in ctx.registry.all() {
+        for g in ctx.cluster.registry.all() {
             let m = g.metrics();
             let membership = m.membership_config.membership();
             if membership.get_joint_config().len() != 1 {
@@ -247,10 +247,10 @@ impl Rot {
         }
         let Some((group, replica)) = self.replica else { return false };
         let ctx = slots[self.node].ctx.as_ref();
-        if ctx.is_some_and(|c| c.registry.quarantined().get(&group) == Some(&replica)) {
+        if ctx.is_some_and(|c| c.cluster.registry.quarantined().get(&group) == Some(&replica)) {
             return true;
         }
-        let running = |s: &NodeSlot| s.ctx.as_ref().and_then(|c| c.registry.get(group));
+        let running = |s: &NodeSlot| s.ctx.as_ref().and_then(|c| c.cluster.registry.get(group));
         if running(&slots[self.node]).is_some_and(|g| g.replica_id == replica) {
             return false; // overwritten or purged before anything read it
         }
@@ -278,10 +278,10 @@ fn converged(slots: &[NodeSlot]) -> Result<(), String> {
     let mut groups: BTreeMap<u64, (bool, Vec<u64>)> = BTreeMap::new();
     for (i, s) in slots.iter().enumerate() {
         let Some(ctx) = &s.ctx else { continue };
-        if let Some((group, replica)) = ctx.registry.quarantined().into_iter().next() {
+        if let Some((group, replica)) = ctx.cluster.registry.quarantined().into_iter().next() {
             return Err(format!("{} still holds quarantined replica {replica} of group {group}", node_name(i)));
         }
-        for g in ctx.registry.all() {
+        for g in ctx.cluster.registry.all() {
             let m = g.metrics();
             let e = groups.entry(g.id).or_default();
             e.0 |= m.state.is_leader();
@@ -511,7 +511,7 @@ pub fn run_seed(cfg: &RunConfig) -> RunReport {
             }
             if let Fault::WipeDisk { node, .. } = f {
                 exposed = blobs_on_record(&slots.borrow());
-                if let Some(id) = slots.borrow()[node].ctx.as_ref().and_then(|c| c.identity()) {
+                if let Some(id) = slots.borrow()[node].ctx.as_ref().and_then(|c| c.cluster.identity()) {
                     lost_nodes.insert(id.node_id);
                 }
             }
@@ -715,7 +715,7 @@ fn raft_rot_candidates(slot: &NodeSlot) -> Vec<(Tree, Vec<u8>, u64, u64)> {
             if group == META_GROUP_ID {
                 continue;
             }
-            if let Some(g) = ctx.registry.get(group) {
+            if let Some(g) = ctx.cluster.registry.get(group) {
                 out.push((tree, key, group, g.replica_id));
             }
         }
@@ -760,7 +760,7 @@ fn retained_manifests(slots: &[NodeSlot]) -> BTreeMap<(u64, u64), Arc<BlobManife
     let mut best: BTreeMap<u64, Arc<Group>> = BTreeMap::new();
     for s in slots {
         let Some(ctx) = &s.ctx else { continue };
-        for g in ctx.registry.all() {
+        for g in ctx.cluster.registry.all() {
             if g.id == META_GROUP_ID {
                 continue;
             }
@@ -847,7 +847,7 @@ fn leader_node(slots: &[NodeSlot], nth: usize) -> Option<usize> {
     let mut leaders: Vec<(u64, usize)> = Vec::new();
     for (i, s) in slots.iter().enumerate() {
         let Some(ctx) = &s.ctx else { continue };
-        for g in ctx.registry.all() {
+        for g in ctx.cluster.registry.all() {
             if g.id != META_GROUP_ID && g.is_leader() {
                 leaders.push((g.id, i));
             }

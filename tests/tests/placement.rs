@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use shadowstore_client::{Client, ClientOptions};
 use shadowstore_proto::v1::shadow_store_client::ShadowStoreClient;
 use shadowstore_proto::{REGION_METADATA, RETRY_AFTER_MS_METADATA, SHED_BEFORE_METADATA, v1};
@@ -36,12 +35,12 @@ fn get_request(region: Option<&str>) -> tonic::Request<v1::GetRequest> {
 }
 
 /// Reads of `REGION` in the last hour of a `demand show` answer.
-fn region_reads(view: &Value) -> f64 {
-    view["regions"]
-        .as_array()
-        .and_then(|r| r.iter().find(|x| x["region"] == REGION))
-        .and_then(|r| r["minutes"].as_array().map(|m| m.iter().filter_map(Value::as_f64).sum()))
-        .unwrap_or(0.0)
+fn region_reads(view: &v1::DemandShowResponse) -> f64 {
+    view.regions.iter().find(|x| x.region == REGION).map(|r| r.minutes.iter().sum()).unwrap_or(0.0)
+}
+
+fn settings(config: &v1::PlacementConfigResponse) -> v1::PlacementSettings {
+    config.settings.clone().expect("settings")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,10 +52,8 @@ async fn demand_admission_and_planning_on_four_nodes() {
     c.put(RESOURCE, "v", b"value".to_vec()).await.expect("put");
 
     // --- settings: plan every second; bad input changes nothing.
-    let config: Value =
-        serde_json::from_str(&c.set_placement_config("planning_interval_ms", "1000", None, None).await.expect("set"))
-            .expect("json");
-    assert_eq!(config["settings"]["planning_interval_ms"], 1000);
+    let config = c.set_placement_config("planning_interval_ms", "1000", None, None).await.expect("set");
+    assert_eq!(settings(&config).planning_interval_ms, 1000);
     for (key, value, node, resource) in [
         ("threshold", "1.5", None, None),
         ("no_such_key", "1", None, None),
@@ -74,27 +71,23 @@ async fn demand_admission_and_planning_on_four_nodes() {
         let error = c.set_placement_config(key, value, node, resource).await.expect_err("bad setting accepted");
         assert_eq!(error.code(), Code::InvalidArgument, "{key}={value}: {error}");
     }
-    let config: Value = serde_json::from_str(&c.placement_config().await.expect("get")).expect("json");
-    assert_eq!(config["threshold"], 0.8, "a refused setting changed the config");
-    let priced: Value = serde_json::from_str(
-        &c.set_placement_config("prices.storage_gb_hour_micros", "7", Some(2), None).await.expect("price"),
-    )
-    .expect("json");
-    let node2 = priced["prices"].as_array().expect("prices").iter().find(|p| p[0] == 2).expect("node 2").clone();
-    assert_eq!(node2[1]["storage_gb_hour_micros"], 7);
-    let prioritised: Value =
-        serde_json::from_str(&c.set_placement_config("priority", "2", None, Some(RESOURCE)).await.expect("priority"))
-            .expect("json");
-    assert_eq!(prioritised["priorities"][RESOURCE], 2);
+    let config = c.placement_config().await.expect("get");
+    assert_eq!(settings(&config).threshold_permille, 800, "a refused setting changed the config");
+    assert_eq!(settings(&config).planning_interval_ms, 1000, "changing one key kept the others");
+    let priced = c.set_placement_config("prices.storage_gb_hour_micros", "7", Some(2), None).await.expect("price");
+    let node2 = priced.prices.iter().find(|p| p.node_id == 2).expect("node 2").prices.clone().expect("prices");
+    assert_eq!(node2.storage_gb_hour_micros, 7);
+    let prioritised = c.set_placement_config("priority", "2", None, Some(RESOURCE)).await.expect("priority");
+    assert_eq!(prioritised.priorities.get(RESOURCE), Some(&2));
     let missing = c.set_placement_config("priority", "2", None, Some("nothing-here")).await.expect_err("no resource");
     assert_eq!(missing.code(), Code::NotFound);
     // The demand's region is 7 from node region r2 and, by default, 1 from
     // the others.
-    let distanced: Value = serde_json::from_str(
-        &c.set_placement_config(&format!("region_distance.r2.{REGION}"), "7", None, None).await.expect("distance"),
-    )
-    .expect("json");
-    assert_eq!(distanced["region_distances"], serde_json::json!([[REGION, "r2", 7]]), "{distanced}");
+    let distanced =
+        c.set_placement_config(&format!("region_distance.r2.{REGION}"), "7", None, None).await.expect("distance");
+    let pairs: Vec<(&str, &str, u32)> =
+        distanced.region_distances.iter().map(|d| (d.a.as_str(), d.b.as_str(), d.distance)).collect();
+    assert_eq!(pairs, vec![(REGION, "r2", 7)], "{distanced:?}");
 
     // --- admission: a burst far above 2 reads/s is shed with a retry hint.
     // Reads are admitted and counted where they are served: at a replica.
@@ -125,8 +118,8 @@ async fn demand_admission_and_planning_on_four_nodes() {
 
     // --- telemetry: once the minute is over, the leader's history holds
     // every read of the burst (served and shed) under the client's region.
-    let view: Value = eventually(Duration::from_secs(100), || async {
-        let view: Value = serde_json::from_str(&c.demand_show(RESOURCE, 12).await?)?;
+    let view = eventually(Duration::from_secs(100), || async {
+        let view = c.demand_show(RESOURCE, 12).await?;
         let reads = region_reads(&view);
         anyhow::ensure!(reads >= BURST_READS as f64, "{reads} reads recorded so far");
         Ok(view)
@@ -134,44 +127,43 @@ async fn demand_admission_and_planning_on_four_nodes() {
     .await
     .expect("demand recorded");
     assert_eq!(region_reads(&view), BURST_READS as f64, "every first attempt counted once, retries not at all");
-    assert!((view["capacity_rps"].as_f64().expect("capacity") - 6.0).abs() < 1e-9, "{}", view["capacity_rps"]);
+    assert!((view.capacity_rps - 6.0).abs() < 1e-9, "{}", view.capacity_rps);
 
     // --- the planner: a shadow on the only node that is not a replica,
     // every other host explained, and the decision committed.
     let other = (1..=4u64).find(|n| !replica_nodes.contains(n)).expect("a fourth node");
-    let committed: Value = eventually(Duration::from_secs(30), || async {
-        let answer: Value = serde_json::from_str(&c.placement_plan(Some(RESOURCE)).await?)?;
-        let record = answer["committed"][RESOURCE].clone();
-        anyhow::ensure!(!record.is_null(), "nothing committed yet: {answer}");
-        Ok(record)
+    let committed = eventually(Duration::from_secs(30), || async {
+        let answer = c.placement_plan(Some(RESOURCE)).await?;
+        let record = answer.committed.get(RESOURCE).cloned();
+        record.ok_or_else(|| anyhow::anyhow!("nothing committed yet: {answer:?}"))
     })
     .await
     .expect("a committed plan");
-    assert_eq!(committed["action"], "add-shadows", "{committed}");
-    assert_eq!(committed["nodes"], serde_json::json!([other]), "{committed}");
+    assert_eq!(committed.action(), v1::PlacementAction::AddShadows, "{committed:?}");
+    assert_eq!(committed.nodes, vec![other], "{committed:?}");
 
     // The dry run explains every host (it may already be back to holding
     // once the burst's minute has passed; the candidate list is only
     // filled when adding).
-    let answer: Value = serde_json::from_str(&c.placement_plan(Some(RESOURCE)).await.expect("plan")).expect("json");
-    let plan = &answer["plans"][0];
-    assert_eq!(plan["resource"], RESOURCE);
-    assert!(plan["inputs"]["p_exceed"].is_number() && plan["inputs"]["capacity_rps"] == 6.0, "{plan}");
+    let answer = c.placement_plan(Some(RESOURCE)).await.expect("plan");
+    let plan = &answer.plans[0];
+    let inputs = plan.inputs.clone().expect("inputs");
+    assert_eq!(plan.resource, RESOURCE);
+    assert!(inputs.p_exceed.is_finite() && inputs.capacity_rps == 6.0, "{plan:?}");
     // The group's leader reported the resource's size: one 5-byte value.
-    assert_eq!(plan["inputs"]["size_bytes"], 5, "{plan}");
-    assert!(
-        (plan["inputs"]["threshold"].as_f64().expect("threshold") - 0.7).abs() < 1e-9,
-        "priority 2 moves 0.8 to 0.7"
-    );
-    if plan["action"]["action"] == "add-shadows" {
-        let candidates = plan["candidates"].as_array().expect("candidates");
-        assert_eq!(candidates.len(), 4);
-        for c in candidates {
-            let verdict = c["verdict"]["verdict"].as_str().expect("verdict");
-            let expected = if c["node_id"] == other { "chosen" } else { "already-replica" };
-            assert_eq!(verdict, expected, "{c}");
-            let distance = if c["region"] == "r2" { 7 } else { 1 };
-            assert_eq!(c["region_distance"], distance, "the operator's distance table is used: {c}");
+    assert_eq!(inputs.size_bytes, 5, "{plan:?}");
+    assert!((inputs.threshold - 0.7).abs() < 1e-9, "priority 2 moves 0.8 to 0.7");
+    if let Some(v1::plan_action::Action::AddShadows(_)) = plan.action.as_ref().and_then(|a| a.action.as_ref()) {
+        assert_eq!(plan.candidates.len(), 4);
+        for c in &plan.candidates {
+            let verdict = c.verdict.as_ref().and_then(|v| v.verdict.as_ref()).expect("verdict");
+            if c.node_id == other {
+                assert!(matches!(verdict, v1::candidate_verdict::Verdict::Chosen(_)), "{c:?}");
+            } else {
+                assert!(matches!(verdict, v1::candidate_verdict::Verdict::AlreadyReplica(_)), "{c:?}");
+            }
+            let distance = if c.region == "r2" { 7 } else { 1 };
+            assert_eq!(c.region_distance, distance, "the operator's distance table is used: {c:?}");
         }
     }
 
@@ -195,11 +187,11 @@ async fn demand_admission_and_planning_on_four_nodes() {
     let leader_index = cluster.index_of(leader).await.expect("leader's process");
     cluster.kill(leader_index);
     let survivor = cluster.client_via((leader_index + 1) % 4);
-    let after: Value = eventually(Duration::from_secs(60), || async {
+    let after = eventually(Duration::from_secs(60), || async {
         let status = survivor.cluster_status().await?;
         anyhow::ensure!(status.meta_leader_node_id != leader, "no new meta leader yet");
-        let view: Value = serde_json::from_str(&survivor.demand_show(RESOURCE, 12).await?)?;
-        anyhow::ensure!(region_reads(&view) > 0.0, "the new leader has no history yet: {view}");
+        let view = survivor.demand_show(RESOURCE, 12).await?;
+        anyhow::ensure!(region_reads(&view) > 0.0, "the new leader has no history yet: {view:?}");
         Ok(view)
     })
     .await

@@ -1,13 +1,6 @@
-//! The public `ShadowStore` API.
-//!
-//! Routing: a request about a resource is served by a node hosting one of
-//! its replicas. Writes need the group's leader; a linearizable read is
-//! served by any replica after a read index (the leader confirms its
-//! leadership; a follower asks the leader and catches up); a STALE_OK read
-//! is served by any replica that heard from its leader within the allowed
-//! staleness. Any other node answers UNAVAILABLE with the address to try in
-//! `x-shadowstore-leader`. Every input is validated before anything else
-//! happens.
+//! The public `ShadowStore` API: one method per RPC. Every input is
+//! validated before anything else happens; where a request is served (and
+//! where it is redirected) is decided in [`super::route`].
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,161 +20,38 @@ use super::data;
 use super::data::WriteRequest;
 use super::status;
 use super::validate;
-use crate::group::Group;
-use crate::meta::membership::propose_meta;
-use crate::meta::state::MetaCommand;
-use crate::meta::state::MetaResponse;
+use crate::blob::DataPlane;
+use crate::demand::admission::ReadAdmission;
+use crate::meta::command::MetaCommand;
+use crate::meta::command::MetaResponse;
 use crate::meta::state::ResourceRecord;
 use crate::meta::state::StorageParams;
-use crate::node::NodeCtx;
+use crate::placement::Placement;
 use crate::raft::state_machine::AppliedState;
 use crate::raft::state_machine::GroupData;
 use crate::resource::ResourceCommand;
 use crate::resource::ResourceState;
-use crate::resource::state::Version;
 use shadowstore_base::limits::STREAM_CHUNK_BYTES_MAX;
 use shadowstore_base::limits::UNARY_GET_BYTES_MAX;
 
 /// Response metadata set when a variant is too large for a unary Get.
-pub const USE_STREAM_METADATA: &str = "x-shadowstore-use-stream";
+pub use shadowstore_proto::USE_STREAM_METADATA;
 
-/// Staleness allowed by a STALE_OK read that does not say.
-pub const STALE_READ_DEFAULT_MS: u64 = 1_000;
-
+/// The public service and what it uses.
 pub struct ClientService {
-    ctx: Arc<NodeCtx>,
+    /// The data plane (and through it the cluster handle).
+    pub(super) data: Arc<DataPlane>,
+    pub(super) placement: Arc<Placement>,
+    /// Sheds reads above this node's read capacity.
+    pub(super) admission: ReadAdmission,
+    pub(super) read_capacity_rps: u64,
+    pub(super) blob_bytes_max: u64,
 }
 
 impl ClientService {
-    pub fn new(ctx: Arc<NodeCtx>) -> Self {
-        ClientService { ctx }
-    }
-
-    /// The directory record of `name`. A name missing from this node's
-    /// copy of the directory is looked up again after a read index on the
-    /// meta group, so a resource created a moment ago is found.
-    async fn resource(&self, name: &str) -> Result<ResourceRecord, Status> {
-        validate::resource_name(name)?;
-        let lookup = || self.ctx.with_meta(|m| m.resources.get(name).cloned());
-        if let Some(Some(r)) = lookup() {
-            return Ok(r);
-        }
-        let meta = self.ctx.meta_group().ok_or_else(status::not_ready)?;
-        self.ctx.linearize(&meta, "resource directory").await?;
-        lookup().flatten().ok_or_else(|| Status::not_found(format!("resource {name:?} does not exist")))
-    }
-
-    /// The local replica of `rec`'s group, if this node hosts it.
-    fn local(&self, rec: &ResourceRecord) -> Option<Arc<Group>> {
-        let me = self.ctx.identity()?.node_id;
-        let mine = rec.replica_on(me)?;
-        self.ctx.registry.get(rec.group_id).filter(|g| g.replica_id == mine.replica_id)
-    }
-
-    /// A node hosting `rec`, preferring one the failure detector sees up.
-    fn hosting_addr(&self, rec: &ResourceRecord) -> Option<String> {
-        let addrs: Vec<(u64, String)> = self
-            .ctx
-            .with_meta(|m| {
-                rec.replicas.iter().filter_map(|r| m.addr_of(r.node_id).map(|a| (r.node_id, a.to_string()))).collect()
-            })
-            .unwrap_or_default();
-        addrs.iter().find(|(n, _)| self.ctx.detector.is_up(*n)).or(addrs.first()).map(|(_, a)| a.clone())
-    }
-
-    /// The local leader replica of `rec`'s group, or the redirect to give.
-    fn leader(&self, rec: &ResourceRecord, what: &str) -> Result<Arc<Group>, Status> {
-        match self.local(rec) {
-            Some(g) => {
-                g.touch();
-                if g.is_leader() { Ok(g) } else { Err(status::redirect(what, self.ctx.leader_addr(&g).as_deref())) }
-            }
-            None => Err(status::redirect(what, self.hosting_addr(rec).as_deref())),
-        }
-    }
-
-    /// A local replica ready to serve a read with `consistency`.
-    async fn reader(
-        &self,
-        rec: &ResourceRecord,
-        consistency: i32,
-        max_staleness_ms: u64,
-        what: &str,
-    ) -> Result<Arc<Group>, Status> {
-        let g = self.local(rec).ok_or_else(|| status::redirect(what, self.hosting_addr(rec).as_deref()))?;
-        g.touch();
-        let consistency = v1::Consistency::try_from(consistency)
-            .map_err(|_| Status::invalid_argument(format!("unknown consistency {consistency}")))?;
-        if consistency == v1::Consistency::StaleOk {
-            let bound = if max_staleness_ms == 0 { STALE_READ_DEFAULT_MS } else { max_staleness_ms };
-            if g.is_leader() || g.since_leader_contact_ms() <= bound {
-                return Ok(g);
-            }
-        }
-        self.ctx.linearize(&g, what).await?;
-        Ok(g)
-    }
-
-    /// The replica that serves `req` and the version it asked for.
-    /// Counts a read of `resource` from the caller's region and admits it,
-    /// or sheds it with RESOURCE_EXHAUSTED and a retry hint when the node
-    /// is at its read capacity.
-    fn admit_read(&self, metadata: &tonic::metadata::MetadataMap, resource: &str) -> Result<(), Status> {
-        let region = match metadata.get(crate::demand::REGION_HEADER) {
-            None => None,
-            Some(value) => Some(value.to_str().ok().filter(|r| validate::region(r).is_ok()).ok_or_else(|| {
-                Status::invalid_argument(format!("{} must be 1..=64 bytes of [a-z0-9-]", crate::demand::REGION_HEADER))
-            })?),
-        };
-        // A retry of a read that was shed (and counted then) is admitted
-        // but not counted again.
-        let retry = metadata
-            .get(shadowstore_proto::SHED_BEFORE_METADATA)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u32>().ok())
-            .is_some_and(|shed| shed > 0);
-        let now_ms = self.ctx.clock.now_ms();
-        match self.ctx.admission.try_admit(now_ms) {
-            Ok(()) => {
-                if !retry {
-                    self.ctx.demand.record(resource, region, now_ms, false);
-                }
-                Ok(())
-            }
-            Err(retry_after_ms) => {
-                if !retry {
-                    self.ctx.demand.record(resource, region, now_ms, true);
-                }
-                let mut status = Status::resource_exhausted(format!(
-                    "node at its read capacity of {} reads/s; retry after {retry_after_ms} ms or read another replica",
-                    self.ctx.config.read_capacity_rps
-                ));
-                status.metadata_mut().insert(
-                    shadowstore_proto::RETRY_AFTER_MS_METADATA,
-                    tonic::metadata::MetadataValue::from(retry_after_ms),
-                );
-                Err(status)
-            }
-        }
-    }
-
-    async fn read_version(
-        &self,
-        metadata: &tonic::metadata::MetadataMap,
-        req: &v1::GetRequest,
-    ) -> Result<(Arc<Group>, Version), Status> {
-        validate::resource_name(&req.resource)?;
-        validate::variant_name(&req.variant)?;
-        let rec = self.resource(&req.resource).await?;
-        let g = self.reader(&rec, req.consistency, req.max_staleness_ms, "get").await?;
-        // Counted and admitted only where it is served: a node that
-        // redirects the read neither spends capacity nor counts demand.
-        self.admit_read(metadata, &req.resource)?;
-        let version = {
-            let st = g.state.read();
-            data::resolve(resource_state(&st)?, &req.resource, &req.variant, req.version)?
-        };
-        Ok((g, version))
+    pub fn new(data: Arc<DataPlane>, placement: Arc<Placement>, read_capacity_rps: u64, blob_bytes_max: u64) -> Self {
+        let admission = ReadAdmission::new(read_capacity_rps, data.clock.now_ms());
+        ClientService { data, placement, admission, read_capacity_rps, blob_bytes_max }
     }
 
     fn resource_info(&self, rec: &ResourceRecord, roles: Option<&AppliedState>) -> v1::ResourceInfo {
@@ -192,7 +62,11 @@ impl ClientService {
             .map(|r| v1::ReplicaInfo {
                 replica_id: r.replica_id,
                 node_id: r.node_id,
-                address: self.ctx.with_meta(|m| m.addr_of(r.node_id).map(String::from)).flatten().unwrap_or_default(),
+                address: self
+                    .cluster()
+                    .with_meta(|m| m.addr_of(r.node_id).map(String::from))
+                    .flatten()
+                    .unwrap_or_default(),
                 role: match &membership {
                     Some(m) if m.voter_ids().any(|v| v == r.replica_id) => "voter".into(),
                     Some(m) if m.learner_ids().any(|l| l == r.replica_id) => "learner".into(),
@@ -237,7 +111,7 @@ fn storage_params(req: &v1::CreateResourceRequest, rf: u32) -> Result<StoragePar
     Ok(p)
 }
 
-fn resource_state(st: &AppliedState) -> Result<&ResourceState, Status> {
+pub(super) fn resource_state(st: &AppliedState) -> Result<&ResourceState, Status> {
     match &st.data {
         GroupData::Resource(r) => Ok(r),
         GroupData::Meta(_) => Err(Status::internal("group holds meta state, not a resource")),
@@ -254,14 +128,14 @@ impl ShadowStore for ClientService {
         validate::resource_name(&req.name)?;
         let rf = validate::replication_factor(req.replication_factor)?;
         let storage = storage_params(&req, rf)?;
-        let me = self.ctx.node_id()?;
-        let meta = self.ctx.meta_group().ok_or_else(status::not_ready)?;
+        let me = self.cluster().node_id()?;
+        let meta = self.cluster().meta_group().ok_or_else(status::not_ready)?;
         if !meta.is_leader() {
-            return Err(status::redirect("create resource", self.ctx.leader_addr(&meta).as_deref()));
+            return Err(status::redirect("create resource", self.cluster().leader_addr(&meta).as_deref()));
         }
-        let detector = &self.ctx.detector;
+        let detector = &self.cluster().detector;
         let nodes = self
-            .ctx
+            .cluster()
             .with_meta(|m| {
                 let load = m.replicas_per_node();
                 let mut live: Vec<(usize, u64)> = m
@@ -282,13 +156,13 @@ impl ShadowStore for ClientService {
         }
         let cmd = MetaCommand::CreateResource {
             request: super::validate::request_id(req.request_id),
-            now_ms: self.ctx.clock.now_ms(),
+            now_ms: self.data.clock.now_ms(),
             name: req.name.clone(),
             replication_factor: rf,
             storage,
             nodes: nodes[..rf as usize].to_vec(),
         };
-        match propose_meta(&self.ctx, cmd).await? {
+        match self.cluster().propose_meta(cmd).await? {
             MetaResponse::Created(rec) => {
                 tracing::info!(resource = %rec.name, group = rec.group_id, "resource created");
                 Ok(Response::new(v1::CreateResourceResponse { resource: Some(self.resource_info(&rec, None)) }))
@@ -308,16 +182,16 @@ impl ShadowStore for ClientService {
     ) -> Result<Response<v1::DeleteResourceResponse>, Status> {
         let req = request.into_inner();
         validate::resource_name(&req.name)?;
-        let meta = self.ctx.meta_group().ok_or_else(status::not_ready)?;
+        let meta = self.cluster().meta_group().ok_or_else(status::not_ready)?;
         if !meta.is_leader() {
-            return Err(status::redirect("delete resource", self.ctx.leader_addr(&meta).as_deref()));
+            return Err(status::redirect("delete resource", self.cluster().leader_addr(&meta).as_deref()));
         }
         let cmd = MetaCommand::DeleteResource {
             request: super::validate::request_id(req.request_id),
-            now_ms: self.ctx.clock.now_ms(),
+            now_ms: self.data.clock.now_ms(),
             name: req.name.clone(),
         };
-        match propose_meta(&self.ctx, cmd).await? {
+        match self.cluster().propose_meta(cmd).await? {
             MetaResponse::Deleted => Ok(Response::new(v1::DeleteResourceResponse {})),
             MetaResponse::NotFound => Err(Status::not_found(format!("resource {:?} does not exist", req.name))),
             MetaResponse::StaleRequest => Err(Status::failed_precondition("request was answered already")),
@@ -329,10 +203,10 @@ impl ShadowStore for ClientService {
         &self,
         _request: Request<v1::ListResourcesRequest>,
     ) -> Result<Response<v1::ListResourcesResponse>, Status> {
-        let meta = self.ctx.meta_group().ok_or_else(status::not_ready)?;
-        self.ctx.linearize(&meta, "list resources").await?;
+        let meta = self.cluster().meta_group().ok_or_else(status::not_ready)?;
+        self.cluster().linearize(&meta, "list resources").await?;
         let records: Vec<ResourceRecord> =
-            self.ctx.with_meta(|m| m.resources.values().cloned().collect()).unwrap_or_default();
+            self.cluster().with_meta(|m| m.resources.values().cloned().collect()).unwrap_or_default();
         Ok(Response::new(v1::ListResourcesResponse {
             resources: records.iter().map(|r| self.resource_info(r, None)).collect(),
         }))
@@ -352,7 +226,9 @@ impl ShadowStore for ClientService {
             request: super::validate::request_id(req.request_id),
             declared: Some(req.value.len() as u64),
         };
-        let version = data::write_variant(&self.ctx, &g, &rec, w, req.value, futures::stream::empty()).await?;
+        let version =
+            data::write_variant(&self.data, &g, &rec, w, req.value, futures::stream::empty(), self.blob_bytes_max)
+                .await?;
         Ok(Response::new(v1::PutResponse { version }))
     }
 
@@ -362,10 +238,10 @@ impl ShadowStore for ClientService {
         let h = first.header.ok_or_else(|| Status::invalid_argument("the first put message must carry the header"))?;
         validate::resource_name(&h.resource)?;
         validate::variant_name(&h.variant)?;
-        if let Some(size) = h.size.filter(|s| *s > self.ctx.config.blob_bytes_max) {
+        if let Some(size) = h.size.filter(|s| *s > self.blob_bytes_max) {
             return Err(Status::resource_exhausted(format!(
                 "value of {size} bytes exceeds the {}-byte limit",
-                self.ctx.config.blob_bytes_max
+                self.blob_bytes_max
             )));
         }
         let rec = self.resource(&h.resource).await?;
@@ -387,7 +263,8 @@ impl ShadowStore for ClientService {
             request: super::validate::request_id(h.request_id),
             declared: h.size,
         };
-        let version = data::write_variant(&self.ctx, &g, &rec, w, first.data, Box::pin(rest)).await?;
+        let version =
+            data::write_variant(&self.data, &g, &rec, w, first.data, Box::pin(rest), self.blob_bytes_max).await?;
         Ok(Response::new(v1::PutResponse { version }))
     }
 
@@ -404,14 +281,14 @@ impl ShadowStore for ClientService {
         }
         let applied_index = g.state.applied_index();
         let mut value = BytesMut::with_capacity(version.size as usize);
-        let mut bytes = data::version_bytes(self.ctx.clone(), g.id, &version);
+        let mut bytes = data::version_bytes(self.data.clone(), g.id, &version);
         while let Some(b) = bytes.next().await {
             value.extend_from_slice(&b?);
         }
         Ok(Response::new(v1::GetResponse {
             value: value.freeze(),
             version: version.version,
-            served_by_node: self.ctx.identity().map(|i| i.node_id).unwrap_or(0),
+            served_by_node: self.cluster().identity().map(|i| i.node_id).unwrap_or(0),
             applied_index,
         }))
     }
@@ -425,12 +302,12 @@ impl ShadowStore for ClientService {
             header: Some(v1::GetHeader {
                 version: version.version,
                 size: version.size,
-                served_by_node: self.ctx.identity().map(|i| i.node_id).unwrap_or(0),
+                served_by_node: self.cluster().identity().map(|i| i.node_id).unwrap_or(0),
                 storage: data::storage_name(&version.content).to_string(),
             }),
             data: Bytes::new(),
         };
-        let body = data::version_bytes(self.ctx.clone(), g.id, &version)
+        let body = data::version_bytes(self.data.clone(), g.id, &version)
             .map(|r| r.map(|data| v1::GetChunk { header: None, data }));
         Ok(Response::new(Box::pin(futures::stream::once(async { Ok(header) }).chain(body))))
     }
@@ -443,11 +320,11 @@ impl ShadowStore for ClientService {
         let g = self.leader(&rec, "delete")?;
         let cmd = ResourceCommand::Delete {
             request: super::validate::request_id(req.request_id),
-            now_ms: self.ctx.clock.now_ms(),
+            now_ms: self.data.clock.now_ms(),
             variant: req.variant.clone(),
             if_version: req.if_version,
         };
-        let answer = data::propose(&self.ctx, &g, cmd, "delete").await?;
+        let answer = data::propose(&self.data, &g, cmd, "delete").await?;
         let version = data::write_outcome(&req.resource, &req.variant, answer, req.if_version)?;
         Ok(Response::new(v1::DeleteResponse { version }))
     }
@@ -502,7 +379,7 @@ impl ShadowStore for ClientService {
             .unwrap_or_default();
         let (variant_count, inline_bytes, blob_bytes) =
             (rs.variants.values().filter(|v| v.current.is_some()).count() as u64, rs.inline_bytes, rs.blob_bytes);
-        let variants = data::variant_details(&self.ctx, &g, rs).await;
+        let variants = data::variant_details(&self.data, &g, rs).await;
         Ok(Response::new(v1::DescribeResourceResponse {
             resource: Some(info),
             leader_replica_id,
@@ -522,38 +399,38 @@ impl ShadowStore for ClientService {
         &self,
         request: Request<v1::PlacementPlanRequest>,
     ) -> Result<Response<v1::PlacementPlanResponse>, Status> {
-        super::placement::plan(&self.ctx, request.into_inner()).await.map(Response::new)
+        super::placement::plan(&self.placement, request.into_inner()).await.map(Response::new)
     }
 
     async fn demand_show(
         &self,
         request: Request<v1::DemandShowRequest>,
     ) -> Result<Response<v1::DemandShowResponse>, Status> {
-        super::placement::demand_show(&self.ctx, request.into_inner()).await.map(Response::new)
+        super::placement::demand_show(&self.placement, request.into_inner()).await.map(Response::new)
     }
 
     async fn get_placement_config(
         &self,
         _request: Request<v1::GetPlacementConfigRequest>,
     ) -> Result<Response<v1::PlacementConfigResponse>, Status> {
-        super::placement::get_config(&self.ctx).await.map(Response::new)
+        super::placement::get_config(&self.placement).await.map(Response::new)
     }
 
     async fn set_placement_config(
         &self,
         request: Request<v1::SetPlacementConfigRequest>,
     ) -> Result<Response<v1::PlacementConfigResponse>, Status> {
-        super::placement::set_config(&self.ctx, request.into_inner()).await.map(Response::new)
+        super::placement::set_config(&self.placement, request.into_inner()).await.map(Response::new)
     }
 
     async fn scrub_status(
         &self,
         _request: Request<v1::ScrubStatusRequest>,
     ) -> Result<Response<v1::ScrubStatusResponse>, Status> {
-        let s = &self.ctx.scrubber.stats;
+        let s = &self.data.scrubber.stats;
         let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         Ok(Response::new(v1::ScrubStatusResponse {
-            node_id: self.ctx.node_id()?,
+            node_id: self.cluster().node_id()?,
             passes_completed: l(&s.passes_completed),
             pass_shards_done: l(&s.pass_shards_done),
             pass_shards_total: l(&s.pass_shards_total),
@@ -563,7 +440,7 @@ impl ShadowStore for ClientService {
             chunks_missing: l(&s.chunks_missing),
             chunks_repaired: l(&s.chunks_repaired),
             repair_failures: l(&s.repair_failures),
-            rate_limit_bytes_per_s: l(&self.ctx.scrubber.rate_bytes_per_s),
+            rate_limit_bytes_per_s: l(&self.data.scrubber.rate_bytes_per_s),
             last_pass_finished_ms: l(&s.last_pass_finished_ms),
             orphan_shards_collected: l(&s.orphan_shards_collected),
         }))
@@ -573,14 +450,14 @@ impl ShadowStore for ClientService {
         &self,
         _request: Request<v1::ClusterStatusRequest>,
     ) -> Result<Response<v1::ClusterStatusResponse>, Status> {
-        let me = self.ctx.node_id()?;
-        let meta = self.ctx.meta_group().ok_or_else(status::not_ready)?;
+        let me = self.cluster().node_id()?;
+        let meta = self.cluster().meta_group().ok_or_else(status::not_ready)?;
         let meta_metrics = meta.metrics();
         let voters: Vec<u64> = meta_metrics.membership_config.membership().voter_ids().collect();
         let meta_leader = meta_metrics.current_leader;
-        let local = self.ctx.registry.all();
+        let local = self.cluster().registry.all();
         let (nodes, meta_leader_node_id, resource_count) = self
-            .ctx
+            .cluster()
             .with_meta(|m| {
                 let leader_node = meta_leader
                     .and_then(|l| m.nodes.values().find(|n| n.meta_replica_id == l))
@@ -597,7 +474,7 @@ impl ShadowStore for ClientService {
                                 local.iter().filter(|g| g.is_leader()).count() as u64,
                             )
                         } else {
-                            match self.ctx.detector.view(n.node_id) {
+                            match self.cluster().detector.view(n.node_id) {
                                 Some(v) => (
                                     v.health.as_str().to_string(),
                                     v.last_answer.as_ref().map_or(0, |a| a.groups_hosted),

@@ -16,20 +16,20 @@ use shadowstore_proto::v1;
 use tonic::Status;
 
 use super::status;
-use crate::blob::manifest::BlobManifest;
+use crate::blob::DataPlane;
 use crate::blob::read::stream_blob;
 use crate::blob::shard_store::ShardStore;
 use crate::blob::write::Source;
 use crate::blob::write::write_blob;
+use crate::cluster::PEER_CALL_TIMEOUT;
 use crate::group::Group;
 use crate::meta::state::ResourceRecord;
-use crate::node::NodeCtx;
-use crate::node::PEER_CALL_TIMEOUT;
 use crate::raft::Command;
 use crate::raft::CommandResponse;
 use crate::resource::ResourceCommand;
 use crate::resource::ResourceResponse;
 use crate::resource::ResourceState;
+use crate::resource::manifest::BlobManifest;
 use crate::resource::state::Content;
 use crate::resource::state::Version;
 use shadowstore_base::ids::ReplicaId;
@@ -46,9 +46,8 @@ pub struct WriteRequest<'a> {
     pub declared: Option<u64>,
 }
 
-pub async fn propose(ctx: &NodeCtx, g: &Group, cmd: ResourceCommand, what: &str) -> Result<ResourceResponse, Status> {
-    let resp =
-        g.propose(Command::Resource(cmd)).await.map_err(|e| status::write_error(what, e, |r| ctx.replica_addr(r)))?;
+pub async fn propose(ctx: &DataPlane, g: &Group, cmd: ResourceCommand, what: &str) -> Result<ResourceResponse, Status> {
+    let resp = g.propose(Command::Resource(cmd)).await.map_err(|e| ctx.cluster.write_error(what, e))?;
     match resp.response() {
         CommandResponse::Resource(r) => Ok(r.clone()),
         other => Err(Status::internal(format!("{what}: resource group answered {other:?}"))),
@@ -84,17 +83,18 @@ pub fn write_outcome(
 /// through Raft if it fits the resource's inline threshold, erasure-coded
 /// otherwise. Returns the version.
 pub async fn write_variant<S>(
-    ctx: &Arc<NodeCtx>,
+    ctx: &Arc<DataPlane>,
     g: &Group,
     rec: &ResourceRecord,
     w: WriteRequest<'_>,
     prefix: Bytes,
     mut rest: S,
+    blob_bytes_max: u64,
 ) -> Result<u64, Status>
 where
     S: Stream<Item = Result<Bytes, Status>> + Unpin,
 {
-    let max = ctx.config.blob_bytes_max;
+    let max = blob_bytes_max;
     if let Some(d) = w.declared.filter(|d| *d > max) {
         return Err(Status::resource_exhausted(format!("value of {d} bytes exceeds the {max}-byte limit")));
     }
@@ -124,6 +124,7 @@ where
             if_version: w.if_version,
         }
     } else {
+        let rest = rest.map(|r| r.map_err(status::source_error));
         let source = Source { prefix: head.freeze(), rest, declared: w.declared, max_bytes: max };
         let manifest = write_blob(ctx, g, rec.storage, g.voters(), source).await?;
         ResourceCommand::PutBlob {
@@ -167,7 +168,7 @@ pub fn storage_name(c: &Content) -> &'static str {
 
 /// A version's bytes in pieces of at most `STREAM_CHUNK_BYTES_MAX`.
 pub fn version_bytes(
-    ctx: Arc<NodeCtx>,
+    ctx: Arc<DataPlane>,
     group: u64,
     v: &Version,
 ) -> impl Stream<Item = Result<Bytes, Status>> + Send + 'static {
@@ -182,7 +183,7 @@ pub fn version_bytes(
         Content::Blob(m) => stream_blob(ctx, group, m.clone())
             .flat_map(move |r| match r {
                 Ok(b) => pieces(b).boxed(),
-                Err(e) => futures::stream::iter([Err(e)]).boxed(),
+                Err(e) => futures::stream::iter([Err(Status::from(e))]).boxed(),
             })
             .boxed(),
     }
@@ -190,7 +191,7 @@ pub fn version_bytes(
 
 /// Asks every holder what it knows about its shards of `manifests`.
 async fn shard_health(
-    ctx: &NodeCtx,
+    ctx: &DataPlane,
     g: &Group,
     manifests: &[Arc<BlobManifest>],
 ) -> HashMap<(u64, usize), v1::ShardHealth> {
@@ -200,7 +201,8 @@ async fn shard_health(
             by_holder.entry(*h).or_default().push(ShardRef { blob_id: m.blob_id, shard: j as u32 });
         }
     }
-    let node_of = |r: ReplicaId| ctx.with_meta(|meta| meta.replica_index.get(&r).copied()).flatten().unwrap_or(0);
+    let node_of =
+        |r: ReplicaId| ctx.cluster.with_meta(|meta| meta.replica_index.get(&r).copied()).flatten().unwrap_or(0);
     let mut out = HashMap::new();
     for (holder, refs) in by_holder {
         let answers: Result<Vec<(u64, u32, bool, u64, u64)>, String> = if holder == g.replica_id {
@@ -219,7 +221,7 @@ async fn shard_health(
                 })
                 .collect()
         } else {
-            match ctx.replica_addr(holder).map(|a| ctx.peers.client(&a)) {
+            match ctx.cluster.replica_addr(holder).map(|a| ctx.cluster.peers.client(&a)) {
                 Some(Ok(mut c)) => {
                     let mut req = tonic::Request::new(ShardInventoryRequest {
                         group_id: g.id,
@@ -275,7 +277,7 @@ async fn shard_health(
 
 /// Every variant with its retained versions and, for erasure-coded ones,
 /// stripes, holders and shard health.
-pub async fn variant_details(ctx: &NodeCtx, g: &Group, rs: ResourceState) -> Vec<v1::VariantDetail> {
+pub async fn variant_details(ctx: &DataPlane, g: &Group, rs: ResourceState) -> Vec<v1::VariantDetail> {
     let manifests: Vec<Arc<BlobManifest>> = rs.blobs().cloned().collect();
     let health = shard_health(ctx, g, &manifests).await;
     rs.variants

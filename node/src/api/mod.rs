@@ -1,6 +1,7 @@
 //! The gRPC services a node serves.
 //!
-//! - [`client`]: the public `ShadowStore` API.
+//! - [`client`]: the public `ShadowStore` API, one method per RPC.
+//! - [`route`]: where a request is served, redirects, read admission.
 //! - [`data`]: its data path: writing, resolving and streaming versions.
 //! - [`peer`]: the node-to-node `Peer` service (Raft traffic, joins, pings,
 //!   read indexes).
@@ -12,5 +13,6 @@ pub mod client;
 pub mod data;
 pub mod peer;
 pub mod placement;
+pub mod route;
 pub mod status;
 pub mod validate;

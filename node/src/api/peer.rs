@@ -43,8 +43,10 @@ use tonic::Status;
 use tonic::Streaming;
 
 use super::status;
+use crate::blob::DataPlane;
 use crate::group::Group;
-use crate::node::NodeCtx;
+use crate::membership::Member;
+use crate::placement::Placement;
 use crate::raft::Snapshot;
 use crate::raft::SnapshotMeta;
 use crate::raft::TypeConfig;
@@ -52,13 +54,21 @@ use crate::raft::Vote;
 use shadowstore_base::codec;
 use shadowstore_base::limits::SNAPSHOT_BYTES_MAX;
 
+/// The node-to-node service and what it uses.
 pub struct PeerService {
-    ctx: Arc<NodeCtx>,
+    /// The data plane (and through it the cluster handle).
+    data: Arc<DataPlane>,
+    placement: Arc<Placement>,
+    member: Arc<Member>,
 }
 
 impl PeerService {
-    pub fn new(ctx: Arc<NodeCtx>) -> Self {
-        PeerService { ctx }
+    pub fn new(data: Arc<DataPlane>, placement: Arc<Placement>, member: Arc<Member>) -> Self {
+        PeerService { data, placement, member }
+    }
+
+    fn cluster(&self) -> &crate::cluster::Cluster {
+        &self.data.cluster
     }
 
     fn group_for(&self, env: &RaftEnvelope) -> Result<Arc<Group>, Status> {
@@ -68,7 +78,7 @@ impl PeerService {
     /// The local replica `replica` of `group`, or NOT_FOUND.
     fn replica(&self, group: u64, replica: u64) -> Result<Arc<Group>, Status> {
         let g = self
-            .ctx
+            .cluster()
             .registry
             .get(group)
             .ok_or_else(|| Status::not_found(format!("group {group} is not hosted here")))?;
@@ -151,7 +161,7 @@ impl Peer for PeerService {
         let shard = u8::try_from(h.shard).map_err(|_| Status::invalid_argument(format!("shard index {}", h.shard)))?;
         self.replica(h.group_id, h.target_replica_id)?;
         let chunks = stream.map(|r| r.map_err(|s| s.message().to_string()));
-        let stored = crate::blob::holder::store_shard(&self.ctx, h.group_id, h.blob_id, shard, chunks)
+        let stored = crate::blob::holder::store_shard(&self.data, h.group_id, h.blob_id, shard, chunks)
             .await
             .map_err(holder_status)?;
         Ok(Response::new(WriteShardResponse { chunks_stored: stored }))
@@ -162,7 +172,7 @@ impl Peer for PeerService {
         // A quarantined or removed replica's shards are still served until
         // they are handed off: each chunk is checked by the reader against
         // the manifest's crc32.
-        if !self.ctx.registry.serves_shards_of(r.group_id, r.target_replica_id) {
+        if !self.cluster().registry.serves_shards_of(r.group_id, r.target_replica_id) {
             return Err(Status::not_found(format!(
                 "no shards of replica {} of group {} here",
                 r.target_replica_id, r.group_id
@@ -175,7 +185,7 @@ impl Peer for PeerService {
         }
         let shard = u8::try_from(r.shard).map_err(|_| Status::invalid_argument(format!("shard index {}", r.shard)))?;
         let chunks = crate::blob::holder::read_shard(
-            &self.ctx,
+            &self.data,
             r.group_id,
             r.blob_id,
             shard,
@@ -192,12 +202,12 @@ impl Peer for PeerService {
     ) -> Result<Response<ShardInventoryResponse>, Status> {
         let r = req.into_inner();
         self.replica(r.group_id, r.target_replica_id)?;
-        let store = crate::blob::shard_store::ShardStore::new(self.ctx.engine.clone());
+        let store = crate::blob::shard_store::ShardStore::new(self.data.engine.clone());
         let mut shards = Vec::with_capacity(r.shards.len());
         for s in r.shards {
             let shard = s.shard as u8;
             let held = store.held_shard(r.group_id, s.blob_id, shard).map_err(status::storage)?;
-            let finding = self.ctx.scrubber.finding(r.group_id, s.blob_id, shard).unwrap_or_default();
+            let finding = self.data.scrubber.finding(r.group_id, s.blob_id, shard).unwrap_or_default();
             shards.push(ShardInventoryEntry {
                 blob_id: s.blob_id,
                 shard: s.shard,
@@ -219,11 +229,11 @@ impl Peer for PeerService {
             )));
         }
         let g = self
-            .ctx
+            .cluster()
             .registry
             .get(r.group_id)
             .ok_or_else(|| Status::not_found(format!("group {} is not hosted here", r.group_id)))?;
-        self.ctx.linearize(&g, "shard holders").await?;
+        self.cluster().linearize(&g, "shard holders").await?;
         let blobs = r
             .blob_ids
             .iter()
@@ -253,9 +263,9 @@ impl Peer for PeerService {
         let h = first.header.ok_or_else(|| Status::invalid_argument("first shard message has no header"))?;
         let shard = u8::try_from(h.shard).map_err(|_| Status::invalid_argument(format!("shard index {}", h.shard)))?;
         let g = self.replica(h.group_id, h.target_replica_id)?;
-        self.ctx.linearize(&g, "shard handoff").await?;
+        self.cluster().linearize(&g, "shard handoff").await?;
         let chunks = stream.map(|r| r.map_err(|s| s.message().to_string()));
-        let done = crate::blob::holder::accept_handoff(&self.ctx, &g, h.blob_id, shard, chunks)
+        let done = crate::blob::holder::accept_handoff(&self.data, &g, h.blob_id, shard, chunks)
             .await
             .map_err(holder_status)?;
         Ok(Response::new(HandOffShardResponse { retained: done.retained, complete: done.complete }))
@@ -316,24 +326,22 @@ impl Peer for PeerService {
     async fn read_index(&self, req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
         let group = req.into_inner().group_id;
         let g = self
-            .ctx
+            .cluster()
             .registry
             .get(group)
             .ok_or_else(|| Status::not_found(format!("group {group} is not hosted here")))?;
         g.touch();
         let what = "read index";
-        let lin = g
-            .raft
-            .get_read_linearizer(ReadPolicy::ReadIndex)
-            .await
-            .map_err(|e| status::read_error(what, e, |r| self.ctx.replica_addr(r)))?;
+        let lin =
+            g.raft.get_read_linearizer(ReadPolicy::ReadIndex).await.map_err(|e| self.cluster().read_error(what, e))?;
         let bytes =
             codec::encode("read index", lin.read_log_id().log_id()).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ReadIndexResponse { read_log_id: bytes.into() }))
     }
 
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
-        let (node_id, meta_replica_id) = crate::meta::membership::handle_join(&self.ctx, req.into_inner()).await?;
+        let (node_id, meta_replica_id) =
+            crate::membership::registration::handle_join(&self.member, req.into_inner()).await?;
         Ok(Response::new(JoinResponse { node_id, meta_replica_id }))
     }
 
@@ -344,8 +352,8 @@ impl Peer for PeerService {
     }
 
     async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        let node_id = self.ctx.node_id()?;
-        let registry = &self.ctx.registry;
+        let node_id = self.cluster().node_id()?;
+        let registry = &self.cluster().registry;
         Ok(Response::new(PingResponse {
             node_id,
             groups_hosted: registry.len() as u64,
@@ -359,9 +367,9 @@ impl Peer for PeerService {
         req: Request<shadowstore_proto::peer::DrainDemandRequest>,
     ) -> Result<Response<shadowstore_proto::peer::DrainDemandResponse>, Status> {
         let delivered_before_ms = req.into_inner().delivered_before_ms;
-        Ok(Response::new(crate::placement::service::drain_local(
-            &self.ctx,
-            self.ctx.clock.now_ms(),
+        Ok(Response::new(crate::placement::collect::drain_local(
+            &self.placement,
+            self.placement.clock.now_ms(),
             delivered_before_ms,
         )))
     }
@@ -381,7 +389,7 @@ impl Peer for PeerService {
                 shadowstore_placement::demand::recorder::DEMAND_KEYS_MAX
             )));
         }
-        crate::placement::service::ingest(&self.ctx, req.node_id, &demand);
+        crate::placement::collect::ingest(&self.placement, req.node_id, &demand);
         Ok(Response::new(shadowstore_proto::peer::ShareDemandResponse {}))
     }
 }

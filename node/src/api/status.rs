@@ -1,17 +1,10 @@
 //! How internal outcomes become gRPC statuses. Every refusal names the
 //! problem; a redirect carries the leader's address in metadata.
 
-use openraft::errors::ClientWriteError;
-use openraft::errors::Fatal;
-use openraft::errors::ForwardToLeader;
-use openraft::errors::LinearizableReadError;
-use openraft::errors::RaftError;
 use shadowstore_proto::LEADER_ADDRESS_METADATA;
 use shadowstore_proto::RETRY_AFTER_MS_METADATA;
 use tonic::Status;
 use tonic::metadata::MetadataValue;
-
-use crate::raft::TypeConfig;
 
 /// Retry hint when no leader is known (an election is likely under way).
 pub const NO_LEADER_RETRY_AFTER_MS: u64 = 200;
@@ -46,54 +39,55 @@ pub fn storage(e: impl std::fmt::Display) -> Status {
     Status::internal(format!("local storage failed: {e}"))
 }
 
-/// What a failed write through Raft means for the caller, given a way to
-/// resolve the leader's address.
-pub fn write_error(
-    what: &str,
-    e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
-    leader_addr: impl Fn(u64) -> Option<String>,
-) -> Status {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => forward(what, f, leader_addr),
-        RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => {
-            let mut s = Status::unavailable(format!(
-                "{what}: leadership changed before the write committed; its outcome is unknown, retry with the same request id"
-            ));
-            if let Some(addr) = f.leader_id.and_then(leader_addr) {
-                if let Ok(v) = MetadataValue::try_from(addr.as_str()) {
+/// A domain error of the cluster layer as the caller's status: a redirect
+/// carries the leader's address, an unknown leader a retry hint.
+impl From<crate::cluster::Error> for Status {
+    fn from(e: crate::cluster::Error) -> Status {
+        use crate::cluster::Error;
+        match e {
+            Error::NotReady => not_ready(),
+            Error::NotLeader { what, leader_addr } => redirect(&what, leader_addr.as_deref()),
+            Error::OutcomeUnknown { ref leader_addr, .. } => {
+                let mut s = Status::unavailable(e.to_string());
+                if let Some(v) = leader_addr.as_deref().and_then(|a| MetadataValue::try_from(a).ok()) {
                     s.metadata_mut().insert(LEADER_ADDRESS_METADATA, v);
                 }
+                s
             }
-            s
+            Error::NoQuorum { .. } | Error::Stopped { .. } | Error::Unavailable { .. } => {
+                Status::unavailable(e.to_string())
+            }
+            Error::Refused { .. } => Status::failed_precondition(e.to_string()),
+            Error::Invalid { .. } => Status::invalid_argument(e.to_string()),
+            Error::NotFound { .. } => Status::not_found(e.to_string()),
+            Error::Internal { .. } => Status::internal(e.to_string()),
         }
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-            Status::failed_precondition(format!("{what}: {e}"))
-        }
-        RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => {
-            Status::failed_precondition(format!("{what}: {e}"))
-        }
-        RaftError::Fatal(f) => stopped(what, f),
     }
 }
 
-fn forward(what: &str, f: ForwardToLeader<TypeConfig>, leader_addr: impl Fn(u64) -> Option<String>) -> Status {
-    redirect(what, f.leader_id.and_then(leader_addr).as_deref())
-}
-
-fn stopped(what: &str, f: Fatal<TypeConfig>) -> Status {
-    Status::unavailable(format!("{what}: replica stopped ({f}); it is being restarted"))
-}
-
-pub fn read_error(
-    what: &str,
-    e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>,
-    leader_addr: impl Fn(u64) -> Option<String>,
-) -> Status {
-    match e {
-        RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => forward(what, f, leader_addr),
-        RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)) => {
-            Status::unavailable(format!("{what}: cannot reach a quorum to confirm leadership: {q}"))
+/// A blob that could not be written or read, as the caller's status.
+impl From<crate::blob::Error> for Status {
+    fn from(e: crate::blob::Error) -> Status {
+        use crate::blob::Error;
+        match e {
+            Error::Cluster(e) => e.into(),
+            Error::Unavailable(m) => Status::unavailable(m),
+            Error::Invalid(m) => Status::invalid_argument(m),
+            Error::TooLarge(m) => Status::resource_exhausted(m),
+            Error::DataLoss(m) => Status::data_loss(m),
+            Error::Source(_) => Status::cancelled(e.to_string()),
+            Error::Internal(m) => Status::internal(m),
         }
-        RaftError::Fatal(f) => stopped(what, f),
+    }
+}
+
+/// A client's stream failure as a blob error (its code kept where the
+/// blob error has one).
+pub fn source_error(s: Status) -> crate::blob::Error {
+    use crate::blob::Error;
+    match s.code() {
+        tonic::Code::InvalidArgument => Error::Invalid(s.message().to_string()),
+        tonic::Code::ResourceExhausted => Error::TooLarge(s.message().to_string()),
+        _ => Error::Source(s.message().to_string()),
     }
 }

@@ -8,9 +8,9 @@ use futures::StreamExt;
 use shadowstore_proto::peer::ReadShardRequest;
 use shadowstore_proto::peer::ShardChunk;
 
+use super::DataPlane;
 use super::holder;
-use super::manifest::BlobManifest;
-use crate::node::NodeCtx;
+use crate::resource::manifest::BlobManifest;
 use shadowstore_base::ids::GroupId;
 
 /// Deadline of one shard read from another node.
@@ -28,7 +28,7 @@ pub enum ShardFault {
 
 /// The chunks of `shard` of `stripe` as its holder returns them, unverified.
 async fn raw_chunks(
-    ctx: &NodeCtx,
+    ctx: &DataPlane,
     group: GroupId,
     m: &BlobManifest,
     shard: usize,
@@ -36,15 +36,16 @@ async fn raw_chunks(
 ) -> Result<Vec<ShardChunk>, ShardFault> {
     let holder_replica = m.holders[shard];
     let expected = m.layout.chunks_in_shard(stripe);
-    let local = ctx.registry.serves_shards_of(group, holder_replica);
+    let local = ctx.cluster.registry.serves_shards_of(group, holder_replica);
     if local {
         return holder::read_shard(ctx, group, m.blob_id, shard as u8, stripe, &[expected])
             .map_err(|e| ShardFault::Unreachable(format!("local storage: {e}")));
     }
     let addr = ctx
+        .cluster
         .replica_addr(holder_replica)
         .ok_or_else(|| ShardFault::Unreachable(format!("replica {holder_replica} has no known address")))?;
-    let mut client = ctx.peers.client(&addr).map_err(|e| ShardFault::Unreachable(e.to_string()))?;
+    let mut client = ctx.cluster.peers.client(&addr).map_err(|e| ShardFault::Unreachable(e.to_string()))?;
     let mut req = tonic::Request::new(ReadShardRequest {
         group_id: group,
         target_replica_id: holder_replica,
@@ -66,7 +67,7 @@ async fn raw_chunks(
 
 /// Shard `shard` of `stripe`, every chunk verified against the manifest.
 pub async fn fetch_shard(
-    ctx: &NodeCtx,
+    ctx: &DataPlane,
     group: GroupId,
     m: &BlobManifest,
     shard: usize,

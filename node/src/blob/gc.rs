@@ -23,9 +23,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::DataPlane;
 use super::shard_store::ShardStore;
 use crate::group::quiesce::mono_ms;
-use crate::node::NodeCtx;
 use crate::raft::Command;
 use crate::raft::state_machine::GroupData;
 use crate::resource::ResourceCommand;
@@ -55,7 +55,7 @@ fn kept_shards(
     Some((keep, rs.has_expired_versions(now_ms, timing.superseded_grace.as_millis() as u64, keep_versions)))
 }
 
-pub async fn run(ctx: Arc<NodeCtx>, timing: GcTiming) {
+pub async fn run(ctx: Arc<DataPlane>, timing: GcTiming) {
     let mut unreferenced_since: BTreeMap<(GroupId, u64, u8), u64> = BTreeMap::new();
     let grace_ms = timing.orphan_grace.as_millis() as u64;
     let store = ShardStore::new(ctx.engine.clone());
@@ -64,16 +64,19 @@ pub async fn run(ctx: Arc<NodeCtx>, timing: GcTiming) {
     loop {
         tick.tick().await;
         let mut seen = BTreeMap::new();
-        for g in ctx.registry.all() {
+        for g in ctx.cluster.registry.all() {
             if g.id == META_GROUP_ID {
                 continue;
             }
             // Shards of a removed replica of this group are mixed in with
             // this one's until `handoff` has placed them: nothing here is
             // an orphan meanwhile.
-            let collect_orphans = !ctx.registry.has_retired(g.id);
-            let keep_versions =
-                ctx.with_meta(|m| m.resource_by_group(g.id).map(|r| r.storage.keep_versions)).flatten().unwrap_or(1);
+            let collect_orphans = !ctx.cluster.registry.has_retired(g.id);
+            let keep_versions = ctx
+                .cluster
+                .with_meta(|m| m.resource_by_group(g.id).map(|r| r.storage.keep_versions))
+                .flatten()
+                .unwrap_or(1);
             let Some((keep, expire_due)) = kept_shards(&g, ctx.clock.now_ms(), &timing, keep_versions) else {
                 continue;
             };
@@ -87,7 +90,7 @@ pub async fn run(ctx: Arc<NodeCtx>, timing: GcTiming) {
             };
             let mut candidates = Vec::new();
             for (blob, shard, h) in held {
-                if keep.get(&blob) == Some(&shard) || ctx.active_shard_writes.contains(g.id, blob, shard) {
+                if keep.get(&blob) == Some(&shard) || ctx.active_writes.contains(g.id, blob, shard) {
                     continue;
                 }
                 let key = (g.id, blob, shard);
@@ -100,7 +103,7 @@ pub async fn run(ctx: Arc<NodeCtx>, timing: GcTiming) {
             }
             if !candidates.is_empty() {
                 // Decide on a state at least as new as the committed log.
-                if let Err(e) = ctx.linearize(&g, "garbage collection").await {
+                if let Err(e) = ctx.cluster.linearize(&g, "garbage collection").await {
                     tracing::debug!(group = g.id, error = %e, "gc: not caught up with the leader; deferring");
                     candidates.clear();
                 }
@@ -112,7 +115,7 @@ pub async fn run(ctx: Arc<NodeCtx>, timing: GcTiming) {
             };
             for (blob, shard) in candidates {
                 let key = (g.id, blob, shard);
-                if keep_now.get(&blob) == Some(&shard) || ctx.active_shard_writes.contains(g.id, blob, shard) {
+                if keep_now.get(&blob) == Some(&shard) || ctx.active_writes.contains(g.id, blob, shard) {
                     seen.remove(&key);
                     continue;
                 }

@@ -32,12 +32,12 @@ use shadowstore_proto::peer::ShardChunk;
 use shadowstore_proto::peer::ShardHoldersRequest;
 use shadowstore_proto::peer::ShardStreamHeader;
 
+use super::DataPlane;
 use super::holder;
-use super::layout::Layout;
 use super::shard_store::HeldShard;
 use super::shard_store::ShardStore;
-use crate::node::NodeCtx;
-use crate::node::PEER_CALL_TIMEOUT;
+use crate::cluster::PEER_CALL_TIMEOUT;
+use crate::resource::layout::Layout;
 use shadowstore_base::ids::GroupId;
 use shadowstore_base::ids::ReplicaId;
 
@@ -48,12 +48,12 @@ const HANDOFF_TIMEOUT_MIN: Duration = Duration::from_secs(60);
 /// Slowest transfer rate the deadline allows for.
 const HANDOFF_RATE_MIN_BYTES_PER_S: u64 = 4 * 1024 * 1024;
 
-pub async fn run(ctx: Arc<NodeCtx>, interval: Duration, orphan_grace: Duration) {
+pub async fn run(ctx: Arc<DataPlane>, interval: Duration, orphan_grace: Duration) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        for (group, retired) in ctx.registry.retired() {
+        for (group, retired) in ctx.cluster.registry.retired() {
             if let Err(e) = pass(&ctx, group, &retired, orphan_grace).await {
                 tracing::warn!(group, ?retired, error = %e, "handoff of a removed replica's shards");
             }
@@ -63,13 +63,13 @@ pub async fn run(ctx: Arc<NodeCtx>, interval: Duration, orphan_grace: Duration) 
 
 /// One pass over the retired shards of `group`.
 async fn pass(
-    ctx: &NodeCtx,
+    ctx: &DataPlane,
     group: GroupId,
     retired: &BTreeSet<ReplicaId>,
     orphan_grace: Duration,
 ) -> Result<(), String> {
     let store = ShardStore::new(ctx.engine.clone());
-    let Some((exists, replicas)) = ctx.with_meta(|m| {
+    let Some((exists, replicas)) = ctx.cluster.with_meta(|m| {
         let r = m.resource_by_group(group);
         let replicas: Vec<(ReplicaId, String)> = r
             .map(|r| {
@@ -86,10 +86,10 @@ async fn pass(
     if !exists {
         tracing::info!(group, "resource deleted: dropping a removed replica's shards");
         store.delete_group(group).map_err(|e| e.to_string())?;
-        return ctx.registry.forget_retired(group).await.map_err(|e| e.to_string());
+        return ctx.cluster.registry.forget_retired(group).await.map_err(|e| e.to_string());
     }
     // Shards a running local replica holds are its own, not the removed one's.
-    let local = ctx.registry.get(group);
+    let local = ctx.cluster.registry.get(group);
     let own: BTreeSet<(u64, u8)> = match &local {
         Some(g) => {
             let st = g.state.read();
@@ -106,12 +106,12 @@ async fn pass(
         .held(group)
         .map_err(|e| e.to_string())?
         .into_iter()
-        .filter(|(b, s, _)| !own.contains(&(*b, *s)) && !ctx.active_shard_writes.contains(group, *b, *s))
+        .filter(|(b, s, _)| !own.contains(&(*b, *s)) && !ctx.active_writes.contains(group, *b, *s))
         .take(SHARDS_PER_PASS_MAX)
         .collect();
     if todo.is_empty() {
         tracing::info!(group, ?retired, "every shard of the removed replica is placed");
-        return ctx.registry.forget_retired(group).await.map_err(|e| e.to_string());
+        return ctx.cluster.registry.forget_retired(group).await.map_err(|e| e.to_string());
     }
     let blob_ids: Vec<u64> = todo.iter().map(|(b, _, _)| *b).collect::<BTreeSet<_>>().into_iter().collect();
     let holders = shard_holders(ctx, group, &replicas, blob_ids).await?;
@@ -151,14 +151,14 @@ async fn pass(
 /// Asks the group's replicas in turn which replica holds each shard of
 /// `blob_ids` now.
 async fn shard_holders(
-    ctx: &NodeCtx,
+    ctx: &DataPlane,
     group: GroupId,
     replicas: &[(ReplicaId, String)],
     blob_ids: Vec<u64>,
 ) -> Result<BTreeMap<u64, BlobHolders>, String> {
     let mut last = String::from("the group has no replica with an address");
     for (replica, addr) in replicas {
-        let mut client = match ctx.peers.client(addr) {
+        let mut client = match ctx.cluster.peers.client(addr) {
             Ok(c) => c,
             Err(e) => {
                 last = e.to_string();
@@ -180,7 +180,7 @@ async fn shard_holders(
 
 /// Streams the local copy of `shard` of `blob` to its holder `to`.
 async fn hand_off(
-    ctx: &NodeCtx,
+    ctx: &DataPlane,
     group: GroupId,
     blob: u64,
     shard: u8,
@@ -206,7 +206,7 @@ async fn hand_off(
             missing: false,
         }))
     });
-    let mut client = ctx.peers.client(addr).map_err(|e| e.to_string())?;
+    let mut client = ctx.cluster.peers.client(addr).map_err(|e| e.to_string())?;
     let mut req = tonic::Request::new(futures::stream::once(async { header }).chain(chunks));
     let shard_bytes: u64 = (0..layout.stripes()).map(|s| layout.shard_len(s) as u64).sum();
     req.set_timeout(HANDOFF_TIMEOUT_MIN + Duration::from_secs(shard_bytes / HANDOFF_RATE_MIN_BYTES_PER_S));

@@ -11,12 +11,12 @@ use futures::Stream;
 use futures::StreamExt;
 use shadowstore_proto::peer::ShardChunk;
 
-use super::manifest::BlobManifest;
+use super::DataPlane;
 use super::shard_store::HeldShard;
 use super::shard_store::ShardStore;
 use crate::group::Group;
-use crate::node::NodeCtx;
 use crate::raft::state_machine::GroupData;
+use crate::resource::manifest::BlobManifest;
 use shadowstore_base::ids::GroupId;
 
 /// Chunks buffered before one storage batch.
@@ -72,7 +72,7 @@ impl Drop for ActiveWriteGuard<'_> {
 /// Stores every chunk of `chunks` as shard `shard` of `blob`, checking each
 /// chunk's crc, then syncs. Returns the number of chunks stored.
 pub async fn store_shard<S>(
-    ctx: &NodeCtx,
+    ctx: &DataPlane,
     group: GroupId,
     blob: u64,
     shard: u8,
@@ -81,14 +81,14 @@ pub async fn store_shard<S>(
 where
     S: Stream<Item = Result<ShardChunk, String>> + Unpin,
 {
-    let _active = ctx.active_shard_writes.enter((group, blob, shard));
+    let _active = ctx.active_writes.enter((group, blob, shard));
     let store = ShardStore::new(ctx.engine.clone());
     store.note_shard(group, blob, shard, ctx.clock.now_ms())?;
     let mut batch = Vec::with_capacity(CHUNKS_PER_BATCH);
     let mut stored = 0u64;
     while let Some(c) = chunks.next().await {
         let c = c.map_err(HolderError::Stream)?;
-        if c.data.len() > super::layout::CHUNK_SIZE as usize {
+        if c.data.len() > crate::resource::layout::CHUNK_SIZE as usize {
             return Err(HolderError::Oversized { len: c.data.len() });
         }
         if crc32fast::hash(&c.data) != c.crc32 {
@@ -114,7 +114,7 @@ where
 /// The chunks of `shard` of stripes `[first, first + chunks_per_stripe.len())`
 /// in order; a chunk this holder lacks comes back marked missing.
 pub fn read_shard(
-    ctx: &NodeCtx,
+    ctx: &DataPlane,
     group: GroupId,
     blob: u64,
     shard: u8,
@@ -158,7 +158,7 @@ pub fn retained_manifest(g: &Group, blob: u64) -> Option<std::sync::Arc<BlobMani
 
 /// Whether every chunk of `shard` of `m` is stored here and matches the
 /// manifest's crc32.
-pub fn shard_verified(ctx: &NodeCtx, group: GroupId, m: &BlobManifest, shard: u8) -> io::Result<bool> {
+pub fn shard_verified(ctx: &DataPlane, group: GroupId, m: &BlobManifest, shard: u8) -> io::Result<bool> {
     let store = ShardStore::new(ctx.engine.clone());
     for stripe in 0..m.layout.stripes() {
         let have = store.get_stripe(group, m.blob_id, shard, stripe)?;
@@ -193,7 +193,7 @@ pub struct HandOff {
 /// rebuilds what is still missing), syncs, and says whether the whole
 /// shard is now here.
 pub async fn accept_handoff<S>(
-    ctx: &NodeCtx,
+    ctx: &DataPlane,
     g: &Group,
     blob: u64,
     shard: u8,
@@ -208,7 +208,7 @@ where
     if m.shard_of(g.replica_id) != Some(shard as usize) {
         return Err(HolderError::NotHolder { replica: g.replica_id, blob, shard });
     }
-    let _active = ctx.active_shard_writes.enter((g.id, blob, shard));
+    let _active = ctx.active_writes.enter((g.id, blob, shard));
     let store = ShardStore::new(ctx.engine.clone());
     store.note_shard(g.id, blob, shard, ctx.clock.now_ms())?;
     let stripes = m.layout.stripes();

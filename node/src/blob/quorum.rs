@@ -25,14 +25,14 @@ use std::time::Duration;
 
 use shadowstore_proto::peer::ShardInventoryRequest;
 use shadowstore_proto::peer::ShardRef;
-use tonic::Status;
 
-use super::manifest::BlobManifest;
+use super::DataPlane;
+use super::Error;
 use super::shard_store::ShardStore;
+use crate::cluster::PEER_CALL_TIMEOUT;
 use crate::group::Group;
 use crate::group::quiesce::mono_ms;
-use crate::node::NodeCtx;
-use crate::node::PEER_CALL_TIMEOUT;
+use crate::resource::manifest::BlobManifest;
 use shadowstore_base::ids::ReplicaId;
 
 /// How long a holder whose shard write failed is left out of new writes'
@@ -79,34 +79,36 @@ impl HolderFailures {
 /// Whether `replica` (a voter of `g`) can be counted on to store a shard
 /// now: this replica itself, or one whose node answers pings, has not
 /// reported it quarantined, and took its last shard without failing.
-pub fn holder_live(ctx: &NodeCtx, g: &Group, replica: ReplicaId) -> bool {
+pub fn holder_live(ctx: &DataPlane, g: &Group, replica: ReplicaId) -> bool {
     if replica == g.replica_id {
         return true;
     }
     let Some(node) = ctx
+        .cluster
         .with_meta(|m| m.replica_addr(replica).map(|(n, _)| n))
         .flatten()
-        .or_else(|| ctx.peers.replica_addr(replica).map(|(n, _)| n))
+        .or_else(|| ctx.cluster.peers.replica_addr(replica).map(|(n, _)| n))
     else {
         return false;
     };
     let quarantined = ctx
+        .cluster
         .detector
         .view(node)
         .and_then(|v| v.last_answer)
         .is_some_and(|a| a.quarantined_replica_ids.contains(&replica));
-    ctx.detector.is_up(node) && !quarantined && !ctx.holder_failures.recent(replica)
+    ctx.cluster.detector.is_up(node) && !quarantined && !ctx.holder_failures.recent(replica)
 }
 
 /// The code and holders of a new blob of `g`, whose voters are `voters`
 /// and whose resource's code is `k + m`.
 pub fn choose_layout(
-    ctx: &NodeCtx,
+    ctx: &DataPlane,
     g: &Group,
     k: u8,
     m: u8,
     voters: &[ReplicaId],
-) -> Result<(u8, u8, Vec<ReplicaId>), Status> {
+) -> Result<(u8, u8, Vec<ReplicaId>), Error> {
     #[cfg(feature = "planted-bugs")]
     if crate::planted::blob_acks_without_margin() {
         return Ok((k, m, voters.to_vec()));
@@ -118,7 +120,7 @@ pub fn choose_layout(
             tracing::info!(group = g.id, live = ?live, voters = ?voters, code = %format!("{wk}+{wm}"), "writing a narrower code over the live holders");
             Ok((wk, wm, live))
         }
-        None => Err(Status::unavailable(format!(
+        None => Err(Error::Unavailable(format!(
             "only {} of the {} holders are live; an acknowledged write needs two, so that it survives one more failure",
             live.len(),
             voters.len()
@@ -128,16 +130,16 @@ pub fn choose_layout(
 
 /// Whether shard `shard` of `m` is stored in full on a running replica
 /// `holder` right now.
-async fn still_holds(ctx: &NodeCtx, g: &Group, m: &BlobManifest, shard: usize) -> bool {
+async fn still_holds(ctx: &DataPlane, g: &Group, m: &BlobManifest, shard: usize) -> bool {
     let holder = m.holders[shard];
     let expected: u64 = (0..m.layout.stripes()).map(|s| m.layout.chunks_in_shard(s) as u64).sum();
     if holder == g.replica_id {
-        let running = ctx.registry.get(g.id).is_some_and(|x| x.replica_id == holder);
+        let running = ctx.cluster.registry.get(g.id).is_some_and(|x| x.replica_id == holder);
         let held = ShardStore::new(ctx.engine.clone()).held_shard(g.id, m.blob_id, shard as u8);
         return running && matches!(held, Ok(Some(h)) if h.chunks_stored >= expected);
     }
-    let Some(addr) = ctx.replica_addr(holder) else { return false };
-    let Ok(mut client) = ctx.peers.client(&addr) else { return false };
+    let Some(addr) = ctx.cluster.replica_addr(holder) else { return false };
+    let Ok(mut client) = ctx.cluster.peers.client(&addr) else { return false };
     let mut req = tonic::Request::new(ShardInventoryRequest {
         group_id: g.id,
         target_replica_id: holder,
@@ -153,7 +155,7 @@ async fn still_holds(ctx: &NodeCtx, g: &Group, m: &BlobManifest, shard: usize) -
 /// Checks, right before the manifest is proposed, that at least k + 1 of
 /// the holders that acknowledged (`acked`, shard indexes) still hold their
 /// shards on running replicas.
-pub async fn confirm_holders(ctx: &NodeCtx, g: &Group, m: &BlobManifest, acked: &[usize]) -> Result<(), Status> {
+pub async fn confirm_holders(ctx: &DataPlane, g: &Group, m: &BlobManifest, acked: &[usize]) -> Result<(), Error> {
     #[cfg(feature = "planted-bugs")]
     if crate::planted::blob_acks_without_margin() {
         return Ok(());
@@ -167,7 +169,7 @@ pub async fn confirm_holders(ctx: &NodeCtx, g: &Group, m: &BlobManifest, acked: 
         for r in &lost {
             ctx.holder_failures.note(*r);
         }
-        return Err(Status::unavailable(format!(
+        return Err(Error::Unavailable(format!(
             "blob {:x}: only {live} of the holders that stored it are still live (lost {lost:?}); a write needs {required}",
             m.blob_id
         )));

@@ -10,13 +10,13 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use futures::Stream;
 use futures::StreamExt;
-use tonic::Status;
 
+use super::DataPlane;
+use super::Error;
 use super::erasure;
 use super::fetch::ShardFault;
 use super::fetch::fetch_shard;
-use super::manifest::BlobManifest;
-use crate::node::NodeCtx;
+use crate::resource::manifest::BlobManifest;
 use shadowstore_base::ids::GroupId;
 
 /// Stripes fetched ahead of the one being sent.
@@ -26,10 +26,10 @@ const UNREACHABLE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_m
 
 /// The blob's bytes, one stripe per item.
 pub fn stream_blob(
-    ctx: Arc<NodeCtx>,
+    ctx: Arc<DataPlane>,
     group: GroupId,
     m: Arc<BlobManifest>,
-) -> impl Stream<Item = Result<Bytes, Status>> {
+) -> impl Stream<Item = Result<Bytes, Error>> {
     let stripes = m.layout.stripes();
     futures::stream::iter(0..stripes)
         .map(move |s| {
@@ -40,11 +40,11 @@ pub fn stream_blob(
 }
 
 /// The data of one stripe.
-pub async fn read_stripe(ctx: &NodeCtx, group: GroupId, m: &BlobManifest, stripe: u32) -> Result<Bytes, Status> {
+pub async fn read_stripe(ctx: &DataPlane, group: GroupId, m: &BlobManifest, stripe: u32) -> Result<Bytes, Error> {
     let k = m.layout.k as usize;
     let len = m.layout.stripe_len(stripe) as usize;
     let data = futures::future::join_all((0..k).map(|j| fetch_shard(ctx, group, m, j, stripe))).await;
-    ctx.blob_stats.stripes_read.fetch_add(1, Ordering::Relaxed);
+    ctx.stats.stripes_read.fetch_add(1, Ordering::Relaxed);
     if data.iter().all(|d| d.is_ok()) {
         let mut out = Vec::with_capacity(len);
         for d in data {
@@ -53,7 +53,7 @@ pub async fn read_stripe(ctx: &NodeCtx, group: GroupId, m: &BlobManifest, stripe
         out.truncate(len);
         return Ok(Bytes::from(out));
     }
-    ctx.blob_stats.degraded_stripes.fetch_add(1, Ordering::Relaxed);
+    ctx.stats.degraded_stripes.fetch_add(1, Ordering::Relaxed);
     let faults: Vec<String> =
         data.iter().enumerate().filter_map(|(j, d)| d.as_ref().err().map(|e| format!("shard {j}: {e}"))).collect();
     tracing::warn!(group, blob = m.blob_id, stripe, ?faults, "degraded read: reconstructing");
@@ -79,7 +79,7 @@ pub async fn read_stripe(ctx: &NodeCtx, group: GroupId, m: &BlobManifest, stripe
         Ok(s) => s,
         // Missing holders may come back: the caller should retry, whereas
         // too many missing or corrupt chunks are a loss.
-        Err(e) if any_unreachable => return Err(Status::unavailable(e.message().to_string())),
+        Err(Error::DataLoss(e)) if any_unreachable => return Err(Error::Unavailable(e)),
         Err(e) => return Err(e),
     };
     let mut out = Vec::with_capacity(len);
@@ -91,10 +91,10 @@ pub async fn read_stripe(ctx: &NodeCtx, group: GroupId, m: &BlobManifest, stripe
 }
 
 /// Every shard of one stripe from the verified ones present.
-pub fn reconstruct(shards: &mut [Option<Vec<u8>>], m: &BlobManifest, stripe: u32) -> Result<Vec<Vec<u8>>, Status> {
+pub fn reconstruct(shards: &mut [Option<Vec<u8>>], m: &BlobManifest, stripe: u32) -> Result<Vec<Vec<u8>>, Error> {
     let present = shards.iter().filter(|s| s.is_some()).count();
     erasure::reconstruct(shards, m.layout.k, m.layout.m).map_err(|e| {
-        Status::data_loss(format!(
+        Error::DataLoss(format!(
             "blob {:x} stripe {stripe}: {present} of {} shards readable, {} needed: {e}",
             m.blob_id,
             m.layout.shards(),

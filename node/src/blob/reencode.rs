@@ -12,22 +12,21 @@
 
 use std::sync::Arc;
 
-use tonic::Status;
-
+use super::DataPlane;
+use super::Error;
 use super::quorum::holder_live;
 use super::read::stream_blob;
 use super::write::Source;
 use super::write::write_blob;
 use crate::group::Group;
-use crate::node::NodeCtx;
 use crate::raft::Command;
 use crate::raft::state_machine::GroupData;
 use crate::resource::ResourceCommand;
 
 /// Re-encodes one blob of `g` (whose leader this node is) written in a
 /// narrower code than the resource's; returns whether it did.
-pub async fn reencode_one(ctx: &Arc<NodeCtx>, g: &Group) -> Result<bool, Status> {
-    let Some(params) = ctx.with_meta(|m| m.resource_by_group(g.id).map(|r| r.storage)).flatten() else {
+pub async fn reencode_one(ctx: &Arc<DataPlane>, g: &Group) -> Result<bool, Error> {
+    let Some(params) = ctx.cluster.with_meta(|m| m.resource_by_group(g.id).map(|r| r.storage)).flatten() else {
         return Ok(false);
     };
     let voters = g.voters();
@@ -71,7 +70,7 @@ pub async fn reencode_one(ctx: &Arc<NodeCtx>, g: &Group) -> Result<bool, Status>
         old_blob_id: old.blob_id,
         manifest,
     };
-    g.propose(Command::Resource(cmd)).await.map_err(|e| Status::unavailable(e.to_string()))?;
+    g.propose(Command::Resource(cmd)).await.map_err(|e| ctx.cluster.write_error("re-encode", e))?;
     tracing::info!(group = g.id, %variant, version, old = old.blob_id, new = new_blob, code = %format!("{}+{}", params.k, params.m), "re-encoded a blob written while a holder was down");
     Ok(true)
 }

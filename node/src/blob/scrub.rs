@@ -22,14 +22,14 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::DataPlane;
 use super::fetch::fetch_shard;
 use super::holder;
-use super::manifest::BlobManifest;
 use super::read::reconstruct;
 use super::shard_store::HeldShard;
 use super::shard_store::ShardStore;
-use crate::node::NodeCtx;
 use crate::raft::state_machine::GroupData;
+use crate::resource::manifest::BlobManifest;
 use shadowstore_base::ids::GroupId;
 use shadowstore_base::ids::META_GROUP_ID;
 
@@ -98,9 +98,9 @@ impl Throttle {
 }
 
 /// The shards this node should hold: (group, manifest, shard index).
-fn work(ctx: &NodeCtx) -> Vec<(GroupId, Arc<BlobManifest>, u8)> {
+fn work(ctx: &DataPlane) -> Vec<(GroupId, Arc<BlobManifest>, u8)> {
     let mut out = Vec::new();
-    for g in ctx.registry.all() {
+    for g in ctx.cluster.registry.all() {
         if g.id == META_GROUP_ID {
             continue;
         }
@@ -118,7 +118,14 @@ fn work(ctx: &NodeCtx) -> Vec<(GroupId, Arc<BlobManifest>, u8)> {
 
 /// Checks one stripe of one held shard; rebuilds it if a chunk is bad.
 /// Returns the bytes read.
-async fn scrub_stripe(ctx: &NodeCtx, group: GroupId, m: &BlobManifest, shard: u8, stripe: u32, f: &mut Finding) -> u64 {
+async fn scrub_stripe(
+    ctx: &DataPlane,
+    group: GroupId,
+    m: &BlobManifest,
+    shard: u8,
+    stripe: u32,
+    f: &mut Finding,
+) -> u64 {
     let s = &ctx.scrubber.stats;
     let expected = m.layout.chunks_in_shard(stripe);
     let chunks = match holder::read_shard(ctx, group, m.blob_id, shard, stripe, &[expected]) {
@@ -163,7 +170,7 @@ async fn scrub_stripe(ctx: &NodeCtx, group: GroupId, m: &BlobManifest, shard: u8
 
 /// Rebuilds this node's shard `shard` of `stripe` from the other holders.
 pub async fn repair_stripe(
-    ctx: &NodeCtx,
+    ctx: &DataPlane,
     group: GroupId,
     m: &BlobManifest,
     shard: u8,
@@ -183,7 +190,7 @@ pub async fn repair_stripe(
     if good < k {
         return Err(format!("only {good} healthy shards of stripe {stripe}, {k} needed"));
     }
-    let rebuilt = reconstruct(&mut shards, m, stripe).map_err(|s| s.message().to_string())?;
+    let rebuilt = reconstruct(&mut shards, m, stripe).map_err(|e| e.to_string())?;
     let mine = &rebuilt[shard as usize];
     let chunk_size = m.layout.chunk_size as usize;
     let mut writes = Vec::new();
@@ -202,7 +209,7 @@ pub async fn repair_stripe(
 }
 
 /// Scrubs one held shard entirely; returns what it found.
-async fn scrub_shard(ctx: &NodeCtx, group: GroupId, m: &BlobManifest, shard: u8, throttle: &mut Throttle) -> Finding {
+async fn scrub_shard(ctx: &DataPlane, group: GroupId, m: &BlobManifest, shard: u8, throttle: &mut Throttle) -> Finding {
     let mut f = Finding::default();
     for stripe in 0..m.layout.stripes() {
         let bytes = scrub_stripe(ctx, group, m, shard, stripe, &mut f).await;
@@ -227,16 +234,16 @@ async fn scrub_shard(ctx: &NodeCtx, group: GroupId, m: &BlobManifest, shard: u8,
     f
 }
 
-pub async fn run(ctx: Arc<NodeCtx>, rate_bytes_per_s: u64, pass_interval: Duration) {
+pub async fn run(ctx: Arc<DataPlane>, rate_bytes_per_s: u64, pass_interval: Duration) {
     ctx.scrubber.rate_bytes_per_s.store(rate_bytes_per_s, Ordering::Relaxed);
     let mut throttle = Throttle { rate: rate_bytes_per_s, next: tokio::time::Instant::now() };
     loop {
         let s = &ctx.scrubber.stats;
-        for g in ctx.registry.all() {
+        for g in ctx.cluster.registry.all() {
             if g.id == META_GROUP_ID {
                 continue; // a corrupt meta replica needs an operator: see membership::start_local_replicas
             }
-            match ctx.registry.scrub_records(g.id).await {
+            match ctx.cluster.registry.scrub_records(g.id).await {
                 Ok(bytes) => throttle.consume(bytes.max(1)).await,
                 Err(e) if crate::storage::checksum::is_corrupt(&e) => {
                     s.replicas_quarantined.fetch_add(1, Ordering::Relaxed);
@@ -248,7 +255,7 @@ pub async fn run(ctx: Arc<NodeCtx>, rate_bytes_per_s: u64, pass_interval: Durati
         s.pass_shards_total.store(todo.len() as u64, Ordering::Relaxed);
         s.pass_shards_done.store(0, Ordering::Relaxed);
         for (group, m, shard) in todo {
-            if ctx.registry.get(group).is_none() {
+            if ctx.cluster.registry.get(group).is_none() {
                 continue; // the group left this node during the pass
             }
             let f = scrub_shard(&ctx, group, &m, shard, &mut throttle).await;

@@ -25,18 +25,18 @@ use shadowstore_proto::peer::ShardStreamHeader;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Status;
 
+use super::DataPlane;
+use super::Error;
 use super::erasure;
 use super::holder;
-use super::layout::CHUNK_SIZE;
-use super::layout::Layout;
-use super::layout::chunk_slots_per_shard;
-use super::manifest::BlobManifest;
 use super::quorum;
 use crate::group::Group;
 use crate::meta::state::StorageParams;
-use crate::node::NodeCtx;
+use crate::resource::layout::CHUNK_SIZE;
+use crate::resource::layout::Layout;
+use crate::resource::layout::chunk_slots_per_shard;
+use crate::resource::manifest::BlobManifest;
 use shadowstore_base::ids::ReplicaId;
 
 /// Chunks queued per holder (bounds memory: 64 chunks of 48 KiB per holder).
@@ -61,7 +61,7 @@ struct Sink {
     done: JoinHandle<Result<u64, String>>,
 }
 
-fn open_sink(ctx: &Arc<NodeCtx>, g: &Group, holder: ReplicaId, blob: u64, shard: u8, expected_bytes: u64) -> Sink {
+fn open_sink(ctx: &Arc<DataPlane>, g: &Group, holder: ReplicaId, blob: u64, shard: u8, expected_bytes: u64) -> Sink {
     let (tx, rx) = mpsc::channel::<ShardChunk>(HOLDER_QUEUE_CHUNKS);
     let ctx = ctx.clone();
     let group = g.id;
@@ -72,8 +72,8 @@ fn open_sink(ctx: &Arc<NodeCtx>, g: &Group, holder: ReplicaId, blob: u64, shard:
                 .await
                 .map_err(|e| e.to_string());
         }
-        let addr = ctx.replica_addr(holder).ok_or_else(|| format!("replica {holder} has no known address"))?;
-        let mut client = ctx.peers.client(&addr).map_err(|e| e.to_string())?;
+        let addr = ctx.cluster.replica_addr(holder).ok_or_else(|| format!("replica {holder} has no known address"))?;
+        let mut client = ctx.cluster.peers.client(&addr).map_err(|e| e.to_string())?;
         let header = ShardChunk {
             header: Some(ShardStreamHeader {
                 group_id: group,
@@ -110,11 +110,10 @@ struct Encoder {
 
 impl Encoder {
     /// Encodes one stripe and queues its shards to the holders.
-    async fn stripe(&mut self, data: Bytes) -> Result<(), Status> {
+    async fn stripe(&mut self, data: Bytes) -> Result<(), Error> {
         let k = self.params.k;
         let shard_len = data.len().div_ceil(k as usize);
-        let shards =
-            erasure::encode(&data, k, self.params.m, shard_len).map_err(|e| Status::internal(e.to_string()))?;
+        let shards = erasure::encode(&data, k, self.params.m, shard_len).map_err(|e| Error::Internal(e.to_string()))?;
         let stripe = self.stripes;
         self.stripes += 1;
         let base = self.crcs.len();
@@ -137,7 +136,7 @@ impl Encoder {
         }
         let failed = self.failed.iter().filter(|f| f.is_some()).count();
         if failed > self.holders.len() - self.required {
-            return Err(Status::unavailable(format!(
+            return Err(Error::Unavailable(format!(
                 "{failed} of {} holders failed during the write; at most {} may: {:?}",
                 self.holders.len(),
                 self.holders.len() - self.required,
@@ -148,7 +147,7 @@ impl Encoder {
     }
 
     /// Remembers the holders that failed, so the next write leaves them out.
-    fn note_failures(&self, ctx: &NodeCtx) {
+    fn note_failures(&self, ctx: &DataPlane) {
         for (h, f) in self.holders.iter().zip(&self.failed) {
             if f.is_some() {
                 ctx.holder_failures.note(*h);
@@ -156,7 +155,7 @@ impl Encoder {
         }
     }
 
-    fn abort(self, ctx: &NodeCtx) {
+    fn abort(self, ctx: &DataPlane) {
         self.note_failures(ctx);
         for s in self.sinks {
             s.done.abort();
@@ -168,18 +167,18 @@ impl Encoder {
 /// `voters`, and returns its manifest once k + 1 holders stored it and
 /// still hold it.
 pub async fn write_blob<S>(
-    ctx: &Arc<NodeCtx>,
+    ctx: &Arc<DataPlane>,
     g: &Group,
     params: StorageParams,
     voters: Vec<ReplicaId>,
     source: Source<S>,
-) -> Result<BlobManifest, Status>
+) -> Result<BlobManifest, Error>
 where
-    S: Stream<Item = Result<Bytes, Status>> + Unpin,
+    S: Stream<Item = Result<Bytes, Error>> + Unpin,
 {
     let group_shards = params.k as usize + params.m as usize;
     if voters.len() != group_shards {
-        return Err(Status::unavailable(format!(
+        return Err(Error::Unavailable(format!(
             "the group has {} voters but its code needs {group_shards} holders (membership change in progress?)",
             voters.len()
         )));
@@ -229,9 +228,9 @@ fn planted_acks_required(k: u8, m: u8) -> usize {
 }
 
 /// Reads the whole source through the encoder; returns the blob's size.
-async fn feed<S>(enc: &mut Encoder, source: Source<S>) -> Result<u64, Status>
+async fn feed<S>(enc: &mut Encoder, source: Source<S>) -> Result<u64, Error>
 where
-    S: Stream<Item = Result<Bytes, Status>> + Unpin,
+    S: Stream<Item = Result<Bytes, Error>> + Unpin,
 {
     let stripe_size = enc.params.stripe_size as usize;
     let mut buf = BytesMut::with_capacity(stripe_size);
@@ -250,8 +249,8 @@ where
         total += bytes.len() as u64;
         if total > limit {
             return Err(match declared {
-                Some(d) => Status::invalid_argument(format!("stream carries more than the declared {d} bytes")),
-                None => Status::resource_exhausted(format!("value exceeds the {max_bytes}-byte limit")),
+                Some(d) => Error::Invalid(format!("stream carries more than the declared {d} bytes")),
+                None => Error::TooLarge(format!("value exceeds the {max_bytes}-byte limit")),
             });
         }
         let mut bytes = bytes;
@@ -265,14 +264,14 @@ where
     }
     if let Some(d) = declared {
         if total != d {
-            return Err(Status::invalid_argument(format!("stream ended after {total} of the declared {d} bytes")));
+            return Err(Error::Invalid(format!("stream ended after {total} of the declared {d} bytes")));
         }
     }
     if !buf.is_empty() {
         enc.stripe(buf.freeze()).await?;
     }
     if total == 0 {
-        return Err(Status::invalid_argument("empty value for an erasure-coded write"));
+        return Err(Error::Invalid("empty value for an erasure-coded write".into()));
     }
     Ok(total)
 }
@@ -280,11 +279,11 @@ where
 /// Ends every holder's stream and waits for their answers; returns the
 /// manifest and the shard indexes whose holders stored them.
 async fn finish(
-    ctx: &NodeCtx,
+    ctx: &DataPlane,
     mut enc: Encoder,
     blob_id: u64,
     size: u64,
-) -> Result<(BlobManifest, Vec<usize>), Status> {
+) -> Result<(BlobManifest, Vec<usize>), Error> {
     let required = enc.required;
     let mut acked = Vec::new();
     for (j, sink) in enc.sinks.iter_mut().enumerate() {
@@ -301,7 +300,7 @@ async fn finish(
     }
     enc.note_failures(ctx);
     if acked.len() < required {
-        return Err(Status::unavailable(format!(
+        return Err(Error::Unavailable(format!(
             "only {} of {} holders stored their shards; a write needs {required}: {:?}",
             acked.len(),
             enc.holders.len(),

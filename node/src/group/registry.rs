@@ -17,8 +17,8 @@
 //! sealed by their own crc32s, so they are still served to reads and
 //! repairs; and a removed replica's shards are kept (a *retired* record in
 //! the `local` tree) until `blob::handoff` has given each to its current
-//! holder or found its blob gone. Only a deleted resource's shards go at
-//! once.
+//! holder or found its blob (or resource) gone. The registry itself never
+//! deletes shards.
 
 use openraft::rt::WatchReceiver;
 use std::collections::BTreeMap;
@@ -83,10 +83,9 @@ pub enum ShardFate {
     /// Its successor on this node takes them over.
     KeepForSuccessor,
     /// Kept, served and handed off to their current holders
-    /// (`blob::handoff`) before they are deleted.
+    /// (`blob::handoff`), or deleted once no retained version refers to
+    /// them (all at once when the resource is deleted).
     HandOff,
-    /// The resource is deleted: nothing refers to them.
-    Delete,
 }
 
 /// One running replica.
@@ -474,10 +473,6 @@ impl Registry {
         }
         self.syncer.sync().await?;
         self.destroy_raft_state(group)?;
-        if shards == ShardFate::Delete {
-            crate::blob::shard_store::ShardStore::new(self.engine.clone()).delete_group(group)?;
-            self.forget_retired(group).await?;
-        }
         self.syncer.sync().await?;
         tracing::info!(group, replica, ?shards, "replica removed and its Raft state deleted");
         Ok(())
@@ -615,14 +610,6 @@ mod tests {
         let again = registry(&engine);
         again.load_retired().unwrap();
         assert!(again.retired().is_empty(), "forgetting is durable");
-
-        // A deleted resource's shards go at once.
-        let node = registry(&engine);
-        single_voter(&node, 72).await;
-        node.remove(GROUP, 72, ShardFate::Delete).await.unwrap();
-        assert!(store.get_stripe(GROUP, 9, 1, 0).unwrap().is_empty());
-        assert!(!node.serves_shards_of(GROUP, 72));
-        node.shutdown_all().await;
     }
 
     #[tokio::test]

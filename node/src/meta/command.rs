@@ -15,9 +15,9 @@ use shadowstore_placement::PlacementSetting;
 use shadowstore_placement::PlacementSettings;
 use shadowstore_placement::Prices;
 
-use super::state::NodeLabels;
-use super::state::ResourceRecord;
-use super::state::StorageParams;
+use super::directory::NodeLabels;
+use super::directory::ResourceRecord;
+use super::directory::StorageParams;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaCommand {

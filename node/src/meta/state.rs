@@ -26,113 +26,8 @@ use shadowstore_base::limits::REPLICATION_FACTORS_ALLOWED;
 use shadowstore_placement::Prices;
 
 pub use super::command::{MetaCommand, MetaResponse};
+pub use super::directory::{NodeLabels, NodeRecord, ReplicaRecord, ReplicaRole, ResourceRecord, StorageParams};
 use super::placement::PlacementMeta;
-
-/// What a node says about itself when it joins or restarts.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeLabels {
-    pub addr: String,
-    pub region: String,
-    pub read_capacity_rps: u64,
-    pub disk_capacity_bytes: u64,
-    pub prices: Prices,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeRecord {
-    pub node_id: NodeId,
-    pub meta_replica_id: ReplicaId,
-    pub labels: NodeLabels,
-    pub joined_at_ms: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ReplicaRole {
-    /// A primary replica: a voter of the resource group.
-    Primary,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplicaRecord {
-    pub replica_id: ReplicaId,
-    pub node_id: NodeId,
-    pub role: ReplicaRole,
-    /// The replica this one replaced (its shards move here).
-    pub replaces: Option<ReplicaId>,
-}
-
-/// How a resource stores its values, fixed at creation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StorageParams {
-    /// Erasure code: k data shards + m parity shards, k + m = primaries.
-    pub k: u8,
-    pub m: u8,
-    /// Values up to this size are stored inline through Raft.
-    pub inline_threshold: u32,
-    pub stripe_size: u32,
-    /// Versions kept per variant past the read grace period.
-    pub keep_versions: u32,
-}
-
-impl StorageParams {
-    /// Defaults for `replication_factor` primaries: 3 → 2+1, 5 → 3+2.
-    pub fn default_for(replication_factor: u32) -> StorageParams {
-        let m = if replication_factor >= 5 { 2 } else { 1 };
-        StorageParams {
-            k: (replication_factor - m) as u8,
-            m: m as u8,
-            inline_threshold: shadowstore_base::limits::INLINE_VALUE_BYTES_MAX as u32,
-            stripe_size: crate::blob::layout::STRIPE_SIZE_DEFAULT,
-            keep_versions: 1,
-        }
-    }
-
-    pub fn validate(&self, replication_factor: u32) -> Result<(), String> {
-        use shadowstore_base::limits::{INLINE_VALUE_BYTES_MAX, KEEP_VERSIONS_MAX, STRIPE_SIZE_MAX, STRIPE_SIZE_MIN};
-        if self.k == 0 || self.m == 0 {
-            return Err(format!("erasure code {}+{} needs at least one data and one parity shard", self.k, self.m));
-        }
-        if self.k as u32 + self.m as u32 != replication_factor {
-            return Err(format!(
-                "erasure code {}+{} must add up to the replication factor {replication_factor}",
-                self.k, self.m
-            ));
-        }
-        if self.inline_threshold as usize > INLINE_VALUE_BYTES_MAX {
-            return Err(format!("inline threshold {} exceeds {INLINE_VALUE_BYTES_MAX}", self.inline_threshold));
-        }
-        if !(STRIPE_SIZE_MIN..=STRIPE_SIZE_MAX).contains(&self.stripe_size) {
-            return Err(format!("stripe size {} is outside {STRIPE_SIZE_MIN}..={STRIPE_SIZE_MAX}", self.stripe_size));
-        }
-        if self.keep_versions == 0 || self.keep_versions > KEEP_VERSIONS_MAX {
-            return Err(format!("keep_versions {} is outside 1..={KEEP_VERSIONS_MAX}", self.keep_versions));
-        }
-        Ok(())
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResourceRecord {
-    pub name: String,
-    pub group_id: GroupId,
-    pub replication_factor: u32,
-    pub storage: StorageParams,
-    pub replicas: Vec<ReplicaRecord>,
-    /// The replicas the group was initialized with; the smallest of them
-    /// initializes the Raft group.
-    pub initial_replicas: BTreeSet<ReplicaId>,
-    pub created_at_ms: u64,
-}
-
-impl ResourceRecord {
-    pub fn replica_on(&self, node: NodeId) -> Option<&ReplicaRecord> {
-        self.replicas.iter().find(|r| r.node_id == node)
-    }
-
-    pub fn node_of(&self, replica: ReplicaId) -> Option<NodeId> {
-        self.replicas.iter().find(|r| r.replica_id == replica).map(|r| r.node_id)
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetaState {
@@ -214,144 +109,20 @@ impl MetaState {
         answer
     }
 
+    /// Applies one command: a dispatch to the method that owns it.
     fn execute(&mut self, cmd: &MetaCommand) -> MetaResponse {
         let now_ms = self.sessions.now_ms();
         match cmd {
-            MetaCommand::Bootstrap { labels, .. } => {
-                if self.nodes.contains_key(&BOOTSTRAP_NODE_ID) {
-                    return MetaResponse::Updated;
-                }
-                self.nodes.insert(
-                    BOOTSTRAP_NODE_ID,
-                    NodeRecord {
-                        node_id: BOOTSTRAP_NODE_ID,
-                        meta_replica_id: BOOTSTRAP_META_REPLICA_ID,
-                        labels: labels.clone(),
-                        joined_at_ms: now_ms,
-                    },
-                );
-                self.replica_index.insert(BOOTSTRAP_META_REPLICA_ID, BOOTSTRAP_NODE_ID);
-                MetaResponse::Registered { node_id: BOOTSTRAP_NODE_ID, meta_replica_id: BOOTSTRAP_META_REPLICA_ID }
-            }
-            MetaCommand::RegisterNode { labels, .. } => {
-                if self.nodes.len() >= CLUSTER_NODES_MAX {
-                    return MetaResponse::Rejected {
-                        reason: format!("cluster already has the maximum of {CLUSTER_NODES_MAX} nodes"),
-                    };
-                }
-                // A new registration from the address of a member means that
-                // member lost its data directory and came back as a new
-                // node: the old identity is retired, never reused.
-                let replaced: Vec<NodeId> =
-                    self.nodes.values().filter(|n| n.labels.addr == labels.addr).map(|n| n.node_id).collect();
-                for old in replaced {
-                    if let Some(n) = self.nodes.remove(&old) {
-                        self.replica_index.remove(&n.meta_replica_id);
-                    }
-                    self.placement.forget_node(old);
-                    self.retired_nodes.insert(old);
-                }
-                let node_id = self.next_node_id;
-                let meta_replica_id = self.next_replica_id;
-                self.next_node_id += 1;
-                self.next_replica_id += 1;
-                self.nodes.insert(
-                    node_id,
-                    NodeRecord { node_id, meta_replica_id, labels: labels.clone(), joined_at_ms: now_ms },
-                );
-                self.replica_index.insert(meta_replica_id, node_id);
-                MetaResponse::Registered { node_id, meta_replica_id }
-            }
-            MetaCommand::UpdateNode { node_id, labels, .. } => {
-                if let Some(other) = self.nodes.values().find(|n| n.labels.addr == labels.addr && n.node_id != *node_id)
-                {
-                    return MetaResponse::Rejected {
-                        reason: format!("address {} belongs to node {}", labels.addr, other.node_id),
-                    };
-                }
-                match self.nodes.get_mut(node_id) {
-                    None => MetaResponse::NotFound,
-                    Some(n) => {
-                        n.labels = labels.clone();
-                        MetaResponse::Updated
-                    }
-                }
-            }
+            MetaCommand::Bootstrap { labels, .. } => self.bootstrap(labels, now_ms),
+            MetaCommand::RegisterNode { labels, .. } => self.register_node(labels, now_ms),
+            MetaCommand::UpdateNode { node_id, labels, .. } => self.update_node(*node_id, labels),
             MetaCommand::CreateResource { name, replication_factor, storage, nodes, .. } => {
-                if let Some(existing) = self.resources.get(name) {
-                    return MetaResponse::AlreadyExists(existing.clone());
-                }
-                if self.resources.len() >= CLUSTER_RESOURCES_MAX {
-                    return MetaResponse::Rejected {
-                        reason: format!("cluster already holds the maximum of {CLUSTER_RESOURCES_MAX} resources"),
-                    };
-                }
-                if !REPLICATION_FACTORS_ALLOWED.contains(replication_factor) {
-                    return MetaResponse::Rejected {
-                        reason: format!(
-                            "replication factor {replication_factor} is not one of {REPLICATION_FACTORS_ALLOWED:?}"
-                        ),
-                    };
-                }
-                if let Err(reason) = storage.validate(*replication_factor) {
-                    return MetaResponse::Rejected { reason };
-                }
-                let distinct: BTreeSet<_> = nodes.iter().collect();
-                if nodes.len() != *replication_factor as usize || distinct.len() != nodes.len() {
-                    return MetaResponse::Rejected {
-                        reason: format!("need {replication_factor} distinct nodes, got {nodes:?}"),
-                    };
-                }
-                if let Some(n) = nodes.iter().find(|n| !self.nodes.contains_key(n)) {
-                    return MetaResponse::Rejected { reason: format!("node {n} is not a member") };
-                }
-                let group_id = self.next_group_id;
-                self.next_group_id += 1;
-                // The first replica initializes the group and usually becomes
-                // its first leader: rotate so leadership spreads over nodes.
-                let mut order = nodes.clone();
-                let shift = (group_id % order.len() as u64) as usize;
-                order.rotate_left(shift);
-                let mut replicas = Vec::with_capacity(nodes.len());
-                for &node_id in &order {
-                    replicas.push(ReplicaRecord {
-                        replica_id: self.next_replica_id,
-                        node_id,
-                        role: ReplicaRole::Primary,
-                        replaces: None,
-                    });
-                    self.next_replica_id += 1;
-                }
-                let record = ResourceRecord {
-                    name: name.clone(),
-                    group_id,
-                    replication_factor: *replication_factor,
-                    storage: *storage,
-                    initial_replicas: replicas.iter().map(|r| r.replica_id).collect(),
-                    replicas,
-                    created_at_ms: now_ms,
-                };
-                for r in &record.replicas {
-                    self.replica_index.insert(r.replica_id, r.node_id);
-                }
-                self.resources.insert(name.clone(), record.clone());
-                self.groups.insert(group_id, name.clone());
-                MetaResponse::Created(record)
+                self.create_resource(name, *replication_factor, storage, nodes, now_ms)
             }
             MetaCommand::ReplaceReplica { name, old_replica, new_node, .. } => {
                 self.replace_replica(name, *old_replica, *new_node)
             }
-            MetaCommand::DeleteResource { name, .. } => match self.resources.remove(name) {
-                None => MetaResponse::NotFound,
-                Some(r) => {
-                    self.groups.remove(&r.group_id);
-                    for rep in &r.replicas {
-                        self.replica_index.remove(&rep.replica_id);
-                    }
-                    self.placement.forget_resource(name);
-                    MetaResponse::Deleted
-                }
-            },
+            MetaCommand::DeleteResource { name, .. } => self.delete_resource(name),
             MetaCommand::SetPlacementSettings { .. }
             | MetaCommand::SetPlacementSetting { .. }
             | MetaCommand::SetNodePrices { .. }
@@ -360,6 +131,149 @@ impl MetaState {
             | MetaCommand::RecordPlacement { .. } => {
                 let (resources, nodes) = (&self.resources, &self.nodes);
                 self.placement.apply(cmd, |r| resources.contains_key(r), |n| nodes.contains_key(&n))
+            }
+        }
+    }
+
+    fn bootstrap(&mut self, labels: &NodeLabels, now_ms: u64) -> MetaResponse {
+        if self.nodes.contains_key(&BOOTSTRAP_NODE_ID) {
+            return MetaResponse::Updated;
+        }
+        self.nodes.insert(
+            BOOTSTRAP_NODE_ID,
+            NodeRecord {
+                node_id: BOOTSTRAP_NODE_ID,
+                meta_replica_id: BOOTSTRAP_META_REPLICA_ID,
+                labels: labels.clone(),
+                joined_at_ms: now_ms,
+            },
+        );
+        self.replica_index.insert(BOOTSTRAP_META_REPLICA_ID, BOOTSTRAP_NODE_ID);
+        MetaResponse::Registered { node_id: BOOTSTRAP_NODE_ID, meta_replica_id: BOOTSTRAP_META_REPLICA_ID }
+    }
+
+    fn register_node(&mut self, labels: &NodeLabels, now_ms: u64) -> MetaResponse {
+        if self.nodes.len() >= CLUSTER_NODES_MAX {
+            return MetaResponse::Rejected {
+                reason: format!("cluster already has the maximum of {CLUSTER_NODES_MAX} nodes"),
+            };
+        }
+        // A new registration from the address of a member means that
+        // member lost its data directory and came back as a new
+        // node: the old identity is retired, never reused.
+        let replaced: Vec<NodeId> =
+            self.nodes.values().filter(|n| n.labels.addr == labels.addr).map(|n| n.node_id).collect();
+        for old in replaced {
+            if let Some(n) = self.nodes.remove(&old) {
+                self.replica_index.remove(&n.meta_replica_id);
+            }
+            self.placement.forget_node(old);
+            self.retired_nodes.insert(old);
+        }
+        let node_id = self.next_node_id;
+        let meta_replica_id = self.next_replica_id;
+        self.next_node_id += 1;
+        self.next_replica_id += 1;
+        self.nodes
+            .insert(node_id, NodeRecord { node_id, meta_replica_id, labels: labels.clone(), joined_at_ms: now_ms });
+        self.replica_index.insert(meta_replica_id, node_id);
+        MetaResponse::Registered { node_id, meta_replica_id }
+    }
+
+    fn update_node(&mut self, node_id: NodeId, labels: &NodeLabels) -> MetaResponse {
+        if let Some(other) = self.nodes.values().find(|n| n.labels.addr == labels.addr && n.node_id != node_id) {
+            return MetaResponse::Rejected {
+                reason: format!("address {} belongs to node {}", labels.addr, other.node_id),
+            };
+        }
+        match self.nodes.get_mut(&node_id) {
+            None => MetaResponse::NotFound,
+            Some(n) => {
+                n.labels = labels.clone();
+                MetaResponse::Updated
+            }
+        }
+    }
+
+    fn create_resource(
+        &mut self,
+        name: &str,
+        replication_factor: u32,
+        storage: &StorageParams,
+        nodes: &[NodeId],
+        now_ms: u64,
+    ) -> MetaResponse {
+        if let Some(existing) = self.resources.get(name) {
+            return MetaResponse::AlreadyExists(existing.clone());
+        }
+        if self.resources.len() >= CLUSTER_RESOURCES_MAX {
+            return MetaResponse::Rejected {
+                reason: format!("cluster already holds the maximum of {CLUSTER_RESOURCES_MAX} resources"),
+            };
+        }
+        if !REPLICATION_FACTORS_ALLOWED.contains(&replication_factor) {
+            return MetaResponse::Rejected {
+                reason: format!(
+                    "replication factor {replication_factor} is not one of {REPLICATION_FACTORS_ALLOWED:?}"
+                ),
+            };
+        }
+        if let Err(reason) = storage.validate(replication_factor) {
+            return MetaResponse::Rejected { reason };
+        }
+        let distinct: BTreeSet<_> = nodes.iter().collect();
+        if nodes.len() != replication_factor as usize || distinct.len() != nodes.len() {
+            return MetaResponse::Rejected {
+                reason: format!("need {replication_factor} distinct nodes, got {nodes:?}"),
+            };
+        }
+        if let Some(n) = nodes.iter().find(|n| !self.nodes.contains_key(n)) {
+            return MetaResponse::Rejected { reason: format!("node {n} is not a member") };
+        }
+        let group_id = self.next_group_id;
+        self.next_group_id += 1;
+        // The first replica initializes the group and usually becomes
+        // its first leader: rotate so leadership spreads over nodes.
+        let mut order = nodes.to_vec();
+        let shift = (group_id % order.len() as u64) as usize;
+        order.rotate_left(shift);
+        let mut replicas = Vec::with_capacity(nodes.len());
+        for &node_id in &order {
+            replicas.push(ReplicaRecord {
+                replica_id: self.next_replica_id,
+                node_id,
+                role: ReplicaRole::Primary,
+                replaces: None,
+            });
+            self.next_replica_id += 1;
+        }
+        let record = ResourceRecord {
+            name: name.to_string(),
+            group_id,
+            replication_factor,
+            storage: *storage,
+            initial_replicas: replicas.iter().map(|r| r.replica_id).collect(),
+            replicas,
+            created_at_ms: now_ms,
+        };
+        for r in &record.replicas {
+            self.replica_index.insert(r.replica_id, r.node_id);
+        }
+        self.resources.insert(name.to_string(), record.clone());
+        self.groups.insert(group_id, name.to_string());
+        MetaResponse::Created(record)
+    }
+
+    fn delete_resource(&mut self, name: &str) -> MetaResponse {
+        match self.resources.remove(name) {
+            None => MetaResponse::NotFound,
+            Some(r) => {
+                self.groups.remove(&r.group_id);
+                for rep in &r.replicas {
+                    self.replica_index.remove(&rep.replica_id);
+                }
+                self.placement.forget_resource(name);
+                MetaResponse::Deleted
             }
         }
     }

@@ -1,17 +1,86 @@
-//! Shadow placement: where to add read capacity for a resource whose demand
-//! is forecast to outgrow its replicas, what it costs, and when to retire it.
+//! Shadow placement in the cluster: the meta leader's planning service.
+//! The policy (telemetry aggregation, forecasting, the planner, its cost
+//! model) is the `shadowstore_placement` crate; this module runs it on
+//! the cluster's data and keeps what it needs between passes.
 //!
-//! - [`planner`]: the decision, a pure function with a full explanation.
-//! - [`service`]: the meta leader's planning loop and the state behind
-//!   the placement API.
+//! - [`collect`]: both sides of `DrainDemand` (every node's complete
+//!   minutes of read counts, collected by the meta leader).
+//! - [`history`]: the demand history a meta voter holds, on its disk.
 //! - [`share`]: the drained demand, sent in order to every other meta
 //!   voter so that the next leader holds the same history.
-//! - [`cost`]: the cost model of a candidate and the ledger of what shadows
-//!   have cost.
+//! - [`forecasters`]: the leader's forecaster per (resource, region).
+//! - [`inputs`]: the planner's view of the cluster, and the dry run.
+//! - [`run`]: the planning loop; decisions are committed to the meta group.
 //!
-//! Inputs come from [`crate::demand`] (telemetry) and [`crate::forecast`];
-//! the meta leader's planning loop and `sim placement-eval` both call
-//! [`planner::plan`].
+//! Executing a plan (adding the shadow as a Raft learner and shifting
+//! traffic) is not done here.
 
-pub mod service;
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use shadowstore_base::clock::SharedClock;
+use shadowstore_placement::demand::DemandRecorder;
+use shadowstore_placement::planner::Plan;
+
+use crate::cluster::Cluster;
+use crate::storage::SharedEngine;
+
+pub mod collect;
+pub mod forecasters;
+pub mod history;
+pub mod inputs;
+pub mod run;
 pub mod share;
+
+/// The placement service of one node: the handles it uses and the state it
+/// keeps (a meta voter's history; a leader's forecasters, share queues and
+/// last plans).
+pub struct Placement {
+    pub cluster: Arc<Cluster>,
+    /// This node's read counts, drained by the meta leader.
+    pub recorder: Arc<DemandRecorder>,
+    pub clock: SharedClock,
+    /// This node's region: a resource's demand region before any is seen.
+    pub region: String,
+    pub history: history::History,
+    pub forecasters: forecasters::ForecasterPool,
+    /// What the leader still has to send to each other voter (its own
+    /// lock, never held with another).
+    queues: Mutex<share::ShareQueues>,
+    last_plans: Mutex<Vec<Plan>>,
+}
+
+impl Placement {
+    /// The service of a node whose history is kept in `engine`.
+    pub fn open(
+        cluster: Arc<Cluster>,
+        recorder: Arc<DemandRecorder>,
+        clock: SharedClock,
+        region: String,
+        engine: SharedEngine,
+    ) -> Placement {
+        Placement {
+            cluster,
+            recorder,
+            clock,
+            region,
+            history: history::History::open(engine),
+            forecasters: forecasters::ForecasterPool::default(),
+            queues: Mutex::new(share::ShareQueues::default()),
+            last_plans: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The leader's queues of demand for the other voters.
+    pub fn share_queues(&self) -> std::sync::MutexGuard<'_, share::ShareQueues> {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn last_plans(&self) -> Vec<Plan> {
+        self.last_plans.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_last_plans(&self, plans: Vec<Plan>) {
+        *self.last_plans.lock().unwrap_or_else(|p| p.into_inner()) = plans;
+    }
+}

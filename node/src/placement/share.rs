@@ -2,7 +2,7 @@
 //! so that whichever voter leads next holds the same history.
 //!
 //! Every planning pass the leader drains each node's complete minutes
-//! (`service::collect`) and hands them here as one *batch*. Each other
+//! (`collect`) and hands them here as one *batch*. Each other
 //! voter has a queue of the batches it has not acknowledged, sent in order
 //! by at most one task at a time (a queue's generation tells a task for an
 //! earlier queue of the same voter to stop): a voter counts a node's
@@ -26,8 +26,7 @@ use std::time::Duration;
 
 use shadowstore_proto::peer;
 
-use super::service::PlacementState;
-use crate::node::NodeCtx;
+use super::Placement;
 use shadowstore_base::ids::NodeId;
 use shadowstore_placement::demand::recorder::MINUTE_MS;
 
@@ -189,14 +188,15 @@ impl ShareQueues {
 
 /// Queues the drained demand for every other meta voter and starts a
 /// sender for each voter that has none (see the module comment).
-pub fn share(ctx: &Arc<NodeCtx>, drained: Vec<peer::ShareDemandRequest>) {
+pub fn share(p: &Arc<Placement>, drained: Vec<peer::ShareDemandRequest>) {
     if drained.is_empty() {
         return;
     }
-    let Some(meta) = ctx.meta_group() else { return };
-    let me = ctx.identity().map(|i| i.node_id);
+    let Some(meta) = p.cluster.meta_group() else { return };
+    let me = p.cluster.identity().map(|i| i.node_id);
     let voter_replicas: Vec<u64> = meta.metrics().membership_config.membership().voter_ids().collect();
-    let others: Vec<NodeId> = ctx
+    let others: Vec<NodeId> = p
+        .cluster
         .with_meta(|m| {
             voter_replicas
                 .iter()
@@ -208,45 +208,46 @@ pub fn share(ctx: &Arc<NodeCtx>, drained: Vec<peer::ShareDemandRequest>) {
     // Other voters that must have the batch for a majority.
     let batch = Arc::new(Batch::new(drained, voter_replicas.len() / 2));
     if batch.acks_needed == 0 {
-        mark_delivered(&ctx.placement, &batch);
+        mark_delivered(p, &batch);
     }
-    let idle = ctx.placement.share_queues().push(&batch, &others, SHARE_BACKLOG_REPORTS_MAX);
+    let idle = p.share_queues().push(&batch, &others, SHARE_BACKLOG_REPORTS_MAX);
     for (node, generation) in idle {
-        tokio::spawn(send_queue(ctx.clone(), node, generation));
+        tokio::spawn(send_queue(p.clone(), node, generation));
     }
 }
 
-fn mark_delivered(placement: &PlacementState, batch: &Batch) {
+fn mark_delivered(p: &Placement, batch: &Batch) {
     for (node, before_ms) in &batch.ends {
-        placement.mark_delivered(*node, *before_ms);
+        p.history.mark_delivered(*node, *before_ms);
     }
 }
 
 /// Sends `voter`'s queue (of `generation`) in order until it is empty, is
 /// replaced, or the voter fails to answer.
-async fn send_queue(ctx: Arc<NodeCtx>, voter: NodeId, generation: u64) {
+async fn send_queue(p: Arc<Placement>, voter: NodeId, generation: u64) {
     loop {
         // The guard must not live across the send.
-        let next = ctx.placement.share_queues().next(voter, generation);
+        let next = p.share_queues().next(voter, generation);
         let Some(batch) = next else { return };
-        if let Err(error) = send(&ctx, voter, &batch).await {
+        if let Err(error) = send(&p, voter, &batch).await {
             tracing::debug!(voter, %error, "sharing demand; the batch stays queued");
-            ctx.placement.share_queues().stalled(voter, generation);
+            p.share_queues().stalled(voter, generation);
             return;
         }
-        ctx.placement.share_queues().sent(voter, generation, &batch);
+        p.share_queues().sent(voter, generation, &batch);
         if batch.acknowledge() {
-            mark_delivered(&ctx.placement, &batch);
+            mark_delivered(&p, &batch);
         }
     }
 }
 
-async fn send(ctx: &NodeCtx, voter: NodeId, batch: &Batch) -> Result<(), String> {
-    let addr = ctx
+async fn send(p: &Placement, voter: NodeId, batch: &Batch) -> Result<(), String> {
+    let addr = p
+        .cluster
         .with_meta(|m| m.nodes.get(&voter).map(|n| n.labels.addr.clone()))
         .flatten()
         .ok_or_else(|| "no longer a member".to_string())?;
-    let mut client = ctx.peers.client(&addr).map_err(|e| e.to_string())?;
+    let mut client = p.cluster.peers.client(&addr).map_err(|e| e.to_string())?;
     for request in &batch.requests {
         let call = client.share_demand(request.clone());
         tokio::time::timeout(Duration::from_millis(SHARE_TIMEOUT_MS), call)

@@ -20,9 +20,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde::Serialize;
 
-use crate::blob::manifest::BlobManifest;
 use crate::dedup::Admission;
 use crate::dedup::Sessions;
+use crate::resource::manifest::BlobManifest;
 use shadowstore_base::ids::ReplicaId;
 use shadowstore_base::ids::RequestId;
 use shadowstore_base::limits::INLINE_VALUE_BYTES_MAX;
@@ -386,7 +386,7 @@ impl ResourceState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blob::layout::Layout;
+    use crate::resource::layout::Layout;
 
     fn put(variant: &str, value: &'static [u8], if_version: Option<u64>) -> ResourceCommand {
         ResourceCommand::Put {

@@ -90,11 +90,7 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 pub async fn run(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow::Result<()> {
-    match args.workload {
-        Workload::Idle => return crate::idle::run(endpoints, args, out).await,
-        Workload::Churn => return crate::idle::churn(endpoints, args, out).await,
-        Workload::Put | Workload::Get => {}
-    }
+    assert!(matches!(args.workload, Workload::Put | Workload::Get), "idle and churn run from crate::idle");
     if args.clients == 0 || args.resources == 0 || args.connections == 0 || args.duration == 0 {
         bail!("--clients, --resources, --connections and --duration must be positive");
     }
@@ -124,7 +120,7 @@ pub async fn run(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow:
             setup.put(r, &format!("v{t}"), value.clone()).await.with_context(|| format!("preparing {r}/v{t}"))?;
         }
     }
-    let rss_pids = if args.peak_rss { crate::idle::reset_peak_rss(&args.demo_dir)? } else { Vec::new() };
+    let rss_pids = if args.peak_rss { crate::procstat::reset_peak_rss(&args.demo_dir)? } else { Vec::new() };
     let start = Instant::now();
     let warm_end = start + Duration::from_secs(args.warmup);
     let end = warm_end + Duration::from_secs(args.duration);
@@ -177,7 +173,7 @@ pub async fn run(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow:
             first_error = r.first_error;
         }
     }
-    let peak_rss: Vec<u64> = rss_pids.iter().map(|p| crate::idle::peak_rss_bytes(*p).unwrap_or(0)).collect();
+    let peak_rss: Vec<u64> = rss_pids.iter().map(|p| crate::procstat::peak_rss_bytes(*p).unwrap_or(0)).collect();
     all.sort_unstable();
     let ops = all.len() as f64;
     let secs = args.duration as f64;

@@ -10,6 +10,7 @@ mod demo;
 mod idle;
 mod output;
 mod placement;
+mod procstat;
 mod progress;
 
 use std::path::PathBuf;
@@ -202,7 +203,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = cli.output;
     match &cli.command {
         Command::Demo(cmd) => return demo::run(cmd, out).await,
-        Command::Bench(args) => return bench::run(&cli.endpoints, args, out).await,
+        Command::Bench(args) => {
+            return match args.workload {
+                bench::Workload::Idle => idle::run(&cli.endpoints, args, out).await,
+                bench::Workload::Churn => idle::churn(&cli.endpoints, args, out).await,
+                bench::Workload::Put | bench::Workload::Get => bench::run(&cli.endpoints, args, out).await,
+            };
+        }
         _ => {}
     }
     let c = client(&cli).await?;

@@ -1,19 +1,175 @@
 //! `shadowctl placement plan`, `shadowctl demand show` and `shadowctl
 //! config get|set`: the planner's dry run with its explanations, a
 //! resource's demand history and forecast (a table, or an SVG plot), and
-//! the placement settings. The node answers in JSON; this module renders
-//! it.
+//! the placement settings. The node answers with typed messages; each is
+//! turned into one JSON document (the `--output json` shape, see
+//! [`plans_json`], [`demand_json`], [`config_json`]), which the text
+//! renderings read too.
 
 use std::fmt::Write;
 use std::path::Path;
 
 use anyhow::Context;
 use serde_json::Value;
+use serde_json::json;
+use shadowstore_client::v1;
 
 use crate::output::Output;
 
-fn parse(json: &str) -> anyhow::Result<Value> {
-    serde_json::from_str(json).context("the node answered malformed JSON")
+fn record_json(r: &v1::PlacementRecord) -> Value {
+    let action = match v1::PlacementAction::try_from(r.action) {
+        Ok(v1::PlacementAction::AddShadows) => "add-shadows",
+        Ok(v1::PlacementAction::Retire) => "retire",
+        _ => "unknown",
+    };
+    json!({
+        "at_ms": r.at_ms,
+        "action": action,
+        "nodes": r.nodes,
+        "p_exceed_permille": r.p_exceed_permille,
+        "reason": r.reason,
+    })
+}
+
+fn verdict_json(v: Option<&v1::CandidateVerdict>) -> Value {
+    use v1::candidate_verdict::Verdict;
+    match v.and_then(|v| v.verdict.as_ref()) {
+        Some(Verdict::Chosen(c)) => json!({ "verdict": "chosen", "contributes_rps": c.contributes_rps }),
+        Some(Verdict::NotNeeded(_)) => json!({ "verdict": "not-needed" }),
+        Some(Verdict::Unhealthy(_)) => json!({ "verdict": "unhealthy" }),
+        Some(Verdict::AlreadyReplica(_)) => json!({ "verdict": "already-replica" }),
+        Some(Verdict::NoSpareCapacity(n)) => json!({ "verdict": "no-spare-capacity", "spare_rps": n.spare_rps }),
+        Some(Verdict::NotEnoughDisk(n)) => {
+            json!({ "verdict": "not-enough-disk", "free_bytes": n.free_bytes, "needed_bytes": n.needed_bytes })
+        }
+        None => json!({ "verdict": "unknown" }),
+    }
+}
+
+fn action_json(a: Option<&v1::PlanAction>) -> Value {
+    use v1::plan_action::Action;
+    match a.and_then(|a| a.action.as_ref()) {
+        Some(Action::Hold(h)) => json!({ "action": "hold", "reason": h.reason }),
+        Some(Action::AddShadows(s)) => {
+            json!({ "action": "add-shadows", "nodes": s.nodes, "added_rps": s.added_rps, "short_rps": s.short_rps })
+        }
+        Some(Action::Retire(r)) => json!({ "action": "retire", "nodes": r.nodes, "reason": r.reason }),
+        None => json!({ "action": "unknown" }),
+    }
+}
+
+/// The forecast mode as `--output json` has always shown it: `"reactive"`,
+/// or `{"model": NAME}`.
+fn forecast_mode_json(mode: &str) -> Value {
+    match mode {
+        "reactive" => json!("reactive"),
+        model => json!({ "model": model }),
+    }
+}
+
+/// The forecast mode for people: `reactive` or the model's name.
+fn forecast_mode_text(mode: &Value) -> &str {
+    mode.as_str().or_else(|| mode["model"].as_str()).unwrap_or("?")
+}
+
+fn plan_json(p: &v1::Plan) -> Value {
+    let i = p.inputs.clone().unwrap_or_default();
+    json!({
+        "resource": p.resource,
+        "at_ms": p.at_ms,
+        "inputs": {
+            "forecast_mode": forecast_mode_json(&i.forecast_mode),
+            "size_bytes": i.size_bytes,
+            "observed_rps": i.observed_rps,
+            "capacity_rps": i.capacity_rps,
+            "p_exceed": i.p_exceed,
+            "first_lead": i.first_lead,
+            "threshold": i.threshold,
+            "forecast_peak_rps": i.forecast_peak_rps,
+            "sizing_quantile": i.sizing_quantile,
+            "wanted_capacity_rps": i.wanted_capacity_rps,
+        },
+        "action": action_json(p.action.as_ref()),
+        "candidates": p.candidates.iter().map(|c| json!({
+            "node_id": c.node_id,
+            "region": c.region,
+            "region_distance": c.region_distance,
+            "spare_rps": c.spare_rps,
+            "disk_free_bytes": c.disk_free_bytes,
+            "cost": c.cost.as_ref().map(|k| json!({
+                "storage_micros": k.storage_micros,
+                "transfer_micros": k.transfer_micros,
+                "serving_micros": k.serving_micros,
+                "total_micros": k.total_micros,
+            })),
+            "cost_per_rps_micros": c.cost_per_rps_micros,
+            "verdict": verdict_json(c.verdict.as_ref()),
+        })).collect::<Vec<_>>(),
+        "shadows": p.shadows.iter().map(|s| json!({
+            "node_id": s.node_id,
+            "p_exceed_without": s.p_exceed_without,
+            "low_now": s.low_now,
+            "retire": s.retire,
+            "reason": s.reason,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `{"plans": [...], "committed": {resource: record}}`.
+pub fn plans_json(r: &v1::PlacementPlanResponse) -> Value {
+    let committed: serde_json::Map<String, Value> =
+        r.committed.iter().map(|(k, v)| (k.clone(), record_json(v))).collect();
+    json!({ "plans": r.plans.iter().map(plan_json).collect::<Vec<_>>(), "committed": committed })
+}
+
+/// One resource's demand: per region its minutes, five-minute history and
+/// forecast (`null` before one exists).
+pub fn demand_json(r: &v1::DemandShowResponse) -> Value {
+    json!({
+        "resource": r.resource,
+        "now_ms": r.now_ms,
+        "slot_ms": r.slot_ms,
+        "capacity_rps": r.capacity_rps,
+        "regions": r.regions.iter().map(|g| json!({
+            "region": g.region,
+            "minutes": g.minutes,
+            "history": g.history,
+            "forecast": g.forecast.as_ref().map(|f| json!({
+                "mode": f.mode,
+                "point": f.point,
+                "lower_95": f.lower_95,
+                "upper_95": f.upper_95,
+                "p_exceed": f.p_exceed,
+            })),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Settings, the threshold as a probability, `[node, prices]` pairs,
+/// priorities and `[region, region, distance]` triples.
+pub fn config_json(r: &v1::PlacementConfigResponse) -> Value {
+    let s = r.settings.clone().unwrap_or_default();
+    let priorities: serde_json::Map<String, Value> = r.priorities.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    json!({
+        "settings": {
+            "threshold_permille": s.threshold_permille,
+            "horizon_s": s.horizon_s,
+            "planning_interval_ms": s.planning_interval_ms,
+            "ttl_ms": s.ttl_ms,
+            "hysteresis_ms": s.hysteresis_ms,
+        },
+        "threshold": s.threshold_permille as f64 / 1000.0,
+        "prices": r.prices.iter().map(|p| {
+            let prices = p.prices.clone().unwrap_or_default();
+            json!([p.node_id, {
+                "storage_gb_hour_micros": prices.storage_gb_hour_micros,
+                "transfer_gb_micros": prices.transfer_gb_micros,
+                "million_requests_micros": prices.million_requests_micros,
+            }])
+        }).collect::<Vec<_>>(),
+        "priorities": priorities,
+        "region_distances": r.region_distances.iter().map(|d| json!([d.a, d.b, d.distance])).collect::<Vec<_>>(),
+    })
 }
 
 fn num(v: &Value) -> f64 {
@@ -21,8 +177,8 @@ fn num(v: &Value) -> f64 {
 }
 
 /// Renders plans: inputs, action, each candidate with its verdict.
-pub fn plans(out: Output, json: &str) -> anyhow::Result<()> {
-    let plans = parse(json)?;
+pub fn plans(out: Output, answer: &v1::PlacementPlanResponse) -> anyhow::Result<()> {
+    let plans = plans_json(answer);
     if matches!(out, Output::Json) {
         println!("{}", serde_json::to_string_pretty(&plans)?);
         return Ok(());
@@ -40,7 +196,7 @@ pub fn plans(out: Output, json: &str) -> anyhow::Result<()> {
         let _ = writeln!(
             text,
             "  forecast {} | observed {:.1} rps | capacity {:.1} rps | P(exceed) {:.2} vs threshold {:.2} | q{} peak {:.1} rps -> wants {:.1} rps",
-            inputs["forecast_mode"].as_str().unwrap_or("?"),
+            forecast_mode_text(&inputs["forecast_mode"]),
             num(&inputs["observed_rps"]),
             num(&inputs["capacity_rps"]),
             num(&inputs["p_exceed"]),
@@ -118,8 +274,8 @@ pub fn plans(out: Output, json: &str) -> anyhow::Result<()> {
 }
 
 /// Renders a demand view as a table, and optionally as an SVG file.
-pub fn demand(out: Output, json: &str, svg: Option<&Path>) -> anyhow::Result<()> {
-    let view = parse(json)?;
+pub fn demand(out: Output, answer: &v1::DemandShowResponse, svg: Option<&Path>) -> anyhow::Result<()> {
+    let view = demand_json(answer);
     if let Some(path) = svg {
         std::fs::write(path, demand_svg(&view)).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -227,8 +383,8 @@ fn demand_svg(view: &Value) -> String {
     svg
 }
 
-pub fn config(out: Output, json: &str) -> anyhow::Result<()> {
-    let config = parse(json)?;
+pub fn config(out: Output, answer: &v1::PlacementConfigResponse) -> anyhow::Result<()> {
+    let config = config_json(answer);
     if matches!(out, Output::Json) {
         println!("{}", serde_json::to_string_pretty(&config)?);
         return Ok(());
@@ -252,4 +408,94 @@ pub fn config(out: Output, json: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_answers_keep_the_json_shape() {
+        let plan = v1::Plan {
+            resource: "r".into(),
+            at_ms: 7,
+            inputs: Some(v1::PlanInputs { forecast_mode: "reactive".into(), p_exceed: 0.9, ..Default::default() }),
+            action: Some(v1::PlanAction {
+                action: Some(v1::plan_action::Action::AddShadows(v1::plan_action::AddShadows {
+                    nodes: vec![4],
+                    added_rps: 50.0,
+                    short_rps: 0.0,
+                })),
+            }),
+            candidates: vec![v1::Candidate {
+                node_id: 4,
+                region: "eu".into(),
+                cost: None,
+                cost_per_rps_micros: None,
+                verdict: Some(v1::CandidateVerdict {
+                    verdict: Some(v1::candidate_verdict::Verdict::NoSpareCapacity(
+                        v1::candidate_verdict::NoSpareCapacity { spare_rps: 1.5 },
+                    )),
+                }),
+                ..Default::default()
+            }],
+            shadows: vec![],
+        };
+        let record = v1::PlacementRecord {
+            at_ms: 7,
+            action: v1::PlacementAction::AddShadows as i32,
+            nodes: vec![4],
+            p_exceed_permille: 900,
+            reason: "why".into(),
+        };
+        let answer = v1::PlacementPlanResponse { plans: vec![plan], committed: [("r".to_string(), record)].into() };
+        let v = plans_json(&answer);
+        assert_eq!(
+            v["plans"][0]["action"],
+            json!({"action": "add-shadows", "nodes": [4], "added_rps": 50.0, "short_rps": 0.0})
+        );
+        assert_eq!(v["plans"][0]["inputs"]["p_exceed"], 0.9);
+        assert_eq!(v["plans"][0]["inputs"]["forecast_mode"], "reactive");
+        assert_eq!(forecast_mode_json("mstl-ets"), json!({"model": "mstl-ets"}));
+        assert_eq!(forecast_mode_text(&forecast_mode_json("mstl-ets")), "mstl-ets");
+        assert_eq!(
+            v["plans"][0]["candidates"][0]["verdict"],
+            json!({"verdict": "no-spare-capacity", "spare_rps": 1.5})
+        );
+        assert!(v["plans"][0]["candidates"][0]["cost"].is_null());
+        assert_eq!(v["committed"]["r"]["action"], "add-shadows");
+
+        let config = v1::PlacementConfigResponse {
+            settings: Some(v1::PlacementSettings { threshold_permille: 800, horizon_s: 1800, ..Default::default() }),
+            prices: vec![v1::NodePrices {
+                node_id: 2,
+                prices: Some(v1::Prices { storage_gb_hour_micros: 7, ..Default::default() }),
+            }],
+            priorities: [("r".to_string(), 2)].into(),
+            region_distances: vec![v1::RegionDistance { a: "a".into(), b: "b".into(), distance: 7 }],
+        };
+        let c = config_json(&config);
+        assert_eq!(c["threshold"], 0.8);
+        assert_eq!(c["settings"]["horizon_s"], 1800);
+        assert_eq!(c["prices"][0][0], 2);
+        assert_eq!(c["prices"][0][1]["storage_gb_hour_micros"], 7);
+        assert_eq!(c["priorities"]["r"], 2);
+        assert_eq!(c["region_distances"], json!([["a", "b", 7]]));
+
+        let demand = v1::DemandShowResponse {
+            resource: "r".into(),
+            capacity_rps: 6.0,
+            regions: vec![v1::RegionDemand {
+                region: "*".into(),
+                minutes: vec![1.0],
+                history: vec![2.0],
+                forecast: None,
+            }],
+            ..Default::default()
+        };
+        let d = demand_json(&demand);
+        assert_eq!(d["regions"][0]["region"], "*");
+        assert!(d["regions"][0]["forecast"].is_null());
+        assert_eq!(d["capacity_rps"], 6.0);
+    }
 }

@@ -19,19 +19,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Member;
 use crate::group::registry::ShardFate;
 use crate::meta::state::MetaState;
 use crate::meta::state::ResourceRecord;
-use crate::node::NodeCtx;
 use shadowstore_base::ids::META_GROUP_ID;
 use shadowstore_base::ids::NodeId;
 use shadowstore_base::ids::ReplicaNode;
 
 const RECONCILE_PERIOD: Duration = Duration::from_secs(10);
 
-pub async fn run(ctx: Arc<NodeCtx>) {
-    let Some(me) = ctx.identity() else { return };
-    let mut applied = match ctx.meta_group() {
+pub async fn run(ctx: Arc<Member>) {
+    let Some(me) = ctx.cluster.identity() else { return };
+    let mut applied = match ctx.cluster.meta_group() {
         Some(g) => g.state.subscribe_applied(),
         None => return,
     };
@@ -44,7 +44,7 @@ pub async fn run(ctx: Arc<NodeCtx>) {
                 // The meta group was restarted (its old state is gone):
                 // follow the new one, or fall back to the period.
                 if changed.is_err() {
-                    match ctx.meta_group() {
+                    match ctx.cluster.meta_group() {
                         Some(g) => applied = g.state.subscribe_applied(),
                         None => tokio::time::sleep(RECONCILE_PERIOD).await,
                     }
@@ -76,10 +76,10 @@ struct Plan {
     remove: Vec<(u64, u64, ShardFate)>,
 }
 
-fn plan(ctx: &NodeCtx, me: NodeId) -> Option<Plan> {
-    let local: BTreeMap<u64, u64> = ctx.registry.hosted();
-    let quarantined = ctx.registry.quarantined();
-    ctx.with_meta(|meta| {
+fn plan(ctx: &Member, me: NodeId) -> Option<Plan> {
+    let local: BTreeMap<u64, u64> = ctx.cluster.registry.hosted();
+    let quarantined = ctx.cluster.registry.quarantined();
+    ctx.cluster.with_meta(|meta| {
         let addresses = meta.nodes.values().map(|n| (n.node_id, n.labels.addr.clone())).collect();
         let mut open = Vec::new();
         for r in meta.resources.values() {
@@ -104,9 +104,7 @@ fn plan(ctx: &NodeCtx, me: NodeId) -> Option<Plan> {
             let resource = meta.resource_by_group(group);
             let successor = resource.and_then(|r| r.replica_on(me));
             if !successor.is_some_and(|rep| rep.replica_id == replica) {
-                let fate = if resource.is_none() {
-                    ShardFate::Delete
-                } else if successor.is_some_and(|rep| rep.replaces == Some(replica)) {
+                let fate = if successor.is_some_and(|rep| rep.replaces == Some(replica)) {
                     ShardFate::KeepForSuccessor
                 } else {
                     ShardFate::HandOff
@@ -118,22 +116,22 @@ fn plan(ctx: &NodeCtx, me: NodeId) -> Option<Plan> {
     })
 }
 
-async fn reconcile(ctx: &NodeCtx, me: NodeId) -> std::io::Result<()> {
+async fn reconcile(ctx: &Member, me: NodeId) -> std::io::Result<()> {
     let Some(plan) = plan(ctx, me) else {
         return Ok(());
     };
     for (node, addr) in &plan.addresses {
-        ctx.peers.set_node_addr(*node, addr);
+        ctx.cluster.peers.set_node_addr(*node, addr);
     }
     for (group, replica, fate) in plan.remove {
         tracing::info!(group, replica, ?fate, "directory no longer places this replica here; removing it");
-        ctx.registry.remove(group, replica, fate).await?;
+        ctx.cluster.registry.remove(group, replica, fate).await?;
     }
     for (group, replica, members) in plan.open {
-        let g = match ctx.registry.get(group) {
+        let g = match ctx.cluster.registry.get(group) {
             Some(g) if g.replica_id == replica => g,
             Some(_) => continue, // replaced replica: removed on a later pass
-            None => ctx.registry.open(group, replica).await?,
+            None => ctx.cluster.registry.open(group, replica).await?,
         };
         let Some(members) = members else { continue };
         let uninitialized = {
@@ -143,7 +141,7 @@ async fn reconcile(ctx: &NodeCtx, me: NodeId) -> std::io::Result<()> {
         };
         if uninitialized {
             for (r, n) in &members {
-                ctx.peers.note_replica(*r, n);
+                ctx.cluster.peers.note_replica(*r, n);
             }
             match g.raft.initialize(members).await {
                 Ok(()) => tracing::info!(group, replica, "initialized new resource group"),
@@ -163,16 +161,16 @@ const PROMOTE_LAG_ENTRIES_MAX: u64 = 100;
 /// voters match the directory's replicas (adding the new replica as a
 /// learner first, promoting it once caught up, dropping the replaced one),
 /// then hands the replaced replica's shards to its successor.
-pub async fn run_leader_duties(ctx: Arc<NodeCtx>) {
+pub async fn run_leader_duties(ctx: Arc<Member>) {
     let mut tick = tokio::time::interval(LEADER_DUTY_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        for g in ctx.registry.all() {
+        for g in ctx.cluster.registry.all() {
             if g.id == META_GROUP_ID || !g.is_leader() {
                 continue;
             }
-            let Some(rec) = ctx.with_meta(|m| m.resource_by_group(g.id).cloned()).flatten() else { continue };
+            let Some(rec) = ctx.cluster.with_meta(|m| m.resource_by_group(g.id).cloned()).flatten() else { continue };
             if let Err(e) = align_group(&ctx, &g, &rec).await {
                 tracing::warn!(group = g.id, error = %e, "aligning group membership");
             }
@@ -180,7 +178,7 @@ pub async fn run_leader_duties(ctx: Arc<NodeCtx>) {
     }
 }
 
-async fn align_group(ctx: &NodeCtx, g: &crate::group::Group, rec: &ResourceRecord) -> Result<(), String> {
+async fn align_group(ctx: &Member, g: &crate::group::Group, rec: &ResourceRecord) -> Result<(), String> {
     use std::collections::BTreeSet;
 
     use openraft::ChangeMembers;
@@ -189,7 +187,7 @@ async fn align_group(ctx: &NodeCtx, g: &crate::group::Group, rec: &ResourceRecor
         .replicas
         .iter()
         .map(|r| {
-            let addr = ctx.with_meta(|m| m.addr_of(r.node_id).map(String::from)).flatten().unwrap_or_default();
+            let addr = ctx.cluster.with_meta(|m| m.addr_of(r.node_id).map(String::from)).flatten().unwrap_or_default();
             (r.replica_id, ReplicaNode { node_id: r.node_id, addr })
         })
         .collect();
@@ -215,7 +213,7 @@ async fn align_group(ctx: &NodeCtx, g: &crate::group::Group, rec: &ResourceRecor
                     node = node.node_id,
                     "adding replacement replica as learner"
                 );
-                ctx.peers.note_replica(*id, node);
+                ctx.cluster.peers.note_replica(*id, node);
                 g.raft.add_learner(*id, node.clone(), false).await.map_err(err)?;
                 return Ok(());
             }

@@ -1,0 +1,172 @@
+//! Cluster formation and the meta group's own membership.
+//!
+//! [`form`] runs once at start-up and returns the node's identity:
+//! - a node with an identity in its data directory starts every replica
+//!   recorded locally and keeps its identity;
+//! - otherwise, with `bootstrap = true`, it creates a new cluster as node 1
+//!   holding meta replica 1;
+//! - otherwise it joins through the `join` addresses: the meta leader
+//!   registers it (allocating its node id and meta replica id) and the
+//!   membership manager adds its meta replica to the meta group.
+//!
+//! [`run_manager`] runs on every node and acts while the node leads the
+//! meta group: it registers the bootstrap node, adds every registered
+//! node's meta replica as a learner and promotes the first
+//! `META_VOTERS_MAX` nodes to voters once they have caught up. On other
+//! nodes it re-announces this node's address and labels when they changed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use shadowstore_proto::LEADER_ADDRESS_METADATA;
+use shadowstore_proto::peer::JoinRequest;
+
+use super::Member;
+use crate::cluster::NodeIdentity;
+use crate::cluster::PEER_CALL_TIMEOUT;
+use crate::meta::state::NodeLabels;
+use crate::storage::Tree;
+use crate::storage::WriteBatch;
+use crate::storage::keys;
+use shadowstore_base::codec;
+use shadowstore_base::ids::BOOTSTRAP_META_REPLICA_ID;
+use shadowstore_base::ids::BOOTSTRAP_NODE_ID;
+use shadowstore_base::ids::META_GROUP_ID;
+use shadowstore_base::ids::NodeId;
+use shadowstore_base::ids::ReplicaNode;
+
+const JOIN_RETRY_MAX: Duration = Duration::from_secs(2);
+
+pub async fn form(ctx: &Member) -> Result<NodeIdentity, String> {
+    let stored = ctx.engine.get(Tree::Local, keys::IDENTITY_KEY).map_err(|e| format!("reading identity: {e}"))?;
+    if let Some(bytes) = stored {
+        let id: NodeIdentity = codec::decode("identity", &bytes).map_err(|e| e.to_string())?;
+        start_local_replicas(ctx).await?;
+        tracing::info!(node = id.node_id, "restarted with existing identity");
+        return Ok(id);
+    }
+    if ctx.config.bootstrap {
+        let id = NodeIdentity { node_id: BOOTSTRAP_NODE_ID, meta_replica_id: BOOTSTRAP_META_REPLICA_ID };
+        persist_identity(ctx, id).await?;
+        let meta = ctx
+            .cluster
+            .registry
+            .open(META_GROUP_ID, id.meta_replica_id)
+            .await
+            .map_err(|e| format!("starting meta replica: {e}"))?;
+        let members =
+            BTreeMap::from([(id.meta_replica_id, ReplicaNode { node_id: id.node_id, addr: ctx.addr.clone() })]);
+        meta.raft.initialize(members).await.map_err(|e| format!("initializing meta group: {e}"))?;
+        ctx.cluster.peers.set_node_addr(id.node_id, &ctx.addr);
+        tracing::info!(addr = %ctx.addr, "bootstrapped a new cluster as node 1");
+        return Ok(id);
+    }
+    let id = join(ctx).await?;
+    persist_identity(ctx, id).await?;
+    ctx.cluster
+        .registry
+        .open(META_GROUP_ID, id.meta_replica_id)
+        .await
+        .map_err(|e| format!("starting meta replica: {e}"))?;
+    tracing::info!(node = id.node_id, "joined the cluster");
+    Ok(id)
+}
+
+async fn persist_identity(ctx: &Member, id: NodeIdentity) -> Result<(), String> {
+    let mut b = WriteBatch::new(Tree::Local);
+    b.put(keys::IDENTITY_KEY.to_vec(), codec::encode("identity", &id).map_err(|e| e.to_string())?);
+    ctx.engine.write(b).map_err(|e| format!("writing identity: {e}"))?;
+    ctx.syncer.sync().await.map_err(|e| format!("syncing identity: {e}"))
+}
+
+async fn start_local_replicas(ctx: &Member) -> Result<(), String> {
+    ctx.cluster.registry.load_retired().map_err(|e| format!("listing retired replicas' shards: {e}"))?;
+    let replicas = ctx.cluster.registry.local_replicas().map_err(|e| format!("listing local replicas: {e}"))?;
+    for r in replicas {
+        let Err(e) = ctx.cluster.registry.open(r.group_id, r.replica_id).await else { continue };
+        // A corrupt resource replica waits for its replacement; the node
+        // serves everything else meanwhile. Without its meta replica the
+        // node cannot take part at all.
+        let quarantined = ctx.cluster.registry.quarantined().contains_key(&r.group_id);
+        if quarantined && r.group_id != META_GROUP_ID {
+            tracing::warn!(group = r.group_id, replica = r.replica_id, error = %e, "replica quarantined at start");
+            continue;
+        }
+        let hint = if quarantined {
+            "; this node's meta replica is corrupt: move its data directory away and let the node rejoin"
+        } else {
+            ""
+        };
+        return Err(format!("starting replica {} of group {}: {e}{hint}", r.replica_id, r.group_id));
+    }
+    Ok(())
+}
+
+pub(super) fn join_request(labels: &NodeLabels, existing_node_id: NodeId, join_id: u64) -> JoinRequest {
+    JoinRequest {
+        join_id,
+        address: labels.addr.clone(),
+        region: labels.region.clone(),
+        read_capacity_rps: labels.read_capacity_rps,
+        price_storage_gb_hour_micros: labels.prices.storage_gb_hour_micros,
+        price_transfer_gb_micros: labels.prices.transfer_gb_micros,
+        price_million_requests_micros: labels.prices.million_requests_micros,
+        disk_capacity_bytes: labels.disk_capacity_bytes,
+        existing_node_id,
+    }
+}
+
+/// Sends `req` to the meta leader, starting from any of `seeds` and
+/// following redirects, until it succeeds or fails for a reason other than
+/// "not the leader yet".
+pub(super) async fn send_join(ctx: &Member, seeds: &[String], req: JoinRequest) -> Result<(u64, u64), String> {
+    let mut delay = Duration::from_millis(100);
+    let mut next: Option<String> = None;
+    let mut i = 0usize;
+    loop {
+        let addr = match next.take() {
+            Some(a) => a,
+            None => {
+                let a = seeds[i % seeds.len()].clone();
+                i += 1;
+                a
+            }
+        };
+        let result = match ctx.cluster.peers.client(&addr) {
+            Err(e) => Err(tonic::Status::invalid_argument(e.to_string())),
+            Ok(mut c) => {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(PEER_CALL_TIMEOUT);
+                c.join(r).await
+            }
+        };
+        match result {
+            Ok(resp) => {
+                let r = resp.into_inner();
+                return Ok((r.node_id, r.meta_replica_id));
+            }
+            Err(s) if s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::DeadlineExceeded => {
+                next = s.metadata().get(LEADER_ADDRESS_METADATA).and_then(|v| v.to_str().ok()).map(String::from);
+                tracing::info!(via = %addr, status = %s.message(), "join: retrying");
+            }
+            Err(s) if s.code() == tonic::Code::InvalidArgument && s.message().contains("bad address") => {
+                return Err(s.message().to_string());
+            }
+            Err(s) if s.code() == tonic::Code::Unknown || s.code() == tonic::Code::Internal => {
+                tracing::info!(via = %addr, status = %s.message(), "join: retrying");
+            }
+            Err(s) => return Err(format!("join refused by {addr}: {}", s.message())),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(JOIN_RETRY_MAX);
+    }
+}
+
+async fn join(ctx: &Member) -> Result<NodeIdentity, String> {
+    if ctx.config.join.is_empty() {
+        return Err("no identity, bootstrap is false and no join address is configured".into());
+    }
+    let req = join_request(&ctx.config.labels(&ctx.addr), 0, ctx.rng.next_u64() | 1);
+    let (node_id, meta_replica_id) = send_join(ctx, &ctx.config.join, req).await?;
+    Ok(NodeIdentity { node_id, meta_replica_id })
+}
