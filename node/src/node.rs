@@ -35,6 +35,7 @@ use crate::raft::network::RaftRouter;
 use crate::rng::NodeRng;
 use crate::storage::SharedEngine;
 use crate::storage::Syncer;
+use crate::storage::format::Opened;
 use crate::storage::sled_engine::SledEngine;
 use crate::transport::Peers;
 use crate::transport::seam::SharedNetwork;
@@ -50,6 +51,12 @@ pub enum NodeError {
         path: String,
         #[source]
         source: std::io::Error,
+    },
+    #[error("cannot open the data directory {path}: {source}")]
+    Format {
+        path: String,
+        #[source]
+        source: crate::storage::format::FormatError,
     },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -116,6 +123,16 @@ impl Node {
             None => SledEngine::open(&config.data_dir, config.cache_capacity_bytes)
                 .map_err(|source| NodeError::Storage { path: config.data_dir.display().to_string(), source })?,
         };
+        let data_dir = || config.data_dir.display().to_string();
+        match crate::storage::format::open(&engine)
+            .await
+            .map_err(|source| NodeError::Format { path: data_dir(), source })?
+        {
+            Opened::Upgraded { from } => {
+                tracing::info!(path = %data_dir(), ?from, "upgraded the data directory's record formats in place")
+            }
+            Opened::Fresh | Opened::Current => {}
+        }
         let syncer = Syncer::start(engine.clone());
         let (bound, incoming) = seams
             .network

@@ -159,6 +159,33 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Starts one node per data directory already in `tmp` (`node{i}/data`,
+    /// as [`start`](Self::start) lays them out), listening on `addrs[i]`:
+    /// the cluster those directories were written by, started again by
+    /// this build. Waits until all `addrs.len()` nodes are members again.
+    pub async fn adopt(tmp: tempfile::TempDir, addrs: &[&str], extra: &str) -> anyhow::Result<Cluster> {
+        let mut nodes = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let dir = tmp.path().join(format!("node{i}"));
+            let config = dir.join("node.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "data_dir = {:?}\nlisten_addr = \"{addr}\"\nregion = \"r{}\"\n{extra}\n",
+                    dir.join("data").display().to_string(),
+                    i % 3
+                ),
+            )?;
+            nodes.push(NodeProc { index: i, addr: addr.to_string(), dir, config, child: None });
+        }
+        let mut cluster = Cluster { _tmp: tmp, nodes };
+        for node in &mut cluster.nodes {
+            node.spawn()?;
+        }
+        cluster.wait_formed(addrs.len()).await?;
+        Ok(cluster)
+    }
+
     pub fn endpoints(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.addr.clone()).collect()
     }

@@ -9,6 +9,7 @@
 //! | raft_state  | group(8) b'p'                         | postcard `LogId` (purged) |
 //! | snapshot    | group(8) b'M'                         | postcard `SnapshotManifest` |
 //! | snapshot    | group(8) b'C' snapshot_id(8) chunk(4) | raw snapshot bytes        |
+//! | local       | b"format"                             | text: format of each record family (`format`) |
 //! | local       | b"identity"                           | postcard `NodeIdentity`   |
 //! | local       | b"replica/" group(8)                  | postcard `LocalReplica`   |
 //! | local       | b"retired/" group(8) replica(8)       | empty: shards kept for handoff |
@@ -59,6 +60,13 @@ pub fn group_end(group: GroupId) -> Vec<u8> {
         Some(next) => next.to_be_bytes().to_vec(),
         None => vec![0xff; 9],
     }
+}
+
+/// The group a key of a group-prefixed tree (raft_log, raft_state,
+/// snapshot) belongs to.
+pub fn group_of(key: &[u8]) -> Option<GroupId> {
+    let b: [u8; 8] = key.get(..8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(b))
 }
 
 pub fn group_start(group: GroupId) -> Vec<u8> {
@@ -157,6 +165,10 @@ mod tests {
         let (s, e) = log_range(1, 0, None);
         assert!(s <= log_entry(1, 0) && log_entry(1, u64::MAX) < e && log_entry(2, 0) >= e);
         assert_eq!(log_index_of(&log_entry(7, 42)), Some(42));
+        assert_eq!(group_of(&log_entry(7, 42)), Some(7));
+        assert_eq!(group_of(&raft_state(9, VOTE_TAG)), Some(9));
+        assert_eq!(group_of(&snapshot_chunk(5, 1, 2)), Some(5));
+        assert_eq!(group_of(&[1, 2, 3]), None);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`syncer`]: group commit. Many groups' appends and votes wait for one
 //!   shared flush + fsync.
 //! - [`keys`]: the key layout of every tree.
+//! - [`format`]: the data directory's format version, checked (and older
+//!   formats upgraded) before anything else reads it.
 //! - [`checksum`]: crc32 seals on the Raft log, Raft state and snapshot
 //!   manifests, checked on every read.
 //! - [`compact`]: offline compaction of a data directory (sled keeps its
@@ -17,6 +19,7 @@
 pub mod checksum;
 pub mod compact;
 pub mod engine;
+pub mod format;
 pub mod keys;
 pub mod memory_engine;
 pub mod sled_engine;
