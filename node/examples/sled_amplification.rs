@@ -5,6 +5,7 @@
 //! wrote to disk and the data directory's size against the live bytes.
 //!   cargo run --release -p shadowstore-node --example sled_amplification -- DIR [MIB] [ROUNDS]
 
+use shadowstore_base::ids::GroupId;
 use std::time::Instant;
 
 use shadowstore_node::blob::shard_store::ShardStore;
@@ -46,12 +47,12 @@ async fn main() {
         for first in (0..blobs).step_by(interleave as usize) {
             let group: Vec<u64> = (first..(first + interleave).min(blobs)).collect();
             for b in &group {
-                store.note_shard(1, round * 1_000_000 + b, 0, 0).unwrap();
+                store.note_shard(GroupId::new(1), round * 1_000_000 + b, 0, 0).unwrap();
             }
             for c in (0..blob_chunks).step_by(8) {
                 for b in &group {
                     let writes = (c..c + 8).map(|i| (i / 8, (i % 8) as u16, chunk.clone())).collect();
-                    store.put_chunks(1, round * 1_000_000 + b, 0, writes).unwrap();
+                    store.put_chunks(GroupId::new(1), round * 1_000_000 + b, 0, writes).unwrap();
                 }
             }
             for b in &group {
@@ -60,7 +61,7 @@ async fn main() {
                 }
                 if round > 0 {
                     // The previous round's version of this blob is superseded.
-                    store.delete_shard(1, (round - 1) * 1_000_000 + b, 0).unwrap();
+                    store.delete_shard(GroupId::new(1), (round - 1) * 1_000_000 + b, 0).unwrap();
                 }
             }
         }

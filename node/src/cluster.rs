@@ -214,7 +214,7 @@ impl Cluster {
         if g.is_leader() {
             let ready =
                 g.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(|e| self.read_error(what, e))?;
-            tracing::debug!(group = g.id, replica = g.replica_id, read_log_id = %ready.log_id(), applied = g.state.applied_index(), "leader read index");
+            tracing::debug!(group = %g.id, replica = %g.replica_id, read_log_id = %ready.log_id(), applied = g.state.applied_index(), "leader read index");
             return Ok(());
         }
         #[cfg(feature = "planted-bugs")]
@@ -223,7 +223,7 @@ impl Cluster {
         }
         let addr = self.leader_addr(g).ok_or_else(|| Error::no_leader(what))?;
         let mut client = self.peers.client(&addr).map_err(|e| Error::unavailable(what, e))?;
-        let mut req = tonic::Request::new(ReadIndexRequest { group_id: g.id });
+        let mut req = tonic::Request::new(ReadIndexRequest { group_id: g.id.get() });
         req.set_timeout(PEER_CALL_TIMEOUT);
         let resp = client.read_index(req).await.map_err(|s| remote_error(what, s))?.into_inner();
         let log_id: LogId = codec::decode("read index", &resp.read_log_id).map_err(|e| Error::internal(what, e))?;
@@ -231,7 +231,7 @@ impl Cluster {
         let lin = Linearizer::<TypeConfig>::new(g.replica_id, ReadLogId::from_log_id(log_id), applied);
         match lin.try_await_ready(&g.raft, Some(FOLLOWER_READ_WAIT)).await {
             Ok(Ok(_)) => {
-                tracing::debug!(group = g.id, replica = g.replica_id, leader = %addr, read_log_id = %log_id, applied = g.state.applied_index(), "follower read index");
+                tracing::debug!(group = %g.id, replica = %g.replica_id, leader = %addr, read_log_id = %log_id, applied = g.state.applied_index(), "follower read index");
                 Ok(())
             }
             Ok(Err(st)) => Err(Error::unavailable(

@@ -219,7 +219,7 @@ impl Node {
 
         let identity = membership::formation::form(&ctx.member).await.map_err(NodeError::Formation)?;
         ctx.cluster.set_identity(identity);
-        tracing::info!(node = identity.node_id, addr = %ctx.addr, "node ready");
+        tracing::info!(node = %identity.node_id, addr = %ctx.addr, "node ready");
 
         let cluster = &ctx.cluster;
         let mut tasks = Vec::new();

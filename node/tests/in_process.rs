@@ -10,6 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use shadowstore_base::ids::GroupId;
+use shadowstore_base::ids::ReplicaId;
 use shadowstore_node::config::NodeConfig;
 use shadowstore_node::node::Node;
 use shadowstore_node::node::Seams;
@@ -85,7 +87,7 @@ fn put(variant: &str, value: &[u8]) -> v1::PutRequest {
 
 /// Three nodes with three meta voters and resource "r" on all of them,
 /// holding one write; returns the nodes and the group id of "r".
-async fn three_nodes_with_a_resource() -> (Vec<TestNode>, u64) {
+async fn three_nodes_with_a_resource() -> (Vec<TestNode>, GroupId) {
     let first = start_node(1, None).await;
     let seed = first.node.addr().to_string();
     let mut nodes = vec![first];
@@ -107,7 +109,7 @@ async fn three_nodes_with_a_resource() -> (Vec<TestNode>, u64) {
             .await
     })
     .await;
-    let group = created.resource.unwrap().group_id;
+    let group = GroupId::new(created.resource.unwrap().group_id);
     on_any(&nodes, |mut s| async move { s.put(put("v", b"1")).await }).await;
     (nodes, group)
 }
@@ -160,7 +162,7 @@ async fn a_replica_whose_raft_records_rotted_is_quarantined_and_replaced_in_plac
     // It restarts on the same disk: the replica must not start from the
     // rotted log, and the cluster replaces it on the same node (all three
     // nodes host "r"), under a new replica id.
-    nodes.push(start_node_on(node_id, None, engine).await);
+    nodes.push(start_node_on(node_id.get(), None, engine).await);
     let restarted = nodes.last().unwrap().node.ctx().clone();
     let new_replica = eventually(Duration::from_secs(60), "replacement replica running", || {
         let g = restarted.cluster.registry.get(group)?;
@@ -180,7 +182,7 @@ async fn a_replica_whose_raft_records_rotted_is_quarantined_and_replaced_in_plac
     .await;
     eventually(Duration::from_secs(30), "old replica out of the membership", || {
         let m = new_replica.metrics();
-        let members: Vec<u64> = m.membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        let members: Vec<ReplicaId> = m.membership_config.membership().nodes().map(|(id, _)| *id).collect();
         (!members.contains(&old_replica) && members.contains(&new_replica.replica_id)).then_some(())
     })
     .await;
@@ -371,7 +373,7 @@ async fn a_meta_voter_keeps_its_demand_history_across_a_restart_and_receives_wha
     let held = reads_last_hour(&leader);
     // It comes back on the same disk: it loads what it held, and the
     // leader sends it what it missed, in order.
-    nodes.push(start_node_on(node_id, None, engine).await);
+    nodes.push(start_node_on(node_id.get(), None, engine).await);
     let back = nodes.last().unwrap().node.ctx().clone();
     assert!(reads_last_hour(&back) >= before_away, "the history on disk was not loaded");
     eventually(Duration::from_secs(60), "the returning voter holds the reads it missed", || {

@@ -16,7 +16,7 @@ use shadowstore_node::storage::sled_engine::SledEngine;
 
 /// Resource group id used by the suite (not the meta group: its state
 /// machine kind differs, the log store does not).
-const GROUP: u64 = 7;
+const GROUP: shadowstore_base::ids::GroupId = shadowstore_base::ids::GroupId::new(7);
 
 struct SledBuilder;
 

@@ -197,13 +197,13 @@ mod tests {
     fn ledger_sums_by_shadow_resource_and_node() {
         let prices = Prices { storage_gb_hour_micros: 100, transfer_gb_micros: 1_000, million_requests_micros: 0 };
         let mut ledger = CostLedger::default();
-        ledger.charge_transfer("a", 4, &prices, 1_000_000_000);
-        ledger.charge_interval("a", 4, &prices, 1_000_000_000, 3_600.0, 0.0);
-        ledger.charge_interval("b", 4, &prices, 1_000_000_000, 7_200.0, 0.0);
-        ledger.charge_interval("a", 5, &prices, 1_000_000_000, 3_600.0, 0.0);
-        assert_eq!(ledger.by_shadow[&("a".to_string(), 4)].total_micros(), 1_100.0);
+        ledger.charge_transfer("a", NodeId::new(4), &prices, 1_000_000_000);
+        ledger.charge_interval("a", NodeId::new(4), &prices, 1_000_000_000, 3_600.0, 0.0);
+        ledger.charge_interval("b", NodeId::new(4), &prices, 1_000_000_000, 7_200.0, 0.0);
+        ledger.charge_interval("a", NodeId::new(5), &prices, 1_000_000_000, 3_600.0, 0.0);
+        assert_eq!(ledger.by_shadow[&("a".to_string(), NodeId::new(4))].total_micros(), 1_100.0);
         assert_eq!(ledger.by_resource["a"].total_micros(), 1_200.0);
-        assert_eq!(ledger.by_node[&4].total_micros(), 1_300.0);
+        assert_eq!(ledger.by_node[&NodeId::new(4)].total_micros(), 1_300.0);
         assert_eq!(ledger.total_micros(), 1_400.0);
     }
 }

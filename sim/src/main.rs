@@ -2,6 +2,7 @@
 //! A failing seed prints the command that replays it and writes its
 //! history to `target/sim-failures/`.
 
+use shadowstore_base::ids::NodeId;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -403,7 +404,7 @@ fn demand_store(dir: &std::path::Path, pairs: usize) -> std::io::Result<()> {
         })
         .collect();
     let started = Instant::now();
-    state.ingest(&reports, 1, 0);
+    state.ingest(&reports, NodeId::new(1), 0);
     let journal_ms = started.elapsed().as_secs_f64() * 1e3;
     let started = Instant::now();
     runtime.block_on(state.snapshot());

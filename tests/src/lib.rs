@@ -359,6 +359,7 @@ pub async fn rot_raft_record(data_dir: &Path, group: u64) {
     use shadowstore_node::storage::keys;
     use shadowstore_node::storage::sled_engine::SledEngine;
 
+    let group = shadowstore_base::ids::GroupId::new(group);
     let engine = SledEngine::open(data_dir, 8 << 20).expect("open stopped node's sled");
     let last_entry =
         engine.last_in_range(Tree::Log, &keys::group_start(group), &keys::group_end(group)).expect("read the log");

@@ -194,6 +194,7 @@ async fn large_blobs_holders_down_and_concurrent_writers() {
 async fn corrupt_chunk(data_dir: &std::path::Path, group: u64, stripe: u32, chunk: u16) -> u8 {
     let engine = SledEngine::open(data_dir, 8 << 20).expect("open stopped node's sled");
     let store = ShardStore::new(engine.clone());
+    let group = shadowstore_base::ids::GroupId::new(group);
     let held = store.held(group).unwrap();
     assert_eq!(held.len(), 1, "one blob held: {held:?}");
     let (blob, shard, _) = held[0];

@@ -184,7 +184,7 @@ async fn a_quarantined_replicas_shards_are_handed_off_before_they_are_deleted() 
     }
     {
         let engine = SledEngine::open(&cluster.nodes[victim].data_dir(), 8 << 20).expect("open stopped node's sled");
-        let held = ShardStore::new(engine.clone()).held(info.group_id).unwrap();
+        let held = ShardStore::new(engine.clone()).held(shadowstore_base::ids::GroupId::new(info.group_id)).unwrap();
         assert!(held.is_empty(), "shards left behind: {held:?}");
         let (s, e) = keys::retired_replicas_range();
         assert!(engine.range(Tree::Local, &s, &e, usize::MAX).unwrap().is_empty(), "retired record left");

@@ -2,6 +2,8 @@
 //! validated before anything else happens; where a request is served (and
 //! where it is redirected) is decided in [`super::route`].
 
+use shadowstore_base::ids::NodeId;
+use shadowstore_base::ids::ReplicaId;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -60,8 +62,8 @@ impl ClientService {
             .replicas
             .iter()
             .map(|r| v1::ReplicaInfo {
-                replica_id: r.replica_id,
-                node_id: r.node_id,
+                replica_id: r.replica_id.get(),
+                node_id: r.node_id.get(),
                 address: self
                     .cluster()
                     .with_meta(|m| m.addr_of(r.node_id).map(String::from))
@@ -76,7 +78,7 @@ impl ClientService {
             .collect();
         v1::ResourceInfo {
             name: rec.name.clone(),
-            group_id: rec.group_id,
+            group_id: rec.group_id.get(),
             replication_factor: rec.replication_factor,
             replicas,
             data_shards: rec.storage.k as u32,
@@ -138,7 +140,7 @@ impl ShadowStore for ClientService {
             .cluster()
             .with_meta(|m| {
                 let load = m.replicas_per_node();
-                let mut live: Vec<(usize, u64)> = m
+                let mut live: Vec<(usize, NodeId)> = m
                     .nodes
                     .keys()
                     .filter(|n| **n == me || detector.is_up(**n))
@@ -164,7 +166,7 @@ impl ShadowStore for ClientService {
         };
         match self.cluster().propose_meta(cmd).await? {
             MetaResponse::Created(rec) => {
-                tracing::info!(resource = %rec.name, group = rec.group_id, "resource created");
+                tracing::info!(resource = %rec.name, group = %rec.group_id, "resource created");
                 Ok(Response::new(v1::CreateResourceResponse { resource: Some(self.resource_info(&rec, None)) }))
             }
             MetaResponse::AlreadyExists(_) => {
@@ -288,7 +290,7 @@ impl ShadowStore for ClientService {
         Ok(Response::new(v1::GetResponse {
             value: value.freeze(),
             version: version.version,
-            served_by_node: self.cluster().identity().map(|i| i.node_id).unwrap_or(0),
+            served_by_node: self.cluster().identity().map_or(0, |i| i.node_id.get()),
             applied_index,
         }))
     }
@@ -302,7 +304,7 @@ impl ShadowStore for ClientService {
             header: Some(v1::GetHeader {
                 version: version.version,
                 size: version.size,
-                served_by_node: self.cluster().identity().map(|i| i.node_id).unwrap_or(0),
+                served_by_node: self.cluster().identity().map_or(0, |i| i.node_id.get()),
                 storage: data::storage_name(&version.content).to_string(),
             }),
             data: Bytes::new(),
@@ -364,14 +366,14 @@ impl ShadowStore for ClientService {
                 resource_state(&st)?.clone(),
             )
         };
-        let leader_replica_id = m.current_leader.unwrap_or(0);
+        let leader_replica_id = m.current_leader.unwrap_or(ReplicaId::new(0));
         let progress = m
             .replication
             .as_ref()
             .map(|repl| {
                 repl.iter()
                     .map(|(r, matched)| v1::ReplicaProgress {
-                        replica_id: *r,
+                        replica_id: r.get(),
                         matched_index: matched.as_ref().map(|l| l.index),
                     })
                     .collect()
@@ -382,8 +384,8 @@ impl ShadowStore for ClientService {
         let variants = data::variant_details(&self.data, &g, rs).await;
         Ok(Response::new(v1::DescribeResourceResponse {
             resource: Some(info),
-            leader_replica_id,
-            leader_node_id: rec.node_of(leader_replica_id).unwrap_or(0),
+            leader_replica_id: leader_replica_id.get(),
+            leader_node_id: rec.node_of(leader_replica_id).map_or(0, NodeId::get),
             term: m.current_term,
             applied_index,
             committed_index: m.local_committed.as_ref().map(|l| l.index).unwrap_or(0),
@@ -430,7 +432,7 @@ impl ShadowStore for ClientService {
         let s = &self.data.scrubber.stats;
         let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         Ok(Response::new(v1::ScrubStatusResponse {
-            node_id: self.cluster().node_id()?,
+            node_id: self.cluster().node_id()?.get(),
             passes_completed: l(&s.passes_completed),
             pass_shards_done: l(&s.pass_shards_done),
             pass_shards_total: l(&s.pass_shards_total),
@@ -453,7 +455,7 @@ impl ShadowStore for ClientService {
         let me = self.cluster().node_id()?;
         let meta = self.cluster().meta_group().ok_or_else(status::not_ready)?;
         let meta_metrics = meta.metrics();
-        let voters: Vec<u64> = meta_metrics.membership_config.membership().voter_ids().collect();
+        let voters: Vec<ReplicaId> = meta_metrics.membership_config.membership().voter_ids().collect();
         let meta_leader = meta_metrics.current_leader;
         let local = self.cluster().registry.all();
         let (nodes, meta_leader_node_id, resource_count) = self
@@ -462,7 +464,7 @@ impl ShadowStore for ClientService {
                 let leader_node = meta_leader
                     .and_then(|l| m.nodes.values().find(|n| n.meta_replica_id == l))
                     .map(|n| n.node_id)
-                    .unwrap_or(0);
+                    .unwrap_or(NodeId::new(0));
                 let nodes: Vec<v1::NodeStatus> = m
                     .nodes
                     .values()
@@ -484,7 +486,7 @@ impl ShadowStore for ClientService {
                             }
                         };
                         v1::NodeStatus {
-                            node_id: n.node_id,
+                            node_id: n.node_id.get(),
                             address: n.labels.addr.clone(),
                             region: n.labels.region.clone(),
                             read_capacity_rps: n.labels.read_capacity_rps,
@@ -498,6 +500,10 @@ impl ShadowStore for ClientService {
                 (nodes, leader_node, m.resources.len() as u64)
             })
             .ok_or_else(status::not_ready)?;
-        Ok(Response::new(v1::ClusterStatusResponse { meta_leader_node_id, nodes, resource_count }))
+        Ok(Response::new(v1::ClusterStatusResponse {
+            meta_leader_node_id: meta_leader_node_id.get(),
+            nodes,
+            resource_count,
+        }))
     }
 }

@@ -2,6 +2,8 @@
 //! erasure-coded), resolving the version a read asks for, streaming a
 //! blob's bytes, and describing versions with the health of their shards.
 
+use shadowstore_base::ids::GroupId;
+use shadowstore_base::ids::NodeId;
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -169,7 +171,7 @@ pub fn storage_name(c: &Content) -> &'static str {
 /// A version's bytes in pieces of at most `STREAM_CHUNK_BYTES_MAX`.
 pub fn version_bytes(
     ctx: Arc<DataPlane>,
-    group: u64,
+    group: GroupId,
     v: &Version,
 ) -> impl Stream<Item = Result<Bytes, Status>> + Send + 'static {
     let pieces = |b: Bytes| {
@@ -201,8 +203,9 @@ async fn shard_health(
             by_holder.entry(*h).or_default().push(ShardRef { blob_id: m.blob_id, shard: j as u32 });
         }
     }
-    let node_of =
-        |r: ReplicaId| ctx.cluster.with_meta(|meta| meta.replica_index.get(&r).copied()).flatten().unwrap_or(0);
+    let node_of = |r: ReplicaId| {
+        ctx.cluster.with_meta(|meta| meta.replica_index.get(&r).copied()).flatten().unwrap_or(NodeId::new(0))
+    };
     let mut out = HashMap::new();
     for (holder, refs) in by_holder {
         let answers: Result<Vec<(u64, u32, bool, u64, u64)>, String> = if holder == g.replica_id {
@@ -224,8 +227,8 @@ async fn shard_health(
             match ctx.cluster.replica_addr(holder).map(|a| ctx.cluster.peers.client(&a)) {
                 Some(Ok(mut c)) => {
                     let mut req = tonic::Request::new(ShardInventoryRequest {
-                        group_id: g.id,
-                        target_replica_id: holder,
+                        group_id: g.id.get(),
+                        target_replica_id: holder.get(),
                         shards: refs.clone(),
                     });
                     req.set_timeout(PEER_CALL_TIMEOUT);
@@ -262,8 +265,8 @@ async fn shard_health(
                 (r.blob_id, r.shard as usize),
                 v1::ShardHealth {
                     shard: r.shard,
-                    replica_id: holder,
-                    node_id: node_of(holder),
+                    replica_id: holder.get(),
+                    node_id: node_of(holder).get(),
                     state: entry.0.to_string(),
                     chunks_expected: expected,
                     chunks_stored: entry.1,

@@ -6,6 +6,9 @@
 //! replica that was replaced), is refused with NOT_FOUND, which the sender
 //! treats as "unreachable, back off".
 
+use shadowstore_base::ids::GroupId;
+use shadowstore_base::ids::NodeId;
+use shadowstore_base::ids::ReplicaId;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -80,9 +83,9 @@ impl PeerService {
         let g = self
             .cluster()
             .registry
-            .get(group)
+            .get(GroupId::new(group))
             .ok_or_else(|| Status::not_found(format!("group {group} is not hosted here")))?;
-        if g.replica_id != replica {
+        if g.replica_id != ReplicaId::new(replica) {
             return Err(Status::not_found(format!(
                 "group {group} is hosted here as replica {}, not {replica}",
                 g.replica_id
@@ -161,7 +164,7 @@ impl Peer for PeerService {
         let shard = u8::try_from(h.shard).map_err(|_| Status::invalid_argument(format!("shard index {}", h.shard)))?;
         self.replica(h.group_id, h.target_replica_id)?;
         let chunks = stream.map(|r| r.map_err(|s| s.message().to_string()));
-        let stored = crate::blob::holder::store_shard(&self.data, h.group_id, h.blob_id, shard, chunks)
+        let stored = crate::blob::holder::store_shard(&self.data, GroupId::new(h.group_id), h.blob_id, shard, chunks)
             .await
             .map_err(holder_status)?;
         Ok(Response::new(WriteShardResponse { chunks_stored: stored }))
@@ -172,7 +175,7 @@ impl Peer for PeerService {
         // A quarantined or removed replica's shards are still served until
         // they are handed off: each chunk is checked by the reader against
         // the manifest's crc32.
-        if !self.cluster().registry.serves_shards_of(r.group_id, r.target_replica_id) {
+        if !self.cluster().registry.serves_shards_of(GroupId::new(r.group_id), ReplicaId::new(r.target_replica_id)) {
             return Err(Status::not_found(format!(
                 "no shards of replica {} of group {} here",
                 r.target_replica_id, r.group_id
@@ -186,7 +189,7 @@ impl Peer for PeerService {
         let shard = u8::try_from(r.shard).map_err(|_| Status::invalid_argument(format!("shard index {}", r.shard)))?;
         let chunks = crate::blob::holder::read_shard(
             &self.data,
-            r.group_id,
+            GroupId::new(r.group_id),
             r.blob_id,
             shard,
             r.first_stripe,
@@ -206,8 +209,8 @@ impl Peer for PeerService {
         let mut shards = Vec::with_capacity(r.shards.len());
         for s in r.shards {
             let shard = s.shard as u8;
-            let held = store.held_shard(r.group_id, s.blob_id, shard).map_err(status::storage)?;
-            let finding = self.data.scrubber.finding(r.group_id, s.blob_id, shard).unwrap_or_default();
+            let held = store.held_shard(GroupId::new(r.group_id), s.blob_id, shard).map_err(status::storage)?;
+            let finding = self.data.scrubber.finding(GroupId::new(r.group_id), s.blob_id, shard).unwrap_or_default();
             shards.push(ShardInventoryEntry {
                 blob_id: s.blob_id,
                 shard: s.shard,
@@ -231,7 +234,7 @@ impl Peer for PeerService {
         let g = self
             .cluster()
             .registry
-            .get(r.group_id)
+            .get(GroupId::new(r.group_id))
             .ok_or_else(|| Status::not_found(format!("group {} is not hosted here", r.group_id)))?;
         self.cluster().linearize(&g, "shard holders").await?;
         let blobs = r
@@ -242,7 +245,7 @@ impl Peer for PeerService {
                 Some(m) => BlobHolders {
                     blob_id,
                     retained: true,
-                    holders: m.holders.clone(),
+                    holders: shadowstore_base::ids::numbers(&m.holders),
                     size: m.layout.size,
                     stripe_size: m.layout.stripe_size,
                     k: m.layout.k as u32,
@@ -328,7 +331,7 @@ impl Peer for PeerService {
         let g = self
             .cluster()
             .registry
-            .get(group)
+            .get(GroupId::new(group))
             .ok_or_else(|| Status::not_found(format!("group {group} is not hosted here")))?;
         g.touch();
         let what = "read index";
@@ -355,10 +358,10 @@ impl Peer for PeerService {
         let node_id = self.cluster().node_id()?;
         let registry = &self.cluster().registry;
         Ok(Response::new(PingResponse {
-            node_id,
+            node_id: node_id.get(),
             groups_hosted: registry.len() as u64,
             groups_led: registry.led.load(std::sync::atomic::Ordering::Relaxed),
-            quarantined_replica_ids: registry.quarantined().into_values().collect(),
+            quarantined_replica_ids: registry.quarantined().into_values().map(ReplicaId::get).collect(),
         }))
     }
 
@@ -389,7 +392,7 @@ impl Peer for PeerService {
                 shadowstore_placement::demand::recorder::DEMAND_KEYS_MAX
             )));
         }
-        crate::placement::collect::ingest(&self.placement, req.node_id, &demand);
+        crate::placement::collect::ingest(&self.placement, NodeId::new(req.node_id), &demand);
         Ok(Response::new(shadowstore_proto::peer::ShareDemandResponse {}))
     }
 }

@@ -4,6 +4,8 @@
 //! there; another node answers UNAVAILABLE naming the leader (the client
 //! library follows it).
 
+use shadowstore_base::ids::NodeId;
+use shadowstore_base::ids::numbers;
 use shadowstore_placement::bounds::{PRICE_MICROS_MAX, PRIORITY_ABS_MAX, REGION_DISTANCE_MAX};
 use shadowstore_placement::demand::DemandKey;
 use shadowstore_placement::demand::history::{FIVE_MIN_MS, FIVE_MIN_SLOTS};
@@ -119,7 +121,7 @@ fn config_message(m: &MetaState) -> v1::PlacementConfigResponse {
         prices: m
             .nodes
             .values()
-            .map(|n| v1::NodePrices { node_id: n.node_id, prices: Some(prices_message(&m.prices_of(n))) })
+            .map(|n| v1::NodePrices { node_id: n.node_id.get(), prices: Some(prices_message(&m.prices_of(n))) })
             .collect(),
         priorities: m.placement.priorities.iter().map(|(r, p)| (r.clone(), *p)).collect(),
         region_distances: m
@@ -185,7 +187,7 @@ fn setting_command(p: &Placement, req: &v1::SetPlacementConfigRequest, now_ms: u
         }
         let mut prices = p
             .cluster
-            .with_meta(|m| m.nodes.get(&req.node_id).map(|n| m.prices_of(n)))
+            .with_meta(|m| m.nodes.get(&NodeId::new(req.node_id)).map(|n| m.prices_of(n)))
             .flatten()
             .ok_or_else(|| Status::not_found(format!("node {} is not a member", req.node_id)))?;
         let value = parse_u64(key, &req.value, 0, PRICE_MICROS_MAX)?;
@@ -194,7 +196,7 @@ fn setting_command(p: &Placement, req: &v1::SetPlacementConfigRequest, now_ms: u
             return Err(Status::invalid_argument(format!("unknown price {part:?}; known: {}", known.join(", "))));
         };
         prices.set(kind, value).map_err(Status::invalid_argument)?;
-        return Ok(MetaCommand::SetNodePrices { now_ms, node_id: req.node_id, prices });
+        return Ok(MetaCommand::SetNodePrices { now_ms, node_id: NodeId::new(req.node_id), prices });
     }
     let Some(setting) = PlacementSetting::parse(key, &req.value) else {
         return Err(Status::invalid_argument(format!(
@@ -235,7 +237,7 @@ fn record_message(r: &PlacementRecord) -> v1::PlacementRecord {
     v1::PlacementRecord {
         at_ms: r.at_ms,
         action: action as i32,
-        nodes: r.nodes.clone(),
+        nodes: numbers(&r.nodes),
         p_exceed_permille: r.p_exceed_permille,
         reason: r.reason.clone(),
     }
@@ -265,7 +267,7 @@ fn candidate_message(c: &Candidate) -> v1::Candidate {
         }
     };
     v1::Candidate {
-        node_id: c.node_id,
+        node_id: c.node_id.get(),
         region: c.region.clone(),
         region_distance: c.region_distance,
         spare_rps: c.spare_rps,
@@ -282,12 +284,12 @@ fn plan_message(plan: &Plan) -> v1::Plan {
     let action = match &plan.action {
         Action::Hold { reason } => pa::Action::Hold(pa::Hold { reason: reason.clone() }),
         Action::AddShadows { nodes, added_rps, short_rps } => pa::Action::AddShadows(pa::AddShadows {
-            nodes: nodes.clone(),
+            nodes: numbers(nodes),
             added_rps: *added_rps,
             short_rps: *short_rps,
         }),
         Action::Retire { nodes, reason } => {
-            pa::Action::Retire(pa::Retire { nodes: nodes.clone(), reason: reason.clone() })
+            pa::Action::Retire(pa::Retire { nodes: numbers(nodes), reason: reason.clone() })
         }
     };
     v1::Plan {
@@ -311,7 +313,7 @@ fn plan_message(plan: &Plan) -> v1::Plan {
             .shadows
             .iter()
             .map(|s| v1::ShadowVerdict {
-                node_id: s.node_id,
+                node_id: s.node_id.get(),
                 p_exceed_without: s.p_exceed_without,
                 low_now: s.low_now,
                 retire: s.retire,

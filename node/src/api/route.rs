@@ -7,6 +7,7 @@
 //! UNAVAILABLE with the address to try in `x-shadowstore-leader`. A read is
 //! counted as demand and admitted (or shed) only where it is served.
 
+use shadowstore_base::ids::NodeId;
 use std::sync::Arc;
 
 use shadowstore_proto::v1;
@@ -53,7 +54,7 @@ impl ClientService {
 
     /// A node hosting `rec`, preferring one the failure detector sees up.
     pub(super) fn hosting_addr(&self, rec: &ResourceRecord) -> Option<String> {
-        let addrs: Vec<(u64, String)> = self
+        let addrs: Vec<(NodeId, String)> = self
             .cluster()
             .with_meta(|m| {
                 rec.replicas.iter().filter_map(|r| m.addr_of(r.node_id).map(|a| (r.node_id, a.to_string()))).collect()

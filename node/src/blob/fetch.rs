@@ -47,8 +47,8 @@ async fn raw_chunks(
         .ok_or_else(|| ShardFault::Unreachable(format!("replica {holder_replica} has no known address")))?;
     let mut client = ctx.cluster.peers.client(&addr).map_err(|e| ShardFault::Unreachable(e.to_string()))?;
     let mut req = tonic::Request::new(ReadShardRequest {
-        group_id: group,
-        target_replica_id: holder_replica,
+        group_id: group.get(),
+        target_replica_id: holder_replica.get(),
         blob_id: m.blob_id,
         shard: shard as u32,
         first_stripe: stripe,

@@ -84,7 +84,7 @@ pub async fn run(ctx: Arc<DataPlane>, timing: GcTiming) {
                 Ok(_) if !collect_orphans => Vec::new(),
                 Ok(h) => h,
                 Err(e) => {
-                    tracing::warn!(group = g.id, error = %e, "gc: cannot list shards");
+                    tracing::warn!(group = %g.id, error = %e, "gc: cannot list shards");
                     continue;
                 }
             };
@@ -104,7 +104,7 @@ pub async fn run(ctx: Arc<DataPlane>, timing: GcTiming) {
             if !candidates.is_empty() {
                 // Decide on a state at least as new as the committed log.
                 if let Err(e) = ctx.cluster.linearize(&g, "garbage collection").await {
-                    tracing::debug!(group = g.id, error = %e, "gc: not caught up with the leader; deferring");
+                    tracing::debug!(group = %g.id, error = %e, "gc: not caught up with the leader; deferring");
                     candidates.clear();
                 }
             }
@@ -123,9 +123,9 @@ pub async fn run(ctx: Arc<DataPlane>, timing: GcTiming) {
                     Ok(()) => {
                         ctx.scrubber.stats.orphan_shards_collected.fetch_add(1, Ordering::Relaxed);
                         seen.remove(&key);
-                        tracing::info!(group = g.id, blob, shard, "gc: removed unreferenced shard");
+                        tracing::info!(group = %g.id, blob, shard, "gc: removed unreferenced shard");
                     }
-                    Err(e) => tracing::warn!(group = g.id, blob, error = %e, "gc: delete failed"),
+                    Err(e) => tracing::warn!(group = %g.id, blob, error = %e, "gc: delete failed"),
                 }
             }
             if expire_due && g.is_leader() {
@@ -135,13 +135,13 @@ pub async fn run(ctx: Arc<DataPlane>, timing: GcTiming) {
                     keep_versions,
                 };
                 if let Err(e) = g.propose(Command::Resource(cmd)).await {
-                    tracing::debug!(group = g.id, error = %e, "gc: expire proposal failed");
+                    tracing::debug!(group = %g.id, error = %e, "gc: expire proposal failed");
                 }
             }
             if g.is_leader()
                 && let Err(e) = super::reencode::reencode_one(&ctx, &g).await
             {
-                tracing::debug!(group = g.id, error = %e, "re-encoding a narrow blob failed; retrying later");
+                tracing::debug!(group = %g.id, error = %e, "re-encoding a narrow blob failed; retrying later");
             }
         }
         unreferenced_since = seen;

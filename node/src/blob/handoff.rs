@@ -55,7 +55,7 @@ pub async fn run(ctx: Arc<DataPlane>, interval: Duration, orphan_grace: Duration
         tick.tick().await;
         for (group, retired) in ctx.cluster.registry.retired() {
             if let Err(e) = pass(&ctx, group, &retired, orphan_grace).await {
-                tracing::warn!(group, ?retired, error = %e, "handoff of a removed replica's shards");
+                tracing::warn!(%group, ?retired, error = %e, "handoff of a removed replica's shards");
             }
         }
     }
@@ -84,7 +84,7 @@ async fn pass(
         return Ok(()); // no meta state yet
     };
     if !exists {
-        tracing::info!(group, "resource deleted: dropping a removed replica's shards");
+        tracing::info!(%group, "resource deleted: dropping a removed replica's shards");
         store.delete_group(group).map_err(|e| e.to_string())?;
         return ctx.cluster.registry.forget_retired(group).await.map_err(|e| e.to_string());
     }
@@ -110,7 +110,7 @@ async fn pass(
         .take(SHARDS_PER_PASS_MAX)
         .collect();
     if todo.is_empty() {
-        tracing::info!(group, ?retired, "every shard of the removed replica is placed");
+        tracing::info!(%group, ?retired, "every shard of the removed replica is placed");
         return ctx.cluster.registry.forget_retired(group).await.map_err(|e| e.to_string());
     }
     let blob_ids: Vec<u64> = todo.iter().map(|(b, _, _)| *b).collect::<BTreeSet<_>>().into_iter().collect();
@@ -118,12 +118,12 @@ async fn pass(
     let local_replica = local.as_ref().map(|g| g.replica_id);
     for (blob, shard, held) in todo {
         let Some(b) = holders.get(&blob) else { continue };
-        let current = b.holders.get(shard as usize).copied();
+        let current = b.holders.get(shard as usize).copied().map(ReplicaId::new);
         if !b.retained || current.is_none() {
             let age_ms = ctx.clock.now_ms().saturating_sub(held.received_at_ms);
             if age_ms >= orphan_grace.as_millis() as u64 {
                 store.delete_shard(group, blob, shard).map_err(|e| e.to_string())?;
-                tracing::info!(group, blob, shard, "removed replica's shard belongs to no retained version; deleted");
+                tracing::info!(%group, blob, shard, "removed replica's shard belongs to no retained version; deleted");
             }
             continue;
         }
@@ -137,12 +137,12 @@ async fn pass(
         match hand_off(ctx, group, blob, shard, layout, to, &addr).await {
             Ok(done) if done.complete || !done.retained => {
                 store.delete_shard(group, blob, shard).map_err(|e| e.to_string())?;
-                tracing::info!(group, blob, shard, to, "removed replica's shard handed off; local copy deleted");
+                tracing::info!(%group, blob, shard, %to, "removed replica's shard handed off; local copy deleted");
             }
             Ok(_) => {
-                tracing::warn!(group, blob, shard, to, "handed off, but the holder still lacks verified chunks; kept")
+                tracing::warn!(%group, blob, shard, %to, "handed off, but the holder still lacks verified chunks; kept")
             }
-            Err(e) => tracing::debug!(group, blob, shard, to, error = %e, "handoff failed; retrying later"),
+            Err(e) => tracing::debug!(%group, blob, shard, %to, error = %e, "handoff failed; retrying later"),
         }
     }
     Ok(())
@@ -165,13 +165,13 @@ async fn shard_holders(
                 continue;
             }
         };
-        let mut req = tonic::Request::new(ShardHoldersRequest { group_id: group, blob_ids: blob_ids.clone() });
+        let mut req = tonic::Request::new(ShardHoldersRequest { group_id: group.get(), blob_ids: blob_ids.clone() });
         req.set_timeout(PEER_CALL_TIMEOUT * 2);
         match client.shard_holders(req).await {
             Ok(r) => return Ok(r.into_inner().blobs.into_iter().map(|b| (b.blob_id, b)).collect()),
             Err(s) => {
                 last = format!("replica {replica}: {}", s.message());
-                tracing::debug!(group, replica, error = %s, "shard holders: replica did not answer");
+                tracing::debug!(%group, %replica, error = %s, "shard holders: replica did not answer");
             }
         }
     }
@@ -189,7 +189,12 @@ async fn hand_off(
     addr: &str,
 ) -> Result<holder::HandOff, String> {
     let header = ShardChunk {
-        header: Some(ShardStreamHeader { group_id: group, target_replica_id: to, blob_id: blob, shard: shard as u32 }),
+        header: Some(ShardStreamHeader {
+            group_id: group.get(),
+            target_replica_id: to.get(),
+            blob_id: blob,
+            shard: shard as u32,
+        }),
         ..Default::default()
     };
     // Read one stripe at a time as the stream is sent: a shard can be

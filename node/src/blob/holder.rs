@@ -206,7 +206,7 @@ where
         return Ok(HandOff { retained: false, complete: false });
     };
     if m.shard_of(g.replica_id) != Some(shard as usize) {
-        return Err(HolderError::NotHolder { replica: g.replica_id, blob, shard });
+        return Err(HolderError::NotHolder { replica: g.replica_id.get(), blob, shard });
     }
     let _active = ctx.active_writes.enter((g.id, blob, shard));
     let store = ShardStore::new(ctx.engine.clone());

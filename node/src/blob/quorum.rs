@@ -96,7 +96,7 @@ pub fn holder_live(ctx: &DataPlane, g: &Group, replica: ReplicaId) -> bool {
         .detector
         .view(node)
         .and_then(|v| v.last_answer)
-        .is_some_and(|a| a.quarantined_replica_ids.contains(&replica));
+        .is_some_and(|a| a.quarantined_replica_ids.contains(&replica.get()));
     ctx.cluster.detector.is_up(node) && !quarantined && !ctx.holder_failures.recent(replica)
 }
 
@@ -117,7 +117,7 @@ pub fn choose_layout(
     match write_code(k, m, live.len()) {
         Some((wk, wm)) if wk == k && wm == m => Ok((k, m, voters.to_vec())),
         Some((wk, wm)) => {
-            tracing::info!(group = g.id, live = ?live, voters = ?voters, code = %format!("{wk}+{wm}"), "writing a narrower code over the live holders");
+            tracing::info!(group = %g.id, live = ?live, voters = ?voters, code = %format!("{wk}+{wm}"), "writing a narrower code over the live holders");
             Ok((wk, wm, live))
         }
         None => Err(Error::Unavailable(format!(
@@ -141,8 +141,8 @@ async fn still_holds(ctx: &DataPlane, g: &Group, m: &BlobManifest, shard: usize)
     let Some(addr) = ctx.cluster.replica_addr(holder) else { return false };
     let Ok(mut client) = ctx.cluster.peers.client(&addr) else { return false };
     let mut req = tonic::Request::new(ShardInventoryRequest {
-        group_id: g.id,
-        target_replica_id: holder,
+        group_id: g.id.get(),
+        target_replica_id: holder.get(),
         shards: vec![ShardRef { blob_id: m.blob_id, shard: shard as u32 }],
     });
     req.set_timeout(PEER_CALL_TIMEOUT);

@@ -56,7 +56,7 @@ pub async fn read_stripe(ctx: &DataPlane, group: GroupId, m: &BlobManifest, stri
     ctx.stats.degraded_stripes.fetch_add(1, Ordering::Relaxed);
     let faults: Vec<String> =
         data.iter().enumerate().filter_map(|(j, d)| d.as_ref().err().map(|e| format!("shard {j}: {e}"))).collect();
-    tracing::warn!(group, blob = m.blob_id, stripe, ?faults, "degraded read: reconstructing");
+    tracing::warn!(%group, blob = %m.blob_id, stripe, ?faults, "degraded read: reconstructing");
     let parity = futures::future::join_all((k..m.layout.shards()).map(|j| fetch_shard(ctx, group, m, j, stripe))).await;
     let mut all: Vec<Result<Vec<u8>, ShardFault>> = data.into_iter().chain(parity).collect();
     // A holder that did not answer may just be reconnecting: ask again once.
@@ -72,7 +72,7 @@ pub async fn read_stripe(ctx: &DataPlane, group: GroupId, m: &BlobManifest, stri
     if all.iter().filter(|r| r.is_ok()).count() < k {
         let faults: Vec<String> =
             all.iter().enumerate().filter_map(|(j, r)| r.as_ref().err().map(|e| format!("shard {j}: {e}"))).collect();
-        tracing::error!(group, blob = m.blob_id, stripe, ?faults, "stripe unreadable");
+        tracing::error!(%group, blob = %m.blob_id, stripe, ?faults, "stripe unreadable");
     }
     let mut shards: Vec<Option<Vec<u8>>> = all.into_iter().map(Result::ok).collect();
     let shards = match reconstruct(&mut shards, m, stripe) {

@@ -71,6 +71,6 @@ pub async fn reencode_one(ctx: &Arc<DataPlane>, g: &Group) -> Result<bool, Error
         manifest,
     };
     g.propose(Command::Resource(cmd)).await.map_err(|e| ctx.cluster.write_error("re-encode", e))?;
-    tracing::info!(group = g.id, %variant, version, old = old.blob_id, new = new_blob, code = %format!("{}+{}", params.k, params.m), "re-encoded a blob written while a holder was down");
+    tracing::info!(group = %g.id, %variant, version, old = %old.blob_id, new = %new_blob, code = %format!("{}+{}", params.k, params.m), "re-encoded a blob written while a holder was down");
     Ok(true)
 }

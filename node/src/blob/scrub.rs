@@ -131,7 +131,7 @@ async fn scrub_stripe(
     let chunks = match holder::read_shard(ctx, group, m.blob_id, shard, stripe, &[expected]) {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(group, blob = m.blob_id, stripe, error = %e, "scrub: cannot read local shard");
+            tracing::warn!(%group, blob = %m.blob_id, stripe, error = %e, "scrub: cannot read local shard");
             return 0;
         }
     };
@@ -155,13 +155,13 @@ async fn scrub_stripe(
             Ok(()) => {
                 s.chunks_repaired.fetch_add(bad, Ordering::Relaxed);
                 f.chunks_repaired += bad;
-                tracing::info!(group, blob = m.blob_id, shard, stripe, chunks = bad, "scrub: repaired shard");
+                tracing::info!(%group, blob = %m.blob_id, shard, stripe, chunks = bad, "scrub: repaired shard");
             }
             Err(e) => {
                 f.chunks_missing += missing;
                 f.chunks_corrupt += corrupt;
                 s.repair_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(group, blob = m.blob_id, shard, stripe, error = %e, "scrub: repair failed");
+                tracing::warn!(%group, blob = %m.blob_id, shard, stripe, error = %e, "scrub: repair failed");
             }
         }
     }
@@ -248,7 +248,7 @@ pub async fn run(ctx: Arc<DataPlane>, rate_bytes_per_s: u64, pass_interval: Dura
                 Err(e) if crate::storage::checksum::is_corrupt(&e) => {
                     s.replicas_quarantined.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => tracing::debug!(group = g.id, error = %e, "scrub: raft records not checked this pass"),
+                Err(e) => tracing::debug!(group = %g.id, error = %e, "scrub: raft records not checked this pass"),
             }
         }
         let todo = work(&ctx);

@@ -32,7 +32,7 @@ pub struct HeldShard {
 
 fn shard_prefix(group: GroupId, blob: u64, shard: u8) -> Vec<u8> {
     let mut k = Vec::with_capacity(23);
-    k.extend_from_slice(&group.to_be_bytes());
+    k.extend_from_slice(&group.get().to_be_bytes());
     k.extend_from_slice(&blob.to_be_bytes());
     k.push(shard);
     k
@@ -65,7 +65,7 @@ pub fn parse_chunk_key(k: &[u8]) -> Option<ChunkAddr> {
         return None;
     }
     Some(ChunkAddr {
-        group: u64::from_be_bytes(k[0..8].try_into().ok()?),
+        group: GroupId::new(u64::from_be_bytes(k[0..8].try_into().ok()?)),
         blob: u64::from_be_bytes(k[8..16].try_into().ok()?),
         shard: k[16],
         stripe: u32::from_be_bytes(k[17..21].try_into().ok()?),
@@ -199,16 +199,23 @@ mod tests {
     #[test]
     fn chunks_round_trip_and_deletes_are_scoped() {
         let store = ShardStore::new(MemoryEngine::new());
-        store.note_shard(7, 42, 1, 1000).unwrap();
-        store.note_shard(7, 42, 1, 2000).unwrap(); // first arrival wins
-        store.put_chunks(7, 42, 1, vec![(0, 0, b"a".to_vec()), (0, 1, b"b".to_vec()), (1, 0, b"c".to_vec())]).unwrap();
-        store.note_shard(7, 43, 0, 1500).unwrap();
-        store.put_chunks(7, 43, 0, vec![(0, 0, b"x".to_vec())]).unwrap();
-        store.note_shard(8, 42, 1, 1500).unwrap();
-        store.put_chunks(8, 42, 1, vec![(0, 0, b"other group".to_vec())]).unwrap();
-        assert_eq!(store.get_stripe(7, 42, 1, 0).unwrap(), vec![(0, b"a".to_vec()), (1, b"b".to_vec())]);
-        assert_eq!(store.get_chunk(7, 42, 1, 1, 0).unwrap(), Some(b"c".to_vec()));
-        let held = store.held(7).unwrap();
+        store.note_shard(GroupId::new(7), 42, 1, 1000).unwrap();
+        store.note_shard(GroupId::new(7), 42, 1, 2000).unwrap(); // first arrival wins
+        store
+            .put_chunks(
+                GroupId::new(7),
+                42,
+                1,
+                vec![(0, 0, b"a".to_vec()), (0, 1, b"b".to_vec()), (1, 0, b"c".to_vec())],
+            )
+            .unwrap();
+        store.note_shard(GroupId::new(7), 43, 0, 1500).unwrap();
+        store.put_chunks(GroupId::new(7), 43, 0, vec![(0, 0, b"x".to_vec())]).unwrap();
+        store.note_shard(GroupId::new(8), 42, 1, 1500).unwrap();
+        store.put_chunks(GroupId::new(8), 42, 1, vec![(0, 0, b"other group".to_vec())]).unwrap();
+        assert_eq!(store.get_stripe(GroupId::new(7), 42, 1, 0).unwrap(), vec![(0, b"a".to_vec()), (1, b"b".to_vec())]);
+        assert_eq!(store.get_chunk(GroupId::new(7), 42, 1, 1, 0).unwrap(), Some(b"c".to_vec()));
+        let held = store.held(GroupId::new(7)).unwrap();
         assert_eq!(
             held,
             vec![
@@ -216,18 +223,18 @@ mod tests {
                 (43, 0, HeldShard { received_at_ms: 1500, chunks_stored: 0 })
             ]
         );
-        store.delete_shard(7, 42, 1).unwrap();
-        assert_eq!(store.get_stripe(7, 42, 1, 0).unwrap(), vec![]);
-        assert_eq!(store.get_chunk(7, 43, 0, 0, 0).unwrap(), Some(b"x".to_vec()));
-        store.delete_group(7).unwrap();
-        assert!(store.held(7).unwrap().is_empty());
-        assert_eq!(store.get_chunk(8, 42, 1, 0, 0).unwrap(), Some(b"other group".to_vec()));
+        store.delete_shard(GroupId::new(7), 42, 1).unwrap();
+        assert_eq!(store.get_stripe(GroupId::new(7), 42, 1, 0).unwrap(), vec![]);
+        assert_eq!(store.get_chunk(GroupId::new(7), 43, 0, 0, 0).unwrap(), Some(b"x".to_vec()));
+        store.delete_group(GroupId::new(7)).unwrap();
+        assert!(store.held(GroupId::new(7)).unwrap().is_empty());
+        assert_eq!(store.get_chunk(GroupId::new(8), 42, 1, 0, 0).unwrap(), Some(b"other group".to_vec()));
     }
 
     #[test]
     fn chunk_keys_parse_back() {
-        let a = ChunkAddr { group: 7, blob: u64::MAX - 3, shard: 2, stripe: 70_000, chunk: 513 };
+        let a = ChunkAddr { group: GroupId::new(7), blob: u64::MAX - 3, shard: 2, stripe: 70_000, chunk: 513 };
         assert_eq!(parse_chunk_key(&chunk_key(a.group, a.blob, a.shard, a.stripe, a.chunk)), Some(a));
-        assert_eq!(parse_chunk_key(&shard_prefix(7, 1, 2)), None);
+        assert_eq!(parse_chunk_key(&shard_prefix(GroupId::new(7), 1, 2)), None);
     }
 }

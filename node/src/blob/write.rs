@@ -76,8 +76,8 @@ fn open_sink(ctx: &Arc<DataPlane>, g: &Group, holder: ReplicaId, blob: u64, shar
         let mut client = ctx.cluster.peers.client(&addr).map_err(|e| e.to_string())?;
         let header = ShardChunk {
             header: Some(ShardStreamHeader {
-                group_id: group,
-                target_replica_id: holder,
+                group_id: group.get(),
+                target_replica_id: holder.get(),
                 blob_id: blob,
                 shard: shard as u32,
             }),

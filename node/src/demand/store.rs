@@ -213,7 +213,7 @@ mod tests {
             region: "e".repeat(64),
         };
         let slots = vec![(key, values); 2_000];
-        let records = journal_records(3, 10, 20, slots);
+        let records = journal_records(NodeId::new(3), 10, 20, slots);
         assert!(records.len() > 1);
         assert_eq!(records.iter().map(|r| r.slots.len()).sum::<usize>(), 2_000);
         for (index, record) in records.iter().enumerate() {
@@ -221,7 +221,7 @@ mod tests {
             assert!(bytes <= shadowstore_base::limits::STORED_VALUE_BYTES_MAX, "record of {bytes} bytes");
             assert_eq!(record.ingested_before_ms, if index + 1 == records.len() { 20 } else { 10 });
         }
-        let empty = journal_records(3, 10, 20, Vec::new());
-        assert_eq!(empty, vec![JournalRecord { node_id: 3, ingested_before_ms: 20, slots: Vec::new() }]);
+        let empty = journal_records(NodeId::new(3), 10, 20, Vec::new());
+        assert_eq!(empty, vec![JournalRecord { node_id: NodeId::new(3), ingested_before_ms: 20, slots: Vec::new() }]);
     }
 }

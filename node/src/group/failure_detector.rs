@@ -154,10 +154,10 @@ pub async fn run(
                 let answer = match peers.client(&addr) {
                     Err(_) => None,
                     Ok(mut c) => {
-                        let mut req = tonic::Request::new(PingRequest { from_node_id: self_id });
+                        let mut req = tonic::Request::new(PingRequest { from_node_id: self_id.get() });
                         req.set_timeout(timeout);
                         match tokio::time::timeout(timeout, c.ping(req)).await {
-                            Ok(Ok(r)) if r.get_ref().node_id == node => Some(r.into_inner()),
+                            Ok(Ok(r)) if r.get_ref().node_id == node.get() => Some(r.into_inner()),
                             _ => None,
                         }
                     }
@@ -169,9 +169,9 @@ pub async fn run(
             let (before, after) = detector.record(node, answer);
             if after != Health::Up && before == Some(Health::Up) {
                 let woken = wake_groups_led_from(&registry, &peers, node);
-                tracing::warn!(node, health = after.as_str(), woken, "peer stopped answering; woke its groups");
+                tracing::warn!(%node, health = after.as_str(), woken, "peer stopped answering; woke its groups");
             } else if after == Health::Up && before.is_some_and(|b| b != Health::Up) {
-                tracing::info!(node, "peer answers again");
+                tracing::info!(%node, "peer answers again");
             }
         }
     }

@@ -19,6 +19,7 @@
 //! the node-level [`failure_detector`](super::failure_detector) wakes it if
 //! the leader's node stops answering.
 
+use shadowstore_base::ids::ReplicaId;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::AtomicU64;
@@ -145,7 +146,7 @@ pub fn follower_quiesce(g: &Group, req: &QuiesceRequest) -> bool {
         let m = m.borrow_watched();
         m.running_state.is_ok()
             && matches!(m.state, ServerState::Follower | ServerState::Learner)
-            && m.current_leader == Some(req.leader_replica_id)
+            && m.current_leader == Some(ReplicaId::new(req.leader_replica_id))
             && m.current_term == req.term
             && m.last_log_index == Some(req.last_log_index)
             && m.last_applied.as_ref().map(|l| l.index) == Some(req.last_log_index)
@@ -157,7 +158,7 @@ pub fn follower_quiesce(g: &Group, req: &QuiesceRequest) -> bool {
 }
 
 /// What a leader asks its followers, if it may quiesce now.
-fn leader_request(g: &Group) -> Option<(u64, Vec<u64>)> {
+fn leader_request(g: &Group) -> Option<(u64, Vec<ReplicaId>)> {
     let m = g.raft.metrics();
     let m = m.borrow_watched();
     if m.running_state.is_err() || m.state != ServerState::Leader {
@@ -183,14 +184,14 @@ async fn quiesce_leader(g: Arc<Group>, peers: Arc<Peers>) {
     let asks = others.iter().map(|replica| {
         let peers = peers.clone();
         let req = QuiesceRequest {
-            group_id: g.id,
-            target_replica_id: *replica,
-            leader_replica_id: g.replica_id,
+            group_id: g.id.get(),
+            target_replica_id: replica.get(),
+            leader_replica_id: g.replica_id.get(),
             term,
             last_log_index: last,
         };
         async move {
-            let Some((_, addr)) = peers.replica_addr(req.target_replica_id) else { return false };
+            let Some((_, addr)) = peers.replica_addr(ReplicaId::new(req.target_replica_id)) else { return false };
             let Ok(mut client) = peers.client(&addr) else { return false };
             let mut r = tonic::Request::new(req);
             r.set_timeout(QUIESCE_RPC_TIMEOUT);
@@ -203,7 +204,7 @@ async fn quiesce_leader(g: Arc<Group>, peers: Arc<Peers>) {
         && g.raft.metrics().borrow_watched().current_term == term;
     if all_agreed && unchanged {
         g.activity.stop_timers(&g.raft);
-        tracing::trace!(group = g.id, "quiesced");
+        tracing::trace!(group = %g.id, "quiesced");
     }
 }
 

@@ -306,12 +306,12 @@ impl Registry {
     /// Marks the replica quarantined, here and in its local record (so a
     /// restart of the node does not start it either).
     async fn quarantine(&self, group: GroupId, replica: ReplicaId, cause: &io::Error) {
-        tracing::error!(group, replica, error = %cause, "replica state is corrupt; quarantined until replaced");
+        tracing::error!(%group, %replica, error = %cause, "replica state is corrupt; quarantined until replaced");
         self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
         self.quarantined.write().unwrap_or_else(|p| p.into_inner()).insert(group, replica);
         let record = LocalReplica { group_id: group, replica_id: replica, quarantined: true };
         if let Err(e) = self.write_local_record(&record).await {
-            tracing::error!(group, replica, error = %e, "recording the quarantine failed; it holds until the node stops");
+            tracing::error!(%group, %replica, error = %e, "recording the quarantine failed; it holds until the node stops");
         }
     }
 
@@ -415,7 +415,7 @@ impl Registry {
             .openraft_scope(GroupRaft::new(replica, self.raft_config.clone(), network, log, sm))
             .await
             .map_err(|e| io::Error::other(format!("group {group}: raft failed to start: {e}")))?;
-        tracing::debug!(group, replica, "group started");
+        tracing::debug!(%group, %replica, "group started");
         Ok(Arc::new(Group {
             id: group,
             replica_id: replica,
@@ -474,7 +474,7 @@ impl Registry {
         self.syncer.sync().await?;
         self.destroy_raft_state(group)?;
         self.syncer.sync().await?;
-        tracing::info!(group, replica, ?shards, "replica removed and its Raft state deleted");
+        tracing::info!(%group, %replica, ?shards, "replica removed and its Raft state deleted");
         Ok(())
     }
 
@@ -500,6 +500,7 @@ fn quarantined_error(group: GroupId, replica: ReplicaId) -> io::Error {
 
 #[cfg(test)]
 mod tests {
+    use shadowstore_base::ids::NodeId;
     use std::collections::BTreeMap;
 
     use super::*;
@@ -509,7 +510,7 @@ mod tests {
     use crate::transport::Peers;
     use shadowstore_base::ids::ReplicaNode;
 
-    const GROUP: GroupId = 7;
+    const GROUP: GroupId = GroupId::new(7);
 
     /// A registry on `engine`, as a node starting on that disk builds it.
     fn registry(engine: &Arc<MemoryEngine>) -> Registry {
@@ -529,7 +530,7 @@ mod tests {
     /// until it has written log entries.
     async fn single_voter(registry: &Registry, replica: ReplicaId) -> Arc<Group> {
         let g = registry.open(GROUP, replica).await.unwrap();
-        let members = BTreeMap::from([(replica, ReplicaNode { node_id: 1, addr: "127.0.0.1:1".into() })]);
+        let members = BTreeMap::from([(replica, ReplicaNode { node_id: NodeId::new(1), addr: "127.0.0.1:1".into() })]);
         g.raft.initialize(members).await.unwrap();
         for _ in 0..200 {
             if g.is_leader() && g.metrics().last_applied.is_some() {
@@ -553,13 +554,13 @@ mod tests {
     async fn a_quarantine_outlives_a_restart_and_an_in_place_successor_starts_clean() {
         let engine = MemoryEngine::new();
         let node = registry(&engine);
-        single_voter(&node, 70).await;
+        single_voter(&node, ReplicaId::new(70)).await;
         let last = group_keys(&engine, Tree::Log).pop().expect("log entries");
         assert!(engine.rot(Tree::Log, &last, 3));
         let e = node.scrub_records(GROUP).await.expect_err("the scrub finds the rot");
         assert!(checksum::is_corrupt(&e), "{e}");
         assert!(node.get(GROUP).is_none(), "a quarantined replica does not run");
-        assert_eq!(node.quarantined(), BTreeMap::from([(GROUP, 70)]));
+        assert_eq!(node.quarantined(), BTreeMap::from([(GROUP, ReplicaId::new(70))]));
         node.shutdown_all().await;
 
         // The node restarts on the same disk: the replica stays quarantined
@@ -568,17 +569,20 @@ mod tests {
         assert!(engine.rot(Tree::Log, &last, 3));
         let restarted = registry(&engine);
         assert!(restarted.local_replicas().unwrap().iter().all(|r| r.quarantined));
-        let Err(e) = restarted.open(GROUP, 70).await else { panic!("a quarantined replica started") };
+        let Err(e) = restarted.open(GROUP, ReplicaId::new(70)).await else { panic!("a quarantined replica started") };
         assert!(e.to_string().contains("quarantined"), "{e}");
-        assert_eq!(restarted.hosted(), BTreeMap::from([(GROUP, 70)]));
-        assert!(restarted.serves_shards_of(GROUP, 70), "a quarantined replica's shards are still served");
-        assert!(!restarted.serves_shards_of(GROUP, 69));
+        assert_eq!(restarted.hosted(), BTreeMap::from([(GROUP, ReplicaId::new(70))]));
+        assert!(
+            restarted.serves_shards_of(GROUP, ReplicaId::new(70)),
+            "a quarantined replica's shards are still served"
+        );
+        assert!(!restarted.serves_shards_of(GROUP, ReplicaId::new(69)));
         // Replaced on this node: the old Raft state goes, and the successor
         // starts with an empty log and no vote.
-        restarted.remove(GROUP, 70, ShardFate::KeepForSuccessor).await.unwrap();
+        restarted.remove(GROUP, ReplicaId::new(70), ShardFate::KeepForSuccessor).await.unwrap();
         assert!(restarted.quarantined().is_empty());
         assert!(group_keys(&engine, Tree::Log).is_empty() && group_keys(&engine, Tree::RaftState).is_empty());
-        let successor = restarted.open(GROUP, 71).await.unwrap();
+        let successor = restarted.open(GROUP, ReplicaId::new(71)).await.unwrap();
         let m = successor.metrics();
         assert_eq!((m.last_log_index, m.current_term), (None, 0));
         restarted.shutdown_all().await;
@@ -589,24 +593,24 @@ mod tests {
         use crate::blob::shard_store::ShardStore;
         let engine = MemoryEngine::new();
         let node = registry(&engine);
-        single_voter(&node, 70).await;
+        single_voter(&node, ReplicaId::new(70)).await;
         let store = ShardStore::new(engine.clone());
         store.put_chunks(GROUP, 9, 1, vec![(0, 0, vec![1, 2, 3])]).unwrap();
-        node.remove(GROUP, 70, ShardFate::HandOff).await.unwrap();
+        node.remove(GROUP, ReplicaId::new(70), ShardFate::HandOff).await.unwrap();
         assert!(node.get(GROUP).is_none());
         assert!(group_keys(&engine, Tree::Log).is_empty(), "the Raft state goes at once");
         assert_eq!(store.get_stripe(GROUP, 9, 1, 0).unwrap().len(), 1, "the shard stays");
-        assert!(node.serves_shards_of(GROUP, 70));
+        assert!(node.serves_shards_of(GROUP, ReplicaId::new(70)));
         node.shutdown_all().await;
 
         // The retired record outlives a restart of the node.
         let restarted = registry(&engine);
-        assert!(!restarted.serves_shards_of(GROUP, 70), "not loaded yet");
+        assert!(!restarted.serves_shards_of(GROUP, ReplicaId::new(70)), "not loaded yet");
         restarted.load_retired().unwrap();
-        assert!(restarted.serves_shards_of(GROUP, 70));
-        assert_eq!(restarted.retired(), BTreeMap::from([(GROUP, BTreeSet::from([70]))]));
+        assert!(restarted.serves_shards_of(GROUP, ReplicaId::new(70)));
+        assert_eq!(restarted.retired(), BTreeMap::from([(GROUP, BTreeSet::from([ReplicaId::new(70)]))]));
         restarted.forget_retired(GROUP).await.unwrap();
-        assert!(!restarted.serves_shards_of(GROUP, 70));
+        assert!(!restarted.serves_shards_of(GROUP, ReplicaId::new(70)));
         let again = registry(&engine);
         again.load_retired().unwrap();
         assert!(again.retired().is_empty(), "forgetting is durable");
@@ -616,7 +620,7 @@ mod tests {
     async fn a_new_replica_never_starts_from_what_a_cut_short_removal_left() {
         let engine = MemoryEngine::new();
         let node = registry(&engine);
-        single_voter(&node, 70).await;
+        single_voter(&node, ReplicaId::new(70)).await;
         node.shutdown_all().await;
         // A removal that crashed right after deleting the local record (its
         // first step): the old replica's log and vote are still there.
@@ -626,7 +630,7 @@ mod tests {
         assert!(!group_keys(&engine, Tree::RaftState).is_empty());
         let restarted = registry(&engine);
         assert!(restarted.local_replicas().unwrap().is_empty(), "no record, so nothing starts");
-        let successor = restarted.open(GROUP, 71).await.unwrap();
+        let successor = restarted.open(GROUP, ReplicaId::new(71)).await.unwrap();
         let m = successor.metrics();
         assert_eq!((m.last_log_index, m.current_term), (None, 0), "the successor inherited the old replica's state");
         restarted.shutdown_all().await;

@@ -48,9 +48,9 @@ pub async fn run(registry: Arc<Registry>, period: Duration) {
                 Some(b) => b.delay,
                 None => period,
             };
-            tracing::warn!(group = g.id, replica = g.replica_id, %reason, "raft core stopped; restarting group");
+            tracing::warn!(group = %g.id, replica = %g.replica_id, %reason, "raft core stopped; restarting group");
             if let Err(e) = registry.restart(g.id).await {
-                tracing::error!(group = g.id, error = %e, "group restart failed");
+                tracing::error!(group = %g.id, error = %e, "group restart failed");
             }
             backoff.insert(
                 g.id,

@@ -15,6 +15,7 @@
 //! `META_VOTERS_MAX` nodes to voters once they have caught up. On other
 //! nodes it re-announces this node's address and labels when they changed.
 
+use shadowstore_base::ids::ReplicaId;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -42,7 +43,7 @@ pub async fn form(ctx: &Member) -> Result<NodeIdentity, String> {
     if let Some(bytes) = stored {
         let id: NodeIdentity = codec::decode("identity", &bytes).map_err(|e| e.to_string())?;
         start_local_replicas(ctx).await?;
-        tracing::info!(node = id.node_id, "restarted with existing identity");
+        tracing::info!(node = %id.node_id, "restarted with existing identity");
         return Ok(id);
     }
     if ctx.config.bootstrap {
@@ -68,7 +69,7 @@ pub async fn form(ctx: &Member) -> Result<NodeIdentity, String> {
         .open(META_GROUP_ID, id.meta_replica_id)
         .await
         .map_err(|e| format!("starting meta replica: {e}"))?;
-    tracing::info!(node = id.node_id, "joined the cluster");
+    tracing::info!(node = %id.node_id, "joined the cluster");
     Ok(id)
 }
 
@@ -89,7 +90,7 @@ async fn start_local_replicas(ctx: &Member) -> Result<(), String> {
         // node cannot take part at all.
         let quarantined = ctx.cluster.registry.quarantined().contains_key(&r.group_id);
         if quarantined && r.group_id != META_GROUP_ID {
-            tracing::warn!(group = r.group_id, replica = r.replica_id, error = %e, "replica quarantined at start");
+            tracing::warn!(group = %r.group_id, replica = %r.replica_id, error = %e, "replica quarantined at start");
             continue;
         }
         let hint = if quarantined {
@@ -112,7 +113,7 @@ pub(super) fn join_request(labels: &NodeLabels, existing_node_id: NodeId, join_i
         price_transfer_gb_micros: labels.prices.transfer_gb_micros,
         price_million_requests_micros: labels.prices.million_requests_micros,
         disk_capacity_bytes: labels.disk_capacity_bytes,
-        existing_node_id,
+        existing_node_id: existing_node_id.get(),
     }
 }
 
@@ -166,7 +167,7 @@ async fn join(ctx: &Member) -> Result<NodeIdentity, String> {
     if ctx.config.join.is_empty() {
         return Err("no identity, bootstrap is false and no join address is configured".into());
     }
-    let req = join_request(&ctx.config.labels(&ctx.addr), 0, ctx.rng.next_u64() | 1);
+    let req = join_request(&ctx.config.labels(&ctx.addr), NodeId::new(0), ctx.rng.next_u64() | 1);
     let (node_id, meta_replica_id) = send_join(ctx, &ctx.config.join, req).await?;
-    Ok(NodeIdentity { node_id, meta_replica_id })
+    Ok(NodeIdentity { node_id: NodeId::new(node_id), meta_replica_id: ReplicaId::new(meta_replica_id) })
 }

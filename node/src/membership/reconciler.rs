@@ -15,6 +15,8 @@
 //!   it.
 
 use openraft::rt::WatchReceiver;
+use shadowstore_base::ids::GroupId;
+use shadowstore_base::ids::ReplicaId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +57,7 @@ pub async fn run(ctx: Arc<Member>) {
     }
 }
 
-fn replica_nodes(meta: &MetaState, r: &ResourceRecord) -> BTreeMap<u64, ReplicaNode> {
+fn replica_nodes(meta: &MetaState, r: &ResourceRecord) -> BTreeMap<ReplicaId, ReplicaNode> {
     r.replicas
         .iter()
         .filter(|rep| r.initial_replicas.contains(&rep.replica_id))
@@ -71,13 +73,13 @@ fn replica_nodes(meta: &MetaState, r: &ResourceRecord) -> BTreeMap<u64, ReplicaN
 struct Plan {
     addresses: Vec<(NodeId, String)>,
     /// (group, replica, members to initialize with if this replica does).
-    open: Vec<(u64, u64, Option<BTreeMap<u64, ReplicaNode>>)>,
+    open: Vec<(GroupId, ReplicaId, Option<BTreeMap<ReplicaId, ReplicaNode>>)>,
     /// (group, replica, what becomes of its shards).
-    remove: Vec<(u64, u64, ShardFate)>,
+    remove: Vec<(GroupId, ReplicaId, ShardFate)>,
 }
 
 fn plan(ctx: &Member, me: NodeId) -> Option<Plan> {
-    let local: BTreeMap<u64, u64> = ctx.cluster.registry.hosted();
+    let local: BTreeMap<GroupId, ReplicaId> = ctx.cluster.registry.hosted();
     let quarantined = ctx.cluster.registry.quarantined();
     ctx.cluster.with_meta(|meta| {
         let addresses = meta.nodes.values().map(|n| (n.node_id, n.labels.addr.clone())).collect();
@@ -124,7 +126,7 @@ async fn reconcile(ctx: &Member, me: NodeId) -> std::io::Result<()> {
         ctx.cluster.peers.set_node_addr(*node, addr);
     }
     for (group, replica, fate) in plan.remove {
-        tracing::info!(group, replica, ?fate, "directory no longer places this replica here; removing it");
+        tracing::info!(%group, %replica, ?fate, "directory no longer places this replica here; removing it");
         ctx.cluster.registry.remove(group, replica, fate).await?;
     }
     for (group, replica, members) in plan.open {
@@ -144,8 +146,8 @@ async fn reconcile(ctx: &Member, me: NodeId) -> std::io::Result<()> {
                 ctx.cluster.peers.note_replica(*r, n);
             }
             match g.raft.initialize(members).await {
-                Ok(()) => tracing::info!(group, replica, "initialized new resource group"),
-                Err(e) => tracing::debug!(group, error = %e, "initialize"),
+                Ok(()) => tracing::info!(%group, %replica, "initialized new resource group"),
+                Err(e) => tracing::debug!(%group, error = %e, "initialize"),
             }
         }
     }
@@ -172,7 +174,7 @@ pub async fn run_leader_duties(ctx: Arc<Member>) {
             }
             let Some(rec) = ctx.cluster.with_meta(|m| m.resource_by_group(g.id).cloned()).flatten() else { continue };
             if let Err(e) = align_group(&ctx, &g, &rec).await {
-                tracing::warn!(group = g.id, error = %e, "aligning group membership");
+                tracing::warn!(group = %g.id, error = %e, "aligning group membership");
             }
         }
     }
@@ -183,7 +185,7 @@ async fn align_group(ctx: &Member, g: &crate::group::Group, rec: &ResourceRecord
 
     use openraft::ChangeMembers;
 
-    let desired: BTreeMap<u64, ReplicaNode> = rec
+    let desired: BTreeMap<ReplicaId, ReplicaNode> = rec
         .replicas
         .iter()
         .map(|r| {
@@ -191,14 +193,14 @@ async fn align_group(ctx: &Member, g: &crate::group::Group, rec: &ResourceRecord
             (r.replica_id, ReplicaNode { node_id: r.node_id, addr })
         })
         .collect();
-    let desired_ids: BTreeSet<u64> = desired.keys().copied().collect();
+    let desired_ids: BTreeSet<ReplicaId> = desired.keys().copied().collect();
     let m = g.metrics();
     let membership = m.membership_config.membership().clone();
     if membership.get_joint_config().len() > 1 {
         return Ok(()); // a change is under way
     }
-    let voters: BTreeSet<u64> = membership.voter_ids().collect();
-    let present: BTreeSet<u64> = membership.nodes().map(|(id, _)| *id).collect();
+    let voters: BTreeSet<ReplicaId> = membership.voter_ids().collect();
+    let present: BTreeSet<ReplicaId> = membership.nodes().map(|(id, _)| *id).collect();
     let err = |e: openraft::errors::RaftError<
         crate::raft::TypeConfig,
         openraft::errors::ClientWriteError<crate::raft::TypeConfig>,
@@ -208,9 +210,9 @@ async fn align_group(ctx: &Member, g: &crate::group::Group, rec: &ResourceRecord
         for (id, node) in &desired {
             if !present.contains(id) {
                 tracing::info!(
-                    group = g.id,
-                    replica = id,
-                    node = node.node_id,
+                    group = %g.id,
+                    replica = %id,
+                    node = %node.node_id,
                     "adding replacement replica as learner"
                 );
                 ctx.cluster.peers.note_replica(*id, node);
@@ -225,18 +227,18 @@ async fn align_group(ctx: &Member, g: &crate::group::Group, rec: &ResourceRecord
                 >= last
         });
         if caught_up {
-            tracing::info!(group = g.id, ?voters, desired = ?desired_ids, "replacing voters");
+            tracing::info!(group = %g.id, ?voters, desired = ?desired_ids, "replacing voters");
             g.raft.change_membership(ChangeMembers::ReplaceAllVoters(desired_ids.clone()), false).await.map_err(err)?;
         }
         return Ok(());
     }
-    let stale: BTreeSet<u64> = present.difference(&desired_ids).copied().collect();
+    let stale: BTreeSet<ReplicaId> = present.difference(&desired_ids).copied().collect();
     if !stale.is_empty() {
         g.raft.change_membership(ChangeMembers::RemoveNodes(stale), false).await.map_err(err)?;
         return Ok(());
     }
     // Voters match: move shards off replaced replicas.
-    let holders: BTreeSet<u64> = {
+    let holders: BTreeSet<ReplicaId> = {
         let st = g.state.read();
         match &st.data {
             crate::raft::state_machine::GroupData::Resource(rs) => rs.blobs().flat_map(|m| m.holders.clone()).collect(),
@@ -252,9 +254,9 @@ async fn align_group(ctx: &Member, g: &crate::group::Group, rec: &ResourceRecord
                 to: r.replica_id,
             };
             tracing::info!(
-                group = g.id,
-                from = old,
-                to = r.replica_id,
+                group = %g.id,
+                from = %old,
+                to = %r.replica_id,
                 "reassigning shards to the replacement replica"
             );
             g.propose(crate::raft::Command::Resource(cmd)).await.map_err(err)?;

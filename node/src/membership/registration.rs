@@ -2,6 +2,8 @@
 //! (its node id and meta replica id are allocated) or a known node sends
 //! after a restart with new labels.
 
+use shadowstore_base::ids::NodeId;
+use shadowstore_base::ids::ReplicaId;
 use shadowstore_base::ids::RequestId;
 use shadowstore_proto::peer::JoinRequest;
 
@@ -33,7 +35,7 @@ pub async fn handle_join(ctx: &Member, req: JoinRequest) -> Result<(u64, u64), E
     };
     let now_ms = ctx.clock.now_ms();
     let cmd = if req.existing_node_id != 0 {
-        MetaCommand::UpdateNode { now_ms, node_id: req.existing_node_id, labels }
+        MetaCommand::UpdateNode { now_ms, node_id: NodeId::new(req.existing_node_id), labels }
     } else {
         MetaCommand::RegisterNode {
             request: RequestId { client_id: req.join_id, seq: 1, first_incomplete_seq: 1 },
@@ -42,14 +44,14 @@ pub async fn handle_join(ctx: &Member, req: JoinRequest) -> Result<(u64, u64), E
         }
     };
     match ctx.cluster.propose_meta(cmd).await? {
-        MetaResponse::Registered { node_id, meta_replica_id } => Ok((node_id, meta_replica_id)),
+        MetaResponse::Registered { node_id, meta_replica_id } => Ok((node_id.get(), meta_replica_id.get())),
         MetaResponse::Updated => {
             let replica = ctx
                 .cluster
-                .with_meta(|m| m.nodes.get(&req.existing_node_id).map(|n| n.meta_replica_id))
+                .with_meta(|m| m.nodes.get(&NodeId::new(req.existing_node_id)).map(|n| n.meta_replica_id))
                 .flatten()
-                .unwrap_or(0);
-            Ok((req.existing_node_id, replica))
+                .unwrap_or(ReplicaId::new(0));
+            Ok((req.existing_node_id, replica.get()))
         }
         MetaResponse::NotFound => Err(Error::NotFound {
             what: "join".into(),

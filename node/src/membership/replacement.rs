@@ -3,6 +3,7 @@
 //! or that its node quarantined, gets a successor under a new replica id.
 
 use shadowstore_base::ids::NodeId;
+use shadowstore_base::ids::ReplicaId;
 
 use super::Member;
 use crate::cluster::Error;
@@ -35,7 +36,7 @@ pub(super) async fn replace_lost_replicas(ctx: &Member) -> Result<(), Error> {
                 && now.saturating_sub(v.last_ok_ms.unwrap_or(0)) >= down_after
         })
     };
-    let my_quarantined: Vec<u64> = ctx.cluster.registry.quarantined().into_values().collect();
+    let my_quarantined: Vec<ReplicaId> = ctx.cluster.registry.quarantined().into_values().collect();
     let corrupt = |rep: &crate::meta::state::ReplicaRecord| -> bool {
         if rep.node_id == me {
             return my_quarantined.contains(&rep.replica_id);
@@ -43,9 +44,9 @@ pub(super) async fn replace_lost_replicas(ctx: &Member) -> Result<(), Error> {
         detector
             .view(rep.node_id)
             .and_then(|v| v.last_answer)
-            .is_some_and(|a| a.quarantined_replica_ids.contains(&rep.replica_id))
+            .is_some_and(|a| a.quarantined_replica_ids.contains(&rep.replica_id.get()))
     };
-    let plans: Vec<(String, u64, NodeId)> = ctx
+    let plans: Vec<(String, ReplicaId, NodeId)> = ctx
         .cluster
         .with_meta(|m| {
             let mut load = m.replicas_per_node();
@@ -75,7 +76,7 @@ pub(super) async fn replace_lost_replicas(ctx: &Member) -> Result<(), Error> {
         })
         .unwrap_or_default();
     for (name, old_replica, new_node) in plans {
-        tracing::info!(resource = %name, old_replica, new_node, "replacing a lost or corrupt replica");
+        tracing::info!(resource = %name, %old_replica, %new_node, "replacing a lost or corrupt replica");
         ctx.cluster
             .propose_meta(MetaCommand::ReplaceReplica { now_ms: ctx.clock.now_ms(), name, old_replica, new_node })
             .await?;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use openraft::ChangeMembers;
 use shadowstore_base::ids::BOOTSTRAP_NODE_ID;
+use shadowstore_base::ids::ReplicaId;
 use shadowstore_base::ids::ReplicaNode;
 use shadowstore_base::limits::META_VOTERS_MAX;
 
@@ -87,11 +88,11 @@ async fn lead_meta_membership(ctx: &Member, me: NodeIdentity, labels: &NodeLabel
     let nodes = ctx.cluster.with_meta(|m| m.nodes.clone()).unwrap_or_default();
     let metrics = meta.metrics();
     let membership = metrics.membership_config.membership().clone();
-    let present: BTreeSet<u64> = membership.nodes().map(|(id, _)| *id).collect();
+    let present: BTreeSet<ReplicaId> = membership.nodes().map(|(id, _)| *id).collect();
     for n in nodes.values() {
         if !present.contains(&n.meta_replica_id) {
             let node = ReplicaNode { node_id: n.node_id, addr: n.labels.addr.clone() };
-            tracing::info!(node = n.node_id, replica = n.meta_replica_id, "adding meta learner");
+            tracing::info!(node = %n.node_id, replica = %n.meta_replica_id, "adding meta learner");
             meta.raft
                 .add_learner(n.meta_replica_id, node, false)
                 .await
@@ -101,10 +102,10 @@ async fn lead_meta_membership(ctx: &Member, me: NodeIdentity, labels: &NodeLabel
     if membership.get_joint_config().len() > 1 {
         return Ok(());
     }
-    let voters: BTreeSet<u64> = membership.voter_ids().collect();
-    let desired: BTreeSet<u64> = nodes.values().take(META_VOTERS_MAX).map(|n| n.meta_replica_id).collect();
+    let voters: BTreeSet<ReplicaId> = membership.voter_ids().collect();
+    let desired: BTreeSet<ReplicaId> = nodes.values().take(META_VOTERS_MAX).map(|n| n.meta_replica_id).collect();
     let last = metrics.last_log_index.unwrap_or(0);
-    let caught_up = |r: &u64| {
+    let caught_up = |r: &ReplicaId| {
         metrics.replication.as_ref().and_then(|repl| repl.get(r)).and_then(|m| m.as_ref()).map(|l| l.index).unwrap_or(0)
             + PROMOTE_LAG_ENTRIES_MAX
             >= last
@@ -119,8 +120,8 @@ async fn lead_meta_membership(ctx: &Member, me: NodeIdentity, labels: &NodeLabel
         return Ok(());
     }
     // Meta replicas of retired nodes (wiped and re-registered) leave.
-    let known: BTreeSet<u64> = nodes.values().map(|n| n.meta_replica_id).collect();
-    let stale: BTreeSet<u64> = present.difference(&known).filter(|r| !voters.contains(r)).copied().collect();
+    let known: BTreeSet<ReplicaId> = nodes.values().map(|n| n.meta_replica_id).collect();
+    let stale: BTreeSet<ReplicaId> = present.difference(&known).filter(|r| !voters.contains(r)).copied().collect();
     if !stale.is_empty() {
         tracing::info!(?stale, "removing meta learners of retired nodes");
         meta.raft

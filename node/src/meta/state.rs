@@ -58,9 +58,9 @@ impl Default for MetaState {
             groups: BTreeMap::new(),
             retired_nodes: BTreeSet::new(),
             replica_index: BTreeMap::new(),
-            next_node_id: BOOTSTRAP_NODE_ID + 1,
-            next_replica_id: BOOTSTRAP_META_REPLICA_ID + 1,
-            next_group_id: 1,
+            next_node_id: BOOTSTRAP_NODE_ID.next(),
+            next_replica_id: BOOTSTRAP_META_REPLICA_ID.next(),
+            next_group_id: GroupId::new(1),
             sessions: Sessions::default(),
             placement: PlacementMeta::default(),
         }
@@ -172,8 +172,8 @@ impl MetaState {
         }
         let node_id = self.next_node_id;
         let meta_replica_id = self.next_replica_id;
-        self.next_node_id += 1;
-        self.next_replica_id += 1;
+        self.next_node_id = self.next_node_id.next();
+        self.next_replica_id = self.next_replica_id.next();
         self.nodes
             .insert(node_id, NodeRecord { node_id, meta_replica_id, labels: labels.clone(), joined_at_ms: now_ms });
         self.replica_index.insert(meta_replica_id, node_id);
@@ -231,11 +231,11 @@ impl MetaState {
             return MetaResponse::Rejected { reason: format!("node {n} is not a member") };
         }
         let group_id = self.next_group_id;
-        self.next_group_id += 1;
+        self.next_group_id = self.next_group_id.next();
         // The first replica initializes the group and usually becomes
         // its first leader: rotate so leadership spreads over nodes.
         let mut order = nodes.to_vec();
-        let shift = (group_id % order.len() as u64) as usize;
+        let shift = (group_id.get() % order.len() as u64) as usize;
         order.rotate_left(shift);
         let mut replicas = Vec::with_capacity(nodes.len());
         for &node_id in &order {
@@ -245,7 +245,7 @@ impl MetaState {
                 role: ReplicaRole::Primary,
                 replaces: None,
             });
-            self.next_replica_id += 1;
+            self.next_replica_id = self.next_replica_id.next();
         }
         let record = ResourceRecord {
             name: name.to_string(),
@@ -294,7 +294,7 @@ impl MetaState {
         }
         let role = r.replicas[pos].role;
         r.replicas[pos] = ReplicaRecord { replica_id: next, node_id: new_node, role, replaces: Some(old_replica) };
-        self.next_replica_id += 1;
+        self.next_replica_id = self.next_replica_id.next();
         self.replica_index.remove(&old_replica);
         self.replica_index.insert(next, new_node);
         MetaResponse::Created(r.clone())
@@ -376,7 +376,7 @@ mod tests {
     #[test]
     fn identities_are_unique_and_never_reused() {
         let mut s = cluster(3);
-        assert_eq!(s.nodes.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(s.nodes.keys().copied().collect::<Vec<_>>(), vec![NodeId::new(1), NodeId::new(2), NodeId::new(3)]);
         let metas: BTreeSet<_> = s.nodes.values().map(|n| n.meta_replica_id).collect();
         assert_eq!(metas.len(), 3);
         let create = |name: &str| MetaCommand::CreateResource {
@@ -385,7 +385,7 @@ mod tests {
             name: name.into(),
             replication_factor: 3,
             storage: StorageParams::default_for(3),
-            nodes: vec![1, 2, 3],
+            nodes: vec![NodeId::new(1), NodeId::new(2), NodeId::new(3)],
         };
         let MetaResponse::Created(a) = s.apply(&create("a")) else { panic!() };
         s.apply(&MetaCommand::DeleteResource { request: RequestId::default(), now_ms: 4, name: "a".into() });
@@ -408,7 +408,7 @@ mod tests {
                 name: format!("r{i}"),
                 replication_factor: 3,
                 storage: StorageParams::default_for(3),
-                nodes: vec![1, 2, 3],
+                nodes: vec![NodeId::new(1), NodeId::new(2), NodeId::new(3)],
             });
             let MetaResponse::Created(rec) = r else { panic!("{r:?}") };
             let first = rec.initial_replicas.first().copied().unwrap();
@@ -428,7 +428,7 @@ mod tests {
                 name: "x".into(),
                 replication_factor: rf,
                 storage: StorageParams::default_for(rf.min(5)),
-                nodes,
+                nodes: nodes.into_iter().map(NodeId::new).collect(),
             });
             assert!(matches!(r, MetaResponse::Rejected { .. }), "{r:?}");
         }
@@ -445,37 +445,47 @@ mod tests {
             name: "r".into(),
             replication_factor: 3,
             storage: StorageParams::default_for(3),
-            nodes: vec![1, 2, 3],
+            nodes: vec![NodeId::new(1), NodeId::new(2), NodeId::new(3)],
         }) else {
             panic!()
         };
-        let old = rec.replica_on(2).unwrap().replica_id;
+        let old = rec.replica_on(NodeId::new(2)).unwrap().replica_id;
         let before = s.clone();
-        let same_node =
-            s.apply(&MetaCommand::ReplaceReplica { now_ms: 4, name: "r".into(), old_replica: old, new_node: 3 });
+        let same_node = s.apply(&MetaCommand::ReplaceReplica {
+            now_ms: 4,
+            name: "r".into(),
+            old_replica: old,
+            new_node: NodeId::new(3),
+        });
         assert!(matches!(same_node, MetaResponse::Rejected { .. }));
         assert_eq!(s.resources, before.resources);
-        let MetaResponse::Created(after) =
-            s.apply(&MetaCommand::ReplaceReplica { now_ms: 4, name: "r".into(), old_replica: old, new_node: 4 })
-        else {
+        let MetaResponse::Created(after) = s.apply(&MetaCommand::ReplaceReplica {
+            now_ms: 4,
+            name: "r".into(),
+            old_replica: old,
+            new_node: NodeId::new(4),
+        }) else {
             panic!()
         };
-        let new = after.replica_on(4).unwrap();
+        let new = after.replica_on(NodeId::new(4)).unwrap();
         assert!(new.replica_id > old && new.replaces == Some(old));
-        assert!(after.replica_on(2).is_none());
-        assert_eq!(s.replica_index.get(&new.replica_id), Some(&4));
+        assert!(after.replica_on(NodeId::new(2)).is_none());
+        assert_eq!(s.replica_index.get(&new.replica_id), Some(&NodeId::new(4)));
         assert!(!s.replica_index.contains_key(&old));
         // A corrupt replica may be replaced on its own node, under a new id.
-        let on_3 = after.replica_on(3).unwrap().replica_id;
-        let MetaResponse::Created(in_place) =
-            s.apply(&MetaCommand::ReplaceReplica { now_ms: 5, name: "r".into(), old_replica: on_3, new_node: 3 })
-        else {
+        let on_3 = after.replica_on(NodeId::new(3)).unwrap().replica_id;
+        let MetaResponse::Created(in_place) = s.apply(&MetaCommand::ReplaceReplica {
+            now_ms: 5,
+            name: "r".into(),
+            old_replica: on_3,
+            new_node: NodeId::new(3),
+        }) else {
             panic!()
         };
-        let new_3 = in_place.replica_on(3).unwrap();
+        let new_3 = in_place.replica_on(NodeId::new(3)).unwrap();
         assert!(new_3.replica_id > new.replica_id && new_3.replaces == Some(on_3));
         assert_eq!(in_place.replicas.len(), 3);
-        assert_eq!(s.replica_index.get(&new_3.replica_id), Some(&3));
+        assert_eq!(s.replica_index.get(&new_3.replica_id), Some(&NodeId::new(3)));
     }
 
     #[test]
@@ -502,7 +512,7 @@ mod tests {
             name: "x".into(),
             replication_factor: 3,
             storage: StorageParams::default_for(3),
-            nodes: vec![1, 2, 3],
+            nodes: vec![NodeId::new(1), NodeId::new(2), NodeId::new(3)],
         };
         let MetaResponse::Created(rec) = s.apply(&cmd) else { panic!() };
         assert_eq!(s.apply(&cmd), MetaResponse::AlreadyExists(rec));
@@ -512,9 +522,9 @@ mod tests {
     fn new_registration_from_a_members_address_retires_the_old_identity() {
         let mut s = cluster(2);
         let r = s.apply(&MetaCommand::RegisterNode { request: RequestId::default(), now_ms: 2, labels: labels("a:2") });
-        assert!(matches!(r, MetaResponse::Registered { node_id: 3, .. }), "{r:?}");
-        assert_eq!(s.nodes.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
-        assert!(s.retired_nodes.contains(&2));
+        assert!(matches!(r, MetaResponse::Registered { node_id, .. } if node_id == NodeId::new(3)), "{r:?}");
+        assert_eq!(s.nodes.keys().copied().collect::<Vec<_>>(), vec![NodeId::new(1), NodeId::new(3)]);
+        assert!(s.retired_nodes.contains(&NodeId::new(2)));
     }
 
     #[test]
@@ -533,17 +543,20 @@ mod tests {
         let config_prices = |storage| Prices { storage_gb_hour_micros: storage, ..Prices::default() };
         let restart = |s: &mut MetaState, storage| {
             let labels = NodeLabels { prices: config_prices(storage), ..labels("a:2") };
-            assert_eq!(s.apply(&MetaCommand::UpdateNode { now_ms: 3, node_id: 2, labels }), MetaResponse::Updated);
+            assert_eq!(
+                s.apply(&MetaCommand::UpdateNode { now_ms: 3, node_id: NodeId::new(2), labels }),
+                MetaResponse::Updated
+            );
         };
         restart(&mut s, 10);
-        assert_eq!(s.prices_of(&s.nodes[&2]).storage_gb_hour_micros, 10, "announced prices apply");
-        let set = MetaCommand::SetNodePrices { now_ms: 4, node_id: 2, prices: config_prices(7) };
+        assert_eq!(s.prices_of(&s.nodes[&NodeId::new(2)]).storage_gb_hour_micros, 10, "announced prices apply");
+        let set = MetaCommand::SetNodePrices { now_ms: 4, node_id: NodeId::new(2), prices: config_prices(7) };
         assert_eq!(s.apply(&set), MetaResponse::Updated);
         restart(&mut s, 99);
-        assert_eq!(s.prices_of(&s.nodes[&2]).storage_gb_hour_micros, 7, "the operator's prices win");
-        assert_eq!(s.prices_of(&s.nodes[&1]).storage_gb_hour_micros, 0, "other nodes keep their own");
-        let missing = MetaCommand::SetNodePrices { now_ms: 5, node_id: 9, prices: config_prices(1) };
+        assert_eq!(s.prices_of(&s.nodes[&NodeId::new(2)]).storage_gb_hour_micros, 7, "the operator's prices win");
+        assert_eq!(s.prices_of(&s.nodes[&NodeId::new(1)]).storage_gb_hour_micros, 0, "other nodes keep their own");
+        let missing = MetaCommand::SetNodePrices { now_ms: 5, node_id: NodeId::new(9), prices: config_prices(1) };
         assert_eq!(s.apply(&missing), MetaResponse::NotFound);
-        assert!(!s.placement.price_overrides.contains_key(&9));
+        assert!(!s.placement.price_overrides.contains_key(&NodeId::new(9)));
     }
 }

@@ -37,14 +37,14 @@ pub async fn collect(p: &Placement, now_ms: u64) -> Vec<peer::ShareDemandRequest
             match drain_remote(p, &addr, delivered_before_ms).await {
                 Ok(answer) => answer,
                 Err(error) => {
-                    tracing::debug!(node_id, %error, "collecting demand");
+                    tracing::debug!(%node_id, %error, "collecting demand");
                     continue;
                 }
             }
         };
         ingest(p, node_id, &demand);
         if !demand.minutes.is_empty() || !demand.resource_sizes.is_empty() {
-            drained.push(peer::ShareDemandRequest { node_id, demand: Some(demand) });
+            drained.push(peer::ShareDemandRequest { node_id: node_id.get(), demand: Some(demand) });
         }
     }
     p.history.set_collected_at(now_ms);

@@ -204,6 +204,7 @@ fn rebalance(
 
 #[cfg(test)]
 mod tests {
+    use shadowstore_base::ids::NodeId;
     use shadowstore_placement::demand::MinuteReport;
 
     use super::*;
@@ -275,7 +276,7 @@ mod tests {
                     shed_reads: 0,
                 })
                 .collect();
-            history.ingest(&reports, 1, 0);
+            history.ingest(&reports, NodeId::new(1), 0);
         }
         let now_ms = slots * FIVE_MIN_MS;
         // Each key has a region key and a total key: 80 keys, 32 a pass.

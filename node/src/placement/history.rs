@@ -130,7 +130,7 @@ impl History {
             let first_seq = inner.next_journal_seq;
             inner.next_journal_seq += records.len() as u64;
             if let Err(error) = store::append_journal(engine.as_ref(), first_seq, &records) {
-                tracing::warn!(%error, node, "journaling demand; a restart loses these minutes");
+                tracing::warn!(%error, %node, "journaling demand; a restart loses these minutes");
             }
         }
     }
@@ -307,16 +307,19 @@ mod tests {
     fn a_minute_reported_again_is_counted_once_per_node() {
         let history = History::default();
         let key = DemandKey { resource: "r".to_string(), region: "eu".to_string() };
-        history.ingest(&[minute(10, "r", "eu", 60)], 1, 60);
+        history.ingest(&[minute(10, "r", "eu", 60)], NodeId::new(1), 60);
         // Not delivered yet, so node 1 reports minute 10 again, with 11.
-        history.ingest(&[minute(10, "r", "eu", 60), minute(11, "r", "eu", 120)], 1, 120);
+        history.ingest(&[minute(10, "r", "eu", 60), minute(11, "r", "eu", 120)], NodeId::new(1), 120);
         // Another node's minute 10 adds to it.
-        history.ingest(&[minute(10, "r", "eu", 30)], 2, 30);
+        history.ingest(&[minute(10, "r", "eu", 30)], NodeId::new(2), 30);
         assert_eq!(history.series(&key, 12 * MINUTE_MS, 2, Resolution::Minutes), vec![90.0, 120.0]);
         // Delivery marks only move forward.
-        history.mark_delivered(1, 12 * MINUTE_MS);
-        history.mark_delivered(1, 11 * MINUTE_MS);
-        assert_eq!((history.delivered_before_ms(1), history.delivered_before_ms(2)), (12 * MINUTE_MS, 0));
+        history.mark_delivered(NodeId::new(1), 12 * MINUTE_MS);
+        history.mark_delivered(NodeId::new(1), 11 * MINUTE_MS);
+        assert_eq!(
+            (history.delivered_before_ms(NodeId::new(1)), history.delivered_before_ms(NodeId::new(2))),
+            (12 * MINUTE_MS, 0)
+        );
     }
 
     /// Everything a restart must keep: every key's series and first slot,
@@ -340,15 +343,15 @@ mod tests {
         let engine: SharedEngine = crate::storage::memory_engine::MemoryEngine::new();
         let history = History::open(engine.clone());
         for m in 0..20 {
-            history.ingest(&[minute(m, "a", "eu", 10 + m), minute(m, "b", "us", 3)], 1, 0);
-            history.ingest(&[minute(m, "a", "eu", 1)], 2, 0);
+            history.ingest(&[minute(m, "a", "eu", 10 + m), minute(m, "b", "us", 3)], NodeId::new(1), 0);
+            history.ingest(&[minute(m, "a", "eu", 1)], NodeId::new(2), 0);
             if m == 12 {
                 // A snapshot part way: the rest is only in the journal.
                 history.snapshot().await;
             }
         }
         // A minute reported again is not counted twice.
-        history.ingest(&[minute(19, "a", "eu", 10), minute(20, "a", "us", 7)], 1, 0);
+        history.ingest(&[minute(19, "a", "eu", 10), minute(20, "a", "us", 7)], NodeId::new(1), 0);
         let before = kept(&history);
         let a_eu: f64 =
             before.0.iter().find(|(key, ..)| key.resource == "a" && key.region == "eu").expect("a/eu").1.iter().sum();
@@ -356,7 +359,7 @@ mod tests {
         let reopened = History::open(engine.clone());
         assert_eq!(kept(&reopened), before, "first restart");
         // Watermarks came back: a minute node 1 reports again is skipped.
-        reopened.ingest(&[minute(20, "a", "us", 7)], 1, 0);
+        reopened.ingest(&[minute(20, "a", "us", 7)], NodeId::new(1), 0);
         assert_eq!(kept(&reopened), before, "re-reported minute counted");
         // A snapshot cut short (pairs written, journal not trimmed): the
         // journal replayed over newer pairs changes nothing.
@@ -387,7 +390,7 @@ mod tests {
         // engine refuses a value over 56 KiB).
         let reports: Vec<MinuteReport> =
             (0..250).flat_map(|m| (0..100).map(move |k| minute(m, &format!("r{k:03}"), "eu", 1 + k))).collect();
-        history.ingest(&reports, 7, 0);
+        history.ingest(&reports, NodeId::new(7), 0);
         let loaded = store::load(engine.as_ref()).expect("load");
         assert!(loaded.journal.len() > 1, "one record for 25,000 slots");
         assert_eq!(loaded.journal.iter().map(|(_, r)| r.slots.len()).sum::<usize>(), 25_000);
@@ -401,7 +404,7 @@ mod tests {
     fn a_dry_run_reads_the_last_collected_minute() {
         let history = History::default();
         let key = DemandKey { resource: "r".to_string(), region: "eu".to_string() };
-        history.ingest(&[minute(0, "r", "eu", 120)], 1, 120);
+        history.ingest(&[minute(0, "r", "eu", 120)], NodeId::new(1), 120);
         // Collected just after minute 0 ended; minute 1 is over but not
         // collected yet when the dry run asks during minute 2.
         history.set_collected_at(61_000);

@@ -19,6 +19,7 @@
 //! leading: a voter that misses batches while the leader changes, or more
 //! than its queue holds, keeps a gap.
 
+use shadowstore_base::ids::ReplicaId;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -59,7 +60,7 @@ impl Batch {
             .iter()
             .filter_map(|r| {
                 let last = r.demand.as_ref()?.minutes.iter().map(|m| m.minute_start_ms).max()?;
-                Some((r.node_id, last + MINUTE_MS))
+                Some((NodeId::new(r.node_id), last + MINUTE_MS))
             })
             .collect();
         Batch { requests, reports, ends, acks: AtomicUsize::new(0), acks_needed }
@@ -194,7 +195,7 @@ pub fn share(p: &Arc<Placement>, drained: Vec<peer::ShareDemandRequest>) {
     }
     let Some(meta) = p.cluster.meta_group() else { return };
     let me = p.cluster.identity().map(|i| i.node_id);
-    let voter_replicas: Vec<u64> = meta.metrics().membership_config.membership().voter_ids().collect();
+    let voter_replicas: Vec<ReplicaId> = meta.metrics().membership_config.membership().voter_ids().collect();
     let others: Vec<NodeId> = p
         .cluster
         .with_meta(|m| {
@@ -230,7 +231,7 @@ async fn send_queue(p: Arc<Placement>, voter: NodeId, generation: u64) {
         let next = p.share_queues().next(voter, generation);
         let Some(batch) = next else { return };
         if let Err(error) = send(&p, voter, &batch).await {
-            tracing::debug!(voter, %error, "sharing demand; the batch stays queued");
+            tracing::debug!(%voter, %error, "sharing demand; the batch stays queued");
             p.share_queues().stalled(voter, generation);
             return;
         }
@@ -274,68 +275,74 @@ mod tests {
             })
             .collect();
         let demand = peer::DrainDemandResponse { minutes, ..Default::default() };
-        Arc::new(Batch::new(vec![peer::ShareDemandRequest { node_id: node, demand: Some(demand) }], acks_needed))
+        Arc::new(Batch::new(vec![peer::ShareDemandRequest { node_id: node.get(), demand: Some(demand) }], acks_needed))
     }
 
     #[test]
     fn a_voter_gets_its_batches_in_order_after_failing() {
         let mut queues = ShareQueues::default();
-        let (first, second) = (batch(1, &[10, 11], 1), batch(1, &[12], 1));
+        let (first, second) = (batch(NodeId::new(1), &[10, 11], 1), batch(NodeId::new(1), &[12], 1));
         // One sender starts for each voter; a second push starts none.
-        assert_eq!(queues.push(&first, &[2, 3], 100), vec![(2, 1), (3, 2)]);
-        assert!(queues.push(&second, &[2, 3], 100).is_empty());
+        assert_eq!(
+            queues.push(&first, &[NodeId::new(2), NodeId::new(3)], 100),
+            vec![(NodeId::new(2), 1), (NodeId::new(3), 2)]
+        );
+        assert!(queues.push(&second, &[NodeId::new(2), NodeId::new(3)], 100).is_empty());
         // Voter 2 answers, voter 3 does not: 3's sender stops and keeps
         // both batches, then resumes from the first at the next push.
-        let next = queues.next(2, 1).expect("a batch");
+        let next = queues.next(NodeId::new(2), 1).expect("a batch");
         assert!(Arc::ptr_eq(&next, &first));
-        queues.sent(2, 1, &next);
+        queues.sent(NodeId::new(2), 1, &next);
         assert!(next.acknowledge(), "one other voter makes the majority of three");
         assert!(!next.acknowledge(), "counted once");
-        queues.stalled(3, 2);
-        let third = batch(1, &[13], 1);
-        assert_eq!(queues.push(&third, &[2, 3], 100), vec![(3, 2)]);
-        assert_eq!(queues.backlog()[&3], (3, 4, 0));
+        queues.stalled(NodeId::new(3), 2);
+        let third = batch(NodeId::new(1), &[13], 1);
+        assert_eq!(queues.push(&third, &[NodeId::new(2), NodeId::new(3)], 100), vec![(NodeId::new(3), 2)]);
+        assert_eq!(queues.backlog()[&NodeId::new(3)], (3, 4, 0));
         for expected in [&first, &second, &third] {
-            let next = queues.next(3, 2).expect("a batch");
+            let next = queues.next(NodeId::new(3), 2).expect("a batch");
             assert!(Arc::ptr_eq(&next, expected), "out of order");
-            queues.sent(3, 2, &next);
+            queues.sent(NodeId::new(3), 2, &next);
         }
-        assert!(queues.next(3, 2).is_none());
+        assert!(queues.next(NodeId::new(3), 2).is_none());
         // The sender stopped on the empty queue: the next push starts one.
-        assert_eq!(queues.push(&batch(1, &[14], 1), &[3], 100), vec![(3, 2)]);
+        assert_eq!(queues.push(&batch(NodeId::new(1), &[14], 1), &[NodeId::new(3)], 100), vec![(NodeId::new(3), 2)]);
         // Voter 2 left the voters: its queue is gone. When it is back, its
         // new queue has a new generation, and a task still running for
         // the old one stops instead of sending it.
-        assert!(!queues.backlog().contains_key(&2));
-        assert_eq!(queues.push(&batch(1, &[15], 1), &[2, 3], 100), vec![(2, 3)]);
-        assert!(queues.next(2, 1).is_none(), "a task of the old queue sent the new one");
-        queues.stalled(2, 1);
-        assert!(queues.next(2, 3).is_some());
+        assert!(!queues.backlog().contains_key(&NodeId::new(2)));
+        assert_eq!(
+            queues.push(&batch(NodeId::new(1), &[15], 1), &[NodeId::new(2), NodeId::new(3)], 100),
+            vec![(NodeId::new(2), 3)]
+        );
+        assert!(queues.next(NodeId::new(2), 1).is_none(), "a task of the old queue sent the new one");
+        queues.stalled(NodeId::new(2), 1);
+        assert!(queues.next(NodeId::new(2), 3).is_some());
         // Leadership lost: every queue goes, and their tasks stop.
         queues.clear();
-        assert!(queues.next(3, 2).is_none() && queues.backlog().is_empty());
+        assert!(queues.next(NodeId::new(3), 2).is_none() && queues.backlog().is_empty());
     }
 
     #[test]
     fn a_queue_over_its_bound_drops_the_oldest_batches() {
         let mut queues = ShareQueues::default();
         for minute in 0..5 {
-            queues.push(&batch(1, &[minute, minute + 100], 1), &[2], 6);
+            queues.push(&batch(NodeId::new(1), &[minute, minute + 100], 1), &[NodeId::new(2)], 6);
         }
         // 2 reports each, at most 6: the two oldest of five were dropped.
-        assert_eq!(queues.backlog()[&2], (3, 6, 2));
-        let next = queues.next(2, 1).expect("a batch");
-        assert_eq!(next.ends, vec![(1, 102 * MINUTE_MS + MINUTE_MS)]);
+        assert_eq!(queues.backlog()[&NodeId::new(2)], (3, 6, 2));
+        let next = queues.next(NodeId::new(2), 1).expect("a batch");
+        assert_eq!(next.ends, vec![(NodeId::new(1), 102 * MINUTE_MS + MINUTE_MS)]);
         // A batch larger than the bound still goes, alone.
-        queues.push(&batch(1, &(0..10).collect::<Vec<_>>(), 1), &[2], 6);
-        assert_eq!(queues.backlog()[&2], (1, 10, 5));
+        queues.push(&batch(NodeId::new(1), &(0..10).collect::<Vec<_>>(), 1), &[NodeId::new(2)], 6);
+        assert_eq!(queues.backlog()[&NodeId::new(2)], (1, 10, 5));
         // A dropped batch that was being sent is not popped twice.
-        queues.sent(2, 1, &next);
-        assert_eq!(queues.backlog()[&2], (1, 10, 5));
+        queues.sent(NodeId::new(2), 1, &next);
+        assert_eq!(queues.backlog()[&NodeId::new(2)], (1, 10, 5));
         // Empty batches (nothing but sizes, or nothing) are bounded too.
         for _ in 0..SHARE_BACKLOG_BATCHES_MAX + 5 {
-            queues.push(&batch(1, &[], 1), &[2], 6);
+            queues.push(&batch(NodeId::new(1), &[], 1), &[NodeId::new(2)], 6);
         }
-        assert_eq!(queues.backlog()[&2].0, SHARE_BACKLOG_BATCHES_MAX);
+        assert_eq!(queues.backlog()[&NodeId::new(2)].0, SHARE_BACKLOG_BATCHES_MAX);
     }
 }

@@ -288,6 +288,7 @@ mod tests {
     use openraft::entry::RaftEntry;
     use openraft::storage::RaftLogStorage;
     use openraft::testing::log_id;
+    use shadowstore_base::ids::ReplicaId;
 
     use super::*;
     use crate::raft::Command;
@@ -304,20 +305,22 @@ mod tests {
             value: bytes::Bytes::from(vec![index as u8; len]),
             if_version: None,
         });
-        Entry::new_normal(log_id::<TypeConfig>(1, 1, index), cmd)
+        Entry::new_normal(log_id::<TypeConfig>(1, ReplicaId::new(1), index), cmd)
     }
 
     #[tokio::test]
     async fn entries_larger_than_a_stored_value_are_split_and_reassembled() {
         let engine = MemoryEngine::new();
         let syncer = Syncer::start(engine.clone());
-        let mut store = LogStore::new(3, engine.clone(), syncer);
+        let mut store = LogStore::new(GroupId::new(3), engine.clone(), syncer);
         let sizes = [10usize, 300_000, 64 * 1024, 5];
         let entries: Vec<Entry> = sizes.iter().enumerate().map(|(i, &n)| big_entry(i as u64 + 1, n)).collect();
         let (tx, rx) = <TypeConfig as openraft::type_config::TypeConfigExt>::oneshot();
         store.append(entries.clone(), IOFlushed::signal(tx)).await.unwrap();
         rx.await.unwrap().unwrap();
-        let parts = engine.range(Tree::Log, &keys::group_start(3), &keys::group_end(3), usize::MAX).unwrap();
+        let parts = engine
+            .range(Tree::Log, &keys::group_start(GroupId::new(3)), &keys::group_end(GroupId::new(3)), usize::MAX)
+            .unwrap();
         assert!(parts.len() > sizes.len(), "the 300 KB entry must span several parts");
         assert!(parts.iter().all(|(_, v)| v.len() <= ENTRY_PART_BYTES + checksum::TRAILER_BYTES));
         let read = store.try_get_log_entries(1..5).await.unwrap();
@@ -325,7 +328,7 @@ mod tests {
         let st = store.get_log_state().await.unwrap();
         assert_eq!(st.last_log_id.map(|l| l.index), Some(4));
         // Truncating inside the log removes every part of the later entries.
-        store.truncate_after(Some(log_id::<TypeConfig>(1, 1, 1))).await.unwrap();
+        store.truncate_after(Some(log_id::<TypeConfig>(1, ReplicaId::new(1), 1))).await.unwrap();
         assert_eq!(store.get_log_state().await.unwrap().last_log_id.map(|l| l.index), Some(1));
         assert_eq!(store.try_get_log_entries(1..5).await.unwrap().len(), 1);
     }

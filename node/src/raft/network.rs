@@ -89,7 +89,7 @@ impl RaftRouter {
         req: &Req,
     ) -> Result<RaftEnvelope, RPCError<TypeConfig>> {
         let payload = codec::encode("raft request", req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        Ok(RaftEnvelope { group_id: group, target_replica_id: target, payload: payload.into() })
+        Ok(RaftEnvelope { group_id: group.get(), target_replica_id: target.get(), payload: payload.into() })
     }
 
     async fn call<Req: Serialize, Resp: DeserializeOwned>(

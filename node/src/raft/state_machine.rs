@@ -282,7 +282,7 @@ fn read_snapshot(group: GroupId, engine: &SharedEngine) -> io::Result<Option<Sna
         data.extend_from_slice(&v);
     }
     if data.len() as u64 != m.len_bytes || crc32fast::hash(&data) != m.crc32 {
-        tracing::error!(group, snapshot = m.snapshot_id, "snapshot fails its checksum");
+        tracing::error!(%group, snapshot = %m.snapshot_id, "snapshot fails its checksum");
         return Err(checksum::corrupt(Tree::Snapshot, &s));
     }
     Ok(Some(Snapshot { meta: m.meta, snapshot: Bytes::from(data) }))
@@ -304,7 +304,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let meta =
             SnapshotMeta { last_log_id: self.copy.last_applied.clone(), last_membership: self.copy.membership.clone() };
         self.persist.persist_snapshot(&meta, &data).await?;
-        tracing::debug!(group = self.store_group, bytes = data.len(), "snapshot built");
+        tracing::debug!(group = %self.store_group, bytes = data.len(), "snapshot built");
         Ok(Snapshot { meta, snapshot: Bytes::from(data) })
     }
 }
@@ -415,26 +415,26 @@ mod tests {
     async fn verifying_a_snapshot_reads_only_and_catches_rot() {
         let engine = MemoryEngine::new();
         let shared: SharedEngine = engine.clone();
-        let store = StateMachineStore::open(5, shared.clone(), Syncer::start(shared.clone())).unwrap();
+        let store = StateMachineStore::open(GroupId::new(5), shared.clone(), Syncer::start(shared.clone())).unwrap();
         let data = vec![7u8; 2 * SNAPSHOT_STORED_CHUNK_BYTES + 10];
         store.persist_snapshot(&SnapshotMeta::default(), &data).await.unwrap();
-        assert_eq!(StateMachineStore::verify(5, &shared).unwrap(), data.len() as u64);
+        assert_eq!(StateMachineStore::verify(GroupId::new(5), &shared).unwrap(), data.len() as u64);
         // A snapshot being written: a chunk of snapshot 2, its manifest not
         // yet stored. The scrubber's check runs beside it and must not
         // take it for an orphan.
-        let in_progress = keys::snapshot_chunk(5, 2, 0);
+        let in_progress = keys::snapshot_chunk(GroupId::new(5), 2, 0);
         let mut b = WriteBatch::new(Tree::Snapshot);
         b.put(in_progress.clone(), vec![1; 10]);
         shared.write(b).unwrap();
-        StateMachineStore::verify(5, &shared).unwrap();
+        StateMachineStore::verify(GroupId::new(5), &shared).unwrap();
         assert!(shared.get(Tree::Snapshot, &in_progress).unwrap().is_some(), "verify deleted a chunk being written");
         // One flipped bit in a stored chunk, or in the manifest, is corrupt.
-        for key in [keys::snapshot_chunk(5, 1, 1), keys::snapshot_manifest(5)] {
+        for key in [keys::snapshot_chunk(GroupId::new(5), 1, 1), keys::snapshot_manifest(GroupId::new(5))] {
             assert!(engine.rot(Tree::Snapshot, &key, 9));
-            let e = StateMachineStore::verify(5, &shared).unwrap_err();
+            let e = StateMachineStore::verify(GroupId::new(5), &shared).unwrap_err();
             assert!(checksum::is_corrupt(&e), "{e}");
             assert!(engine.rot(Tree::Snapshot, &key, 9), "flip it back");
         }
-        StateMachineStore::verify(5, &shared).unwrap();
+        StateMachineStore::verify(GroupId::new(5), &shared).unwrap();
     }
 }

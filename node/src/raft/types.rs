@@ -66,6 +66,7 @@ pub enum CommandResponse {
 mod tests {
     use openraft::RaftTypeConfig;
     use openraft::vote::RaftLeaderId;
+    use shadowstore_base::ids::ReplicaId;
 
     use super::TypeConfig;
 
@@ -78,10 +79,10 @@ mod tests {
     /// incomparable, so a vote already cast in a term is never replaced.
     #[test]
     fn one_leader_per_term() {
-        let three = LeaderId::new(2, 3);
-        let five = LeaderId::new(2, 5);
+        let three = LeaderId::new(2, ReplicaId::new(3));
+        let five = LeaderId::new(2, ReplicaId::new(5));
         assert_eq!(three.partial_cmp(&five), None);
         assert_eq!(five.partial_cmp(&three), None);
-        assert!(LeaderId::new(3, 3) > five, "a later term still wins");
+        assert!(LeaderId::new(3, ReplicaId::new(3)) > five, "a later term still wins");
     }
 }

@@ -410,7 +410,12 @@ mod tests {
 
     fn manifest(blob_id: u64) -> BlobManifest {
         let layout = Layout::new(3 << 20, 1 << 20, 2, 1);
-        BlobManifest { blob_id, layout, holders: vec![10, 11, 12], crcs: vec![0; layout.crc_slots()] }
+        BlobManifest {
+            blob_id,
+            layout,
+            holders: vec![ReplicaId::new(10), ReplicaId::new(11), ReplicaId::new(12)],
+            crcs: vec![0; layout.crc_slots()],
+        }
     }
 
     #[test]
@@ -495,9 +500,12 @@ mod tests {
         assert_eq!(s.apply(2, &cmd(manifest(7))), ResourceResponse::Written { version: 2 });
         assert_eq!(s.blob_bytes, 3 << 20);
         assert_eq!(s.referenced_blobs(), BTreeSet::from([7]));
-        let r = s.apply(3, &ResourceCommand::ReassignHolders { now_ms: 2, from: 11, to: 99 });
+        let r = s.apply(
+            3,
+            &ResourceCommand::ReassignHolders { now_ms: 2, from: ReplicaId::new(11), to: ReplicaId::new(99) },
+        );
         assert_eq!(r, ResourceResponse::Maintained { count: 1 });
-        assert_eq!(s.blobs().next().unwrap().holders, vec![10, 99, 12]);
+        assert_eq!(s.blobs().next().unwrap().holders, vec![ReplicaId::new(10), ReplicaId::new(99), ReplicaId::new(12)]);
     }
 
     #[test]
@@ -505,7 +513,12 @@ mod tests {
         let mut s = ResourceState::default();
         let mirror = {
             let layout = Layout::new(3 << 20, 1 << 20, 1, 1);
-            BlobManifest { blob_id: 5, layout, holders: vec![10, 12], crcs: vec![0; layout.crc_slots()] }
+            BlobManifest {
+                blob_id: 5,
+                layout,
+                holders: vec![ReplicaId::new(10), ReplicaId::new(12)],
+                crcs: vec![0; layout.crc_slots()],
+            }
         };
         let put = ResourceCommand::PutBlob {
             request: RequestId::default(),
@@ -530,7 +543,10 @@ mod tests {
         assert!(matches!(s.apply(3, &reencode(5, bad)), ResourceResponse::Rejected { .. }));
         assert_eq!(s.apply(4, &reencode(5, manifest(8))), ResourceResponse::Maintained { count: 1 });
         let m = s.blobs().next().unwrap();
-        assert_eq!((m.blob_id, m.layout.k, m.layout.m, m.holders.clone()), (8, 2, 1, vec![10, 11, 12]));
+        assert_eq!(
+            (m.blob_id, m.layout.k, m.layout.m, m.holders.clone()),
+            (8, 2, 1, vec![ReplicaId::new(10), ReplicaId::new(11), ReplicaId::new(12)])
+        );
         assert_eq!(s.variants["big"].current, Some(1), "the version is unchanged");
         assert_eq!(s.blob_bytes, 3 << 20);
         // Applied again (a retry), it finds blob 8, not 5: nothing changes.

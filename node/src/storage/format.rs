@@ -177,6 +177,9 @@ fn hex_of<T: serde::Serialize>(value: &T) -> String {
 mod tests {
     use super::*;
     use crate::storage::memory_engine::MemoryEngine;
+    use shadowstore_base::ids::GroupId;
+    use shadowstore_base::ids::NodeId;
+    use shadowstore_base::ids::ReplicaId;
 
     fn engine() -> SharedEngine {
         MemoryEngine::new()
@@ -265,8 +268,11 @@ mod tests {
         use crate::group::registry::LocalReplica;
         use crate::meta::state::MetaState;
 
-        assert_eq!(hex_of(&NodeIdentity { node_id: 3, meta_replica_id: 7 }), "0307");
-        assert_eq!(hex_of(&LocalReplica { group_id: 300, replica_id: 2, quarantined: true }), "ac020201");
+        assert_eq!(hex_of(&NodeIdentity { node_id: NodeId::new(3), meta_replica_id: ReplicaId::new(7) }), "0307");
+        assert_eq!(
+            hex_of(&LocalReplica { group_id: GroupId::new(300), replica_id: ReplicaId::new(2), quarantined: true }),
+            "ac020201"
+        );
         assert_eq!(hex_of(&MetaState::default()), PINNED_EMPTY_META_STATE);
     }
 

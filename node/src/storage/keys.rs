@@ -16,12 +16,13 @@
 //! | local       | b"demand/" ...                        | see `demand::store`       |
 
 use shadowstore_base::ids::GroupId;
+use shadowstore_base::ids::ReplicaId;
 
 /// Key of part `part` of the log entry at `index`. An entry larger than
 /// one stored value is split into consecutive parts.
 pub fn log_entry_part(group: GroupId, index: u64, part: u16) -> Vec<u8> {
     let mut k = Vec::with_capacity(18);
-    k.extend_from_slice(&group.to_be_bytes());
+    k.extend_from_slice(&group.get().to_be_bytes());
     k.extend_from_slice(&index.to_be_bytes());
     k.extend_from_slice(&part.to_be_bytes());
     k
@@ -56,7 +57,7 @@ pub fn log_part_of(key: &[u8]) -> Option<u16> {
 
 /// The first key after every key of `group` (in any group-prefixed tree).
 pub fn group_end(group: GroupId) -> Vec<u8> {
-    match group.checked_add(1) {
+    match group.get().checked_add(1) {
         Some(next) => next.to_be_bytes().to_vec(),
         None => vec![0xff; 9],
     }
@@ -66,15 +67,15 @@ pub fn group_end(group: GroupId) -> Vec<u8> {
 /// snapshot) belongs to.
 pub fn group_of(key: &[u8]) -> Option<GroupId> {
     let b: [u8; 8] = key.get(..8)?.try_into().ok()?;
-    Some(u64::from_be_bytes(b))
+    Some(GroupId::new(u64::from_be_bytes(b)))
 }
 
 pub fn group_start(group: GroupId) -> Vec<u8> {
-    group.to_be_bytes().to_vec()
+    group.get().to_be_bytes().to_vec()
 }
 
 pub fn raft_state(group: GroupId, tag: u8) -> Vec<u8> {
-    let mut k = group.to_be_bytes().to_vec();
+    let mut k = group.get().to_be_bytes().to_vec();
     k.push(tag);
     k
 }
@@ -116,7 +117,7 @@ pub const REPLICA_PREFIX: &[u8] = b"replica/";
 
 pub fn local_replica(group: GroupId) -> Vec<u8> {
     let mut k = REPLICA_PREFIX.to_vec();
-    k.extend_from_slice(&group.to_be_bytes());
+    k.extend_from_slice(&group.get().to_be_bytes());
     k
 }
 
@@ -128,10 +129,10 @@ pub const RETIRED_PREFIX: &[u8] = b"retired/";
 
 /// A removed replica whose shards this node keeps until they are handed
 /// off (`blob::handoff`).
-pub fn retired_replica(group: GroupId, replica: u64) -> Vec<u8> {
+pub fn retired_replica(group: GroupId, replica: ReplicaId) -> Vec<u8> {
     let mut k = RETIRED_PREFIX.to_vec();
-    k.extend_from_slice(&group.to_be_bytes());
-    k.extend_from_slice(&replica.to_be_bytes());
+    k.extend_from_slice(&group.get().to_be_bytes());
+    k.extend_from_slice(&replica.get().to_be_bytes());
     k
 }
 
@@ -140,11 +141,11 @@ pub fn retired_replicas_range() -> (Vec<u8>, Vec<u8>) {
 }
 
 /// (group, replica) of a `retired_replica` key.
-pub fn retired_replica_of(key: &[u8]) -> Option<(GroupId, u64)> {
+pub fn retired_replica_of(key: &[u8]) -> Option<(GroupId, ReplicaId)> {
     let rest = key.strip_prefix(RETIRED_PREFIX)?;
     let group = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
     let replica = u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?);
-    Some((group, replica))
+    Some((GroupId::new(group), ReplicaId::new(replica)))
 }
 
 #[cfg(test)]
@@ -153,32 +154,50 @@ mod tests {
 
     #[test]
     fn log_keys_sort_by_group_then_index() {
-        let mut keys =
-            vec![log_entry(2, 1), log_entry(1, 300), log_entry_part(1, 2, 1), log_entry(1, 2), log_entry(0, u64::MAX)];
+        let mut keys = vec![
+            log_entry(GroupId::new(2), 1),
+            log_entry(GroupId::new(1), 300),
+            log_entry_part(GroupId::new(1), 2, 1),
+            log_entry(GroupId::new(1), 2),
+            log_entry(GroupId::new(0), u64::MAX),
+        ];
         keys.sort();
         assert_eq!(
             keys,
-            vec![log_entry(0, u64::MAX), log_entry(1, 2), log_entry_part(1, 2, 1), log_entry(1, 300), log_entry(2, 1)]
+            vec![
+                log_entry(GroupId::new(0), u64::MAX),
+                log_entry(GroupId::new(1), 2),
+                log_entry_part(GroupId::new(1), 2, 1),
+                log_entry(GroupId::new(1), 300),
+                log_entry(GroupId::new(2), 1)
+            ]
         );
-        assert!(log_entry_part(1, 2, u16::MAX) < log_entry(1, 3), "all parts of an entry precede the next entry");
-        assert_eq!(log_part_of(&log_entry_part(1, 2, 7)), Some(7));
-        let (s, e) = log_range(1, 0, None);
-        assert!(s <= log_entry(1, 0) && log_entry(1, u64::MAX) < e && log_entry(2, 0) >= e);
-        assert_eq!(log_index_of(&log_entry(7, 42)), Some(42));
-        assert_eq!(group_of(&log_entry(7, 42)), Some(7));
-        assert_eq!(group_of(&raft_state(9, VOTE_TAG)), Some(9));
-        assert_eq!(group_of(&snapshot_chunk(5, 1, 2)), Some(5));
+        assert!(
+            log_entry_part(GroupId::new(1), 2, u16::MAX) < log_entry(GroupId::new(1), 3),
+            "all parts of an entry precede the next entry"
+        );
+        assert_eq!(log_part_of(&log_entry_part(GroupId::new(1), 2, 7)), Some(7));
+        let (s, e) = log_range(GroupId::new(1), 0, None);
+        assert!(
+            s <= log_entry(GroupId::new(1), 0)
+                && log_entry(GroupId::new(1), u64::MAX) < e
+                && log_entry(GroupId::new(2), 0) >= e
+        );
+        assert_eq!(log_index_of(&log_entry(GroupId::new(7), 42)), Some(42));
+        assert_eq!(group_of(&log_entry(GroupId::new(7), 42)), Some(GroupId::new(7)));
+        assert_eq!(group_of(&raft_state(GroupId::new(9), VOTE_TAG)), Some(GroupId::new(9)));
+        assert_eq!(group_of(&snapshot_chunk(GroupId::new(5), 1, 2)), Some(GroupId::new(5)));
         assert_eq!(group_of(&[1, 2, 3]), None);
     }
 
     #[test]
     fn snapshot_chunk_ranges_do_not_overlap_other_keys() {
-        let (s, e) = snapshot_chunks_of(3, 9);
-        let inside = snapshot_chunk(3, 9, 0);
-        let next = snapshot_chunk(3, 10, 0);
+        let (s, e) = snapshot_chunks_of(GroupId::new(3), 9);
+        let inside = snapshot_chunk(GroupId::new(3), 9, 0);
+        let next = snapshot_chunk(GroupId::new(3), 10, 0);
         assert!(s <= inside && inside < e && next >= e);
-        let (as_, ae) = snapshot_chunks_all(3);
-        assert!(snapshot_manifest(3) < as_ || snapshot_manifest(3) >= ae);
+        let (as_, ae) = snapshot_chunks_all(GroupId::new(3));
+        assert!(snapshot_manifest(GroupId::new(3)) < as_ || snapshot_manifest(GroupId::new(3)) >= ae);
         assert!(as_ <= inside && inside < ae);
     }
 }

@@ -41,7 +41,7 @@ fn resource(capacity_rps: f64, forecast: DemandForecast) -> ResourceDemand {
         priority: 0,
         size_bytes: 10_000_000_000,
         region: "east".to_string(),
-        replica_nodes: vec![1, 2, 3],
+        replica_nodes: vec![NodeId::new(1), NodeId::new(2), NodeId::new(3)],
         capacity_rps,
         observed_rps: forecast.observed,
         forecast,
@@ -56,14 +56,14 @@ fn verdict(plan: &Plan, node: NodeId) -> &Verdict {
 
 #[test]
 fn picks_the_cheapest_capable_host_and_explains_every_other() {
-    let mut hosts: Vec<HostView> = (1..=3).map(|n| host(n, "east", 1)).collect();
-    let mut sick = host(4, "east", 1);
+    let mut hosts: Vec<HostView> = (1..=3).map(|n| host(NodeId::new(n), "east", 1)).collect();
+    let mut sick = host(NodeId::new(4), "east", 1);
     sick.healthy = false;
-    let mut full = host(5, "east", 1);
+    let mut full = host(NodeId::new(5), "east", 1);
     full.load_rps = 1_000.0;
-    let mut small_disk = host(6, "east", 1);
+    let mut small_disk = host(NodeId::new(6), "east", 1);
     small_disk.disk_free_bytes = 1_000;
-    hosts.extend([sick, full, small_disk, host(7, "east", 500), host(8, "east", 50)]);
+    hosts.extend([sick, full, small_disk, host(NodeId::new(7), "east", 500), host(NodeId::new(8), "east", 50)]);
     // Capacity 3000 rps; demand uniform on [3200, 3600]: P(exceed) = 1.
     let plan = plan(
         &PlannerConfig::default(),
@@ -75,19 +75,19 @@ fn picks_the_cheapest_capable_host_and_explains_every_other() {
     assert!(plan.inputs.p_exceed >= 0.99);
     match &plan.action {
         Action::AddShadows { nodes, short_rps, .. } => {
-            assert_eq!(nodes, &vec![8], "node 8 is the cheapest capable host");
+            assert_eq!(nodes, &vec![NodeId::new(8)], "node 8 is the cheapest capable host");
             assert_eq!(*short_rps, 0.0);
         }
         other => panic!("expected a shadow, got {other:?}"),
     }
     assert_eq!(plan.candidates.len(), hosts.len(), "every host has a verdict");
     for node in 1..=3 {
-        assert_eq!(verdict(&plan, node), &Verdict::AlreadyReplica);
+        assert_eq!(verdict(&plan, NodeId::new(node)), &Verdict::AlreadyReplica);
     }
-    assert_eq!(verdict(&plan, 4), &Verdict::Unhealthy);
-    assert!(matches!(verdict(&plan, 5), Verdict::NoSpareCapacity { .. }));
-    assert!(matches!(verdict(&plan, 6), Verdict::NotEnoughDisk { free_bytes: 1_000, .. }));
-    assert_eq!(verdict(&plan, 7), &Verdict::NotNeeded);
+    assert_eq!(verdict(&plan, NodeId::new(4)), &Verdict::Unhealthy);
+    assert!(matches!(verdict(&plan, NodeId::new(5)), Verdict::NoSpareCapacity { .. }));
+    assert!(matches!(verdict(&plan, NodeId::new(6)), Verdict::NotEnoughDisk { free_bytes: 1_000, .. }));
+    assert_eq!(verdict(&plan, NodeId::new(7)), &Verdict::NotNeeded);
     // The loser's cost is in the explanation and is higher.
     let cost = |node| {
         plan.candidates
@@ -96,12 +96,12 @@ fn picks_the_cheapest_capable_host_and_explains_every_other() {
             .and_then(|c| c.cost_per_rps_micros)
             .expect("capable hosts are costed")
     };
-    assert!(cost(7) > cost(8));
+    assert!(cost(NodeId::new(7)) > cost(NodeId::new(8)));
 }
 
 #[test]
 fn adds_enough_shadows_for_the_sized_peak() {
-    let hosts: Vec<HostView> = (4..=10).map(|n| host(n, "east", n)).collect();
+    let hosts: Vec<HostView> = (4..=10).map(|n| host(NodeId::new(n), "east", n)).collect();
     // Peak q95 ≈ 5905 rps; at 0.9 utilisation it wants ~6561 rps: 3000 + 4 hosts.
     let plan = plan(
         &PlannerConfig::default(),
@@ -111,7 +111,11 @@ fn adds_enough_shadows_for_the_sized_peak() {
         0,
     );
     let Action::AddShadows { nodes, added_rps, .. } = &plan.action else { panic!("{:?}", plan.action) };
-    assert_eq!(nodes, &vec![4, 5, 6, 7], "cheapest first, as many as the need");
+    assert_eq!(
+        nodes,
+        &vec![NodeId::new(4), NodeId::new(5), NodeId::new(6), NodeId::new(7)],
+        "cheapest first, as many as the need"
+    );
     assert!(3_000.0 + added_rps >= plan.inputs.wanted_capacity_rps);
 }
 
@@ -138,24 +142,25 @@ fn region_distances_are_symmetric_bounded_and_default_to_one() {
 
 #[test]
 fn prefers_the_demand_region_then_the_nearest() {
-    let hosts = vec![host(4, "west", 1), host(5, "east", 100), host(6, "far", 1)];
+    let hosts =
+        vec![host(NodeId::new(4), "west", 1), host(NodeId::new(5), "east", 100), host(NodeId::new(6), "far", 1)];
     let mut regions = RegionDistances::default();
     regions.set("far", "east", 5).expect("a valid distance");
     let config = PlannerConfig::default();
     let one_host = resource(3_000.0, uniform_forecast(3_200.0, 3_600.0, 3_100.0));
     let plan_one = plan(&config, &one_host, &hosts, &regions, 0);
-    assert_eq!(plan_one.action, Action::AddShadows { nodes: vec![5], added_rps: 1_000.0, short_rps: 0.0 });
+    assert_eq!(plan_one.action, Action::AddShadows { nodes: vec![NodeId::new(5)], added_rps: 1_000.0, short_rps: 0.0 });
     // Needing two hosts: east first, then the nearer west, never far.
     let two_hosts = resource(3_000.0, uniform_forecast(3_600.0, 4_000.0, 3_100.0));
     let plan_two = plan(&config, &two_hosts, &hosts, &regions, 0);
     let Action::AddShadows { nodes, .. } = &plan_two.action else { panic!("{:?}", plan_two.action) };
-    assert_eq!(nodes, &vec![5, 4]);
-    assert_eq!(verdict(&plan_two, 6), &Verdict::NotNeeded);
+    assert_eq!(nodes, &vec![NodeId::new(5), NodeId::new(4)]);
+    assert_eq!(verdict(&plan_two, NodeId::new(6)), &Verdict::NotNeeded);
 }
 
 #[test]
 fn holds_below_the_threshold_and_priority_moves_it() {
-    let hosts = vec![host(4, "east", 1)];
+    let hosts = vec![host(NodeId::new(4), "east", 1)];
     // Demand uniform on [2500, 3500] against 3000 rps: P(exceed) = 0.5.
     let mut demand = resource(3_000.0, uniform_forecast(2_500.0, 3_500.0, 2_900.0));
     let config = PlannerConfig::default();
@@ -174,19 +179,28 @@ fn holds_below_the_threshold_and_priority_moves_it() {
 #[test]
 fn retires_after_hysteresis_never_while_observed_demand_needs_it() {
     let config = PlannerConfig::default();
-    let hosts = vec![host(5, "east", 1)];
-    let shadow =
-        ShadowState { node_id: 4, capacity_rps: 1_000.0, added_at_ms: 0, low_since_ms: Some(0), pinned: false };
+    let hosts = vec![host(NodeId::new(5), "east", 1)];
+    let shadow = ShadowState {
+        node_id: NodeId::new(4),
+        capacity_rps: 1_000.0,
+        added_at_ms: 0,
+        low_since_ms: Some(0),
+        pinned: false,
+    };
     // Capacity 4000 with the shadow; demand forecast [1000, 1500], observed 1200.
     let mut demand = resource(4_000.0, uniform_forecast(1_000.0, 1_500.0, 1_200.0));
-    demand.replica_nodes.push(4);
+    demand.replica_nodes.push(NodeId::new(4));
     demand.shadows.push(shadow.clone());
 
     let early = plan(&config, &demand, &hosts, &RegionDistances::default(), config.hysteresis_ms - 1);
     assert!(matches!(early.action, Action::Hold { .. }), "{:?}", early.action);
     assert!(early.shadows[0].low_now);
     let later = plan(&config, &demand, &hosts, &RegionDistances::default(), config.hysteresis_ms);
-    assert!(matches!(&later.action, Action::Retire { nodes, .. } if nodes == &vec![4]), "{:?}", later.action);
+    assert!(
+        matches!(&later.action, Action::Retire { nodes, .. } if nodes == &vec![NodeId::new(4)]),
+        "{:?}",
+        later.action
+    );
 
     // The forecast is low but observed demand (3000 > 3000 × 0.9) still
     // needs the shadow: kept, even after its TTL.
@@ -210,7 +224,7 @@ fn retires_after_hysteresis_never_while_observed_demand_needs_it() {
 
 #[test]
 fn reactive_forecast_acts_on_observed_demand_only() {
-    let hosts = vec![host(4, "east", 1)];
+    let hosts = vec![host(NodeId::new(4), "east", 1)];
     let mut forecast = uniform_forecast(0.0, 0.0, 3_300.0);
     forecast.mode = ForecastMode::Reactive;
     forecast.quantiles.clear();
@@ -231,7 +245,7 @@ fn bad_config_is_rejected() {
 
 #[test]
 fn observed_overload_acts_whatever_the_forecast_says() {
-    let hosts = vec![host(4, "east", 1)];
+    let hosts = vec![host(NodeId::new(4), "east", 1)];
     // The forecast says demand is low, but 3300 rps are observed now.
     let demand = resource(3_000.0, uniform_forecast(100.0, 200.0, 3_300.0));
     let acting = plan(&PlannerConfig::default(), &demand, &hosts, &RegionDistances::default(), 0);
@@ -245,7 +259,7 @@ fn observed_overload_acts_whatever_the_forecast_says() {
 
 #[test]
 fn ignores_leads_a_new_shadow_could_not_serve() {
-    let hosts: Vec<HostView> = (4..=6).map(|n| host(n, "east", n)).collect();
+    let hosts: Vec<HostView> = (4..=6).map(|n| host(NodeId::new(n), "east", n)).collect();
     // Lead 1 surges above capacity; leads 2 and 3 are well below it.
     let surge: Vec<f64> = (0..QUANTILE_GRID_LEN).map(|i| 3_500.0 + 500.0 * quantile_grid_level(i)).collect();
     let calm: Vec<f64> = (0..QUANTILE_GRID_LEN).map(|i| 1_000.0 + 500.0 * quantile_grid_level(i)).collect();

@@ -222,7 +222,7 @@ impl<'a> Sim<'a> {
     }
 
     fn resource_view(&self, forecast: DemandForecast, observed_rps: f64) -> ResourceDemand {
-        let primaries = (1..=self.cluster.primaries as NodeId).collect::<Vec<_>>();
+        let primaries = (1..=self.cluster.primaries as u64).map(NodeId::new).collect::<Vec<_>>();
         ResourceDemand {
             resource: self.trace.name.clone(),
             priority: 0,

@@ -20,6 +20,7 @@ pub mod fluid;
 pub mod report;
 pub mod trace;
 
+use shadowstore_base::ids::NodeId;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -101,7 +102,7 @@ pub fn cluster_model() -> ClusterModel {
     for (region, count, storage_price) in regions {
         for i in 0..count {
             hosts.push(HostView {
-                node_id,
+                node_id: NodeId::new(node_id),
                 region: region.to_string(),
                 healthy: true,
                 read_capacity_rps: REPLICA_CAPACITY_RPS,

@@ -3,6 +3,8 @@
 //! gate that keeps damage within the durability promise (one failure after
 //! an acknowledgement).
 
+use shadowstore_base::ids::GroupId;
+use shadowstore_base::ids::ReplicaId;
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -29,7 +31,7 @@ pub struct Rot {
     key: Vec<u8>,
     bytes: Vec<u8>,
     /// For a rotted Raft record: the group and the replica it belongs to.
-    replica: Option<(u64, u64)>,
+    replica: Option<(GroupId, ReplicaId)>,
 }
 
 impl Rot {
@@ -105,7 +107,7 @@ pub fn apply_rot(slots: &[NodeSlot], f: Fault) -> Option<Rot> {
 /// each record's group and the replica it belongs to. The meta group's are
 /// left alone: a corrupt meta replica needs an operator (the node refuses
 /// to start), which the simulator does not play.
-fn raft_rot_candidates(slot: &NodeSlot) -> Vec<(Tree, Vec<u8>, u64, u64)> {
+fn raft_rot_candidates(slot: &NodeSlot) -> Vec<(Tree, Vec<u8>, GroupId, ReplicaId)> {
     let Some(ctx) = &slot.ctx else { return Vec::new() };
     let mut out = Vec::new();
     for tree in [Tree::Log, Tree::RaftState, Tree::Snapshot] {
@@ -131,7 +133,7 @@ fn raft_rot_candidates(slot: &NodeSlot) -> Vec<(Tree, Vec<u8>, u64, u64)> {
 fn rot_candidates(slots: &[NodeSlot], node: usize) -> Vec<Vec<u8>> {
     let retained = retained_manifests(slots);
     // (group, blob, stripe, chunk) → shards stored on some disk.
-    let mut copies: HashMap<(u64, u64, u32, u16), HashSet<u8>> = HashMap::new();
+    let mut copies: HashMap<(GroupId, u64, u32, u16), HashSet<u8>> = HashMap::new();
     for s in slots {
         for a in s.engine.durable_keys(Tree::Shards).iter().filter_map(|k| parse_chunk_key(k)) {
             copies.entry((a.group, a.blob, a.stripe, a.chunk)).or_default().insert(a.shard);
@@ -155,8 +157,8 @@ fn rot_candidates(slots: &[NodeSlot], node: usize) -> Vec<Vec<u8>> {
 
 /// The retained blob manifests of every resource group, from the replica
 /// that applied the most of it.
-fn retained_manifests(slots: &[NodeSlot]) -> BTreeMap<(u64, u64), Arc<BlobManifest>> {
-    let mut best: BTreeMap<u64, Arc<Group>> = BTreeMap::new();
+fn retained_manifests(slots: &[NodeSlot]) -> BTreeMap<(GroupId, u64), Arc<BlobManifest>> {
+    let mut best: BTreeMap<GroupId, Arc<Group>> = BTreeMap::new();
     for s in slots {
         let Some(ctx) = &s.ctx else { continue };
         for g in ctx.cluster.registry.all() {
@@ -181,8 +183,8 @@ fn retained_manifests(slots: &[NodeSlot]) -> BTreeMap<(u64, u64), Arc<BlobManife
 
 /// Every blob some disk holds a shard of or some state refers to: what a
 /// damage fault applied now may hit.
-pub fn blobs_on_record(slots: &[NodeSlot]) -> HashSet<(u64, u64)> {
-    let mut out: HashSet<(u64, u64)> = retained_manifests(slots).into_keys().collect();
+pub fn blobs_on_record(slots: &[NodeSlot]) -> HashSet<(GroupId, u64)> {
+    let mut out: HashSet<(GroupId, u64)> = retained_manifests(slots).into_keys().collect();
     for s in slots {
         out.extend(
             s.engine.durable_keys(Tree::Shards).iter().filter_map(|k| parse_chunk_key(k)).map(|a| (a.group, a.blob)),
@@ -200,7 +202,7 @@ pub fn blobs_on_record(slots: &[NodeSlot]) -> HashSet<(u64, u64)> {
 /// its acknowledgement, which the promise does not cover. Blobs written
 /// since the previous damage take their first failure, whatever layout
 /// they were written in.
-pub fn exposed_blobs_healed(slots: &[NodeSlot], exposed: &HashSet<(u64, u64)>) -> Result<(), String> {
+pub fn exposed_blobs_healed(slots: &[NodeSlot], exposed: &HashSet<(GroupId, u64)>) -> Result<(), String> {
     let manifests = retained_manifests(slots);
     let mut stored: HashMap<ChunkAddr, Vec<Vec<u8>>> = HashMap::new();
     for s in slots {

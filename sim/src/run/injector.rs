@@ -3,6 +3,8 @@
 //! promises to survive, and heals each fault when its duration is over (or
 //! when the fault phase ends).
 
+use shadowstore_base::ids::GroupId;
+use shadowstore_base::ids::NodeId;
 use std::collections::HashSet;
 use std::hash::Hash;
 use std::hash::Hasher;
@@ -29,11 +31,11 @@ pub struct Injector {
     /// (time, fault, nodes it cut off) to undo each applied fault.
     heals: Vec<(u64, Fault, Vec<usize>)>,
     /// Identities of nodes whose disk was lost.
-    lost_nodes: HashSet<u64>,
+    lost_nodes: HashSet<NodeId>,
     /// Rotted records not yet repaired.
     rots: Vec<Rot>,
     /// Blobs on record at the last damage fault (see `exposed_blobs_healed`).
-    exposed: HashSet<(u64, u64)>,
+    exposed: HashSet<(GroupId, u64)>,
 }
 
 impl Injector {
@@ -202,7 +204,7 @@ fn apply_fault(sim: &mut turmoil::Sim<'_>, slots: &Slots, nodes: usize, f: Fault
 /// The node leading the `nth` resource group (by group id, modulo their
 /// number) right now.
 fn leader_node(slots: &[NodeSlot], nth: usize) -> Option<usize> {
-    let mut leaders: Vec<(u64, usize)> = Vec::new();
+    let mut leaders: Vec<(GroupId, usize)> = Vec::new();
     for (i, s) in slots.iter().enumerate() {
         let Some(ctx) = &s.ctx else { continue };
         for g in ctx.cluster.registry.all() {

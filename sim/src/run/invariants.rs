@@ -3,6 +3,9 @@
 //! same index holding the same state; and the conditions the driver waits
 //! for (convergence) or gates faults on (a lost disk is survivable).
 
+use shadowstore_base::ids::GroupId;
+use shadowstore_base::ids::NodeId;
+use shadowstore_base::ids::ReplicaId;
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -17,19 +20,19 @@ use super::hosts::node_name;
 #[derive(Default)]
 pub struct Invariants {
     /// (group, term) → replica that led it.
-    leaders: HashMap<(u64, u64), u64>,
+    leaders: HashMap<(GroupId, u64), ReplicaId>,
     /// (node, incarnation, group, replica) → last applied index seen (a
     /// replica replaced in place starts from 0 under a new id).
-    applied: HashMap<(usize, u64, u64, u64), u64>,
+    applied: HashMap<(usize, u64, GroupId, ReplicaId), u64>,
     /// (group, replica) seen quarantined.
-    pub quarantined: HashSet<(u64, u64)>,
+    pub quarantined: HashSet<(GroupId, ReplicaId)>,
     pub violation: Option<String>,
 }
 
 impl Invariants {
     pub fn sample(&mut self, slots: &[NodeSlot]) {
         // (group, applied index) → first replica seen there.
-        let mut at_index: HashMap<(u64, u64), (usize, Arc<Group>)> = HashMap::new();
+        let mut at_index: HashMap<(GroupId, u64), (usize, Arc<Group>)> = HashMap::new();
         for (i, s) in slots.iter().enumerate() {
             let Some(ctx) = &s.ctx else { continue };
             self.quarantined.extend(ctx.cluster.registry.quarantined());
@@ -65,7 +68,7 @@ impl Invariants {
     /// differs from the others even if no client reads from it.
     fn check_same_state(
         &mut self,
-        at_index: &mut HashMap<(u64, u64), (usize, Arc<Group>)>,
+        at_index: &mut HashMap<(GroupId, u64), (usize, Arc<Group>)>,
         node: usize,
         g: &Arc<Group>,
     ) {
@@ -95,7 +98,7 @@ impl Invariants {
 /// Whether losing one more disk leaves every group a quorum of voters
 /// that kept theirs: no running replica sees a joint (changing) membership
 /// or a voter on a node that already lost its disk (`lost` node ids).
-pub fn survives_disk_loss(slots: &[NodeSlot], lost: &HashSet<u64>) -> Result<(), String> {
+pub fn survives_disk_loss(slots: &[NodeSlot], lost: &HashSet<NodeId>) -> Result<(), String> {
     for s in slots {
         let Some(ctx) = &s.ctx else { continue };
         for g in ctx.cluster.registry.all() {
@@ -118,7 +121,7 @@ pub fn survives_disk_loss(slots: &[NodeSlot], lost: &HashSet<u64>) -> Result<(),
 /// Every resource group has a leader and all its replicas on running nodes
 /// applied the same index, and no node holds a quarantined replica.
 pub fn converged(slots: &[NodeSlot]) -> Result<(), String> {
-    let mut groups: BTreeMap<u64, (bool, Vec<u64>)> = BTreeMap::new();
+    let mut groups: BTreeMap<GroupId, (bool, Vec<u64>)> = BTreeMap::new();
     for (i, s) in slots.iter().enumerate() {
         let Some(ctx) = &s.ctx else { continue };
         if let Some((group, replica)) = ctx.cluster.registry.quarantined().into_iter().next() {
