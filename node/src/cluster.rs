@@ -31,6 +31,7 @@ use shadowstore_proto::peer::ReadIndexRequest;
 use crate::group::Group;
 use crate::group::Registry;
 use crate::group::failure_detector::FailureDetector;
+use crate::group::replica::WriteError;
 use crate::meta::command::MetaCommand;
 use crate::meta::command::MetaResponse;
 use crate::meta::state::MetaState;
@@ -99,9 +100,6 @@ impl Error {
         Error::NotLeader { what: what.to_string(), leader_addr: None }
     }
 }
-
-/// What proposing through a group can fail with.
-pub type WriteError = RaftError<TypeConfig, ClientWriteError<TypeConfig>>;
 
 pub struct Cluster {
     pub registry: Arc<Registry>,

@@ -1,4 +1,8 @@
-//! The replicas this node hosts.
+//! The replicas this node hosts: opening, restarting, quarantining and
+//! removing them, and the in-memory view of which run, which are
+//! quarantined and which removed ones still keep shards. The running
+//! replica itself is [`super::replica::Group`]; the records in the `local`
+//! tree are [`super::local_records`].
 //!
 //! Every replica is recorded in the `local` tree before its Raft group
 //! starts, so a restarting node starts all its replicas at once from local
@@ -10,7 +14,7 @@
 //! record, so a restart of the node does not undo it). It may have acknowledged
 //! entries, so it cannot simply be rebuilt under the same replica id; the
 //! meta leader learns of it from this node's pings and replaces it with a
-//! new replica (`meta::membership`), after which the reconciler deletes
+//! new replica (`membership::replacement`), after which the reconciler deletes
 //! the quarantined Raft state.
 //!
 //! Shards outlive their replica: a quarantined replica's shard chunks are
@@ -20,7 +24,6 @@
 //! holder or found its blob (or resource) gone. The registry itself never
 //! deletes shards.
 
-use openraft::rt::WatchReceiver;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::io;
@@ -28,54 +31,22 @@ use std::sync::Arc;
 use std::sync::RwLock;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use openraft::ReadPolicy;
-use openraft::errors::ClientWriteError;
-use openraft::errors::ForwardReason;
-use openraft::errors::RaftError;
-use openraft::raft::ClientWriteResponse;
-use serde::Deserialize;
-use serde::Serialize;
+use shadowstore_base::ids::GroupId;
+use shadowstore_base::ids::ReplicaId;
 
-use super::quiesce::Activity;
-use crate::raft::Command;
+use super::local_records;
+use super::local_records::LocalReplica;
+use super::replica::Group;
 use crate::raft::GroupRaft;
-use crate::raft::RaftMetrics;
-use crate::raft::TypeConfig;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
 use crate::raft::network::RaftRouter;
-use crate::raft::state_machine::SharedState;
-use crate::raft::state_machine::SnapshotGate;
 use crate::raft::state_machine::StateMachineStore;
 use crate::rng::NodeRng;
 use crate::storage::SharedEngine;
 use crate::storage::Syncer;
-use crate::storage::Tree;
-use crate::storage::WriteBatch;
 use crate::storage::checksum;
-use crate::storage::keys;
-use shadowstore_base::codec;
-use shadowstore_base::ids::GroupId;
-use shadowstore_base::ids::ReplicaId;
-
-/// Longest wait for a quorum to renew a lapsed leader lease before a
-/// proposal gives up (see [`Group::propose`]).
-const LEASE_RENEW_TIMEOUT_MS: u64 = 2_000;
-
-/// What a proposal through [`Group::propose`] can fail with.
-pub type WriteError = RaftError<TypeConfig, ClientWriteError<TypeConfig>>;
-
-/// The local record of a hosted replica.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LocalReplica {
-    pub group_id: GroupId,
-    pub replica_id: ReplicaId,
-    /// Its durable Raft state failed its checksums: it is never started
-    /// again, also after a restart of the node.
-    pub quarantined: bool,
-}
 
 /// What removing a replica does with the shards it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,88 +57,6 @@ pub enum ShardFate {
     /// (`blob::handoff`), or deleted once no retained version refers to
     /// them (all at once when the resource is deleted).
     HandOff,
-}
-
-/// One running replica.
-pub struct Group {
-    pub id: GroupId,
-    pub replica_id: ReplicaId,
-    pub raft: GroupRaft,
-    pub state: SharedState,
-    pub activity: Activity,
-    /// Monotonic milliseconds (see `quiesce::mono_ms`) when this replica
-    /// last accepted entries or a heartbeat from a leader.
-    pub leader_contact_ms: AtomicU64,
-    /// Closed before the replica's storage is reused: openraft's snapshot
-    /// builder may outlive the core's shutdown.
-    snapshot_writes: SnapshotGate,
-}
-
-impl Group {
-    pub fn metrics(&self) -> RaftMetrics {
-        self.raft.metrics().borrow_watched().clone()
-    }
-
-    pub fn is_leader(&self) -> bool {
-        self.raft.is_leader()
-    }
-
-    /// The group's voters in its current membership (the holders of the
-    /// shards of its blobs).
-    pub fn voters(&self) -> Vec<ReplicaId> {
-        let m = self.raft.metrics();
-        let m = m.borrow_watched();
-        m.membership_config.membership().voter_ids().collect()
-    }
-
-    /// Proposes `cmd` through this replica's Raft group and waits until it
-    /// is applied, waking the group first.
-    ///
-    /// A leader that was quiesced sent no heartbeats, so its leader lease
-    /// has lapsed and openraft refuses the first write with
-    /// `ForwardReason::LeaseExpired` although nothing is wrong. One
-    /// read-index round (a heartbeat answered by a quorum) renews the lease
-    /// and the write is retried once; any other refusal is returned as is.
-    pub async fn propose(&self, cmd: Command) -> Result<ClientWriteResponse<TypeConfig>, WriteError> {
-        self.touch();
-        match self.raft.client_write(cmd.clone()).await {
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
-                if f.reason == ForwardReason::LeaseExpired =>
-            {
-                let renewed = tokio::time::timeout(
-                    Duration::from_millis(LEASE_RENEW_TIMEOUT_MS),
-                    self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
-                )
-                .await;
-                match renewed {
-                    Ok(Ok(_)) => self.raft.client_write(cmd).await,
-                    _ => Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))),
-                }
-            }
-            r => r,
-        }
-    }
-
-    /// Stops the Raft core and waits out any snapshot it is still
-    /// persisting; no snapshot of this replica is written afterwards.
-    async fn stop(&self) {
-        let _ = self.raft.shutdown().await;
-        *self.snapshot_writes.write().await = false;
-    }
-
-    /// Marks the group active, waking it if it was quiesced.
-    pub fn touch(&self) {
-        self.activity.touch(&self.raft);
-    }
-
-    pub fn note_leader_contact(&self) {
-        self.leader_contact_ms.store(super::quiesce::mono_ms(), Ordering::Relaxed);
-    }
-
-    /// Milliseconds since this replica last heard from a leader.
-    pub fn since_leader_contact_ms(&self) -> u64 {
-        super::quiesce::mono_ms().saturating_sub(self.leader_contact_ms.load(Ordering::Relaxed))
-    }
 }
 
 pub struct Registry {
@@ -253,13 +142,7 @@ impl Registry {
 
     /// Loads the retired records at start-up.
     pub fn load_retired(&self) -> io::Result<()> {
-        let (s, e) = keys::retired_replicas_range();
-        let mut retired: BTreeMap<GroupId, BTreeSet<ReplicaId>> = BTreeMap::new();
-        for (k, _) in self.engine.range(Tree::Local, &s, &e, usize::MAX)? {
-            let (group, replica) = keys::retired_replica_of(&k)
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed retired-replica key"))?;
-            retired.entry(group).or_default().insert(replica);
-        }
+        let retired = local_records::retired(&self.engine)?;
         *self.retired.write().unwrap_or_else(|p| p.into_inner()) = retired;
         Ok(())
     }
@@ -270,11 +153,7 @@ impl Registry {
         let Some(replicas) = self.retired.write().unwrap_or_else(|p| p.into_inner()).remove(&group) else {
             return Ok(());
         };
-        let mut b = WriteBatch::new(Tree::Local);
-        for r in replicas {
-            b.delete(keys::retired_replica(group, r));
-        }
-        self.engine.write(b)?;
+        local_records::forget_retired(&self.engine, group, &replicas)?;
         self.syncer.sync().await
     }
 
@@ -316,9 +195,7 @@ impl Registry {
     }
 
     async fn write_local_record(&self, record: &LocalReplica) -> io::Result<()> {
-        let mut b = WriteBatch::new(Tree::Local);
-        b.put(keys::local_replica(record.group_id), codec::encode("local replica", record)?);
-        self.engine.write(b)?;
+        local_records::put(&self.engine, record)?;
         self.syncer.sync().await
     }
 
@@ -346,12 +223,7 @@ impl Registry {
 
     /// Replicas recorded in local storage.
     pub fn local_replicas(&self) -> io::Result<Vec<LocalReplica>> {
-        let (s, e) = keys::local_replicas_range();
-        let mut out = Vec::new();
-        for (_, v) in self.engine.range(Tree::Local, &s, &e, usize::MAX)? {
-            out.push(codec::decode("local replica", &v)?);
-        }
-        Ok(out)
+        local_records::all(&self.engine)
     }
 
     /// Starts the replica `replica` of `group`, recording it locally first.
@@ -370,12 +242,7 @@ impl Registry {
                 format!("group {group} already has replica {} on this node", g.replica_id),
             ));
         }
-        let key = keys::local_replica(group);
-        let recorded: Option<LocalReplica> = match self.engine.get(Tree::Local, &key)? {
-            Some(v) => Some(codec::decode("local replica", &v)?),
-            None => None,
-        };
-        match recorded {
+        match local_records::get(&self.engine, group)? {
             Some(r) if r.replica_id == replica && r.quarantined => {
                 self.quarantined.write().unwrap_or_else(|p| p.into_inner()).insert(group, replica);
                 return Err(quarantined_error(group, replica));
@@ -416,15 +283,7 @@ impl Registry {
             .await
             .map_err(|e| io::Error::other(format!("group {group}: raft failed to start: {e}")))?;
         tracing::debug!(%group, %replica, "group started");
-        Ok(Arc::new(Group {
-            id: group,
-            replica_id: replica,
-            raft: raft.clone(),
-            state,
-            activity: Activity::new(),
-            leader_contact_ms: AtomicU64::new(0),
-            snapshot_writes,
-        }))
+        Ok(Arc::new(Group::new(group, replica, raft, state, snapshot_writes)))
     }
 
     /// Restarts a group whose Raft core stopped, from its durable state.
@@ -462,12 +321,7 @@ impl Registry {
         if let Some(g) = &removed {
             g.stop().await;
         }
-        let mut b = WriteBatch::new(Tree::Local);
-        b.delete(keys::local_replica(group));
-        if shards == ShardFate::HandOff {
-            b.put(keys::retired_replica(group, replica), Vec::new());
-        }
-        self.engine.write(b)?;
+        local_records::remove(&self.engine, group, replica, shards == ShardFate::HandOff)?;
         if shards == ShardFate::HandOff {
             self.retired.write().unwrap_or_else(|p| p.into_inner()).entry(group).or_default().insert(replica);
         }
@@ -502,10 +356,14 @@ fn quarantined_error(group: GroupId, replica: ReplicaId) -> io::Error {
 mod tests {
     use shadowstore_base::ids::NodeId;
     use std::collections::BTreeMap;
+    use std::time::Duration;
 
     use super::*;
     use crate::raft::network::RaftRouter;
     use crate::storage::StorageEngine;
+    use crate::storage::Tree;
+    use crate::storage::WriteBatch;
+    use crate::storage::keys;
     use crate::storage::memory_engine::MemoryEngine;
     use crate::transport::Peers;
     use shadowstore_base::ids::ReplicaNode;

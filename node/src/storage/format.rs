@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn stored_encodings_are_pinned() {
         use crate::cluster::NodeIdentity;
-        use crate::group::registry::LocalReplica;
+        use crate::group::local_records::LocalReplica;
         use crate::meta::state::MetaState;
 
         assert_eq!(hex_of(&NodeIdentity { node_id: NodeId::new(3), meta_replica_id: ReplicaId::new(7) }), "0307");
