@@ -30,6 +30,7 @@ use crate::group::quiesce;
 use crate::group::supervisor;
 use crate::membership;
 use crate::membership::Member;
+use crate::meta::state::MetaState;
 use crate::placement::Placement;
 use crate::raft::network::RaftRouter;
 use crate::rng::NodeRng;
@@ -233,11 +234,7 @@ impl Node {
                 cluster.registry.clone(),
                 cluster.peers.clone(),
                 identity.node_id,
-                move || {
-                    members_cluster
-                        .with_meta(|m| m.nodes.values().map(|n| (n.node_id, n.labels.addr.clone())).collect())
-                        .unwrap_or_default()
-                },
+                move || members_cluster.with_meta(MetaState::node_addrs).unwrap_or_default(),
             )));
         }
         tasks.push(tokio::spawn(quiesce::run(

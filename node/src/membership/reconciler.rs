@@ -82,7 +82,7 @@ fn plan(ctx: &Member, me: NodeId) -> Option<Plan> {
     let local: BTreeMap<GroupId, ReplicaId> = ctx.cluster.registry.hosted();
     let quarantined = ctx.cluster.registry.quarantined();
     ctx.cluster.with_meta(|meta| {
-        let addresses = meta.nodes.values().map(|n| (n.node_id, n.labels.addr.clone())).collect();
+        let addresses = meta.node_addrs();
         let mut open = Vec::new();
         for r in meta.resources.values() {
             let Some(mine) = r.replica_on(me) else {

@@ -348,6 +348,11 @@ impl MetaState {
     pub fn addr_of(&self, node: NodeId) -> Option<&str> {
         self.nodes.get(&node).map(|n| n.labels.addr.as_str())
     }
+
+    /// Every member with its address.
+    pub fn node_addrs(&self) -> Vec<(NodeId, String)> {
+        self.nodes.values().map(|n| (n.node_id, n.labels.addr.clone())).collect()
+    }
 }
 
 #[cfg(test)]

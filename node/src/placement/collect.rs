@@ -14,6 +14,7 @@ use shadowstore_placement::demand::{DemandKey, MinuteReport};
 use shadowstore_proto::peer;
 
 use super::Placement;
+use crate::meta::state::MetaState;
 use crate::raft::state_machine::GroupData;
 
 /// How long the leader waits for one node's demand.
@@ -22,9 +23,7 @@ const DRAIN_TIMEOUT_MS: u64 = 2_000;
 /// Collects demand from every node into the history; returns what each
 /// node reported, for the other meta voters.
 pub async fn collect(p: &Placement, now_ms: u64) -> Vec<peer::ShareDemandRequest> {
-    let Some(nodes) =
-        p.cluster.with_meta(|m| m.nodes.values().map(|n| (n.node_id, n.labels.addr.clone())).collect::<Vec<_>>())
-    else {
+    let Some(nodes) = p.cluster.with_meta(MetaState::node_addrs) else {
         return Vec::new();
     };
     let me = p.cluster.identity().map(|i| i.node_id);
