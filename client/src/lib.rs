@@ -46,6 +46,7 @@ mod error;
 mod request_ids;
 mod retry;
 mod routing;
+mod shadow;
 mod stream;
 
 pub use admin::CreateOptions;
@@ -55,4 +56,5 @@ pub use data::GetResult;
 pub use data::ReadOptions;
 pub use error::Error;
 pub use shadowstore_proto::v1;
+pub use shadowstore_proto::v1::ShadowActionKind;
 pub use stream::Progress;

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use shadowstore_proto::RETRY_AFTER_MS_METADATA;
+use shadowstore_proto::ROUTING_VERSION_METADATA;
 use shadowstore_proto::v1;
 use tokio::time::Instant;
 use tonic::Code;
@@ -75,12 +76,53 @@ impl Client {
 
     /// Like [`call`](Self::call), for reads: each attempt is also told how
     /// many earlier attempts of this call were shed (RESOURCE_EXHAUSTED).
+    ///
+    /// While a shadow of the resource takes a share of reads, the first
+    /// attempt goes to a replica drawn by the routing table's weights.
     pub(crate) async fn call_read<T, F, Fut>(&self, route: &Route, attempt: F) -> Result<T, Error>
     where
         F: FnMut(Stub, Duration, u32) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        self.run(route, Duration::ZERO, attempt).await
+        let first = match route {
+            Route::Resource(name) => self.weighted_target(name).await,
+            _ => None,
+        };
+        self.run_from(route, first, Duration::ZERO, attempt).await
+    }
+
+    /// The replica a read of `resource` goes to by weight, fetching the
+    /// routing table when none is cached or it went stale; `None` when no
+    /// shadow takes reads (or the table cannot be had: routing by leader
+    /// is always correct).
+    async fn weighted_target(&self, resource: &str) -> Option<String> {
+        let router = &self.inner.router;
+        let table = match router.routing_table(resource) {
+            Some(t) => t,
+            None => {
+                let req = v1::GetRoutingRequest { resource: resource.to_string() };
+                let t = self
+                    .run_from(&Route::Status, None, Duration::ZERO, |mut stub, budget, _| {
+                        let mut req = tonic::Request::new(req.clone());
+                        req.set_timeout(budget);
+                        async move { stub.get_routing(req).await }
+                    })
+                    .await
+                    .ok()?;
+                let table = crate::routing::RoutingTable {
+                    version: t.version,
+                    has_shadow_weight: t.entries.iter().any(|e| e.role == "shadow" && e.weight_permille > 0),
+                    entries: t.entries.into_iter().map(|e| (e.address, e.weight_permille)).collect(),
+                    stale: false,
+                };
+                router.set_routing_table(resource, table.clone());
+                table
+            }
+        };
+        if !table.shifting() {
+            return None;
+        }
+        crate::routing::weighted_pick(&table, rand::rng().random_range(0..1000)).map(String::from)
     }
 
     /// Runs a write with a fresh request id kept across its retries.
@@ -113,7 +155,22 @@ impl Client {
 
     /// The retry loop. `attempt` gets the stub, the attempt's time budget
     /// and the number of earlier attempts that were shed.
-    async fn run<T, F, Fut>(&self, route: &Route, extra: Duration, mut attempt: F) -> Result<T, Error>
+    async fn run<T, F, Fut>(&self, route: &Route, extra: Duration, attempt: F) -> Result<T, Error>
+    where
+        F: FnMut(Stub, Duration, u32) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.run_from(route, None, extra, attempt).await
+    }
+
+    /// The retry loop, starting at `first` when given.
+    async fn run_from<T, F, Fut>(
+        &self,
+        route: &Route,
+        first: Option<String>,
+        extra: Duration,
+        mut attempt: F,
+    ) -> Result<T, Error>
     where
         F: FnMut(Stub, Duration, u32) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -123,7 +180,8 @@ impl Client {
         let total_deadline = o.total_deadline + extra;
         let attempt_timeout = o.attempt_timeout + extra;
         let deadline = Instant::now() + total_deadline;
-        let mut target = router.first_target(route);
+        let weighted = first.is_some();
+        let mut target = first.unwrap_or_else(|| router.first_target(route));
         let mut failures = 0u32;
         let mut redirects = 0u32;
         let mut shed_before = 0u32;
@@ -145,7 +203,19 @@ impl Client {
             };
             let status = match result {
                 Ok(resp) => {
-                    router.remember_leader(route, &target);
+                    if let Route::Resource(name) = route
+                        && let Some(v) = resp
+                            .metadata()
+                            .get(ROUTING_VERSION_METADATA)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse::<u64>().ok())
+                    {
+                        router.note_routing_version(name, v);
+                    }
+                    // A replica drawn by weight is not the leader.
+                    if !weighted {
+                        router.remember_leader(route, &target);
+                    }
                     return Ok(resp.into_inner());
                 }
                 Err(s) => s,

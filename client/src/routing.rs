@@ -49,12 +49,38 @@ impl Route {
     }
 }
 
+/// A resource's read weights as last fetched (`GetRouting`).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct RoutingTable {
+    pub(crate) version: u64,
+    /// (address, weight per mille).
+    pub(crate) entries: Vec<(String, u32)>,
+    /// A node answered with a newer version: refetch before the next read.
+    pub(crate) stale: bool,
+    /// Some shadow has a non-zero weight.
+    pub(crate) has_shadow_weight: bool,
+}
+
+impl RoutingTable {
+    /// Whether reads should follow the weights: only while a shadow takes
+    /// a share. Otherwise reads go where the group's leader is cached (a
+    /// leader serves a linearizable read without asking anyone).
+    pub(crate) fn shifting(&self) -> bool {
+        self.has_shadow_weight
+    }
+}
+
+/// Resources whose routing tables a client caches at most (least recently
+/// fetched go first).
+const ROUTING_TABLES_MAX: usize = 1_024;
+
 /// Known endpoints, the leader last seen per route, and a channel per node.
 pub(crate) struct Router {
     endpoints: Vec<String>,
     cursor: AtomicUsize,
     channels: Mutex<HashMap<String, Stub>>,
     leaders: Mutex<HashMap<Route, String>>,
+    tables: Mutex<HashMap<String, RoutingTable>>,
 }
 
 impl Router {
@@ -68,6 +94,30 @@ impl Router {
             cursor: AtomicUsize::new(start),
             channels: Mutex::new(HashMap::new()),
             leaders: Mutex::new(HashMap::new()),
+            tables: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cached routing table of `resource`, unless missing or stale.
+    pub(crate) fn routing_table(&self, resource: &str) -> Option<RoutingTable> {
+        self.tables.lock().unwrap_or_else(|p| p.into_inner()).get(resource).filter(|t| !t.stale).cloned()
+    }
+
+    pub(crate) fn set_routing_table(&self, resource: &str, table: RoutingTable) {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        if tables.len() >= ROUTING_TABLES_MAX && !tables.contains_key(resource) {
+            tables.clear(); // a rare reset beats an unbounded cache
+        }
+        tables.insert(resource.to_string(), table);
+    }
+
+    /// A node knows routing version `version` of `resource`: a cached table
+    /// older than that is refetched before the next read.
+    pub(crate) fn note_routing_version(&self, resource: &str, version: u64) {
+        if let Some(t) = self.tables.lock().unwrap_or_else(|p| p.into_inner()).get_mut(resource)
+            && t.version < version
+        {
+            t.stale = true;
         }
     }
 
@@ -122,6 +172,18 @@ impl Router {
     }
 }
 
+/// A replica of `table` drawn by weight (`draw` in 0..1000).
+pub(crate) fn weighted_pick(table: &RoutingTable, draw: u32) -> Option<&str> {
+    let mut acc = 0u32;
+    for (addr, w) in &table.entries {
+        acc += w;
+        if draw < acc {
+            return Some(addr);
+        }
+    }
+    table.entries.iter().rev().find(|(_, w)| *w > 0).map(|(a, _)| a.as_str())
+}
+
 /// The node a failed attempt against `target` redirects to: the leader its
 /// `status` names, unless that is `target` itself or `redirects` redirects
 /// in a row were followed already. `None` means: back off and try another
@@ -154,6 +216,27 @@ mod tests {
         let s = unavailable_naming("10.0.0.2:7101");
         assert!(redirect_target(&s, "10.0.0.1:7101", REDIRECTS_BEFORE_BACKOFF - 1).is_some());
         assert_eq!(redirect_target(&s, "10.0.0.1:7101", REDIRECTS_BEFORE_BACKOFF), None);
+    }
+
+    #[test]
+    fn reads_follow_weights_and_tables_go_stale_on_a_newer_version() {
+        let table = RoutingTable {
+            version: 3,
+            entries: vec![("p1".into(), 450), ("p2".into(), 450), ("s".into(), 100)],
+            stale: false,
+            has_shadow_weight: true,
+        };
+        let mut counts = HashMap::new();
+        for draw in 0..1000 {
+            *counts.entry(weighted_pick(&table, draw).unwrap()).or_insert(0) += 1;
+        }
+        assert_eq!((counts["p1"], counts["p2"], counts["s"]), (450, 450, 100));
+        let router = Router::new(vec!["a:1".to_string()]);
+        router.set_routing_table("r", table.clone());
+        router.note_routing_version("r", 3);
+        assert_eq!(router.routing_table("r"), Some(table), "same version: still fresh");
+        router.note_routing_version("r", 4);
+        assert_eq!(router.routing_table("r"), None, "a newer version makes it stale");
     }
 
     #[test]

@@ -121,6 +121,20 @@ pub struct NodeConfig {
     pub replace_down_after_ms: u64,
     /// tracing filter, e.g. "info" or "shadowstore_node=debug".
     pub log: String,
+    /// Testing only: injected into every read a shadow replica on this
+    /// node serves, to exercise the health gates and rollback. Never set
+    /// in production.
+    pub fault: FaultConfig,
+}
+
+/// Faults a test injects into reads served by this node's shadow replicas.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultConfig {
+    /// Added to each shadow read before it answers.
+    pub shadow_read_delay_ms: u64,
+    /// Shadow reads failed with UNAVAILABLE, per mille.
+    pub shadow_read_error_permille: u32,
 }
 
 impl Default for NodeConfig {
@@ -150,6 +164,7 @@ impl Default for NodeConfig {
             superseded_grace_ms: 60_000,
             replace_down_after_ms: 30 * 60_000,
             log: "info,openraft=warn".to_string(),
+            fault: FaultConfig::default(),
         }
     }
 }
@@ -193,6 +208,11 @@ impl NodeConfig {
         }
         if self.blob_bytes_max == 0 || self.blob_bytes_max > shadowstore_base::limits::BLOB_BYTES_LIMIT {
             return bad(format!("blob_bytes_max must be in 1..={}", shadowstore_base::limits::BLOB_BYTES_LIMIT));
+        }
+        if self.fault.shadow_read_error_permille > 1_000 || self.fault.shadow_read_delay_ms > 60_000 {
+            return bad(
+                "fault.shadow_read_error_permille must be 0..=1000 and fault.shadow_read_delay_ms 0..=60000".into()
+            );
         }
         if self.gc_interval_ms == 0 || self.scrub_interval_ms == 0 {
             return bad("gc_interval_ms and scrub_interval_ms must be positive".into());

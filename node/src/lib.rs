@@ -32,5 +32,6 @@ pub mod planted;
 pub mod raft;
 pub mod resource;
 pub mod rng;
+pub mod shadow;
 pub mod storage;
 pub mod transport;

@@ -125,9 +125,12 @@ impl Node {
                 .map_err(|source| NodeError::Storage { path: config.data_dir.display().to_string(), source })?,
         };
         let data_dir = || config.data_dir.display().to_string();
-        match crate::storage::format::open(&engine)
-            .await
-            .map_err(|source| NodeError::Format { path: data_dir(), source })?
+        match crate::storage::format::open(
+            &engine,
+            &[("meta_state", crate::raft::state_machine::upgrade_meta_snapshot)],
+        )
+        .await
+        .map_err(|source| NodeError::Format { path: data_dir(), source })?
         {
             Opened::Upgraded { from } => {
                 tracing::info!(path = %data_dir(), ?from, "upgraded the data directory's record formats in place")
@@ -189,18 +192,22 @@ impl Node {
         // Both reflection versions: grpcurl and older tools still ask v1alpha.
         let reflection_v1 = reflection().build_v1().map_err(|e| NodeError::Grpc(e.to_string()))?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| NodeError::Grpc(e.to_string()))?;
-        let client_service = ShadowStoreServer::new(api::client::ClientService::new(
+        let shadows = Arc::new(crate::shadow::Shadows::new(
             ctx.data.clone(),
             ctx.placement.clone(),
+            ctx.config.fault.clone(),
+            ctx.data.rng.clone(),
+        ));
+        let client_service = ShadowStoreServer::new(api::client::ClientService::new(
+            shadows.clone(),
             ctx.config.read_capacity_rps,
             ctx.config.blob_bytes_max,
         ))
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
-        let peer_service =
-            PeerServer::new(api::peer::PeerService::new(ctx.data.clone(), ctx.placement.clone(), ctx.member.clone()))
-                .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+        let peer_service = PeerServer::new(api::peer::PeerService::new(shadows.clone(), ctx.member.clone()))
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
             .timeout(Duration::from_millis(ctx.config.request_timeout_max_ms))
@@ -245,6 +252,8 @@ impl Node {
         )));
         tasks.push(tokio::spawn(supervisor::run(cluster.registry.clone(), Duration::from_secs(2))));
         tasks.push(tokio::spawn(crate::placement::run::run(ctx.placement.clone())));
+        tasks.push(tokio::spawn(shadows.clone().sync_loop()));
+        tasks.push(tokio::spawn(crate::shadow::executor::run(shadows.clone())));
         tasks.push(tokio::spawn(crate::blob::scrub::run(
             ctx.data.clone(),
             ctx.config.scrub_bytes_per_s,

@@ -21,9 +21,11 @@ pub mod planner;
 pub mod record;
 pub mod regions;
 pub mod settings;
+pub mod shift;
 
 pub use cost::{CostBreakdown, CostLedger, PriceKind, Prices};
 pub use planner::{Action, HostView, Plan, PlannerConfig, ResourceDemand, ShadowState, plan};
 pub use record::{PlacementAction, PlacementRecord};
 pub use regions::RegionDistances;
 pub use settings::{PlacementSetting, PlacementSettings, SettingError};
+pub use shift::{PlacementMode, ShadowPhase, ShiftSetting, ShiftSettings};

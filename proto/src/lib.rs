@@ -37,3 +37,10 @@ pub const SHED_BEFORE_METADATA: &str = "x-shadowstore-shed-before";
 /// unary Get whose version is larger than one message carries: the client
 /// should read that version with GetStream instead.
 pub const USE_STREAM_METADATA: &str = "x-shadowstore-use-stream";
+/// Response metadata of every answer about a resource: the version of the
+/// resource's routing table (read weights) the answering node knows. A
+/// client whose cached table is older refetches it (`GetRouting`).
+pub const ROUTING_VERSION_METADATA: &str = "x-shadowstore-routing-version";
+/// Upper edges (milliseconds) of the latency buckets a node reports for
+/// the reads a replica served; a last bucket counts everything slower.
+pub const LATENCY_BUCKETS_MS: [u64; 14] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000];

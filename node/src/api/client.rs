@@ -33,6 +33,7 @@ use crate::raft::state_machine::AppliedState;
 use crate::raft::state_machine::GroupData;
 use crate::resource::ResourceCommand;
 use crate::resource::ResourceState;
+use crate::shadow::Shadows;
 use shadowstore_base::limits::STREAM_CHUNK_BYTES_MAX;
 use shadowstore_base::limits::UNARY_GET_BYTES_MAX;
 
@@ -48,12 +49,14 @@ pub struct ClientService {
     pub(super) admission: ReadAdmission,
     pub(super) read_capacity_rps: u64,
     pub(super) blob_bytes_max: u64,
+    pub(super) shadows: Arc<Shadows>,
 }
 
 impl ClientService {
-    pub fn new(data: Arc<DataPlane>, placement: Arc<Placement>, read_capacity_rps: u64, blob_bytes_max: u64) -> Self {
+    pub fn new(shadows: Arc<Shadows>, read_capacity_rps: u64, blob_bytes_max: u64) -> Self {
+        let (data, placement) = (shadows.data.clone(), shadows.placement.clone());
         let admission = ReadAdmission::new(read_capacity_rps, data.clock.now_ms());
-        ClientService { data, placement, admission, read_capacity_rps, blob_bytes_max }
+        ClientService { data, placement, admission, read_capacity_rps, blob_bytes_max, shadows }
     }
 
     fn resource_info(&self, rec: &ResourceRecord, roles: Option<&AppliedState>) -> v1::ResourceInfo {
@@ -70,6 +73,7 @@ impl ClientService {
                     .flatten()
                     .unwrap_or_default(),
                 role: match &membership {
+                    _ if r.role == crate::meta::state::ReplicaRole::Shadow => "shadow".into(),
                     Some(m) if m.voter_ids().any(|v| v == r.replica_id) => "voter".into(),
                     Some(m) if m.learner_ids().any(|l| l == r.replica_id) => "learner".into(),
                     _ => String::new(),
@@ -271,8 +275,11 @@ impl ShadowStore for ClientService {
     }
 
     async fn get(&self, request: Request<v1::GetRequest>) -> Result<Response<v1::GetResponse>, Status> {
+        let started = std::time::Instant::now();
         let (metadata, _, req) = request.into_parts();
         let (g, version) = self.read_version(&metadata, &req).await?;
+        let ticket = self.shadows.served.begin_at(g.id, started);
+        self.shadows.inject_read_fault(g.id).await?;
         if version.size > UNARY_GET_BYTES_MAX {
             let mut s = Status::failed_precondition(format!(
                 "{}/{} version {} is {} bytes, more than one message carries; use GetStream",
@@ -287,19 +294,25 @@ impl ShadowStore for ClientService {
         while let Some(b) = bytes.next().await {
             value.extend_from_slice(&b?);
         }
-        Ok(Response::new(v1::GetResponse {
+        ticket.finish(true);
+        let mut response = Response::new(v1::GetResponse {
             value: value.freeze(),
             version: version.version,
             served_by_node: self.cluster().identity().map_or(0, |i| i.node_id.get()),
             applied_index,
-        }))
+        });
+        self.tag_routing_version(&req.resource, response.metadata_mut());
+        Ok(response)
     }
 
     type GetStreamStream = Pin<Box<dyn Stream<Item = Result<v1::GetChunk, Status>> + Send>>;
 
     async fn get_stream(&self, request: Request<v1::GetRequest>) -> Result<Response<Self::GetStreamStream>, Status> {
+        let started = std::time::Instant::now();
         let (metadata, _, req) = request.into_parts();
         let (g, version) = self.read_version(&metadata, &req).await?;
+        self.shadows.inject_read_fault(g.id).await?;
+        self.shadows.served.begin_at(g.id, started).finish(true);
         let header = v1::GetChunk {
             header: Some(v1::GetHeader {
                 version: version.version,
@@ -423,6 +436,41 @@ impl ShadowStore for ClientService {
         request: Request<v1::SetPlacementConfigRequest>,
     ) -> Result<Response<v1::PlacementConfigResponse>, Status> {
         super::placement::set_config(&self.placement, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_routing(&self, request: Request<v1::GetRoutingRequest>) -> Result<Response<v1::RoutingTable>, Status> {
+        let req = request.into_inner();
+        let rec = self.resource(&req.resource).await?;
+        super::shadow::routing(&self.shadows, &rec).map(Response::new)
+    }
+
+    async fn add_shadow(
+        &self,
+        request: Request<v1::AddShadowRequest>,
+    ) -> Result<Response<v1::ShadowActionResponse>, Status> {
+        let req = request.into_inner();
+        let rec = self.resource(&req.resource).await?;
+        super::shadow::add(&self.shadows, &rec, req.node_id).await.map(Response::new)
+    }
+
+    async fn shadow_action(
+        &self,
+        request: Request<v1::ShadowActionRequest>,
+    ) -> Result<Response<v1::ShadowActionResponse>, Status> {
+        let req = request.into_inner();
+        let rec = self.resource(&req.resource).await?;
+        super::shadow::act(&self.shadows, &rec, req.replica_id, req.action).await.map(Response::new)
+    }
+
+    async fn shadow_status(
+        &self,
+        request: Request<v1::ShadowStatusRequest>,
+    ) -> Result<Response<v1::ShadowStatusResponse>, Status> {
+        let req = request.into_inner();
+        if !req.resource.is_empty() {
+            self.resource(&req.resource).await?;
+        }
+        super::shadow::status(&self.shadows, &req.resource).await.map(Response::new)
     }
 
     async fn scrub_status(

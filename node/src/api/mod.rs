@@ -14,5 +14,6 @@ pub mod data;
 pub mod peer;
 pub mod placement;
 pub mod route;
+pub mod shadow;
 pub mod status;
 pub mod validate;

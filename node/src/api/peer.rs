@@ -63,11 +63,12 @@ pub struct PeerService {
     data: Arc<DataPlane>,
     placement: Arc<Placement>,
     member: Arc<Member>,
+    shadows: Arc<crate::shadow::Shadows>,
 }
 
 impl PeerService {
-    pub fn new(data: Arc<DataPlane>, placement: Arc<Placement>, member: Arc<Member>) -> Self {
-        PeerService { data, placement, member }
+    pub fn new(shadows: Arc<crate::shadow::Shadows>, member: Arc<Member>) -> Self {
+        PeerService { data: shadows.data.clone(), placement: shadows.placement.clone(), member, shadows }
     }
 
     fn cluster(&self) -> &crate::cluster::Cluster {
@@ -255,6 +256,15 @@ impl Peer for PeerService {
             })
             .collect();
         Ok(Response::new(ShardHoldersResponse { blobs }))
+    }
+
+    async fn shadow_report(
+        &self,
+        req: Request<shadowstore_proto::peer::ShadowReportRequest>,
+    ) -> Result<Response<shadowstore_proto::peer::ShadowReportResponse>, Status> {
+        let req = req.into_inner();
+        let report = self.shadows.report(GroupId::new(req.group_id), ReplicaId::new(req.replica_id)).await;
+        Ok(Response::new(report))
     }
 
     async fn hand_off_shard(

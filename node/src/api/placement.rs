@@ -131,6 +131,7 @@ fn config_message(m: &MetaState) -> v1::PlacementConfigResponse {
             .iter()
             .map(|((a, b), d)| v1::RegionDistance { a: a.clone(), b: b.clone(), distance: *d })
             .collect(),
+        shift: m.shadows.settings.as_text().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
     }
 }
 
@@ -198,10 +199,15 @@ fn setting_command(p: &Placement, req: &v1::SetPlacementConfigRequest, now_ms: u
         prices.set(kind, value).map_err(Status::invalid_argument)?;
         return Ok(MetaCommand::SetNodePrices { now_ms, node_id: NodeId::new(req.node_id), prices });
     }
+    if let Some(setting) = shadowstore_placement::ShiftSetting::parse(key, &req.value) {
+        let setting = setting.map_err(|e| Status::invalid_argument(e.0))?;
+        return Ok(MetaCommand::SetShiftSetting { now_ms, setting });
+    }
     let Some(setting) = PlacementSetting::parse(key, &req.value) else {
         return Err(Status::invalid_argument(format!(
-            "unknown setting {key:?}; known: {}, priority, {}, region_distance.REGION.REGION",
+            "unknown setting {key:?}; known: {}, {}, priority, {}, region_distance.REGION.REGION",
             PlacementSetting::KEYS.join(", "),
+            shadowstore_placement::ShiftSetting::KEYS.join(", "),
             PriceKind::ALL.iter().map(|k| format!("prices.{}", k.name())).collect::<Vec<_>>().join(", ")
         )));
     };

@@ -52,12 +52,14 @@ impl ClientService {
         self.cluster().registry.get(rec.group_id).filter(|g| g.replica_id == mine.replica_id)
     }
 
-    /// A node hosting `rec`, preferring one the failure detector sees up.
+    /// A node hosting a primary of `rec`, preferring one the failure
+    /// detector sees up. Redirects never name a shadow: it may not be
+    /// ready, and clients that route by weight reach shadows themselves.
     pub(super) fn hosting_addr(&self, rec: &ResourceRecord) -> Option<String> {
         let addrs: Vec<(NodeId, String)> = self
             .cluster()
             .with_meta(|m| {
-                rec.replicas.iter().filter_map(|r| m.addr_of(r.node_id).map(|a| (r.node_id, a.to_string()))).collect()
+                rec.primaries().filter_map(|r| m.addr_of(r.node_id).map(|a| (r.node_id, a.to_string()))).collect()
             })
             .unwrap_or_default();
         addrs.iter().find(|(n, _)| self.cluster().detector.is_up(*n)).or(addrs.first()).map(|(_, a)| a.clone())
@@ -88,6 +90,16 @@ impl ClientService {
     ) -> Result<Arc<Group>, Status> {
         let g = self.local(rec).ok_or_else(|| status::redirect(what, self.hosting_addr(rec).as_deref()))?;
         g.touch();
+        // A shadow serves only once ready: until then its copy may be
+        // incomplete, so the read goes to a primary.
+        if let Some(phase) = self.local_shadow_phase(rec, &g)
+            && !phase.is_ready()
+        {
+            return Err(status::redirect(
+                &format!("{what} (shadow {} is {phase})", g.replica_id),
+                self.hosting_addr(rec).as_deref(),
+            ));
+        }
         let consistency = v1::Consistency::try_from(consistency)
             .map_err(|_| Status::invalid_argument(format!("unknown consistency {consistency}")))?;
         if consistency == v1::Consistency::StaleOk {
@@ -98,6 +110,26 @@ impl ClientService {
         }
         self.cluster().linearize(&g, what).await?;
         Ok(g)
+    }
+
+    /// The phase of the local replica `g` of `rec` if it is a shadow.
+    fn local_shadow_phase(&self, rec: &ResourceRecord, g: &Group) -> Option<shadowstore_placement::ShadowPhase> {
+        let mine = rec.replicas.iter().find(|r| r.replica_id == g.replica_id)?;
+        if mine.role != crate::meta::state::ReplicaRole::Shadow {
+            return None;
+        }
+        let phase = self.cluster().with_meta(|m| m.shadows.shadow(&rec.name, g.replica_id).map(|s| s.phase)).flatten();
+        // A shadow this node's directory knows but whose record it lacks
+        // is treated as not ready.
+        Some(phase.unwrap_or(shadowstore_placement::ShadowPhase::Planned))
+    }
+
+    /// Sets the routing version this node knows for `resource` on an
+    /// answer, so clients with an older table refetch it.
+    pub(super) fn tag_routing_version(&self, resource: &str, metadata: &mut tonic::metadata::MetadataMap) {
+        if let Some(v) = self.cluster().with_meta(|m| m.shadows.routing_version(resource)) {
+            metadata.insert(shadowstore_proto::ROUTING_VERSION_METADATA, tonic::metadata::MetadataValue::from(v));
+        }
     }
 
     /// The replica that serves `req` and the version it asked for.

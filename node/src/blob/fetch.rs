@@ -10,6 +10,7 @@ use shadowstore_proto::peer::ShardChunk;
 
 use super::DataPlane;
 use super::holder;
+use super::shard_store::ShardStore;
 use crate::resource::manifest::BlobManifest;
 use shadowstore_base::ids::GroupId;
 
@@ -73,6 +74,18 @@ pub async fn fetch_shard(
     shard: usize,
     stripe: u32,
 ) -> Result<Vec<u8>, ShardFault> {
+    // A shadow reads its own full copy; a copy that fails its crc falls
+    // back to the holder.
+    if !ctx.cluster.registry.serves_shards_of(group, m.holders[shard])
+        && ShardStore::new(ctx.engine.clone()).held_shard(group, m.blob_id, shard as u8).ok().flatten().is_some()
+    {
+        let expected = m.layout.chunks_in_shard(stripe);
+        if let Ok(chunks) = holder::read_shard(ctx, group, m.blob_id, shard as u8, stripe, &[expected])
+            && let Ok(data) = verify_and_join(m, shard, stripe, chunks)
+        {
+            return Ok(data);
+        }
+    }
     let chunks = raw_chunks(ctx, group, m, shard, stripe).await?;
     verify_and_join(m, shard, stripe, chunks)
 }

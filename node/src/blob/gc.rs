@@ -19,6 +19,7 @@
 //! narrower code (`reencode`).
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -41,17 +42,20 @@ pub struct GcTiming {
     pub superseded_grace: Duration,
 }
 
-/// The shards this replica must keep (blob → shard index) and whether
-/// superseded versions are due for expiry, from its current state.
+/// The shards this replica must keep (blob, shard index), a shadow's full
+/// copies included, and whether superseded versions are due for expiry,
+/// from its current state.
 fn kept_shards(
+    ctx: &DataPlane,
     g: &crate::group::Group,
     now_ms: u64,
     timing: &GcTiming,
     keep_versions: u32,
-) -> Option<(BTreeMap<u64, u8>, bool)> {
+) -> Option<(BTreeSet<(u64, u8)>, bool)> {
+    let shadow = super::copy::is_shadow(ctx, g);
+    let keep = super::copy::kept_shards(g, shadow).into_iter().map(|(m, j)| (m.blob_id, j)).collect();
     let st = g.state.read();
     let GroupData::Resource(rs) = &st.data else { return None };
-    let keep = rs.blobs().filter_map(|m| m.shard_of(g.replica_id).map(|j| (m.blob_id, j as u8))).collect();
     Some((keep, rs.has_expired_versions(now_ms, timing.superseded_grace.as_millis() as u64, keep_versions)))
 }
 
@@ -77,7 +81,7 @@ pub async fn run(ctx: Arc<DataPlane>, timing: GcTiming) {
                 .with_meta(|m| m.resource_by_group(g.id).map(|r| r.storage.keep_versions))
                 .flatten()
                 .unwrap_or(1);
-            let Some((keep, expire_due)) = kept_shards(&g, ctx.clock.now_ms(), &timing, keep_versions) else {
+            let Some((keep, expire_due)) = kept_shards(&ctx, &g, ctx.clock.now_ms(), &timing, keep_versions) else {
                 continue;
             };
             let held = match store.held(g.id) {
@@ -90,7 +94,7 @@ pub async fn run(ctx: Arc<DataPlane>, timing: GcTiming) {
             };
             let mut candidates = Vec::new();
             for (blob, shard, h) in held {
-                if keep.get(&blob) == Some(&shard) || ctx.active_writes.contains(g.id, blob, shard) {
+                if keep.contains(&(blob, shard)) || ctx.active_writes.contains(g.id, blob, shard) {
                     continue;
                 }
                 let key = (g.id, blob, shard);
@@ -109,13 +113,13 @@ pub async fn run(ctx: Arc<DataPlane>, timing: GcTiming) {
                 }
             }
             let keep_now = if candidates.is_empty() {
-                BTreeMap::new()
+                BTreeSet::new()
             } else {
-                kept_shards(&g, ctx.clock.now_ms(), &timing, keep_versions).map(|k| k.0).unwrap_or_default()
+                kept_shards(&ctx, &g, ctx.clock.now_ms(), &timing, keep_versions).map(|k| k.0).unwrap_or_default()
             };
             for (blob, shard) in candidates {
                 let key = (g.id, blob, shard);
-                if keep_now.get(&blob) == Some(&shard) || ctx.active_writes.contains(g.id, blob, shard) {
+                if keep_now.contains(&(blob, shard)) || ctx.active_writes.contains(g.id, blob, shard) {
                     seen.remove(&key);
                     continue;
                 }

@@ -73,8 +73,7 @@ async fn pass(
         let r = m.resource_by_group(group);
         let replicas: Vec<(ReplicaId, String)> = r
             .map(|r| {
-                r.replicas
-                    .iter()
+                r.primaries()
                     .filter_map(|rep| m.addr_of(rep.node_id).map(|a| (rep.replica_id, a.to_string())))
                     .collect()
             })

@@ -22,7 +22,9 @@
 //! - [`scrub`]: background verification and repair.
 //! - [`gc`]: removal of orphan and expired shards.
 //! - [`handoff`]: a removed replica's shards, given to their current holders.
+//! - [`copy`]: a shadow replica's full local copies.
 
+pub mod copy;
 pub mod erasure;
 pub mod fetch;
 pub mod gc;

@@ -28,7 +28,6 @@ use super::holder;
 use super::read::reconstruct;
 use super::shard_store::HeldShard;
 use super::shard_store::ShardStore;
-use crate::raft::state_machine::GroupData;
 use crate::resource::manifest::BlobManifest;
 use shadowstore_base::ids::GroupId;
 use shadowstore_base::ids::META_GROUP_ID;
@@ -97,21 +96,16 @@ impl Throttle {
     }
 }
 
-/// The shards this node should hold: (group, manifest, shard index).
+/// The shards this node should hold: (group, manifest, shard index), a
+/// shadow's full copies included.
 fn work(ctx: &DataPlane) -> Vec<(GroupId, Arc<BlobManifest>, u8)> {
     let mut out = Vec::new();
     for g in ctx.cluster.registry.all() {
         if g.id == META_GROUP_ID {
             continue;
         }
-        let st = g.state.read();
-        if let GroupData::Resource(rs) = &st.data {
-            for m in rs.blobs() {
-                if let Some(j) = m.shard_of(g.replica_id) {
-                    out.push((g.id, m.clone(), j as u8));
-                }
-            }
-        }
+        let shadow = super::copy::is_shadow(ctx, &g);
+        out.extend(super::copy::kept_shards(&g, shadow).into_iter().map(|(m, j)| (g.id, m, j)));
     }
     out
 }

@@ -178,12 +178,7 @@ impl ShardStore {
 
     /// Deletes every shard of every blob of `group`.
     pub fn delete_group(&self, group: GroupId) -> io::Result<()> {
-        for tree in [Tree::Shards, Tree::BlobMeta] {
-            let mut b = WriteBatch::new(tree);
-            b.delete_range(keys::group_start(group), keys::group_end(group));
-            self.engine.write(b)?;
-        }
-        Ok(())
+        crate::storage::delete_group_records(&self.engine, group, &crate::storage::SHARD_TREES)
     }
 }
 

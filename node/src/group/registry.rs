@@ -57,6 +57,8 @@ pub enum ShardFate {
     /// (`blob::handoff`), or deleted once no retained version refers to
     /// them (all at once when the resource is deleted).
     HandOff,
+    /// Deleted with the replica (a retired shadow's full copies).
+    Delete,
 }
 
 pub struct Registry {
@@ -327,6 +329,9 @@ impl Registry {
         }
         self.syncer.sync().await?;
         self.destroy_raft_state(group)?;
+        if shards == ShardFate::Delete {
+            crate::storage::delete_group_records(&self.engine, group, &crate::storage::SHARD_TREES)?;
+        }
         self.syncer.sync().await?;
         tracing::info!(%group, %replica, ?shards, "replica removed and its Raft state deleted");
         Ok(())

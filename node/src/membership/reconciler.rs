@@ -106,8 +106,16 @@ fn plan(ctx: &Member, me: NodeId) -> Option<Plan> {
             let resource = meta.resource_by_group(group);
             let successor = resource.and_then(|r| r.replica_on(me));
             if !successor.is_some_and(|rep| rep.replica_id == replica) {
+                let retired_shadow = resource.is_some_and(|r| {
+                    meta.shadows
+                        .of(&r.name)
+                        .is_some_and(|s| s.history.iter().any(|e| e.replica_id == replica && e.kind == "retired"))
+                });
                 let fate = if successor.is_some_and(|rep| rep.replaces == Some(replica)) {
                     ShardFate::KeepForSuccessor
+                } else if retired_shadow {
+                    // A shadow's copies are nobody's shards: they go with it.
+                    ShardFate::Delete
                 } else {
                     ShardFate::HandOff
                 };
@@ -194,6 +202,8 @@ async fn align_group(ctx: &Member, g: &crate::group::Group, rec: &ResourceRecord
         })
         .collect();
     let desired_ids: BTreeSet<ReplicaId> = desired.keys().copied().collect();
+    // Primaries vote; shadows are permanent learners, never promoted.
+    let wanted_voters: BTreeSet<ReplicaId> = rec.primaries().map(|r| r.replica_id).collect();
     let m = g.metrics();
     let membership = m.membership_config.membership().clone();
     if membership.get_joint_config().len() > 1 {
@@ -205,30 +215,27 @@ async fn align_group(ctx: &Member, g: &crate::group::Group, rec: &ResourceRecord
         crate::raft::TypeConfig,
         openraft::errors::ClientWriteError<crate::raft::TypeConfig>,
     >| e.to_string();
-    if voters != desired_ids {
-        g.touch();
-        for (id, node) in &desired {
-            if !present.contains(id) {
-                tracing::info!(
-                    group = %g.id,
-                    replica = %id,
-                    node = %node.node_id,
-                    "adding replacement replica as learner"
-                );
-                ctx.cluster.peers.note_replica(*id, node);
-                g.raft.add_learner(*id, node.clone(), false).await.map_err(err)?;
-                return Ok(());
-            }
+    for (id, node) in &desired {
+        if !present.contains(id) {
+            let role = if wanted_voters.contains(id) { "replacement replica" } else { "shadow" };
+            tracing::info!(group = %g.id, replica = %id, node = %node.node_id, role, "adding learner");
+            g.touch();
+            ctx.cluster.peers.note_replica(*id, node);
+            g.raft.add_learner(*id, node.clone(), false).await.map_err(err)?;
+            return Ok(());
         }
+    }
+    if voters != wanted_voters {
+        g.touch();
         let last = m.last_log_index.unwrap_or(0);
-        let caught_up = desired_ids.difference(&voters).all(|r| {
+        let caught_up = wanted_voters.difference(&voters).all(|r| {
             m.replication.as_ref().and_then(|repl| repl.get(r)).and_then(|x| x.as_ref()).map(|l| l.index).unwrap_or(0)
                 + PROMOTE_LAG_ENTRIES_MAX
                 >= last
         });
         if caught_up {
-            tracing::info!(group = %g.id, ?voters, desired = ?desired_ids, "replacing voters");
-            g.raft.change_membership(ChangeMembers::ReplaceAllVoters(desired_ids.clone()), false).await.map_err(err)?;
+            tracing::info!(group = %g.id, ?voters, wanted = ?wanted_voters, "replacing voters");
+            g.raft.change_membership(ChangeMembers::ReplaceAllVoters(wanted_voters), false).await.map_err(err)?;
         }
         return Ok(());
     }

@@ -52,7 +52,8 @@ pub(super) async fn replace_lost_replicas(ctx: &Member) -> Result<(), Error> {
             let mut load = m.replicas_per_node();
             let mut plans = Vec::new();
             for r in m.resources.values() {
-                for rep in &r.replicas {
+                // Shadows are not replaced: the executor retires a lost one.
+                for rep in r.primaries() {
                     let node_lost = lost(rep.node_id, m);
                     if plans.len() >= REPLACEMENTS_PER_PASS_MAX || !(node_lost || corrupt(rep)) {
                         continue;

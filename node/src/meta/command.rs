@@ -14,10 +14,13 @@ use shadowstore_placement::PlacementRecord;
 use shadowstore_placement::PlacementSetting;
 use shadowstore_placement::PlacementSettings;
 use shadowstore_placement::Prices;
+use shadowstore_placement::ShadowPhase;
+use shadowstore_placement::ShiftSetting;
 
 use super::directory::NodeLabels;
 use super::directory::ResourceRecord;
 use super::directory::StorageParams;
+use super::shadow::ShadowExpect;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaCommand {
@@ -98,6 +101,50 @@ pub enum MetaCommand {
         now_ms: u64,
         setting: PlacementSetting,
     },
+    /// Adds a shadow of `resource` on `node`: a new replica id, a directory
+    /// replica with role Shadow and a shadow record in phase planned.
+    AddShadow {
+        now_ms: u64,
+        resource: String,
+        node: NodeId,
+        by_operator: bool,
+    },
+    /// Compare-and-set of a shadow's phase, step and weight: applied only
+    /// if the shadow is still as `expect` says. `kind` and `text` go into
+    /// the resource's placement history.
+    TransitionShadow {
+        now_ms: u64,
+        resource: String,
+        replica: ReplicaId,
+        expect: ShadowExpect,
+        to: ShadowPhase,
+        step: u8,
+        weight_permille: u32,
+        kind: String,
+        text: String,
+    },
+    /// Removes a drained shadow (weight 0) from the directory; its node
+    /// then stops the replica and deletes its data.
+    RemoveShadow {
+        now_ms: u64,
+        resource: String,
+        replica: ReplicaId,
+        text: String,
+    },
+    /// Operator flags of a shadow: pinned (the planner keeps it), halted
+    /// (no promotion).
+    FlagShadow {
+        now_ms: u64,
+        resource: String,
+        replica: ReplicaId,
+        pinned: Option<bool>,
+        halted: Option<bool>,
+    },
+    /// Changes one shift setting (mode, steps, dwell, gates).
+    SetShiftSetting {
+        now_ms: u64,
+        setting: ShiftSetting,
+    },
 }
 
 impl fmt::Display for MetaCommand {
@@ -127,6 +174,15 @@ impl fmt::Display for MetaCommand {
                 write!(f, "record placement of {resource}: {} {:?}", record.action, record.nodes)
             }
             MetaCommand::SetPlacementSetting { setting, .. } => write!(f, "set placement setting {setting:?}"),
+            MetaCommand::AddShadow { resource, node, .. } => write!(f, "add shadow of {resource} on node {node}"),
+            MetaCommand::TransitionShadow { resource, replica, to, weight_permille, kind, .. } => {
+                write!(f, "{kind}: shadow {replica} of {resource} to {to} at {weight_permille}‰")
+            }
+            MetaCommand::RemoveShadow { resource, replica, .. } => write!(f, "remove shadow {replica} of {resource}"),
+            MetaCommand::FlagShadow { resource, replica, pinned, halted, .. } => {
+                write!(f, "flag shadow {replica} of {resource}: pinned {pinned:?} halted {halted:?}")
+            }
+            MetaCommand::SetShiftSetting { setting, .. } => write!(f, "set shift setting {setting:?}"),
         }
     }
 }

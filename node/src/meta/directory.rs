@@ -32,6 +32,10 @@ pub struct NodeRecord {
 pub enum ReplicaRole {
     /// A primary replica: a voter of the resource group.
     Primary,
+    /// A shadow: a permanent learner with a full copy, serving reads by
+    /// weight once ready (its life is in `meta::shadow`). Never a voter,
+    /// never a shard holder, never replaced: a lost shadow is retired.
+    Shadow,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +113,15 @@ pub struct ResourceRecord {
 impl ResourceRecord {
     pub fn replica_on(&self, node: NodeId) -> Option<&ReplicaRecord> {
         self.replicas.iter().find(|r| r.node_id == node)
+    }
+
+    /// The voters: replicas holding shards and electing leaders.
+    pub fn primaries(&self) -> impl Iterator<Item = &ReplicaRecord> {
+        self.replicas.iter().filter(|r| r.role == ReplicaRole::Primary)
+    }
+
+    pub fn shadows(&self) -> impl Iterator<Item = &ReplicaRecord> {
+        self.replicas.iter().filter(|r| r.role == ReplicaRole::Shadow)
     }
 
     pub fn node_of(&self, replica: ReplicaId) -> Option<NodeId> {

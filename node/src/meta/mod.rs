@@ -14,4 +14,5 @@
 pub mod command;
 pub mod directory;
 pub mod placement;
+pub mod shadow;
 pub mod state;

@@ -28,6 +28,7 @@ use shadowstore_placement::Prices;
 pub use super::command::{MetaCommand, MetaResponse};
 pub use super::directory::{NodeLabels, NodeRecord, ReplicaRecord, ReplicaRole, ResourceRecord, StorageParams};
 use super::placement::PlacementMeta;
+use super::shadow::ShadowMeta;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetaState {
@@ -48,6 +49,43 @@ pub struct MetaState {
     /// region distances (last: the encoding of the fields before it is
     /// unchanged since they were separate fields here).
     pub placement: PlacementMeta,
+    /// Shadow replicas' phases and weights, routing versions, history and
+    /// shift settings (meta_state format 2; absent from format 1).
+    pub shadows: ShadowMeta,
+}
+
+/// `MetaState` as formats 0 and 1 of the `meta_state` family stored it
+/// (before the shadow sub-state), for the upgrade of a stored snapshot.
+#[derive(Deserialize)]
+pub struct MetaStateFormat1 {
+    nodes: BTreeMap<NodeId, NodeRecord>,
+    resources: BTreeMap<String, ResourceRecord>,
+    groups: BTreeMap<GroupId, String>,
+    retired_nodes: BTreeSet<NodeId>,
+    replica_index: BTreeMap<ReplicaId, NodeId>,
+    next_node_id: NodeId,
+    next_replica_id: ReplicaId,
+    next_group_id: GroupId,
+    sessions: Sessions<MetaResponse>,
+    placement: PlacementMeta,
+}
+
+impl From<MetaStateFormat1> for MetaState {
+    fn from(o: MetaStateFormat1) -> MetaState {
+        MetaState {
+            nodes: o.nodes,
+            resources: o.resources,
+            groups: o.groups,
+            retired_nodes: o.retired_nodes,
+            replica_index: o.replica_index,
+            next_node_id: o.next_node_id,
+            next_replica_id: o.next_replica_id,
+            next_group_id: o.next_group_id,
+            sessions: o.sessions,
+            placement: o.placement,
+            shadows: ShadowMeta::default(),
+        }
+    }
 }
 
 impl Default for MetaState {
@@ -63,6 +101,7 @@ impl Default for MetaState {
             next_group_id: GroupId::new(1),
             sessions: Sessions::default(),
             placement: PlacementMeta::default(),
+            shadows: ShadowMeta::default(),
         }
     }
 }
@@ -83,7 +122,12 @@ impl MetaState {
             | MetaCommand::SetResourcePriority { now_ms, .. }
             | MetaCommand::SetRegionDistance { now_ms, .. }
             | MetaCommand::RecordPlacement { now_ms, .. }
-            | MetaCommand::SetPlacementSetting { now_ms, .. } => {
+            | MetaCommand::SetPlacementSetting { now_ms, .. }
+            | MetaCommand::AddShadow { now_ms, .. }
+            | MetaCommand::TransitionShadow { now_ms, .. }
+            | MetaCommand::RemoveShadow { now_ms, .. }
+            | MetaCommand::FlagShadow { now_ms, .. }
+            | MetaCommand::SetShiftSetting { now_ms, .. } => {
                 self.sessions.advance(*now_ms);
                 None
             }
@@ -132,6 +176,19 @@ impl MetaState {
                 let (resources, nodes) = (&self.resources, &self.nodes);
                 self.placement.apply(cmd, |r| resources.contains_key(r), |n| nodes.contains_key(&n))
             }
+            MetaCommand::AddShadow { resource, node, by_operator, .. } => {
+                self.add_shadow(resource, *node, *by_operator, now_ms)
+            }
+            MetaCommand::TransitionShadow {
+                resource, replica, expect, to, step, weight_permille, kind, text, ..
+            } => self.transition_shadow(resource, *replica, expect, *to, *step, *weight_permille, kind, text, now_ms),
+            MetaCommand::RemoveShadow { resource, replica, text, .. } => {
+                self.remove_shadow(resource, *replica, text, now_ms)
+            }
+            MetaCommand::FlagShadow { resource, replica, pinned, halted, .. } => {
+                self.flag_shadow(resource, *replica, *pinned, *halted, now_ms)
+            }
+            MetaCommand::SetShiftSetting { setting, .. } => self.shadows.set(setting.clone()),
         }
     }
 
@@ -273,6 +330,7 @@ impl MetaState {
                     self.replica_index.remove(&rep.replica_id);
                 }
                 self.placement.forget_resource(name);
+                self.shadows.forget_resource(name);
                 MetaResponse::Deleted
             }
         }
@@ -293,11 +351,18 @@ impl MetaState {
             return MetaResponse::Rejected { reason: format!("node {new_node} already hosts a replica of {name}") };
         }
         let role = r.replicas[pos].role;
+        if role == ReplicaRole::Shadow {
+            return MetaResponse::Rejected {
+                reason: format!("replica {old_replica} of {name} is a shadow: a lost shadow is retired, not replaced"),
+            };
+        }
         r.replicas[pos] = ReplicaRecord { replica_id: next, node_id: new_node, role, replaces: Some(old_replica) };
         self.next_replica_id = self.next_replica_id.next();
         self.replica_index.remove(&old_replica);
         self.replica_index.insert(next, new_node);
-        MetaResponse::Created(r.clone())
+        let created = r.clone();
+        self.shadows.membership_changed(name);
+        MetaResponse::Created(created)
     }
 
     /// Structural invariants, asserted after every apply (the full index
@@ -305,6 +370,7 @@ impl MetaState {
     fn check_invariants(&self) {
         assert_eq!(self.resources.len(), self.groups.len());
         self.placement.check_invariants(|r| self.resources.contains_key(r));
+        self.check_shadow_invariants();
         debug_assert_eq!(self.replica_index, self.derive_replica_index());
         for r in self.resources.values() {
             assert!(r.group_id < self.next_group_id, "group id {} not allocated", r.group_id);

@@ -9,15 +9,17 @@ use std::collections::BTreeMap;
 
 use shadowstore_base::ids::NodeId;
 use shadowstore_placement::PlacementSettings;
+use shadowstore_placement::ShadowPhase;
 use shadowstore_placement::demand::DemandKey;
 use shadowstore_placement::demand::history::FIVE_MIN_MS;
 use shadowstore_placement::forecast::DemandForecast;
-use shadowstore_placement::planner::{HostView, Plan, PlannerConfig, ResourceDemand, plan};
+use shadowstore_placement::planner::{HostView, Plan, PlannerConfig, ResourceDemand, ShadowState, plan};
 
 use super::Placement;
 use super::forecasters::forecaster_config;
 use super::history::REGION_TOTAL;
 use crate::meta::state::MetaState;
+use crate::meta::state::ReplicaRole;
 
 pub fn planner_config(settings: &PlacementSettings) -> PlannerConfig {
     PlannerConfig {
@@ -28,20 +30,42 @@ pub fn planner_config(settings: &PlacementSettings) -> PlannerConfig {
     }
 }
 
-/// Read capacity `resource` gets: each replica's node capacity shared
-/// equally among the replicas that node hosts (`hosted`, from
-/// `MetaState::replicas_per_node`).
+/// Read capacity `resource` gets: each primary's and each *ready*
+/// shadow's share of its node's capacity (`hosted`, from
+/// `MetaState::replicas_per_node`). A syncing shadow serves nothing yet.
 pub fn resource_capacity_rps(meta: &MetaState, hosted: &BTreeMap<NodeId, usize>, resource: &str) -> f64 {
     let Some(record) = meta.resources.get(resource) else { return 0.0 };
     record
         .replicas
         .iter()
-        .map(|replica| {
-            let shared_by = hosted.get(&replica.node_id).copied().unwrap_or(1).max(1);
-            let capacity = meta.nodes.get(&replica.node_id).map(|n| n.labels.read_capacity_rps).unwrap_or(0);
-            capacity as f64 / shared_by as f64
+        .filter(|r| match r.role {
+            ReplicaRole::Primary => true,
+            ReplicaRole::Shadow => meta.shadows.shadow(resource, r.replica_id).is_some_and(|s| s.phase.is_ready()),
         })
+        .map(|replica| meta.replica_capacity_rps(replica.node_id, hosted))
         .sum()
+}
+
+/// The resource's shadows as the planner sees them, with the time since
+/// which demand without each has been low (kept by the planning loop).
+fn shadow_states(
+    p: &Placement,
+    meta: &MetaState,
+    resource: &str,
+    hosted: &BTreeMap<NodeId, usize>,
+) -> Vec<ShadowState> {
+    let Some(rs) = meta.shadows.of(resource) else { return Vec::new() };
+    rs.shadows
+        .values()
+        .filter(|s| s.phase != ShadowPhase::Draining)
+        .map(|s| ShadowState {
+            node_id: s.node_id,
+            capacity_rps: if s.phase.is_ready() { meta.replica_capacity_rps(s.node_id, hosted) } else { 0.0 },
+            added_at_ms: s.added_at_ms,
+            low_since_ms: p.low_since(resource, s.node_id),
+            pinned: s.pinned,
+        })
+        .collect()
 }
 
 /// One resource as the directory describes it.
@@ -50,6 +74,7 @@ struct ResourceRow {
     replica_nodes: Vec<NodeId>,
     capacity_rps: f64,
     priority: i32,
+    shadows: Vec<ShadowState>,
 }
 
 /// Plans every resource (or one) now. Nothing is committed.
@@ -67,6 +92,7 @@ pub fn plan_all(p: &Placement, only: Option<&str>, now_ms: u64) -> Vec<Plan> {
                 replica_nodes: r.replicas.iter().map(|x| x.node_id).collect(),
                 capacity_rps: resource_capacity_rps(meta, &hosted, &r.name),
                 priority: meta.placement.priorities.get(&r.name).copied().unwrap_or(0),
+                shadows: shadow_states(p, meta, &r.name, &hosted),
             })
             .collect();
         let hosts: Vec<HostView> = meta
@@ -117,7 +143,7 @@ pub fn plan_all(p: &Placement, only: Option<&str>, now_ms: u64) -> Vec<Plan> {
                 observed_rps,
                 forecast,
                 forecast_step_ms: FIVE_MIN_MS,
-                shadows: Vec::new(),
+                shadows: row.shadows,
             };
             plan(&config, &demand, &hosts, &regions, now_ms)
         })

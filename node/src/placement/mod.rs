@@ -13,7 +13,7 @@
 //! - [`run`]: the planning loop; decisions are committed to the meta group.
 //!
 //! Executing a plan (adding the shadow as a Raft learner and shifting
-//! traffic) is not done here.
+//! traffic) is the shadow executor's job (`crate::shadow::executor`).
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -48,6 +48,9 @@ pub struct Placement {
     /// lock, never held with another).
     queues: Mutex<share::ShareQueues>,
     last_plans: Mutex<Vec<Plan>>,
+    /// (resource, shadow node) → since when demand without that shadow
+    /// has been low, from the verdicts of the leader's earlier plans.
+    low_since: Mutex<std::collections::BTreeMap<(String, shadowstore_base::ids::NodeId), u64>>,
 }
 
 impl Placement {
@@ -68,6 +71,7 @@ impl Placement {
             forecasters: forecasters::ForecasterPool::default(),
             queues: Mutex::new(share::ShareQueues::default()),
             last_plans: Mutex::new(Vec::new()),
+            low_since: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 
@@ -80,7 +84,25 @@ impl Placement {
         self.last_plans.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn set_last_plans(&self, plans: Vec<Plan>) {
+    /// Keeps `plans` and, from their shadow verdicts, since when demand
+    /// without each shadow has been low (a verdict not low clears it).
+    fn set_last_plans(&self, plans: Vec<Plan>, now_ms: u64) {
+        {
+            let mut low = self.low_since.lock().unwrap_or_else(|p| p.into_inner());
+            let mut next = std::collections::BTreeMap::new();
+            for plan in &plans {
+                for v in plan.shadows.iter().filter(|v| v.low_now) {
+                    let key = (plan.resource.clone(), v.node_id);
+                    let since = low.get(&key).copied().unwrap_or(now_ms);
+                    next.insert(key, since);
+                }
+            }
+            *low = next;
+        }
         *self.last_plans.lock().unwrap_or_else(|p| p.into_inner()) = plans;
+    }
+
+    pub fn low_since(&self, resource: &str, node: shadowstore_base::ids::NodeId) -> Option<u64> {
+        self.low_since.lock().unwrap_or_else(|p| p.into_inner()).get(&(resource.to_string(), node)).copied()
     }
 }

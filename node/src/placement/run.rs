@@ -54,8 +54,24 @@ pub async fn plan_once(p: &Arc<Placement>) {
     let plans = plan_all(p, None, now_ms);
     for plan in &plans {
         let Some(record) = record_of(plan) else { continue };
-        let current = p.cluster.with_meta(|m| m.placement.records.get(&plan.resource).cloned()).flatten();
-        if current.as_ref().is_some_and(|c| c.action == record.action && c.nodes == record.nodes) {
+        let (current, acted_since) = p
+            .cluster
+            .with_meta(|m| {
+                let current = m.placement.records.get(&plan.resource).cloned();
+                // A decision the executor carried out and that later ended
+                // (the shadow was retired) is committed again when the
+                // planner makes it again.
+                let acted_since = current.as_ref().is_some_and(|c| {
+                    m.shadows.of(&plan.resource).is_some_and(|rs| {
+                        rs.history
+                            .iter()
+                            .any(|e| e.kind == "retired" && e.at_ms >= c.at_ms && c.nodes.contains(&e.node_id))
+                    })
+                });
+                (current, acted_since)
+            })
+            .unwrap_or((None, false));
+        if !acted_since && current.as_ref().is_some_and(|c| c.action == record.action && c.nodes == record.nodes) {
             continue;
         }
         let span = tracing::info_span!("placement", resource = %plan.resource);
@@ -66,7 +82,7 @@ pub async fn plan_once(p: &Arc<Placement>) {
             tracing::warn!(%error, "committing a placement plan");
         }
     }
-    p.set_last_plans(plans);
+    p.set_last_plans(plans, now_ms);
 }
 
 /// Runs on every node: plans while this node leads the meta group, and

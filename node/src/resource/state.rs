@@ -368,6 +368,13 @@ impl ResourceState {
         self.blobs().map(|m| m.blob_id).collect()
     }
 
+    /// A number that changes whenever a variant gets a new current
+    /// version or is deleted (versions only grow, so the sum of current
+    /// versions and the variant count move together with any change).
+    pub fn content_version(&self) -> u64 {
+        self.variants.values().map(|v| v.current.unwrap_or(0)).fold(self.variants.len() as u64, u64::wrapping_add)
+    }
+
     /// Manifests of every retained blob version.
     pub fn blobs(&self) -> impl Iterator<Item = &Arc<BlobManifest>> {
         self.variants.values().flat_map(|v| v.versions.values()).filter_map(|ver| match &ver.content {

@@ -11,7 +11,8 @@
 //! | family's format | written by | opened by this release |
 //! |---|---|---|
 //! | 0 (no `format` record) | shadowstore 0.1.0 up to commit `99d71f8` | yes, upgraded in place: the record is written, no byte changes |
-//! | 1 | this release | yes |
+//! | 1 | shadowstore 0.1.0 from `99d71f8` | yes, upgraded in place (see [`FAMILIES`]) |
+//! | current ([`FAMILIES`]) | this release | yes |
 //! | newer, or a family this release does not know | a newer release | refused, naming the family and both versions |
 //!
 //! The record is text (`family version` per line), readable whatever the
@@ -41,7 +42,10 @@ pub const FAMILIES: [(&str, u32); 8] = [
     // Snapshot manifests and chunks of every group.
     ("snapshot", 1),
     // The meta group's state machine (`MetaState`) in snapshots and commands.
-    ("meta_state", 1),
+    // 2: the shadow sub-state appended to `MetaState`; formats 0 and 1 are
+    // upgraded by rewriting the stored meta snapshot
+    // (`raft::state_machine::upgrade_meta_snapshot`).
+    ("meta_state", 2),
     // A resource group's state machine (`ResourceState`, manifests, dedup).
     ("resource_state", 1),
     // The node's identity, local replica and retired records.
@@ -90,10 +94,16 @@ pub enum Opened {
     Upgraded { from: Vec<(String, u32)> },
 }
 
+/// Rewrites a family's records from format `from` to the current one, in
+/// place; must be idempotent (a crash before the format record is written
+/// runs it again).
+pub type Upgrade = fn(&SharedEngine, u32) -> std::io::Result<()>;
+
 /// Checks the formats of the data directory and brings them to
-/// [`FAMILIES`], or refuses it. Must run before any other component reads
-/// the engine.
-pub async fn open(engine: &SharedEngine) -> Result<Opened, FormatError> {
+/// [`FAMILIES`], running the family's entry of `upgrades` for each family
+/// below its current format (a family without one only needs the record),
+/// or refuses it. Must run before any other component reads the engine.
+pub async fn open(engine: &SharedEngine, upgrades: &[(&str, Upgrade)]) -> Result<Opened, FormatError> {
     let found: Option<BTreeMap<String, u32>> = match engine.get(Tree::Local, FORMAT_KEY)? {
         Some(bytes) => Some(decode(&bytes)?),
         None if is_empty(engine)? => None,
@@ -112,8 +122,10 @@ pub async fn open(engine: &SharedEngine) -> Result<Opened, FormatError> {
                 if version > supported {
                     return Err(FormatError::TooNew { family: family.into(), found: version, supported, binary });
                 }
-                // Every family's 0 → 1 is the record alone: no bytes move.
                 if version < supported {
+                    if let Some((_, upgrade)) = upgrades.iter().find(|(f, _)| *f == family) {
+                        upgrade(engine, version)?;
+                    }
                     from.push((family.to_string(), version));
                 }
             }
@@ -202,9 +214,9 @@ mod tests {
     #[tokio::test]
     async fn an_empty_directory_gets_the_current_formats() {
         let e = engine();
-        assert_eq!(open(&e).await.unwrap(), Opened::Fresh);
+        assert_eq!(open(&e, &[]).await.unwrap(), Opened::Fresh);
         assert_eq!(recorded(&e), current());
-        assert_eq!(open(&e).await.unwrap(), Opened::Current);
+        assert_eq!(open(&e, &[]).await.unwrap(), Opened::Current);
     }
 
     #[tokio::test]
@@ -213,12 +225,12 @@ mod tests {
         let mut b = WriteBatch::new(Tree::RaftState);
         b.put(vec![0; 9], vec![1, 2, 3]);
         e.write(b).unwrap();
-        let Opened::Upgraded { from } = open(&e).await.unwrap() else { panic!("not upgraded") };
+        let Opened::Upgraded { from } = open(&e, &[]).await.unwrap() else { panic!("not upgraded") };
         assert_eq!(from.len(), FAMILIES.len());
         assert!(from.iter().all(|(_, v)| *v == FORMAT_UNVERSIONED));
         assert_eq!(e.get(Tree::RaftState, &[0; 9]).unwrap(), Some(vec![1, 2, 3]), "upgrade rewrote a record");
         assert_eq!(recorded(&e), current());
-        assert_eq!(open(&e).await.unwrap(), Opened::Current);
+        assert_eq!(open(&e, &[]).await.unwrap(), Opened::Current);
     }
 
     #[tokio::test]
@@ -227,7 +239,7 @@ mod tests {
         let mut newer = FAMILIES;
         newer[3].1 += 1;
         put_record(&e, encode(&newer));
-        let err = open(&e).await.unwrap_err();
+        let err = open(&e, &[]).await.unwrap_err();
         let text = err.to_string();
         assert!(matches!(&err, FormatError::TooNew { family, .. } if family == "meta_state"), "{text}");
         assert!(text.contains(&format!("format {}", newer[3].1)), "{text}");
@@ -241,7 +253,7 @@ mod tests {
         let mut record = encode(&FAMILIES);
         record.extend_from_slice(b"holograms 1\n");
         put_record(&e, record);
-        let err = open(&e).await.unwrap_err();
+        let err = open(&e, &[]).await.unwrap_err();
         assert!(matches!(&err, FormatError::UnknownFamily { family, .. } if family == "holograms"), "{err}");
     }
 
@@ -254,7 +266,7 @@ mod tests {
         ] {
             let e = engine();
             put_record(&e, garbled.to_vec());
-            assert!(matches!(open(&e).await, Err(FormatError::Corrupt { .. })), "{garbled:?}");
+            assert!(matches!(open(&e, &[]).await, Err(FormatError::Corrupt { .. })), "{garbled:?}");
         }
     }
 
@@ -276,5 +288,37 @@ mod tests {
         assert_eq!(hex_of(&MetaState::default()), PINNED_EMPTY_META_STATE);
     }
 
-    const PINNED_EMPTY_META_STATE: &str = "0000000000020201000000a006880ee0d40380aea60ac0ee6d00000000";
+    /// An empty `MetaState` as `meta_state` format 1 stored it decodes
+    /// through the upgrade and re-encodes in the current format.
+    #[tokio::test]
+    async fn a_format_1_meta_snapshot_is_upgraded_in_place() {
+        use crate::meta::state::MetaState;
+        use crate::raft::state_machine::GroupData;
+        let e = engine();
+        // Format 1: GroupData::Meta (tag 0) then the empty state.
+        let v1 = hex_to_bytes(&format!("00{PINNED_EMPTY_META_STATE_FORMAT_1}"));
+        crate::raft::state_machine::write_test_snapshot(&e, &v1);
+        put_record(&e, encode(&[("meta_state", 1)]));
+        let Opened::Upgraded { from } =
+            open(&e, &[("meta_state", crate::raft::state_machine::upgrade_meta_snapshot)]).await.unwrap()
+        else {
+            panic!("not upgraded")
+        };
+        assert!(from.contains(&("meta_state".to_string(), 1)));
+        let data = crate::raft::state_machine::read_test_snapshot(&e);
+        let state: GroupData = shadowstore_base::codec::decode("snapshot", &data).unwrap();
+        assert_eq!(state, GroupData::Meta(MetaState::default()));
+        // Running it again (a crash before the record) changes nothing.
+        crate::raft::state_machine::upgrade_meta_snapshot(&e, 1).unwrap();
+        assert_eq!(crate::raft::state_machine::read_test_snapshot(&e), data);
+    }
+
+    fn hex_to_bytes(h: &str) -> Vec<u8> {
+        (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect()
+    }
+
+    const PINNED_EMPTY_META_STATE_FORMAT_1: &str = "0000000000020201000000a006880ee0d40380aea60ac0ee6d00000000";
+
+    const PINNED_EMPTY_META_STATE: &str =
+        "0000000000020201000000a006880ee0d40380aea60ac0ee6d0000000000040a193264b0ea01f403320203882700";
 }

@@ -30,3 +30,21 @@ pub use engine::StorageEngine;
 pub use engine::Tree;
 pub use engine::WriteBatch;
 pub use syncer::Syncer;
+
+/// The trees holding shard chunks and their per-shard records.
+pub const SHARD_TREES: [Tree; 2] = [Tree::Shards, Tree::BlobMeta];
+
+/// Deletes every record of `group` in `trees` (each tree keys by group
+/// first: see `keys`).
+pub fn delete_group_records(
+    engine: &SharedEngine,
+    group: shadowstore_base::ids::GroupId,
+    trees: &[Tree],
+) -> std::io::Result<()> {
+    for &tree in trees {
+        let mut b = WriteBatch::new(tree);
+        b.delete_range(keys::group_start(group), keys::group_end(group));
+        engine.write(b)?;
+    }
+    Ok(())
+}

@@ -12,6 +12,7 @@ mod output;
 mod placement;
 mod procstat;
 mod progress;
+mod shadow;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +25,7 @@ use output::Output;
 use shadowstore_client::Client;
 use shadowstore_client::ClientOptions;
 use shadowstore_client::ReadOptions;
+use shadowstore_client::ShadowActionKind;
 
 pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103";
 
@@ -95,6 +97,15 @@ enum Command {
     /// Demand telemetry and forecasts.
     #[command(subcommand)]
     Demand(DemandCmd),
+    /// Shadow replicas: add, remove, pin, halt, promote.
+    #[command(subcommand)]
+    Shadow(shadow::ShadowCmd),
+    /// Take read weight off a resource's shadows now (all, or --shadow).
+    Rollback {
+        resource: String,
+        #[arg(long = "shadow")]
+        shadow: Option<u64>,
+    },
     /// Placement settings (threshold, horizon, planning interval, TTL,
     /// hysteresis) and node prices.
     #[command(subcommand)]
@@ -113,6 +124,15 @@ enum PlacementCmd {
         #[arg(long)]
         resource: Option<String>,
     },
+    /// Carry out the planner's current plan for RESOURCE now, whatever the
+    /// mode (add or retire shadows).
+    Apply { resource: String },
+    /// Shadows with phases, weights, routing version, served reads per
+    /// replica, gate measurements and cost (every resource that had
+    /// shadows, or RESOURCE).
+    Status { resource: Option<String> },
+    /// Every step, halt, rollback and retirement of RESOURCE's shadows.
+    History { resource: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -134,7 +154,9 @@ enum ConfigCmd {
     /// Show the placement settings and every node's prices.
     Get,
     /// Set one setting: threshold, horizon_s, planning_interval_ms,
-    /// ttl_ms, hysteresis_ms, priority (with --resource; -5..=5, higher
+    /// ttl_ms, hysteresis_ms, the shift settings (mode auto|manual, steps
+    /// 10,25,50,100, dwell_ms, gate_p99_ms, gate_error_permille,
+    /// gate_failures, gate_successes, drain_ms), priority (with --resource; -5..=5, higher
     /// acts sooner), or prices.storage_gb_hour_micros,
     /// prices.transfer_gb_micros, prices.million_requests_micros (with
     /// --node).
@@ -335,6 +357,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demand(DemandCmd::Show { resource, slots, svg }) => {
             placement::demand(out, &c.demand_show(resource, *slots).await?, svg.as_deref())?;
+        }
+        Command::Placement(PlacementCmd::Apply { resource }) => {
+            shadow::action(out, &c.shadow_action(resource, None, ShadowActionKind::Apply).await?);
+        }
+        Command::Placement(PlacementCmd::Status { resource }) => {
+            shadow::status(out, &c.shadow_status(resource.as_deref()).await?)?;
+        }
+        Command::Placement(PlacementCmd::History { resource }) => {
+            shadow::history(out, &c.shadow_status(Some(resource)).await?)?;
+        }
+        Command::Shadow(cmd) => shadow::run(&c, out, cmd).await?,
+        Command::Rollback { resource, shadow } => {
+            shadow::action(out, &c.shadow_action(resource, *shadow, ShadowActionKind::Rollback).await?);
         }
         Command::Config(ConfigCmd::Get) => placement::config(out, &c.placement_config().await?)?,
         Command::Config(ConfigCmd::Set { key, value, node, resource }) => {

@@ -169,6 +169,7 @@ pub fn config_json(r: &v1::PlacementConfigResponse) -> Value {
         }).collect::<Vec<_>>(),
         "priorities": priorities,
         "region_distances": r.region_distances.iter().map(|d| json!([d.a, d.b, d.distance])).collect::<Vec<_>>(),
+        "shift": r.shift.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, Value>>(),
     })
 }
 
@@ -394,6 +395,9 @@ pub fn config(out: Output, answer: &v1::PlacementConfigResponse) -> anyhow::Resu
     for key in ["horizon_s", "planning_interval_ms", "ttl_ms", "hysteresis_ms"] {
         println!("{key:<21} {}", s[key]);
     }
+    for (key, value) in config["shift"].as_object().cloned().unwrap_or_default() {
+        println!("{key:<21} {}", value.as_str().unwrap_or("?"));
+    }
     for (resource, priority) in config["priorities"].as_object().cloned().unwrap_or_default() {
         println!("priority of {resource:<12} {priority}");
     }
@@ -473,6 +477,7 @@ mod tests {
             }],
             priorities: [("r".to_string(), 2)].into(),
             region_distances: vec![v1::RegionDistance { a: "a".into(), b: "b".into(), distance: 7 }],
+            shift: [("mode".to_string(), "auto".to_string())].into(),
         };
         let c = config_json(&config);
         assert_eq!(c["threshold"], 0.8);
@@ -481,6 +486,7 @@ mod tests {
         assert_eq!(c["prices"][0][1]["storage_gb_hour_micros"], 7);
         assert_eq!(c["priorities"]["r"], 2);
         assert_eq!(c["region_distances"], json!([["a", "b", 7]]));
+        assert_eq!(c["shift"]["mode"], "auto");
 
         let demand = v1::DemandShowResponse {
             resource: "r".into(),
