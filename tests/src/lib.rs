@@ -393,3 +393,21 @@ pub async fn wait_replica_caught_up(c: &Client, resource: &str, replica: u64) ->
     })
     .await
 }
+
+/// Records of `group` in every tree of a stopped node's sled (its log,
+/// Raft state, snapshots, shard chunks and shard records): 0 once the
+/// node deleted its replica of the group.
+pub fn group_records(data_dir: &Path, group: u64) -> usize {
+    use shadowstore_node::storage::StorageEngine;
+    use shadowstore_node::storage::Tree;
+    use shadowstore_node::storage::keys;
+    use shadowstore_node::storage::sled_engine::SledEngine;
+
+    let group = shadowstore_base::ids::GroupId::new(group);
+    let engine = SledEngine::open(data_dir, 8 << 20).expect("open stopped node's sled");
+    Tree::ALL
+        .iter()
+        .filter(|t| !matches!(t, Tree::Local))
+        .map(|t| engine.range(*t, &keys::group_start(group), &keys::group_end(group), usize::MAX).expect("range").len())
+        .sum()
+}

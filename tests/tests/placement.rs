@@ -51,13 +51,19 @@ async fn demand_admission_and_planning_on_four_nodes() {
     let replica_nodes: Vec<u64> = info.replicas.iter().map(|r| r.node_id).collect();
     c.put(RESOURCE, "v", b"value".to_vec()).await.expect("put");
 
-    // --- settings: plan every second; bad input changes nothing.
+    // --- settings: plan every second; bad input changes nothing. The
+    // planner's decisions are only recorded here (mode manual): carrying
+    // them out is tests/tests/shadows.rs.
+    let config = c.set_placement_config("mode", "manual", None, None).await.expect("manual mode");
+    assert_eq!(config.shift.get("mode").map(String::as_str), Some("manual"));
     let config = c.set_placement_config("planning_interval_ms", "1000", None, None).await.expect("set");
     assert_eq!(settings(&config).planning_interval_ms, 1000);
     for (key, value, node, resource) in [
         ("threshold", "1.5", None, None),
         ("no_such_key", "1", None, None),
         ("horizon_s", "301", None, None),
+        ("steps", "10,25,50", None, None),
+        ("mode", "sometimes", None, None),
         ("prices.transfer_gb_micros", "5", None, None),
         ("prices.transfer_gb_micros", "-5", Some(1), None),
         ("priority", "9", None, Some(RESOURCE)),

@@ -68,16 +68,16 @@ async fn commit(s: &Shadows, cmd: MetaCommand) -> Result<MetaResponse, Status> {
 /// Adds a shadow on `node_id`, or on the host the planner ranks first.
 pub async fn add(s: &Shadows, rec: &ResourceRecord, node_id: u64) -> Result<v1::ShadowActionResponse, Status> {
     let now_ms = s.data.clock.now_ms();
-    let plans = crate::placement::inputs::plan_all(&s.placement, Some(&rec.name), now_ms);
-    let plan = plans.first().ok_or_else(status::not_ready)?;
+    let candidates =
+        crate::placement::inputs::host_candidates(&s.placement, &rec.name, now_ms).ok_or_else(status::not_ready)?;
     let node = if node_id == 0 {
-        plan.candidates
+        candidates
             .iter()
             .find(|c| matches!(c.verdict, Verdict::NotNeeded | Verdict::Chosen { .. }))
             .map(|c| c.node_id)
             .ok_or_else(|| {
                 let verdicts: Vec<String> =
-                    plan.candidates.iter().map(|c| format!("node {}: {:?}", c.node_id, c.verdict)).collect();
+                    candidates.iter().map(|c| format!("node {}: {:?}", c.node_id, c.verdict)).collect();
                 Status::failed_precondition(format!(
                     "no host can take a shadow of {}: {}",
                     rec.name,
@@ -86,8 +86,7 @@ pub async fn add(s: &Shadows, rec: &ResourceRecord, node_id: u64) -> Result<v1::
             })?
     } else {
         let node = NodeId::new(node_id);
-        let c = plan
-            .candidates
+        let c = candidates
             .iter()
             .find(|c| c.node_id == node)
             .ok_or_else(|| Status::not_found(format!("node {node} is not a member")))?;

@@ -9,11 +9,14 @@ use std::collections::BTreeMap;
 
 use shadowstore_base::ids::NodeId;
 use shadowstore_placement::PlacementSettings;
+use shadowstore_placement::RegionDistances;
 use shadowstore_placement::ShadowPhase;
 use shadowstore_placement::demand::DemandKey;
 use shadowstore_placement::demand::history::FIVE_MIN_MS;
 use shadowstore_placement::forecast::DemandForecast;
-use shadowstore_placement::planner::{HostView, Plan, PlannerConfig, ResourceDemand, ShadowState, plan};
+use shadowstore_placement::planner::{
+    Candidate, HostView, Plan, PlannerConfig, ResourceDemand, ShadowState, choose_hosts, plan,
+};
 
 use super::Placement;
 use super::forecasters::forecaster_config;
@@ -79,6 +82,28 @@ struct ResourceRow {
 
 /// Plans every resource (or one) now. Nothing is committed.
 pub fn plan_all(p: &Placement, only: Option<&str>, now_ms: u64) -> Vec<Plan> {
+    planner_inputs(p, only, now_ms)
+        .map(|(config, demands, hosts, regions)| {
+            demands.iter().map(|demand| plan(&config, demand, &hosts, &regions, now_ms)).collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every host's verdict as a shadow host of `resource`, capable hosts
+/// first in the planner's order (nearest region, then cheapest per read),
+/// whatever its demand: for an operator adding a shadow.
+pub fn host_candidates(p: &Placement, resource: &str, now_ms: u64) -> Option<Vec<Candidate>> {
+    let (config, demands, hosts, regions) = planner_inputs(p, Some(resource), now_ms)?;
+    let demand = demands.first()?;
+    Some(choose_hosts(&config, demand, &hosts, &regions, f64::MAX, usize::MAX).candidates)
+}
+
+/// The planner's view of every resource (or one) and of the hosts.
+fn planner_inputs(
+    p: &Placement,
+    only: Option<&str>,
+    now_ms: u64,
+) -> Option<(PlannerConfig, Vec<ResourceDemand>, Vec<HostView>, RegionDistances)> {
     let me = p.cluster.identity().map(|i| i.node_id);
     let detector = &p.cluster.detector;
     let Some((settings, resources, hosts, regions)) = p.cluster.with_meta(|meta| {
@@ -115,13 +140,13 @@ pub fn plan_all(p: &Placement, only: Option<&str>, now_ms: u64) -> Vec<Plan> {
             .collect();
         (meta.placement.settings.clone(), resources, hosts, meta.placement.region_distances.clone())
     }) else {
-        return Vec::new();
+        return None;
     };
     let hosts: Vec<HostView> =
         hosts.into_iter().map(|h| HostView { load_rps: p.history.node_rps(h.node_id), ..h }).collect();
     let config = planner_config(&settings);
     let horizon_steps = forecaster_config(&settings).horizon_steps;
-    resources
+    let demands = resources
         .into_iter()
         .map(|row| {
             let total = DemandKey { resource: row.name.clone(), region: REGION_TOTAL.to_string() };
@@ -132,7 +157,7 @@ pub fn plan_all(p: &Placement, only: Option<&str>, now_ms: u64) -> Vec<Plan> {
                 Some(forecast) if !forecast.is_reactive() => forecast,
                 _ => DemandForecast::reactive_at(observed_rps, horizon_steps),
             };
-            let demand = ResourceDemand {
+            ResourceDemand {
                 resource: row.name.clone(),
                 priority: row.priority,
                 // Zero until the node leading the group has reported it.
@@ -144,10 +169,10 @@ pub fn plan_all(p: &Placement, only: Option<&str>, now_ms: u64) -> Vec<Plan> {
                 forecast,
                 forecast_step_ms: FIVE_MIN_MS,
                 shadows: row.shadows,
-            };
-            plan(&config, &demand, &hosts, &regions, now_ms)
+            }
         })
-        .collect()
+        .collect();
+    Some((config, demands, hosts, regions))
 }
 
 /// The demand's region: the region with the most reads in the last hour

@@ -521,7 +521,10 @@ pub fn promote(s: &Shadows, resource: &str, shadow: &ShadowRecord, full: bool) -
         ShadowPhase::Shifting if (shadow.step as usize) + 1 < steps => shadow.step as usize + 1,
         ShadowPhase::Shifting => return Err(format!("shadow {} is at the last step already", shadow.replica_id)),
         other => {
-            return Err(format!("shadow {} is {other}: only a ready or shifting shadow is promoted", shadow.replica_id));
+            return Err(format!(
+                "shadow {} is {other}: only a ready or shifting shadow is promoted",
+                shadow.replica_id
+            ));
         }
     };
     let next = if full { steps - 1 } else { next };
