@@ -77,3 +77,24 @@ pub const DEMAND_KEYS_MAX: usize = 100_000;
 pub const PENDING_MINUTES_MAX: usize = 60;
 /// (resource, region) pairs the demand history keeps at most.
 pub const HISTORY_PAIRS_MAX: usize = 200_000;
+
+// Shifting reads to shadows (`crate::shift`).
+
+/// Longest step schedule.
+pub const STEPS_MAX: usize = 10;
+/// Least time at one step before it may be promoted, milliseconds.
+pub const DWELL_MS: RangeInclusive<u64> = 1_000..=3_600_000;
+/// The p99 gate: a window fails above this read latency, milliseconds.
+pub const GATE_P99_MS: RangeInclusive<u64> = 1..=60_000;
+/// The error gate: a window fails above this many failed reads per mille.
+pub const GATE_ERROR_PERMILLE: RangeInclusive<u64> = 0..=1_000;
+/// Consecutive windows to roll back (failures) or promote (successes).
+pub const GATE_WINDOWS: RangeInclusive<u64> = 1..=100;
+/// How long a retiring shadow drains at weight 0, milliseconds.
+pub const DRAIN_MS: RangeInclusive<u64> = 0..=600_000;
+/// Reads a window needs before its p99 and error rate are judged.
+pub const GATE_READS_MIN: u64 = 5;
+/// Events kept per resource in the placement history.
+pub const HISTORY_EVENTS_MAX: usize = 64;
+/// Bytes kept of an event's text.
+pub const EVENT_TEXT_BYTES_MAX: usize = 256;

@@ -14,21 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::bounds::{DRAIN_MS, DWELL_MS, GATE_ERROR_PERMILLE, GATE_P99_MS, GATE_READS_MIN, GATE_WINDOWS, STEPS_MAX};
 use crate::settings::SettingError;
-
-/// Longest step schedule.
-pub const STEPS_MAX: usize = 10;
-pub const DWELL_MS: std::ops::RangeInclusive<u64> = 1_000..=3_600_000;
-pub const GATE_P99_MS: std::ops::RangeInclusive<u64> = 1..=60_000;
-pub const GATE_ERROR_PERMILLE: std::ops::RangeInclusive<u64> = 0..=1_000;
-pub const GATE_WINDOWS: std::ops::RangeInclusive<u64> = 1..=100;
-pub const DRAIN_MS: std::ops::RangeInclusive<u64> = 0..=600_000;
-/// Reads a window needs before its p99 and error rate are judged.
-pub const GATE_READS_MIN: u64 = 5;
-/// Events kept per resource in the placement history.
-pub const HISTORY_EVENTS_MAX: usize = 64;
-/// Bytes kept of an event's text.
-pub const EVENT_TEXT_BYTES_MAX: usize = 256;
 
 /// Where a shadow is in its life. Variant order is the stored encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

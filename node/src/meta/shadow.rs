@@ -22,9 +22,9 @@ use shadowstore_base::ids::ReplicaId;
 use shadowstore_placement::ShadowPhase;
 use shadowstore_placement::ShiftSetting;
 use shadowstore_placement::ShiftSettings;
+use shadowstore_placement::bounds::EVENT_TEXT_BYTES_MAX;
+use shadowstore_placement::bounds::HISTORY_EVENTS_MAX;
 use shadowstore_placement::bounds::SHADOWS_PER_RESOURCE_MAX;
-use shadowstore_placement::shift::EVENT_TEXT_BYTES_MAX;
-use shadowstore_placement::shift::HISTORY_EVENTS_MAX;
 
 use super::command::MetaResponse;
 use super::directory::ReplicaRecord;

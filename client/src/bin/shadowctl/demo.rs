@@ -1,9 +1,11 @@
 //! `shadowctl demo`: a local cluster of real `shadowstore` processes on
 //! loopback, with a short demo workload. While it runs (without
 //! `--detach`), a demand generator reads the demo resource from two client
-//! regions, with a surge above the resource's read capacity every ten
-//! minutes, so `shadowctl demand show demo-catalog` and `shadowctl
-//! placement plan` have something to show.
+//! regions, with a three-minute surge above the resource's read capacity
+//! every ten minutes, so `shadowctl demand show demo-catalog` and
+//! `shadowctl placement plan` have something to show, and with four or
+//! more nodes the planner's shadow is added on the cheapest node, synced,
+//! shifted to step by step and retired (`shadowctl placement status`).
 //!
 //! Node i (1-based) listens on 127.0.0.1:(base_port + i) and keeps its data,
 //! config and log under `<dir>/node<i>`. Node 1 bootstraps the cluster, the
@@ -79,7 +81,38 @@ const DEMO_READ_CAPACITY_RPS: u64 = 50;
 const DEMAND_BASE_RPS: u64 = 20;
 const DEMAND_SURGE_RPS: u64 = 400;
 const DEMAND_SURGE_EVERY_S: u64 = 600;
-const DEMAND_SURGE_FOR_S: u64 = 60;
+const DEMAND_SURGE_FOR_S: u64 = 180;
+
+/// Placement settings the demo sets so the whole shadow loop shows within
+/// about five minutes: plan every 5 s, shift in 10 s steps, retire a
+/// shadow one minute after demand falls. (The defaults suit production:
+/// plans every minute, 30 s steps, 30 min hysteresis.)
+const DEMO_PLACEMENT: [(&str, &str); 6] = [
+    ("planning_interval_ms", "5000"),
+    ("hysteresis_ms", "60000"),
+    ("dwell_ms", "10000"),
+    ("gate_successes", "2"),
+    ("gate_p99_ms", "1000"),
+    ("drain_ms", "2000"),
+];
+
+/// Sets the demo's placement settings and gives every node a distinct
+/// price per million requests (node i: i × 100 000 micro-units), so the
+/// cheapest capable node visibly wins.
+async fn configure_placement(client: &Client, nodes: u16) -> anyhow::Result<()> {
+    for (key, value) in DEMO_PLACEMENT {
+        client.set_placement_config(key, value, None, None).await.with_context(|| format!("setting {key}"))?;
+    }
+    let status = client.cluster_status().await?;
+    for n in &status.nodes {
+        let price = (nodes as u64 + 1 - n.node_id.min(nodes as u64)) * 100_000;
+        client
+            .set_placement_config("prices.million_requests_micros", &price.to_string(), Some(n.node_id), None)
+            .await
+            .with_context(|| format!("pricing node {}", n.node_id))?;
+    }
+    Ok(())
+}
 
 /// Reads the demo resource until the process ends: `DEMAND_BASE_RPS`, and
 /// `DEMAND_SURGE_RPS` for the first minute of every ten. Reads alternate
@@ -379,6 +412,9 @@ pub async fn run(cmd: &DemoCmd, out: Output) -> anyhow::Result<()> {
         if let Err(e) = workload(&client, out).await {
             eprintln!("demo workload failed: {e:#}");
         }
+        if let Err(e) = configure_placement(&client, args.nodes).await {
+            eprintln!("demo placement settings failed: {e:#}");
+        }
     }
     println!();
     println!("try: SHADOWSTORE_ENDPOINTS={eps} shadowctl status");
@@ -395,9 +431,15 @@ pub async fn run(cmd: &DemoCmd, out: Output) -> anyhow::Result<()> {
     if !args.no_workload {
         tokio::spawn(generate_demand(endpoints(args)));
         println!(
-            "generating demand on demo-catalog: {DEMAND_BASE_RPS} reads/s, {DEMAND_SURGE_RPS} reads/s for the first minute of every ten (node read capacity {DEMO_READ_CAPACITY_RPS}/s)"
+            "generating demand on demo-catalog: {DEMAND_BASE_RPS} reads/s, {DEMAND_SURGE_RPS} reads/s for the first {} minutes of every ten (node read capacity {DEMO_READ_CAPACITY_RPS}/s)",
+            DEMAND_SURGE_FOR_S / 60
         );
         println!("try: shadowctl demand show demo-catalog   and   shadowctl placement plan");
+        if args.nodes > 3 {
+            println!(
+                "watch the shadow loop (decision, sync, steps, retirement): watch shadowctl placement status demo-catalog"
+            );
+        }
     }
     println!("press Ctrl-C to stop the cluster");
     // Watches for a node exiting on its own; ends once the demo stops.
