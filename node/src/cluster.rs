@@ -127,6 +127,19 @@ impl Cluster {
         self.identity().map(|i| i.node_id).ok_or(Error::NotReady)
     }
 
+    /// Whether `replica` on `node` was quarantined for corrupt durable
+    /// state: known locally for this node, else from the node's last
+    /// answer to the failure detector.
+    pub fn is_quarantined(&self, node: NodeId, replica: ReplicaId) -> bool {
+        if self.identity().is_some_and(|i| i.node_id == node) {
+            return self.registry.quarantined().values().any(|r| *r == replica);
+        }
+        self.detector
+            .view(node)
+            .and_then(|v| v.last_answer)
+            .is_some_and(|a| a.quarantined_replica_ids.contains(&replica.get()))
+    }
+
     pub fn meta_group(&self) -> Option<Arc<Group>> {
         self.registry.get(META_GROUP_ID)
     }

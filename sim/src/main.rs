@@ -184,10 +184,13 @@ fn main() -> ExitCode {
                 for f in &r.faults {
                     println!("  {:>6} ms {:?}", f.at_ms, f.fault);
                 }
+                for op in &r.shadow_ops {
+                    println!("  operator: {op}");
+                }
             }
             println!(
                 "seed {} nodes {} ops {} ({} indeterminate) faults {} messages dropped/delayed/duplicated {:?} \
-                 quarantined {} sim {:.1} s wall {:.1} s trace {:016x} {}",
+                 quarantined {} shadow actions {} ({} done) sim {:.1} s wall {:.1} s trace {:016x} {}",
                 r.seed,
                 r.nodes,
                 r.ops,
@@ -195,6 +198,8 @@ fn main() -> ExitCode {
                 r.faults.len(),
                 r.messages_faulted,
                 r.replicas_quarantined,
+                r.shadow_ops.len(),
+                r.shadow_ops.iter().filter(|o| !o.contains("refused") && !o.contains("no answer")).count(),
                 r.sim_ms as f64 / 1000.0,
                 wall_s,
                 r.trace_hash,

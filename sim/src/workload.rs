@@ -261,6 +261,61 @@ impl SimClient {
         true
     }
 
+    /// One random operator action on shadow replicas (add one where the
+    /// planner would, promote, roll back, remove), as `shadowctl` would
+    /// send it. Its outcome is not part of the checked history: what the
+    /// checker sees is that reads served by shadows stay linearizable.
+    /// Returns what happened, for the trace.
+    ///
+    /// Actions follow a shadow's life in `step` order (add, promote,
+    /// promote fully, roll back or promote, remove) on the resource `step`
+    /// names, so most of them apply; faults make the rest fail.
+    pub async fn shadow_op(&mut self, step: u64) -> String {
+        let resource = resource_name(((step / 5) % RESOURCES as u64) as u8);
+        let action = match step % 5 {
+            0 => None,
+            1 => Some(v1::ShadowActionKind::PromoteNext),
+            2 => Some(v1::ShadowActionKind::PromoteFull),
+            3 if self.rng.random_bool(0.5) => Some(v1::ShadowActionKind::Rollback),
+            3 => Some(v1::ShadowActionKind::PromoteNext),
+            _ => Some(v1::ShadowActionKind::Remove),
+        };
+        let deadline_ms = now_ms() + OP_DEADLINE_MS;
+        while now_ms() < deadline_ms {
+            let addr = self.target();
+            let Some(mut stub) = self.stub(&addr) else { continue };
+            let result = match action {
+                None => stub
+                    .add_shadow(attempt_request(v1::AddShadowRequest { resource: resource.clone(), node_id: 0 }))
+                    .await
+                    .map(|r| r.into_inner().message),
+                Some(kind) => stub
+                    .shadow_action(attempt_request(v1::ShadowActionRequest {
+                        resource: resource.clone(),
+                        replica_id: 0,
+                        action: kind as i32,
+                    }))
+                    .await
+                    .map(|r| r.into_inner().message),
+            };
+            match result {
+                Ok(message) => return format!("{resource} {action:?}: {message}"),
+                Err(s) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown) => {
+                    self.leader_hint = Self::classify(&s, OpKind::Get).hint();
+                    let backoff = self.rng.random_range(50..300);
+                    tokio::time::sleep(Duration::from_millis(backoff)).await;
+                }
+                Err(s) => return format!("{resource} {action:?}: refused: {}", s.message()),
+            }
+        }
+        format!("{resource} {action:?}: no answer")
+    }
+
+    /// A pause drawn from `range`, milliseconds.
+    pub fn pause_ms(&mut self, range: std::ops::Range<u64>) -> u64 {
+        self.rng.random_range(range)
+    }
+
     /// One random operation on a random key.
     pub async fn random_op(&mut self, values: &Rc<RefCell<u64>>, last_version: &mut [Option<u64>]) -> Option<Op> {
         let key = (self.rng.random_range(0..RESOURCES), self.rng.random_range(0..VARIANTS));

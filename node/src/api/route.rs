@@ -3,7 +3,9 @@
 //! leader; a linearizable read is served by any replica after a read index
 //! (the leader confirms its leadership; a follower asks the leader and
 //! catches up); a STALE_OK read is served by any replica that heard from
-//! its leader within the allowed staleness. Any other node answers
+//! its leader within the allowed staleness and has applied all but
+//! `STALE_READ_LAG_ENTRIES_MAX` of the entries the leader reported
+//! committed. Any other node answers
 //! UNAVAILABLE with the address to try in `x-shadowstore-leader`. A read is
 //! counted as demand and admitted (or shed) only where it is served.
 
@@ -25,6 +27,10 @@ use crate::resource::state::Version;
 
 /// Staleness allowed by a STALE_OK read that does not say.
 pub const STALE_READ_DEFAULT_MS: u64 = 1_000;
+/// A STALE_OK read is served locally only while the replica has applied
+/// all but at most this many of the entries its leader reported committed
+/// (a shadow or follower still catching up takes the linearizable path).
+pub const STALE_READ_LAG_ENTRIES_MAX: u64 = 32;
 
 impl ClientService {
     pub(super) fn cluster(&self) -> &Cluster {
@@ -104,7 +110,8 @@ impl ClientService {
             .map_err(|_| Status::invalid_argument(format!("unknown consistency {consistency}")))?;
         if consistency == v1::Consistency::StaleOk {
             let bound = if max_staleness_ms == 0 { STALE_READ_DEFAULT_MS } else { max_staleness_ms };
-            if g.is_leader() || g.since_leader_contact_ms() <= bound {
+            if g.is_leader() || (g.since_leader_contact_ms() <= bound && g.applied_lag() <= STALE_READ_LAG_ENTRIES_MAX)
+            {
                 return Ok(g);
             }
         }

@@ -96,16 +96,23 @@ impl Throttle {
     }
 }
 
-/// The shards this node should hold: (group, manifest, shard index), a
-/// shadow's full copies included.
+/// The shards this node should hold: (group, manifest, shard index). A
+/// shadow's copies are scrubbed once complete (their record written);
+/// copying what is missing is the shadow's sync (`copy.rs`), not a repair.
 fn work(ctx: &DataPlane) -> Vec<(GroupId, Arc<BlobManifest>, u8)> {
+    let store = ShardStore::new(ctx.engine.clone());
     let mut out = Vec::new();
     for g in ctx.cluster.registry.all() {
         if g.id == META_GROUP_ID {
             continue;
         }
         let shadow = super::copy::is_shadow(ctx, &g);
-        out.extend(super::copy::kept_shards(&g, shadow).into_iter().map(|(m, j)| (g.id, m, j)));
+        for (m, j) in super::copy::kept_shards(&g, shadow) {
+            if shadow && !matches!(store.held_shard(g.id, m.blob_id, j), Ok(Some(_))) {
+                continue;
+            }
+            out.push((g.id, m, j));
+        }
     }
     out
 }

@@ -71,6 +71,16 @@ impl Group {
         self.raft.metrics().borrow_watched().clone()
     }
 
+    /// Entries the leader last reported committed that this replica has
+    /// not applied yet (0 on the leader): its staleness in log entries.
+    pub fn applied_lag(&self) -> u64 {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let committed = m.cluster_committed.as_ref().map_or(0, |l| l.index);
+        let applied = m.last_applied.as_ref().map_or(0, |l| l.index);
+        committed.saturating_sub(applied)
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.is_leader()
     }

@@ -206,15 +206,26 @@ async fn align_group(ctx: &Member, g: &crate::group::Group, rec: &ResourceRecord
     let wanted_voters: BTreeSet<ReplicaId> = rec.primaries().map(|r| r.replica_id).collect();
     let m = g.metrics();
     let membership = m.membership_config.membership().clone();
-    if membership.get_joint_config().len() > 1 {
-        return Ok(()); // a change is under way
-    }
-    let voters: BTreeSet<ReplicaId> = membership.voter_ids().collect();
-    let present: BTreeSet<ReplicaId> = membership.nodes().map(|(id, _)| *id).collect();
     let err = |e: openraft::errors::RaftError<
         crate::raft::TypeConfig,
         openraft::errors::ClientWriteError<crate::raft::TypeConfig>,
     >| e.to_string();
+    if let [.., last] = membership.get_joint_config().as_slice()
+        && membership.get_joint_config().len() > 1
+    {
+        // A joint configuration this leader finds (its proposer may have
+        // lost leadership between the two steps) is finished here: nothing
+        // else would, and the removed voters would stay forever. A change
+        // still in flight answers that it is in progress.
+        let target = last.clone();
+        tracing::info!(group = %g.id, joint = ?membership.get_joint_config(), "finishing a joint membership change");
+        if let Err(e) = g.raft.change_membership(ChangeMembers::ReplaceAllVoters(target), false).await {
+            tracing::debug!(group = %g.id, error = %e, "joint membership change not finished yet");
+        }
+        return Ok(());
+    }
+    let voters: BTreeSet<ReplicaId> = membership.voter_ids().collect();
+    let present: BTreeSet<ReplicaId> = membership.nodes().map(|(id, _)| *id).collect();
     for (id, node) in &desired {
         if !present.contains(id) {
             let role = if wanted_voters.contains(id) { "replacement replica" } else { "shadow" };

@@ -36,16 +36,8 @@ pub(super) async fn replace_lost_replicas(ctx: &Member) -> Result<(), Error> {
                 && now.saturating_sub(v.last_ok_ms.unwrap_or(0)) >= down_after
         })
     };
-    let my_quarantined: Vec<ReplicaId> = ctx.cluster.registry.quarantined().into_values().collect();
-    let corrupt = |rep: &crate::meta::state::ReplicaRecord| -> bool {
-        if rep.node_id == me {
-            return my_quarantined.contains(&rep.replica_id);
-        }
-        detector
-            .view(rep.node_id)
-            .and_then(|v| v.last_answer)
-            .is_some_and(|a| a.quarantined_replica_ids.contains(&rep.replica_id.get()))
-    };
+    let corrupt =
+        |rep: &crate::meta::state::ReplicaRecord| -> bool { ctx.cluster.is_quarantined(rep.node_id, rep.replica_id) };
     let plans: Vec<(String, ReplicaId, NodeId)> = ctx
         .cluster
         .with_meta(|m| {

@@ -47,8 +47,9 @@ pub const MEASURE_PERIOD_MS: u64 = 3_000;
 /// A shadow whose node the failure detector has not seen up for this long
 /// (or whose node left the cluster) is retired.
 pub const SHADOW_NODE_LOST_MS: u64 = 15_000;
-/// Deadline of one `ShadowReport` call.
-pub const REPORT_TIMEOUT_MS: u64 = 3_000;
+/// Deadline of one `ShadowReport` call (a read index, then up to as long
+/// again copying what it committed).
+pub const REPORT_TIMEOUT_MS: u64 = 5_000;
 
 /// What the executor remembers of one shadow between ticks.
 #[derive(Clone, Debug, Default)]
@@ -302,6 +303,25 @@ async fn advance(s: &Shadows, settings: &ShiftSettings, x: &Seen) -> Option<Meta
         return None;
     }
     s.executor.put(sh.replica_id, t.clone());
+    // A shadow whose copy turned out corrupt (its node quarantined the
+    // replica) is retired like a lost one; it is never replaced.
+    if s.data.cluster.is_quarantined(sh.node_id, sh.replica_id) {
+        return match sh.phase {
+            ShadowPhase::Draining if now_ms.saturating_sub(sh.since_ms) >= settings.drain_ms => {
+                Some(remove_command(s, x, "drained (its replica was quarantined)".into()))
+            }
+            ShadowPhase::Draining => None,
+            _ => Some(transition(
+                s,
+                x,
+                ShadowPhase::Draining,
+                0,
+                0,
+                "draining",
+                format!("replica quarantined on node {} (corrupt durable state): the shadow is retired", sh.node_id),
+            )),
+        };
+    }
     match sh.phase {
         ShadowPhase::Planned => {
             let r = ask_report(s, x).await?;

@@ -36,7 +36,8 @@ use served::ServedReads;
 
 /// How often a node looks for copies its shadows lack.
 pub const SYNC_PERIOD_MS: u64 = 1_000;
-/// Longest a readiness check waits for the read index.
+/// Longest a readiness check waits for the read index, and then for the
+/// copies of what it committed.
 pub const READINESS_CHECK_TIMEOUT_MS: u64 = 2_000;
 
 /// The shadow machinery of one node.
@@ -125,7 +126,21 @@ impl Shadows {
         )
         .await;
         let caught_up = matches!(check, Ok(Ok(())));
-        let kept = copy::kept_shards(&g, true);
+        // Copies of what the state held at the read index: a resource that
+        // is written all the time is ready once the copies of every version
+        // committed before the check are in, not once writes stop.
+        let shadow = copy::is_shadow(&self.data, &g);
+        if caught_up && shadow {
+            let copied = tokio::time::timeout(
+                Duration::from_millis(READINESS_CHECK_TIMEOUT_MS),
+                copy::sync_copies(&self.data, &g),
+            )
+            .await;
+            if let Ok(Err(e)) = copied {
+                tracing::debug!(%group, error = %e, "copying before the readiness check");
+            }
+        }
+        let kept = if shadow { copy::kept_shards(&g, true) } else { Vec::new() };
         let store = crate::blob::shard_store::ShardStore::new(self.data.engine.clone());
         let mut blobs: BTreeMap<u64, bool> = BTreeMap::new();
         for (m, j) in &kept {

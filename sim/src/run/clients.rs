@@ -29,6 +29,8 @@ pub struct Observed {
     /// Set when resources could not be created or a key did not answer
     /// within the liveness bound.
     pub liveness_failure: RefCell<Option<String>>,
+    /// What the operator's shadow actions answered, in order.
+    pub shadow_ops: RefCell<Vec<String>>,
 }
 
 /// Registers `clients` clients against `nodes` nodes; they stop issuing
@@ -77,8 +79,36 @@ pub fn start(sim: &mut turmoil::Sim<'_>, seed: u64, clients: u32, nodes: usize, 
             Ok(())
         });
     }
+    // An operator adds, promotes, rolls back and removes shadow replicas
+    // while the faults run (from its own seeded stream), so reads land on
+    // shadows in every state and go through the linearizability checker.
+    let node_addrs: Vec<String> = (0..nodes).map(node_addr).collect();
+    let operator_seed = mix(seed, 300, 0);
+    let (ready, shadow_ops) = (resources_ready.clone(), observed.clone());
+    sim.client("operator", async move {
+        let mut operator = SimClient::new(clients, node_addrs, operator_seed);
+        while !ready.get() {
+            if workload::now_ms() > SETUP_MS + 30_000 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut step = 0;
+        while workload::now_ms() < fault_end_ms {
+            let pause_ms = operator.pause_ms(OPERATOR_PAUSE_MS);
+            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+            let what = operator.shadow_op(step).await;
+            step += 1;
+            tracing::info!(at_ms = workload::now_ms(), "operator: {what}");
+            shadow_ops.shadow_ops.borrow_mut().push(what);
+        }
+        Ok(())
+    });
     observed
 }
+
+/// Pause between two operator actions (drawn in this range).
+const OPERATOR_PAUSE_MS: std::ops::Range<u64> = 1_500..5_000;
 
 /// Liveness: every key answers a linearizable read before `bound_end_ms`
 /// (the liveness bound after every fault healed).

@@ -79,6 +79,8 @@ pub struct RunReport {
     pub messages_faulted: [u64; 3],
     /// Replicas quarantined for a corrupt Raft record (rot detected).
     pub replicas_quarantined: usize,
+    /// The operator's shadow actions and their answers, in order.
+    pub shadow_ops: Vec<String>,
 }
 
 /// A seed for one part of the run, derived from the run's seed.
@@ -123,6 +125,8 @@ pub fn run_seed(cfg: &RunConfig) -> RunReport {
     for op in &history {
         op.hash(&mut trace);
     }
+    let shadow_ops = observed.shadow_ops.borrow().clone();
+    shadow_ops.hash(&mut trace);
     if failure.is_none() {
         failure = check_history(&history, &observed);
     }
@@ -142,6 +146,7 @@ pub fn run_seed(cfg: &RunConfig) -> RunReport {
         message_rates,
         messages_faulted,
         replicas_quarantined: invariants.quarantined.len(),
+        shadow_ops,
     }
 }
 

@@ -31,6 +31,11 @@ pub enum Workload {
     /// garbage collection run, then compare the demo nodes' disk usage with
     /// the encoded bytes still live.
     Churn,
+    /// Time a shadow replica of `--variants` erasure-coded values of
+    /// `--value-size` bytes to ready, compare reads at the shadow's node
+    /// and at a primary's, and the resource's read throughput with 0, 1
+    /// and 2 shadows at full weight (needs four or more nodes).
+    Shadow,
 }
 
 #[derive(Args, Debug)]
@@ -63,7 +68,8 @@ pub struct BenchArgs {
     /// Idle and churn: seconds to wait before measuring.
     #[arg(long, default_value_t = 20)]
     pub settle: u64,
-    /// Churn: variants written per round.
+    /// Churn: variants written per round; shadow: blobs written before
+    /// the shadow is added.
     #[arg(long, default_value_t = 16)]
     pub variants: usize,
     /// Churn: rounds of overwriting every variant.
@@ -75,13 +81,64 @@ pub struct BenchArgs {
     pub peak_rss: bool,
 }
 
-struct TaskResult {
-    latencies_us: Vec<u32>,
-    errors: u64,
-    first_error: Option<String>,
+/// What `tasks` concurrent loops of one operation measured.
+pub struct Measured {
+    /// Latencies of the successful operations, sorted.
+    pub latencies_us: Vec<u32>,
+    pub errors: u64,
+    pub first_error: Option<String>,
 }
 
-fn percentile(sorted: &[u32], p: f64) -> f64 {
+/// Runs `op(task)` in a loop on `tasks` concurrent tasks for `warmup` and
+/// then `duration`, keeping what the measured part saw.
+pub async fn timed<F, Fut>(tasks: usize, warmup: Duration, duration: Duration, op: F) -> anyhow::Result<Measured>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let start = Instant::now();
+    let warm_end = start + warmup;
+    let end = warm_end + duration;
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let op = op.clone();
+        handles.push(tokio::spawn(async move {
+            let mut res = Measured { latencies_us: Vec::with_capacity(1 << 16), errors: 0, first_error: None };
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                let r = op(t).await;
+                let t1 = Instant::now();
+                if t0 < warm_end || t1 > end {
+                    continue;
+                }
+                match r {
+                    Ok(()) => res.latencies_us.push((t1 - t0).as_micros().min(u32::MAX as u128) as u32),
+                    Err(e) => {
+                        res.errors += 1;
+                        res.first_error.get_or_insert(e);
+                    }
+                }
+            }
+            res
+        }));
+    }
+    let mut all = Measured { latencies_us: Vec::new(), errors: 0, first_error: None };
+    for h in handles {
+        let r = h.await.context("bench task panicked")?;
+        all.latencies_us.extend(r.latencies_us);
+        all.errors += r.errors;
+        if all.first_error.is_none() {
+            all.first_error = r.first_error;
+        }
+    }
+    all.latencies_us.sort_unstable();
+    Ok(all)
+}
+
+pub fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -121,60 +178,31 @@ pub async fn run(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow:
         }
     }
     let rss_pids = if args.peak_rss { crate::procstat::reset_peak_rss(&args.demo_dir)? } else { Vec::new() };
-    let start = Instant::now();
-    let warm_end = start + Duration::from_secs(args.warmup);
-    let end = warm_end + Duration::from_secs(args.duration);
-    let mut handles = Vec::new();
-    for t in 0..args.clients {
-        let client = clients[t % clients.len()].clone();
-        let resource = resources[t % resources.len()].clone();
-        let variant = format!("v{t}");
-        let value = value.clone();
-        let is_put = args.workload == Workload::Put;
-        let read = match args.max_staleness_ms {
-            Some(ms) => ReadOptions::stale_ok(ms),
-            None => ReadOptions::linearizable(),
-        };
-        handles.push(tokio::spawn(async move {
-            let mut res = TaskResult { latencies_us: Vec::with_capacity(1 << 16), errors: 0, first_error: None };
-            loop {
-                let t0 = Instant::now();
-                if t0 >= end {
-                    break;
-                }
+    let is_put = args.workload == Workload::Put;
+    let read = match args.max_staleness_ms {
+        Some(ms) => ReadOptions::stale_ok(ms),
+        None => ReadOptions::linearizable(),
+    };
+    let measured = timed(args.clients, Duration::from_secs(args.warmup), Duration::from_secs(args.duration), {
+        let (clients, resources) = (clients.clone(), resources.clone());
+        move |t| {
+            let client = clients[t % clients.len()].clone();
+            let resource = resources[t % resources.len()].clone();
+            let (value, read) = (value.clone(), read.clone());
+            async move {
+                let variant = format!("v{t}");
                 let r = if is_put {
-                    client.put(&resource, &variant, value.clone()).await.map(|_| ())
+                    client.put(&resource, &variant, value).await.map(|_| ())
                 } else {
-                    client.get_with(&resource, &variant, read.clone()).await.map(|_| ())
+                    client.get_with(&resource, &variant, read).await.map(|_| ())
                 };
-                let t1 = Instant::now();
-                if t0 < warm_end || t1 > end {
-                    continue;
-                }
-                match r {
-                    Ok(()) => res.latencies_us.push((t1 - t0).as_micros().min(u32::MAX as u128) as u32),
-                    Err(e) => {
-                        res.errors += 1;
-                        res.first_error.get_or_insert_with(|| e.to_string());
-                    }
-                }
+                r.map_err(|e| e.to_string())
             }
-            res
-        }));
-    }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    let mut first_error = None;
-    for h in handles {
-        let r = h.await.context("bench task panicked")?;
-        all.extend(r.latencies_us);
-        errors += r.errors;
-        if first_error.is_none() {
-            first_error = r.first_error;
         }
-    }
+    })
+    .await?;
+    let Measured { latencies_us: all, errors, first_error } = measured;
     let peak_rss: Vec<u64> = rss_pids.iter().map(|p| crate::procstat::peak_rss_bytes(*p).unwrap_or(0)).collect();
-    all.sort_unstable();
     let ops = all.len() as f64;
     let secs = args.duration as f64;
     let throughput = ops / secs;

@@ -13,6 +13,7 @@ mod placement;
 mod procstat;
 mod progress;
 mod shadow;
+mod shadow_bench;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -230,6 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 bench::Workload::Idle => idle::run(&cli.endpoints, args, out).await,
                 bench::Workload::Churn => idle::churn(&cli.endpoints, args, out).await,
                 bench::Workload::Put | bench::Workload::Get => bench::run(&cli.endpoints, args, out).await,
+                bench::Workload::Shadow => shadow_bench::run(&cli.endpoints, args, out).await,
             };
         }
         _ => {}
