@@ -68,7 +68,8 @@ struct DemoArgs {
     #[arg(long, env = "SHADOWSTORE_NODE_BIN")]
     node_binary: Option<PathBuf>,
     /// Extra node setting, as in the TOML file: `--set orphan_grace_ms=5000`
-    /// (repeatable).
+    /// (repeatable). It replaces the demo's own value of a key
+    /// (`--set read_capacity_rps=20000` lifts the demo's 50 reads/s).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     settings: Vec<String>,
 }
@@ -223,24 +224,28 @@ fn write_config(args: &DemoArgs, i: u16) -> anyhow::Result<PathBuf> {
     let dir = args.dir.join(format!("node{i}"));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let data = dir.join("data");
-    let addr = format!("127.0.0.1:{}", args.base_port + i);
     let join = if i == 1 { String::new() } else { format!("\"127.0.0.1:{}\"", args.base_port + 1) };
-    let text = format!(
-        "# Written by `shadowctl demo`.\n\
-         data_dir = {data:?}\n\
-         listen_addr = \"{addr}\"\n\
-         bootstrap = {bootstrap}\n\
-         join = [{join}]\n\
-         region = \"{region}\"\n\
-         read_capacity_rps = {DEMO_READ_CAPACITY_RPS}\n",
-        data = data.display().to_string(),
-        bootstrap = i == 1,
-        region = REGIONS[(i as usize - 1) % REGIONS.len()],
-    );
-    let mut text = text;
+    // The demo's own settings, in order; `--set` replaces a key given here
+    // or adds one.
+    let mut settings: Vec<(String, String)> = vec![
+        ("data_dir".into(), format!("{:?}", data.display().to_string())),
+        ("listen_addr".into(), format!("\"127.0.0.1:{}\"", args.base_port + i)),
+        ("bootstrap".into(), (i == 1).to_string()),
+        ("join".into(), format!("[{join}]")),
+        ("region".into(), format!("\"{}\"", REGIONS[(i as usize - 1) % REGIONS.len()])),
+        ("read_capacity_rps".into(), DEMO_READ_CAPACITY_RPS.to_string()),
+    ];
     for kv in &args.settings {
         let Some((k, v)) = kv.split_once('=') else { bail!("--set takes KEY=VALUE, got {kv:?}") };
-        text.push_str(&format!("{} = {}\n", k.trim(), v.trim()));
+        let (k, v) = (k.trim().to_string(), v.trim().to_string());
+        match settings.iter_mut().find(|(key, _)| *key == k) {
+            Some(existing) => existing.1 = v,
+            None => settings.push((k, v)),
+        }
+    }
+    let mut text = String::from("# Written by `shadowctl demo`.\n");
+    for (k, v) in &settings {
+        text.push_str(&format!("{k} = {v}\n"));
     }
     let path = dir.join("node.toml");
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
