@@ -56,6 +56,15 @@ impl std::fmt::Display for ShadowPhase {
     }
 }
 
+/// What a transition of a shadow expects to find: the meta group applies
+/// it only if the shadow is still so (compare-and-set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowExpect {
+    pub phase: ShadowPhase,
+    pub step: u8,
+    pub weight_permille: u32,
+}
+
 /// Who drives shadows: the planner's decisions (`Auto`) or operators only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PlacementMode {

@@ -30,7 +30,7 @@ fn evaluates_every_policy_on_a_trace_slice() {
     let coverage = trace["forecast"]["coverage_95"].as_f64().expect("coverage");
     assert!((0.85..=1.0).contains(&coverage), "95% interval covered {coverage}");
     let lags = trace["lags"].as_array().expect("lags");
-    assert_eq!(lags.iter().map(|l| l["lag_min"].as_u64().unwrap()).collect::<Vec<_>>(), vec![2, 10]);
+    assert_eq!(lags.iter().map(|l| l["lag_min"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 2, 10]);
     for lag in lags {
         let policies = lag["policies"].as_array().expect("policies");
         let names: Vec<&str> = policies.iter().map(|p| p["policy"]["policy"].as_str().unwrap()).collect();
@@ -68,7 +68,7 @@ fn evaluates_every_policy_on_a_trace_slice() {
     }
     let targets = report["summary"]["targets"].as_array().expect("targets");
     assert!(targets.iter().any(|t| t["name"] == "replica-minutes / oracle"));
-    for lag in [2, 10] {
+    for lag in [1, 2, 10] {
         let svg = std::fs::read_to_string(plots.path().join(format!("twitter_volume_AMZN_head-lag{lag}.svg")))
             .expect("plot written");
         assert!(svg.starts_with("<svg") && svg.contains("oracle") && svg.trim_end().ends_with("</svg>"));

@@ -16,11 +16,11 @@ use shadowstore_placement::PlacementSettings;
 use shadowstore_placement::Prices;
 use shadowstore_placement::ShadowPhase;
 use shadowstore_placement::ShiftSetting;
+use shadowstore_placement::shift::ShadowExpect;
 
 use super::directory::NodeLabels;
 use super::directory::ResourceRecord;
 use super::directory::StorageParams;
-use super::shadow::ShadowExpect;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaCommand {

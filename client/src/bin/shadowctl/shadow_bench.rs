@@ -6,10 +6,12 @@
 //!    that is not a replica, and times it from the add until `placement
 //!    status` shows it ready (the node's own measure, from the history, is
 //!    printed beside it).
-//! 2. Reads from the shadow's node versus a primary's: `--clients` tasks
-//!    read a small value for `--duration` seconds through a client that
-//!    knows only that node.
-//! 3. Read throughput of the resource through the weighted routing with 0,
+//! 2. Reads served by the shadow versus by a primary: `--clients` tasks
+//!    read a small value linearizably for `--duration` seconds with raw
+//!    gRPC calls to that node (no routing, no retries; a shed read counts
+//!    as an error).
+//! 3. Read throughput of the resource through the client library (weighted
+//!    routing, retries of shed reads) before any shadow exists, then with
 //!    1 and (on five or more nodes) 2 shadows at full weight. On a demo
 //!    cluster (50 reads/s per node) this is the read capacity the shadows
 //!    add.
@@ -24,6 +26,8 @@ use anyhow::bail;
 use shadowstore_client::Client;
 use shadowstore_client::ClientOptions;
 use shadowstore_client::ShadowActionKind;
+use shadowstore_client::v1;
+use shadowstore_client::v1::shadow_store_client::ShadowStoreClient;
 use tokio::time::Instant;
 
 use crate::bench::BenchArgs;
@@ -58,6 +62,23 @@ fn summary(m: &Measured, secs: u64) -> serde_json::Value {
         "p50_ms": percentile(&m.latencies_us, 0.5), "p99_ms": percentile(&m.latencies_us, 0.99)})
 }
 
+/// Linearizable reads served by the node at `addr` itself: a raw gRPC stub,
+/// so neither the client's routing nor its retries move them elsewhere.
+async fn node_read_load(addr: &str, resource: &str, args: &BenchArgs) -> anyhow::Result<Measured> {
+    let stub =
+        ShadowStoreClient::connect(format!("http://{addr}")).await.with_context(|| format!("connecting to {addr}"))?;
+    let resource = resource.to_string();
+    timed(args.clients, Duration::from_secs(1), Duration::from_secs(args.duration), move |_| {
+        let (mut stub, resource) = (stub.clone(), resource.clone());
+        async move {
+            let req = v1::GetRequest { resource, variant: "small".into(), ..Default::default() };
+            stub.get(req).await.map(|_| ()).map_err(|s| format!("{}: {}", s.code(), s.message()))
+        }
+    })
+    .await
+}
+
+/// Reads through the client library (its weighted routing and retries).
 async fn read_load(c: &Client, resource: &str, args: &BenchArgs) -> anyhow::Result<Measured> {
     let (c, resource) = (c.clone(), resource.to_string());
     timed(args.clients, Duration::from_secs(1), Duration::from_secs(args.duration), move |_| {
@@ -109,6 +130,9 @@ async fn measure(
         c.put(resource, &format!("blob-{v}"), value).await.with_context(|| format!("writing blob-{v}"))?;
     }
     let total_bytes = args.variants as u64 * args.value_size as u64;
+    // Throughput before any shadow exists (part 3's baseline).
+    let routed = Client::new_lazy(status.nodes.iter().map(|n| n.address.clone()), ClientOptions::default())?;
+    let mut by_shadows = vec![summary(&read_load(&routed, resource, args).await?, args.duration)];
 
     // 1. Time to ready.
     let node = spare[0].node_id;
@@ -128,16 +152,10 @@ async fn measure(
     // 2. Reads at the shadow's node versus at a primary's.
     let addr_of = |n: u64| status.nodes.iter().find(|x| x.node_id == n).map(|x| x.address.clone()).unwrap_or_default();
     c.shadow_action(resource, Some(shadow), ShadowActionKind::PromoteFull).await?;
-    let at_shadow = Client::new_lazy([addr_of(node)], ClientOptions::default())?;
-    let at_primary = Client::new_lazy([addr_of(primaries[0])], ClientOptions::default())?;
-    let from_shadow = read_load(&at_shadow, resource, args).await?;
-    let from_primary = read_load(&at_primary, resource, args).await?;
+    let from_shadow = node_read_load(&addr_of(node), resource, args).await?;
+    let from_primary = node_read_load(&addr_of(primaries[0]), resource, args).await?;
 
-    // 3. Throughput through the weights with 0, 1, 2 shadows at full weight.
-    c.shadow_action(resource, Some(shadow), ShadowActionKind::Rollback).await?;
-    let routed = Client::new_lazy(status.nodes.iter().map(|n| n.address.clone()), ClientOptions::default())?;
-    let mut by_shadows = vec![summary(&read_load(&routed, resource, args).await?, args.duration)];
-    c.shadow_action(resource, Some(shadow), ShadowActionKind::PromoteFull).await?;
+    // 3. Throughput through the weights with 1 and 2 shadows at full weight.
     by_shadows.push(summary(&read_load(&routed, resource, args).await?, args.duration));
     if let Some(second) = spare.get(1) {
         c.add_shadow(resource, Some(second.node_id)).await?;
