@@ -9,7 +9,6 @@ use std::time::Duration;
 use shadowstore_base::ids::NodeId;
 use shadowstore_base::ids::ReplicaId;
 use shadowstore_placement::ShadowPhase;
-use shadowstore_placement::cost::expected_cost;
 use shadowstore_placement::planner::Action;
 use shadowstore_placement::planner::Verdict;
 use shadowstore_proto::v1;
@@ -267,11 +266,7 @@ pub async fn status(s: &Shadows, only: &str) -> Result<v1::ShadowStatusResponse,
                     let replicas: Vec<_> = r
                         .replicas
                         .iter()
-                        .map(|x| {
-                            let addr = m.addr_of(x.node_id).unwrap_or_default().to_string();
-                            let prices = m.nodes.get(&x.node_id).map(|n| m.prices_of(n)).unwrap_or_default();
-                            (x.clone(), addr, prices)
-                        })
+                        .map(|x| (x.clone(), m.addr_of(x.node_id).unwrap_or_default().to_string()))
                         .collect();
                     (r.clone(), table, rs, replicas)
                 })
@@ -279,13 +274,12 @@ pub async fn status(s: &Shadows, only: &str) -> Result<v1::ShadowStatusResponse,
             (m.shadows.settings.as_text(), rows)
         })
         .ok_or_else(status::not_ready)?;
-    let now_ms = s.data.clock.now_ms();
     let mut out = Vec::new();
     for (rec, table, rs, replicas) in rows {
-        let size_bytes = s.placement.history.size_of(&rec.name);
         let mut serving = Vec::new();
-        let mut cost_micros = 0.0;
-        for (x, addr, prices) in replicas {
+        // The ledger of retired shadows, and the live ones so far.
+        let mut cost_micros = rs.retired_cost_micros as f64;
+        for (x, addr) in replicas {
             let report = served_report(s, &addr, rec.group_id, x.replica_id).await;
             let weight = table
                 .as_ref()
@@ -299,8 +293,7 @@ pub async fn status(s: &Shadows, only: &str) -> Result<v1::ShadowStatusResponse,
                 .unwrap_or(0);
             let reads = report.as_ref().map_or(0, |r| r.reads);
             if let Some(sh) = sh {
-                let alive_s = now_ms.saturating_sub(sh.added_at_ms) as f64 / 1_000.0;
-                cost_micros += expected_cost(&prices, size_bytes, alive_s, reads as f64).total_micros;
+                cost_micros += s.cost_so_far_micros(&rec.name, sh, reads);
             }
             serving.push(v1::ReplicaServing {
                 replica_id: x.replica_id.get(),

@@ -130,6 +130,8 @@ pub enum MetaCommand {
         resource: String,
         replica: ReplicaId,
         text: String,
+        /// What the shadow cost over its life, for the resource's ledger.
+        cost_micros: u64,
     },
     /// Operator flags of a shadow: pinned (the planner keeps it), halted
     /// (no promotion).

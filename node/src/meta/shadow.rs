@@ -77,6 +77,9 @@ pub struct ResourceShadows {
     /// Bumped whenever a read weight or the set of replicas changes.
     pub routing_version: u64,
     pub history: VecDeque<ShadowEvent>,
+    /// The ledger of retired shadows: what they cost over their lives
+    /// (micro-units), added when each is removed.
+    pub retired_cost_micros: u64,
 }
 
 /// Field order is the stored encoding (postcard): append only.

@@ -233,6 +233,7 @@ impl MetaState {
         resource: &str,
         replica: ReplicaId,
         text: &str,
+        cost_micros: u64,
         now_ms: u64,
     ) -> MetaResponse {
         let Some(current) = self.shadows.shadow(resource, replica).cloned() else { return MetaResponse::NotFound };
@@ -255,6 +256,7 @@ impl MetaState {
         let entry = self.shadows.resources.get_mut(resource).expect("found above");
         entry.shadows.remove(&replica);
         entry.routing_version += 1;
+        entry.retired_cost_micros = entry.retired_cost_micros.saturating_add(cost_micros);
         entry.push_event(ShadowEvent {
             at_ms: now_ms,
             replica_id: replica,
@@ -456,14 +458,28 @@ mod tests {
         assert_eq!(t.entries.iter().find(|e| e.replica_id == id).unwrap().weight_permille, 25);
         // Removal only after the weight went to zero (draining).
         assert!(matches!(
-            s.apply(&MetaCommand::RemoveShadow { now_ms: 40, resource: "r".into(), replica: id, text: String::new() }),
+            s.apply(&MetaCommand::RemoveShadow {
+                now_ms: 40,
+                resource: "r".into(),
+                replica: id,
+                text: String::new(),
+                cost_micros: 7,
+            }),
             MetaResponse::Rejected { .. }
         ));
         assert_eq!(go(&mut s, id, ShadowPhase::Shifting, 1, 62), MetaResponse::Updated);
         assert_eq!(s.shadows.shadow("r", id).unwrap().last_healthy_permille, 25, "the step it left was healthy");
         assert_eq!(go(&mut s, id, ShadowPhase::Draining, 0, 0), MetaResponse::Updated);
-        let remove = MetaCommand::RemoveShadow { now_ms: 40, resource: "r".into(), replica: id, text: "done".into() };
+        assert_eq!(s.shadows.of("r").unwrap().retired_cost_micros, 0, "a refused removal charges nothing");
+        let remove = MetaCommand::RemoveShadow {
+            now_ms: 40,
+            resource: "r".into(),
+            replica: id,
+            text: "done".into(),
+            cost_micros: 7,
+        };
         assert_eq!(s.apply(&remove), MetaResponse::Deleted);
+        assert_eq!(s.shadows.of("r").unwrap().retired_cost_micros, 7, "the ledger keeps what the shadow cost");
         assert!(s.resources["r"].replica_on(NodeId::new(4)).is_none());
         assert!(!s.replica_index.contains_key(&id));
         assert_eq!(s.shadows.of("r").unwrap().history.back().unwrap().kind, "retired");

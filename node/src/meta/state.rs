@@ -182,8 +182,8 @@ impl MetaState {
             MetaCommand::TransitionShadow {
                 resource, replica, expect, to, step, weight_permille, kind, text, ..
             } => self.transition_shadow(resource, *replica, expect, *to, *step, *weight_permille, kind, text, now_ms),
-            MetaCommand::RemoveShadow { resource, replica, text, .. } => {
-                self.remove_shadow(resource, *replica, text, now_ms)
+            MetaCommand::RemoveShadow { resource, replica, text, cost_micros, .. } => {
+                self.remove_shadow(resource, *replica, text, *cost_micros, now_ms)
             }
             MetaCommand::FlagShadow { resource, replica, pinned, halted, .. } => {
                 self.flag_shadow(resource, *replica, *pinned, *halted, now_ms)

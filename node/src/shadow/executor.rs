@@ -389,12 +389,17 @@ async fn advance(s: &Shadows, settings: &ShiftSettings, x: &Seen) -> Option<Meta
     }
 }
 
+/// The removal of a drained shadow, with what it cost over its life (the
+/// reads it served as last reported) for the resource's ledger.
 fn remove_command(s: &Shadows, x: &Seen, text: String) -> MetaCommand {
+    let reads = s.executor.get(x.shadow.replica_id).last.map_or(0, |r| r.reads);
+    let cost_micros = s.cost_so_far_micros(&x.resource, &x.shadow, reads).round() as u64;
     MetaCommand::RemoveShadow {
         now_ms: s.data.clock.now_ms(),
         resource: x.resource.clone(),
         replica: x.shadow.replica_id,
         text,
+        cost_micros,
     }
 }
 

@@ -24,12 +24,14 @@ use std::time::Duration;
 use shadowstore_base::ids::GroupId;
 use shadowstore_base::ids::META_GROUP_ID;
 use shadowstore_base::ids::ReplicaId;
+use shadowstore_placement::cost::expected_cost;
 use shadowstore_proto::peer::ShadowReportResponse;
 use tonic::Status;
 
 use crate::blob::DataPlane;
 use crate::blob::copy;
 use crate::config::FaultConfig;
+use crate::meta::shadow::ShadowRecord;
 use crate::placement::Placement;
 use crate::rng::NodeRng;
 use served::ServedReads;
@@ -75,6 +77,20 @@ impl Shadows {
             return Err(Status::unavailable("injected shadow read fault (fault.shadow_read_error_permille)"));
         }
         Ok(())
+    }
+
+    /// What `shadow` of `resource` has cost so far, micro-units: its node's
+    /// prices applied to the resource's size over the time since it was
+    /// added (storage and one transfer) and to the `reads` it served.
+    pub fn cost_so_far_micros(&self, resource: &str, shadow: &ShadowRecord, reads: u64) -> f64 {
+        let prices = self
+            .data
+            .cluster
+            .with_meta(|m| m.nodes.get(&shadow.node_id).map(|n| m.prices_of(n)))
+            .flatten()
+            .unwrap_or_default();
+        let alive_s = self.data.clock.now_ms().saturating_sub(shadow.added_at_ms) as f64 / 1_000.0;
+        expected_cost(&prices, self.placement.history.size_of(resource), alive_s, reads as f64).total_micros
     }
 
     /// On every node: keeps the full copies of the shadows it hosts current.

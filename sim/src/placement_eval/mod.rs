@@ -179,6 +179,8 @@ pub struct TraceResult {
     pub trace: String,
     pub step_s: u64,
     pub steps: usize,
+    /// Steps no row reached (gaps), carried forward from the last value.
+    pub missing_steps: usize,
     pub scored_from_step: usize,
     pub rps_per_trace_unit: f64,
     pub forecast: ForecastMetrics,
@@ -374,6 +376,7 @@ pub fn evaluate_trace(trace: &Trace, options: &EvalOptions) -> TraceResult {
         trace: trace.name.clone(),
         step_s: trace.step_s,
         steps,
+        missing_steps: trace.missing_steps(),
         scored_from_step: scored_from,
         rps_per_trace_unit: scale,
         forecast,

@@ -190,10 +190,11 @@ pub fn text(results: &[TraceResult], summary: &Summary) -> String {
             r.forecast.modes.iter().map(|(m, share)| format!("{m} {:.0}%", share * 100.0)).collect();
         let _ = writeln!(
             out,
-            "\n== {} ({} steps of {} s, scored from step {}; 1 trace unit = {:.1} rps)\n   forecast: MASE {:.3} (seasonal naive {:.3}), 95% coverage {:.1}% over {} points, modes: {}",
+            "\n== {} ({} steps of {} s, {} missing, scored from step {}; 1 trace unit = {:.1} rps)\n   forecast: MASE {:.3} (seasonal naive {:.3}), 95% coverage {:.1}% over {} points, modes: {}",
             r.trace,
             r.steps,
             r.step_s,
+            r.missing_steps,
             r.scored_from_step,
             r.rps_per_trace_unit,
             r.forecast.mase,

@@ -1,8 +1,14 @@
 //! Demand traces: `timestamp,value` CSV files (the NAB traces in
 //! `../shared/traces`), one resource each. A trace must have a header, at
-//! least `TRACE_STEPS_MIN` rows, strictly increasing timestamps at one
-//! fixed step, and finite non-negative values; anything else is an error
-//! naming the file and line.
+//! least `TRACE_STEPS_MIN` rows, strictly increasing timestamps and finite
+//! non-negative values; anything else is an error naming the file and line.
+//!
+//! Real traces have gaps and irregular steps. The trace's step is the most
+//! common distance between two timestamps; every row goes to the step its
+//! timestamp rounds to (rows sharing a step are averaged), and a step no
+//! row reaches is *missing*: marked in `missing`, it carries the last
+//! observed value forward, so the policies see a level demand there
+//! rather than a drop to zero, and the report counts such steps.
 
 use std::path::Path;
 
@@ -14,8 +20,17 @@ pub struct Trace {
     pub name: String,
     pub step_s: u64,
     pub start_epoch_s: i64,
-    /// Demand per step, in the trace's own units.
+    /// Demand per step, in the trace's own units (a missing step carries
+    /// the last observed value).
     pub values: Vec<f64>,
+    /// Steps no row of the file reached.
+    pub missing: Vec<bool>,
+}
+
+impl Trace {
+    pub fn missing_steps(&self) -> usize {
+        self.missing.iter().filter(|m| **m).count()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +71,7 @@ pub fn load(path: &Path) -> Result<Trace, TraceError> {
         Some((_, header)) if header.trim() == "timestamp,value" => {}
         _ => return Err(bad(1, "expected the header `timestamp,value`".into())),
     }
-    let mut stamps = Vec::new();
-    let mut values = Vec::new();
+    let mut rows: Vec<(i64, f64)> = Vec::new();
     for (index, line) in lines {
         if line.trim().is_empty() {
             continue;
@@ -69,24 +83,55 @@ pub fn load(path: &Path) -> Result<Trace, TraceError> {
         if !value.is_finite() || value < 0.0 {
             return Err(bad(line_no, format!("value {value} is not a finite non-negative number")));
         }
-        if let Some(previous) = stamps.last() {
-            let step = stamp - previous;
-            let expected = stamps.get(1).map(|s: &i64| s - stamps[0]).unwrap_or(step);
-            if step <= 0 || step != expected {
-                return Err(bad(line_no, format!("step of {step} s; the trace's step is {expected} s")));
-            }
+        if let Some((previous, _)) = rows.last()
+            && stamp <= *previous
+        {
+            return Err(bad(line_no, format!("timestamp {stamp} s does not follow {previous} s")));
         }
-        stamps.push(stamp);
-        values.push(value);
-        if values.len() > TRACE_STEPS_MAX {
+        rows.push((stamp, value));
+        if rows.len() > TRACE_STEPS_MAX {
             return Err(bad(line_no, format!("more than {TRACE_STEPS_MAX} rows")));
         }
     }
-    if values.len() < TRACE_STEPS_MIN {
-        return Err(bad(0, format!("{} rows; at least {TRACE_STEPS_MIN} needed", values.len())));
+    if rows.len() < TRACE_STEPS_MIN {
+        return Err(bad(0, format!("{} rows; at least {TRACE_STEPS_MIN} needed", rows.len())));
+    }
+    let step_s = most_common_step(&rows);
+    let start = rows[0].0;
+    let steps = ((rows[rows.len() - 1].0 - start) as f64 / step_s as f64).round() as usize + 1;
+    if steps > TRACE_STEPS_MAX {
+        return Err(bad(
+            0,
+            format!("{steps} steps of {step_s} s between the first and last row; at most {TRACE_STEPS_MAX}"),
+        ));
+    }
+    let mut sums = vec![(0.0f64, 0u32); steps];
+    for (stamp, value) in &rows {
+        let i = (((stamp - start) as f64 / step_s as f64).round() as usize).min(steps - 1);
+        sums[i].0 += value;
+        sums[i].1 += 1;
+    }
+    let missing: Vec<bool> = sums.iter().map(|(_, n)| *n == 0).collect();
+    let mut values = Vec::with_capacity(steps);
+    let mut last = 0.0;
+    for (sum, n) in sums {
+        if n > 0 {
+            last = sum / n as f64;
+        }
+        values.push(last);
     }
     let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| shown.clone());
-    Ok(Trace { name, step_s: (stamps[1] - stamps[0]) as u64, start_epoch_s: stamps[0], values })
+    Ok(Trace { name, step_s: step_s as u64, start_epoch_s: start, values, missing })
+}
+
+/// The most common distance between consecutive timestamps (the smallest
+/// of equally common ones).
+fn most_common_step(rows: &[(i64, f64)]) -> i64 {
+    let mut counts: std::collections::BTreeMap<i64, usize> = std::collections::BTreeMap::new();
+    for w in rows.windows(2) {
+        *counts.entry(w[1].0 - w[0].0).or_default() += 1;
+    }
+    counts.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(step, _)| *step).unwrap_or(1)
 }
 
 #[cfg(test)]
@@ -109,12 +154,44 @@ mod tests {
         std::fs::write(&path, "timestamp,value\n2015-01-01 00:00:00,1\n2015-01-01 00:05:00,-3\n").expect("write");
         let error = load(&path).expect_err("negative value").to_string();
         assert!(error.contains("t.csv:3") && error.contains("-3"), "{error}");
-        std::fs::write(&path, "timestamp,value\n2015-01-01 00:00:00,1\n2015-01-01 00:05:00,1\n2015-01-01 00:15:00,1\n")
-            .expect("write");
-        let error = load(&path).expect_err("gap").to_string();
-        assert!(error.contains("t.csv:4") && error.contains("step"), "{error}");
+        std::fs::write(&path, "timestamp,value\n2015-01-01 00:05:00,1\n2015-01-01 00:00:00,1\n").expect("write");
+        let error = load(&path).expect_err("backwards").to_string();
+        assert!(error.contains("t.csv:3") && error.contains("does not follow"), "{error}");
         std::fs::write(&path, "time,v\n").expect("write");
         assert!(load(&path).expect_err("header").to_string().contains("header"));
         assert!(load(&dir.path().join("missing.csv")).is_err());
+    }
+
+    #[test]
+    fn gaps_and_irregular_steps_are_marked_and_carried_forward() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("gappy.csv");
+        let mut text = String::from("timestamp,value\n");
+        let mut t = 1_420_070_400i64; // 2015-01-01 00:00:00
+        for i in 0..100 {
+            // Steps of 5 minutes, a 20-minute gap after row 50, and row 70
+            // 40 s late (irregular).
+            t += if i == 0 {
+                0
+            } else if i == 51 {
+                1_200
+            } else {
+                300
+            };
+            let late = if i == 70 { 40 } else { 0 };
+            let secs = t + late;
+            let (d, r) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+            assert_eq!(d, 16_436, "the test stays on 2015-01-01");
+            text.push_str(&format!("2015-01-01 {:02}:{:02}:{:02},{}\n", r / 3600, r % 3600 / 60, r % 60, i));
+        }
+        std::fs::write(&path, text).expect("write");
+        let trace = load(&path).expect("a gappy trace loads");
+        assert_eq!(trace.step_s, 300);
+        assert_eq!(trace.values.len(), 103, "100 rows and the 3 steps of the gap");
+        assert_eq!(trace.missing_steps(), 3);
+        assert!(trace.missing[51] && trace.missing[53] && !trace.missing[54]);
+        assert_eq!(trace.values[51], 50.0, "a missing step carries the last value");
+        assert_eq!(trace.values[54], 51.0);
+        assert_eq!(trace.values[73], 70.0, "a late row lands on its nearest step");
     }
 }
