@@ -12,6 +12,9 @@ pub enum Error {
     NoEndpoints,
     #[error("invalid endpoint {endpoint:?}: {reason}")]
     BadEndpoint { endpoint: String, reason: String },
+    /// TLS material that cannot be read or used.
+    #[error("TLS: {path}: {reason}")]
+    Tls { path: String, reason: String },
     /// The total deadline passed before a definite answer.
     #[error("no definite answer within {deadline:?}; last error: {last}")]
     Deadline { deadline: Duration, last: String },
@@ -46,7 +49,7 @@ impl Error {
     pub fn code(&self) -> tonic::Code {
         match self {
             Error::Status(s) => s.code(),
-            Error::NoEndpoints | Error::BadEndpoint { .. } => tonic::Code::InvalidArgument,
+            Error::NoEndpoints | Error::BadEndpoint { .. } | Error::Tls { .. } => tonic::Code::InvalidArgument,
             Error::Deadline { .. } => tonic::Code::DeadlineExceeded,
         }
     }

@@ -8,9 +8,14 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), shadowstore_client::Error> {
-//! use shadowstore_client::{Client, ReadOptions};
+//! use shadowstore_client::{Client, ClientOptions, ClientTls, ReadOptions};
 //!
-//! let client = Client::connect(["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"]).await?;
+//! // Mutual TLS: the cluster CA and this client's certificate, which names
+//! // its role (`shadowctl certs`; the demo's are in .demo/certs).
+//! let tls = ClientTls::from_dir(std::path::Path::new(".demo/certs"), "admin")?;
+//! let options = ClientOptions { tls: Some(tls), ..ClientOptions::default() };
+//! let endpoints = ["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"];
+//! let client = Client::connect_with(endpoints, options).await?;
 //! client.create_resource("catalog", 3).await?;
 //! let v1 = client.put("catalog", "en/mobile", b"hello".to_vec()).await?;
 //! let read = client.get("catalog", "en/mobile").await?;
@@ -38,8 +43,10 @@
 //! - `stream`: streamed puts and gets of any size, files.
 //! - `admin`: resources, scrubber, placement, demand, cluster status.
 //! - `error`: the [`Error`] every call returns.
+//! - [`certs`]: a cluster's CA, node and client certificates.
 
 mod admin;
+pub mod certs;
 mod client;
 mod data;
 mod error;
@@ -52,6 +59,8 @@ mod stream;
 pub use admin::CreateOptions;
 pub use client::Client;
 pub use client::ClientOptions;
+pub use client::ClientTls;
+pub use client::node_stub;
 pub use data::GetResult;
 pub use data::ReadOptions;
 pub use error::Error;

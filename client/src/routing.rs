@@ -21,6 +21,7 @@ use shadowstore_proto::LEADER_ADDRESS_METADATA;
 use shadowstore_proto::v1::shadow_store_client::ShadowStoreClient;
 use tonic::Status;
 use tonic::transport::Channel;
+use tonic::transport::ClientTlsConfig;
 use tonic::transport::Endpoint;
 
 /// Messages up to this size are accepted (a 64 KiB value plus framing).
@@ -81,12 +82,15 @@ pub(crate) struct Router {
     channels: Mutex<HashMap<String, Stub>>,
     leaders: Mutex<HashMap<Route, String>>,
     tables: Mutex<HashMap<String, RoutingTable>>,
+    /// TLS for every channel; `None` speaks plaintext (nodes refuse it
+    /// unless they run with `insecure = true`).
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Router {
     /// A router over `endpoints` (non-empty `host:port`s), starting its
     /// round-robin at a random one so that clients spread out.
-    pub(crate) fn new(endpoints: Vec<String>) -> Router {
+    pub(crate) fn new(endpoints: Vec<String>, tls: Option<ClientTlsConfig>) -> Router {
         assert!(!endpoints.is_empty(), "a router needs at least one endpoint");
         let start = rand::rng().random_range(0..endpoints.len());
         Router {
@@ -95,6 +99,7 @@ impl Router {
             channels: Mutex::new(HashMap::new()),
             leaders: Mutex::new(HashMap::new()),
             tables: Mutex::new(HashMap::new()),
+            tls,
         }
     }
 
@@ -127,8 +132,15 @@ impl Router {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Status::invalid_argument(format!("bad address {addr}: {e}")))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| Status::invalid_argument(format!("bad address {addr}: {e}")))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| Status::invalid_argument(format!("TLS for {addr}: {e}")))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
@@ -231,7 +243,7 @@ mod tests {
             *counts.entry(weighted_pick(&table, draw).unwrap()).or_insert(0) += 1;
         }
         assert_eq!((counts["p1"], counts["p2"], counts["s"]), (450, 450, 100));
-        let router = Router::new(vec!["a:1".to_string()]);
+        let router = Router::new(vec!["a:1".to_string()], None);
         router.set_routing_table("r", table.clone());
         router.note_routing_version("r", 3);
         assert_eq!(router.routing_table("r"), Some(table), "same version: still fresh");
@@ -241,7 +253,7 @@ mod tests {
 
     #[test]
     fn leaders_are_cached_per_route() {
-        let router = Router::new(vec!["a:1".to_string()]);
+        let router = Router::new(vec!["a:1".to_string()], None);
         let r = Route::resource("catalog");
         router.remember_leader(&r, "b:2");
         assert_eq!(router.first_target(&r), "b:2");

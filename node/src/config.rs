@@ -121,10 +121,31 @@ pub struct NodeConfig {
     pub replace_down_after_ms: u64,
     /// tracing filter, e.g. "info" or "shadowstore_node=debug".
     pub log: String,
+    /// Certificates for mutual TLS with peers and clients (required unless
+    /// `insecure = true`; see docs/SECURITY.md).
+    pub tls: Option<TlsConfig>,
+    /// Plaintext, no authentication: anyone who reaches the port may do
+    /// anything, the peer service included. Only for a trusted network or
+    /// a simulation; logged loudly at start-up.
+    pub insecure: bool,
     /// Testing only: injected into every read a shadow replica on this
     /// node serves, to exercise the health gates and rollback. Never set
     /// in production.
     pub fault: FaultConfig,
+}
+
+/// The files of a node's TLS identity, in PEM (`shadowctl certs` makes
+/// them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA: peers and clients must present a certificate it
+    /// signed.
+    pub ca_file: PathBuf,
+    /// This node's certificate (role `node`, naming the hosts it is
+    /// reached at) and its key.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// Faults a test injects into reads served by this node's shadow replicas.
@@ -164,6 +185,8 @@ impl Default for NodeConfig {
             superseded_grace_ms: 60_000,
             replace_down_after_ms: 30 * 60_000,
             log: "info,openraft=warn".to_string(),
+            tls: None,
+            insecure: false,
             fault: FaultConfig::default(),
         }
     }
@@ -217,6 +240,15 @@ impl NodeConfig {
         if self.gc_interval_ms == 0 || self.scrub_interval_ms == 0 {
             return bad("gc_interval_ms and scrub_interval_ms must be positive".into());
         }
+        match (&self.tls, self.insecure) {
+            (None, false) => {
+                return bad("TLS is required: set tls.ca_file, tls.cert_file and tls.key_file (make them with \
+                     `shadowctl certs`), or insecure = true to run without encryption or authentication"
+                    .into());
+            }
+            (Some(_), true) => return bad("both [tls] and insecure = true are set: choose one".into()),
+            _ => {}
+        }
         Ok(())
     }
 
@@ -266,6 +298,10 @@ mod tests {
             listen_addr = "127.0.0.1:7101"
             bootstrap = true
             region = "eu-west"
+            [tls]
+            ca_file = "certs/ca.pem"
+            cert_file = "certs/node.pem"
+            key_file = "certs/node.key"
             [prices]
             storage_gb_hour_micros = 5
             [raft]
@@ -308,5 +344,9 @@ mod tests {
         let c = NodeConfig { data_dir: "/nonexistent/x".into(), ..Default::default() };
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("bootstrap"), "{e}");
+        let c = NodeConfig { bootstrap: true, ..Default::default() };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("TLS is required") && e.contains("insecure = true"), "{e}");
+        assert!(NodeConfig { bootstrap: true, insecure: true, ..Default::default() }.validate().is_ok());
     }
 }

@@ -40,6 +40,7 @@ use crate::storage::format::Opened;
 use crate::storage::sled_engine::SledEngine;
 use crate::transport::Peers;
 use crate::transport::seam::SharedNetwork;
+use crate::transport::tls::NodeTls;
 
 pub use crate::cluster::NodeIdentity;
 
@@ -65,6 +66,8 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::transport::tls::TlsError),
     #[error("cluster formation failed: {0}")]
     Formation(String),
     #[error("gRPC setup failed: {0}")]
@@ -137,6 +140,17 @@ impl Node {
             }
             Opened::Fresh | Opened::Current => {}
         }
+        let tls = match &config.tls {
+            Some(files) => Some(NodeTls::load(files)?),
+            None => {
+                tracing::warn!(
+                    "INSECURE: insecure = true, so this node speaks plaintext and authenticates nobody: anyone \
+                     who reaches {} can read, write, join, and send Raft messages. Use only on a trusted network.",
+                    config.listen_addr
+                );
+                None
+            }
+        };
         let syncer = Syncer::start(engine.clone());
         let (bound, incoming) = seams
             .network
@@ -144,7 +158,7 @@ impl Node {
             .await
             .map_err(|source| NodeError::Listen { addr: config.listen_addr.clone(), source })?;
         let addr = config.advertise_addr.clone().unwrap_or(bound);
-        let peers = Arc::new(Peers::new(seams.network.clone()));
+        let peers = Arc::new(Peers::new(seams.network.clone(), tls.as_ref().map(|t| t.client.clone())));
         let raft_config = crate::raft::config::build(&config.raft_timing())
             .map_err(|e| NodeError::Config(crate::config::ConfigError::Invalid(e.to_string())))?;
         let registry = Arc::new(Registry::new(
@@ -209,7 +223,12 @@ impl Node {
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &tls {
+            builder = builder.tls_config(tls.server.clone()).map_err(|e| NodeError::Grpc(e.to_string()))?;
+        }
+        let server = builder
+            .layer(api::auth::AuthorizeLayer { enforce: tls.is_some() })
             .timeout(Duration::from_millis(ctx.config.request_timeout_max_ms))
             .http2_keepalive_interval(Some(Duration::from_secs(5)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))

@@ -40,6 +40,9 @@ async fn start_node_on(i: u64, join: Option<String>, engine: Arc<MemoryEngine>) 
         bootstrap: join.is_none(),
         join: join.into_iter().collect(),
         quiesce_after_ms: 1_000,
+        // In-process nodes on memory engines, for the API's internals;
+        // TLS is exercised by the real processes in tests/.
+        insecure: true,
         ..NodeConfig::default()
     };
     let seams = Seams {

@@ -7,6 +7,8 @@
 
 #![allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
 
+pub mod roles;
+
 pub mod v1 {
     tonic::include_proto!("shadowstore.v1");
 }

@@ -87,7 +87,7 @@ impl SimClient {
     fn stub(&mut self, addr: &str) -> Option<ShadowStoreClient<Channel>> {
         let i = self.nodes.iter().position(|n| n == addr)?;
         if self.channels[i].is_none() {
-            let ch = connect_lazy(Arc::new(TurmoilNetwork::plain()), addr).ok()?;
+            let ch = connect_lazy(Arc::new(TurmoilNetwork::plain()), addr, None).ok()?;
             self.channels[i] = Some(ShadowStoreClient::new(ch));
         }
         self.channels[i].clone()

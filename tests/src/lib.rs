@@ -19,6 +19,9 @@ use anyhow::Context;
 use anyhow::bail;
 use shadowstore_client::Client;
 use shadowstore_client::ClientOptions;
+use shadowstore_client::ClientTls;
+use shadowstore_proto::v1::shadow_store_client::ShadowStoreClient;
+use tonic::transport::Channel;
 
 /// How long a cluster may take to form or settle in tests.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -117,6 +120,24 @@ impl NodeProc {
 pub struct Cluster {
     _tmp: tempfile::TempDir,
     pub nodes: Vec<NodeProc>,
+    /// The cluster's CA and certificates (`node`, `admin`, `writer`,
+    /// `reader`), as `shadowctl certs` lays them out.
+    pub certs: PathBuf,
+}
+
+/// Makes the cluster's certificates in `tmp/certs` (keeping a CA already
+/// there) and returns the TOML lines that point a node at them.
+fn certificates(tmp: &Path) -> anyhow::Result<(PathBuf, String)> {
+    let certs = tmp.join("certs");
+    shadowstore_client::certs::local_set(&certs, &["127.0.0.1".to_string(), "localhost".to_string()])?;
+    let file = |f: &str| format!("{:?}", certs.join(f).display().to_string());
+    let toml = format!(
+        "tls.ca_file = {}\ntls.cert_file = {}\ntls.key_file = {}\n",
+        file("ca.pem"),
+        file("node.pem"),
+        file("node.key")
+    );
+    Ok((certs, toml))
 }
 
 impl Cluster {
@@ -129,6 +150,7 @@ impl Cluster {
     /// TOML configuration.
     pub async fn start_with(n: usize, extra: &str) -> anyhow::Result<Cluster> {
         let tmp = tempfile::tempdir()?;
+        let (certs, tls) = certificates(tmp.path())?;
         let mut nodes = Vec::new();
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         for (i, port) in ports.iter().enumerate() {
@@ -141,7 +163,7 @@ impl Cluster {
                 &config,
                 format!(
                     "data_dir = {:?}\nlisten_addr = \"{addr}\"\nbootstrap = {}\njoin = [{join}]\nregion = \"r{}\"\n\
-                     quiesce_after_ms = 3000\n{extra}\n",
+                     quiesce_after_ms = 3000\n{tls}{extra}\n",
                     dir.join("data").display().to_string(),
                     i == 0,
                     i % 3
@@ -149,7 +171,7 @@ impl Cluster {
             )?;
             nodes.push(NodeProc { index: i, addr, dir, config, child: None });
         }
-        let mut cluster = Cluster { _tmp: tmp, nodes };
+        let mut cluster = Cluster { _tmp: tmp, nodes, certs };
         cluster.nodes[0].spawn()?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         for i in 1..n {
@@ -164,6 +186,7 @@ impl Cluster {
     /// the cluster those directories were written by, started again by
     /// this build. Waits until all `addrs.len()` nodes are members again.
     pub async fn adopt(tmp: tempfile::TempDir, addrs: &[&str], extra: &str) -> anyhow::Result<Cluster> {
+        let (certs, tls) = certificates(tmp.path())?;
         let mut nodes = Vec::new();
         for (i, addr) in addrs.iter().enumerate() {
             let dir = tmp.path().join(format!("node{i}"));
@@ -171,14 +194,14 @@ impl Cluster {
             std::fs::write(
                 &config,
                 format!(
-                    "data_dir = {:?}\nlisten_addr = \"{addr}\"\nregion = \"r{}\"\n{extra}\n",
+                    "data_dir = {:?}\nlisten_addr = \"{addr}\"\nregion = \"r{}\"\n{tls}{extra}\n",
                     dir.join("data").display().to_string(),
                     i % 3
                 ),
             )?;
             nodes.push(NodeProc { index: i, addr: addr.to_string(), dir, config, child: None });
         }
-        let mut cluster = Cluster { _tmp: tmp, nodes };
+        let mut cluster = Cluster { _tmp: tmp, nodes, certs };
         for node in &mut cluster.nodes {
             node.spawn()?;
         }
@@ -190,13 +213,35 @@ impl Cluster {
         self.nodes.iter().map(|n| n.addr.clone()).collect()
     }
 
-    pub fn client(&self) -> Client {
-        Client::new_lazy(self.endpoints(), ClientOptions::default()).expect("client")
+    /// The TLS material of certificate `name` (`admin`, `writer`,
+    /// `reader` or `node`).
+    pub fn tls(&self, name: &str) -> ClientTls {
+        ClientTls::from_dir(&self.certs, name).expect("the cluster's certificates")
     }
 
-    /// A client that only knows node `i` (requests start there).
+    /// Client options presenting the admin certificate.
+    pub fn options(&self) -> ClientOptions {
+        ClientOptions { tls: Some(self.tls("admin")), ..ClientOptions::default() }
+    }
+
+    /// An admin client of every node.
+    pub fn client(&self) -> Client {
+        Client::new_lazy(self.endpoints(), self.options()).expect("client")
+    }
+
+    /// An admin client that only knows node `i` (requests start there).
     pub fn client_via(&self, i: usize) -> Client {
-        Client::new_lazy([self.nodes[i].addr.clone()], ClientOptions::default()).expect("client")
+        Client::new_lazy([self.nodes[i].addr.clone()], self.options()).expect("client")
+    }
+
+    /// A raw stub for node `i` presenting the admin certificate.
+    pub fn stub(&self, i: usize) -> ShadowStoreClient<Channel> {
+        self.stub_at(&self.nodes[i].addr)
+    }
+
+    /// A raw stub for the node at `addr` presenting the admin certificate.
+    pub fn stub_at(&self, addr: &str) -> ShadowStoreClient<Channel> {
+        shadowstore_client::node_stub(addr, Some(&self.tls("admin"))).expect("stub")
     }
 
     /// Waits until `n` nodes are members, min(n, 5) of them meta voters,
@@ -205,7 +250,7 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
         let client = Client::new_lazy(
             self.endpoints(),
-            ClientOptions { total_deadline: Duration::from_secs(2), ..ClientOptions::default() },
+            ClientOptions { total_deadline: Duration::from_secs(2), ..self.options() },
         )?;
         loop {
             for node in &mut self.nodes {
@@ -262,7 +307,7 @@ impl Cluster {
     pub async fn wait_node_ready(&mut self, i: usize) -> anyhow::Result<()> {
         let client = Client::new_lazy(
             [self.nodes[i].addr.clone()],
-            ClientOptions { total_deadline: Duration::from_secs(2), ..ClientOptions::default() },
+            ClientOptions { total_deadline: Duration::from_secs(2), ..self.options() },
         )?;
         let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
         loop {

@@ -7,13 +7,8 @@ use std::time::Duration;
 use shadowstore_client::ReadOptions;
 use shadowstore_proto::LEADER_ADDRESS_METADATA;
 use shadowstore_proto::v1;
-use shadowstore_proto::v1::shadow_store_client::ShadowStoreClient;
 use shadowstore_tests::Cluster;
 use tonic::Code;
-
-async fn raw(addr: &str) -> ShadowStoreClient<tonic::transport::Channel> {
-    ShadowStoreClient::connect(format!("http://{addr}")).await.expect("connect")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_on_three_nodes() {
@@ -78,8 +73,8 @@ async fn api_on_three_nodes() {
         assert_eq!(e.code(), Code::InvalidArgument, "variant {bad:?}");
     }
     // A unary Put carries at most 64 KiB (larger values are streamed)...
-    let e = raw(&cluster.nodes[0].addr)
-        .await
+    let e = cluster
+        .stub_at(&cluster.nodes[0].addr)
         .put(v1::PutRequest {
             resource: "catalog".into(),
             variant: "big".into(),
@@ -126,8 +121,8 @@ async fn api_on_three_nodes() {
     let leader_addr =
         d.resource.unwrap().replicas.into_iter().find(|r| r.replica_id == d.leader_replica_id).unwrap().address;
     let follower = cluster.endpoints().into_iter().find(|a| *a != leader_addr).unwrap();
-    let e = raw(&follower)
-        .await
+    let e = cluster
+        .stub_at(&follower)
         .put(v1::PutRequest {
             resource: "catalog".into(),
             variant: "en/mobile".into(),
@@ -148,7 +143,7 @@ async fn api_on_three_nodes() {
 
     // --- a retried put (same request id, e.g. after a lost answer) applies
     // once: the retry gets the original version and changes nothing.
-    let mut leader_stub = raw(&leader_addr).await;
+    let mut leader_stub = cluster.stub_at(&leader_addr);
     let request_id = v1::RequestId { client_id: 0xfeed, seq: 1, first_incomplete_seq: 1 };
     let put_once = |value: &'static [u8]| v1::PutRequest {
         resource: "catalog".into(),
@@ -184,7 +179,7 @@ async fn deadline_is_honoured_when_no_quorum() {
     c.put("r", "v", b"x".to_vec()).await.unwrap();
     let d = c.describe_resource("r").await.unwrap();
     let leader = cluster.index_of(d.leader_node_id).await.unwrap();
-    let mut stub = raw(&cluster.nodes[leader].addr).await;
+    let mut stub = cluster.stub_at(&cluster.nodes[leader].addr);
     for i in 0..3 {
         if i != leader {
             cluster.kill(i);

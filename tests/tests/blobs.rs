@@ -308,10 +308,7 @@ async fn leader_killed_mid_write_leaves_no_torn_version_and_orphans_are_collecte
     let leader = leader_index(&cluster, &c, "feeds").await;
     // A slow 64 MiB write straight to the leader, killed half way through.
     let slow = Arc::new(tokio::sync::Notify::new());
-    let mut stub =
-        v1::shadow_store_client::ShadowStoreClient::connect(format!("http://{}", cluster.nodes[leader].addr))
-            .await
-            .unwrap();
+    let mut stub = cluster.stub(leader);
     let started = slow.clone();
     let size = 64u64 << 20;
     let body = futures::stream::unfold(0u64, move |sent| {

@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::Command;
 use std::process::Output;
 use std::process::Stdio;
@@ -20,18 +21,22 @@ fn free_base_port() -> u16 {
     }
 }
 
-fn ctl(args: &[&str], endpoints: &str) -> Output {
+/// Runs shadowctl against `endpoints`, presenting certificates from
+/// `certs` (the demo's).
+fn ctl(args: &[&str], endpoints: &str, certs: &Path) -> Output {
     Command::new(binary("shadowctl"))
         .args(args)
         .env("SHADOWSTORE_ENDPOINTS", endpoints)
+        .env("SHADOWSTORE_CERTS", certs)
         .output()
         .expect("run shadowctl")
 }
 
-fn ctl_stdin(args: &[&str], endpoints: &str, input: &[u8]) -> Output {
+fn ctl_stdin(args: &[&str], endpoints: &str, certs: &Path, input: &[u8]) -> Output {
     let mut child = Command::new(binary("shadowctl"))
         .args(args)
         .env("SHADOWSTORE_ENDPOINTS", endpoints)
+        .env("SHADOWSTORE_CERTS", certs)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -61,6 +66,7 @@ fn demo_cluster_and_commands() {
     let dir = tmp.path().join("demo");
     let base = free_base_port();
     let endpoints: String = (1..=3).map(|i| format!("127.0.0.1:{}", base + i)).collect::<Vec<_>>().join(",");
+    let certs = dir.join("certs");
     let _guard = DemoGuard { dir: dir.clone() };
 
     let out = Command::new(binary("shadowctl"))
@@ -78,58 +84,74 @@ fn demo_cluster_and_commands() {
     assert!(!again.status.success());
     assert!(text(&again.stderr).contains("already running"), "{}", text(&again.stderr));
 
-    let status = ctl(&["status", "--output", "json"], &endpoints);
+    let status = ctl(&["status", "--output", "json"], &endpoints, &certs);
     assert!(status.status.success(), "{}", text(&status.stderr));
     let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
     assert_eq!(v["nodes"].as_array().unwrap().len(), 3);
 
-    assert!(ctl(&["resource", "create", "cli-res"], &endpoints).status.success());
+    assert!(ctl(&["resource", "create", "cli-res"], &endpoints, &certs).status.success());
     let file = tmp.path().join("in.bin");
     std::fs::write(&file, b"from a file").unwrap();
-    let put = ctl(&["put", "cli-res", "en/a", file.to_str().unwrap(), "--output", "json"], &endpoints);
+    let put = ctl(&["put", "cli-res", "en/a", file.to_str().unwrap(), "--output", "json"], &endpoints, &certs);
     assert!(put.status.success(), "{}", text(&put.stderr));
     let put_json: serde_json::Value = serde_json::from_slice(&put.stdout).unwrap();
     let version = put_json["version"].as_u64().unwrap();
-    let got = ctl(&["get", "cli-res", "en/a"], &endpoints);
+    let got = ctl(&["get", "cli-res", "en/a"], &endpoints, &certs);
     assert_eq!(got.stdout, b"from a file");
-    let piped = ctl_stdin(&["put", "cli-res", "en/b", "-"], &endpoints, b"from stdin");
+    let piped = ctl_stdin(&["put", "cli-res", "en/b", "-"], &endpoints, &certs, b"from stdin");
     assert!(piped.status.success(), "{}", text(&piped.stderr));
     let outfile = tmp.path().join("out.bin");
-    let got = ctl(&["get", "cli-res", "en/b", "-o", outfile.to_str().unwrap()], &endpoints);
+    let got = ctl(&["get", "cli-res", "en/b", "-o", outfile.to_str().unwrap()], &endpoints, &certs);
     assert!(got.status.success());
     assert_eq!(std::fs::read(&outfile).unwrap(), b"from stdin");
     let stale = ctl(
         &["put", "cli-res", "en/a", file.to_str().unwrap(), "--if-version", &(version + 100).to_string()],
         &endpoints,
+        &certs,
     );
     assert!(!stale.status.success());
     assert!(text(&stale.stderr).contains("FAILED_PRECONDITION"), "{}", text(&stale.stderr));
-    let variants = ctl(&["variants", "cli-res", "--output", "json"], &endpoints);
+    let variants = ctl(&["variants", "cli-res", "--output", "json"], &endpoints, &certs);
     let vj: serde_json::Value = serde_json::from_slice(&variants.stdout).unwrap();
     assert_eq!(vj.as_array().unwrap().len(), 2);
-    let describe = ctl(&["resource", "describe", "cli-res"], &endpoints);
+    let describe = ctl(&["resource", "describe", "cli-res"], &endpoints, &certs);
     assert!(text(&describe.stdout).contains("(leader)"), "{}", text(&describe.stdout));
 
     // Bad input: the message names the problem, the exit code is non-zero.
-    let bad = ctl(&["resource", "create", "Bad Name"], &endpoints);
+    let bad = ctl(&["resource", "create", "Bad Name"], &endpoints, &certs);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
     assert!(text(&bad.stderr).contains("INVALID_ARGUMENT") && text(&bad.stderr).contains("Bad Name"));
-    let missing_file = ctl(&["put", "cli-res", "x", "/nonexistent/file"], &endpoints);
+    let missing_file = ctl(&["put", "cli-res", "x", "/nonexistent/file"], &endpoints, &certs);
     assert_eq!(missing_file.status.code(), Some(1));
     assert!(text(&missing_file.stderr).contains("/nonexistent/file"), "{}", text(&missing_file.stderr));
-    let missing = ctl(&["get", "cli-res", "nope"], &endpoints);
+    let missing = ctl(&["get", "cli-res", "nope"], &endpoints, &certs);
     assert_eq!(missing.status.code(), Some(1));
     assert!(text(&missing.stderr).contains("NOT_FOUND"));
-    let nowhere = ctl(&["status", "--timeout-secs", "2"], "127.0.0.1:1");
+    let nowhere = ctl(&["status", "--timeout-secs", "2"], "127.0.0.1:1", &certs);
     assert!(!nowhere.status.success());
     assert!(text(&nowhere.stderr).contains("cannot reach the cluster"), "{}", text(&nowhere.stderr));
-    let bad_flag = ctl(&["bench", "put", "--clients", "0"], &endpoints);
+    // Roles: a reader may read but not write or administer; the answer
+    // names the role needed. Plaintext is refused by a TLS node.
+    let as_reader = ctl(&["--identity", "reader", "get", "cli-res", "en/a"], &endpoints, &certs);
+    assert_eq!(as_reader.stdout, b"from a file", "{}", text(&as_reader.stderr));
+    let denied = ctl(&["--identity", "reader", "resource", "create", "by-reader"], &endpoints, &certs);
+    assert!(!denied.status.success());
+    assert!(text(&denied.stderr).contains("PERMISSION_DENIED"), "{}", text(&denied.stderr));
+    assert!(text(&denied.stderr).contains("needs role admin"), "{}", text(&denied.stderr));
+    let denied = ctl_stdin(&["--identity", "reader", "put", "cli-res", "en/c", "-"], &endpoints, &certs, b"x");
+    assert!(text(&denied.stderr).contains("PERMISSION_DENIED"), "{}", text(&denied.stderr));
+    let plaintext = ctl(&["--insecure", "status", "--timeout-secs", "2"], &endpoints, &certs);
+    assert!(!plaintext.status.success(), "a TLS node answered plaintext");
+    let no_cert = ctl(&["status"], &endpoints, &tmp.path().join("no-certs"));
+    assert!(!no_cert.status.success());
+    assert!(text(&no_cert.stderr).contains("shadowctl certs"), "{}", text(&no_cert.stderr));
+    let bad_flag = ctl(&["bench", "put", "--clients", "0"], &endpoints, &certs);
     assert!(!bad_flag.status.success());
     assert!(text(&bad_flag.stderr).contains("--clients"), "{}", text(&bad_flag.stderr));
 
     let down = Command::new(binary("shadowctl")).args(["demo", "down", "--dir"]).arg(&dir).output().unwrap();
     assert!(text(&down.stdout).contains("stopped 3 node processes"), "{}", text(&down.stdout));
-    let after = ctl(&["status", "--timeout-secs", "2"], &endpoints);
+    let after = ctl(&["status", "--timeout-secs", "2"], &endpoints, &certs);
     assert!(!after.status.success(), "cluster still answering after demo down");
 }
 

@@ -10,7 +10,6 @@
 use std::time::Duration;
 
 use shadowstore_client::{Client, ClientOptions};
-use shadowstore_proto::v1::shadow_store_client::ShadowStoreClient;
 use shadowstore_proto::{REGION_METADATA, RETRY_AFTER_MS_METADATA, SHED_BEFORE_METADATA, v1};
 use shadowstore_tests::{Cluster, eventually};
 use tonic::Code;
@@ -98,7 +97,7 @@ async fn demand_admission_and_planning_on_four_nodes() {
     // --- admission: a burst far above 2 reads/s is shed with a retry hint.
     // Reads are admitted and counted where they are served: at a replica.
     let addr = info.replicas[0].address.clone();
-    let mut stub = ShadowStoreClient::connect(format!("http://{addr}")).await.expect("connect");
+    let mut stub = cluster.stub_at(&addr);
     let (mut served, mut shed) = (0usize, 0usize);
     for _ in 0..BURST_READS {
         match stub.get(get_request(Some(REGION))).await {
@@ -181,7 +180,7 @@ async fn demand_admission_and_planning_on_four_nodes() {
     // A client with a region sends it on every read.
     let regional = Client::new_lazy(
         cluster.endpoints(),
-        ClientOptions { region: Some("ap-test".to_string()), ..ClientOptions::default() },
+        ClientOptions { region: Some("ap-test".to_string()), ..cluster.options() },
     )
     .expect("client");
     assert_eq!(&regional.get(RESOURCE, "v").await.expect("regional read").value[..], b"value");

@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use shadowstore_client::{Client, ShadowActionKind, v1};
-use shadowstore_proto::v1::shadow_store_client::ShadowStoreClient;
 use shadowstore_tests::{Cluster, eventually, group_records, pseudo_random};
 use tonic::Code;
 
@@ -74,7 +73,7 @@ async fn a_surge_adds_a_shadow_on_the_cheapest_node_and_falling_demand_retires_i
     // A burst far above the three primaries' 6 reads/s, counted as demand
     // even where it is shed.
     let addr = info.replicas[0].address.clone();
-    let mut stub = ShadowStoreClient::connect(format!("http://{addr}")).await.expect("connect");
+    let mut stub = cluster.stub_at(&addr);
     for _ in 0..1_000 {
         let req = v1::GetRequest {
             resource: RESOURCE.into(),

@@ -52,11 +52,9 @@ async fn data_dirs_of_the_last_release_open_and_keep_their_data() {
     let tmp = tempfile::tempdir().unwrap();
     unpack_fixture(tmp.path()).unwrap();
     let cluster = Cluster::adopt(tmp, &FIXTURE_ADDRS, "").await.unwrap();
-    let c = Client::new_lazy(
-        cluster.endpoints(),
-        ClientOptions { total_deadline: SETTLE_TIMEOUT, ..ClientOptions::default() },
-    )
-    .unwrap();
+    let c =
+        Client::new_lazy(cluster.endpoints(), ClientOptions { total_deadline: SETTLE_TIMEOUT, ..cluster.options() })
+            .unwrap();
     c.wait_for_leader("catalog", SETTLE_TIMEOUT).await.unwrap();
 
     let hello = c.get("catalog", "en/mobile").await.unwrap();
@@ -102,7 +100,8 @@ async fn a_data_dir_of_a_newer_format_is_refused_untouched() {
     let config = tmp.path().join("node0/node.toml");
     std::fs::write(
         &config,
-        format!("data_dir = {:?}\nlisten_addr = \"127.0.0.1:0\"\n", data_dir.display().to_string()),
+        // Refused before it listens: plaintext is never served.
+        format!("data_dir = {:?}\nlisten_addr = \"127.0.0.1:0\"\ninsecure = true\n", data_dir.display().to_string()),
     )
     .unwrap();
     let out = Command::new(binary("shadowstore")).arg("--config").arg(&config).output().unwrap();

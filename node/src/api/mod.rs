@@ -1,5 +1,6 @@
 //! The gRPC services a node serves.
 //!
+//! - [`auth`]: who may call what (roles from the client certificate).
 //! - [`client`]: the public `ShadowStore` API, one method per RPC.
 //! - [`route`]: where a request is served, redirects, read admission.
 //! - [`data`]: its data path: writing, resolving and streaming versions.
@@ -9,6 +10,7 @@
 //! - [`validate`]: names and sizes at the edge.
 //! - [`status`]: internal outcomes as precise gRPC statuses.
 
+pub mod auth;
 pub mod client;
 pub mod data;
 pub mod peer;

@@ -7,9 +7,11 @@
 //!   [`seam::MessageFate`] (always delivered in production).
 //! - [`peers`]: one tonic channel per peer node, shared by every group,
 //!   and the address book (node id → address).
+//! - [`tls`]: the node's certificates, for its listener and its channels.
 
 pub mod peers;
 pub mod seam;
+pub mod tls;
 
 pub use peers::Peers;
 pub use seam::Conn;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use shadowstore_proto::peer::peer_client::PeerClient;
 use tonic::transport::Channel;
+use tonic::transport::ClientTlsConfig;
 use tonic::transport::Endpoint;
 
 use super::seam::SharedNetwork;
@@ -30,15 +31,18 @@ const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 
 pub struct Peers {
     net: SharedNetwork,
+    /// `None` with `insecure = true`.
+    tls: Option<ClientTlsConfig>,
     channels: Mutex<HashMap<String, Channel>>,
     nodes: RwLock<HashMap<NodeId, String>>,
     replicas: RwLock<HashMap<ReplicaId, ReplicaNode>>,
 }
 
 impl Peers {
-    pub fn new(net: SharedNetwork) -> Self {
+    pub fn new(net: SharedNetwork, tls: Option<ClientTlsConfig>) -> Self {
         Peers {
             net,
+            tls,
             channels: Mutex::new(HashMap::new()),
             nodes: RwLock::new(HashMap::new()),
             replicas: RwLock::new(HashMap::new()),
@@ -55,7 +59,7 @@ impl Peers {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let c = connect_lazy(self.net.clone(), addr)?;
+        let c = connect_lazy(self.net.clone(), addr, self.tls.as_ref())?;
         channels.insert(addr.to_string(), c.clone());
         Ok(c)
     }
@@ -99,10 +103,16 @@ impl Peers {
     }
 }
 
-/// A lazily connecting channel to `addr` over `net`.
-pub fn connect_lazy(net: SharedNetwork, addr: &str) -> io::Result<Channel> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad address {addr:?}: {e}")))?
+/// A lazily connecting channel to `addr` over `net`, with TLS when `tls`
+/// is given.
+pub fn connect_lazy(net: SharedNetwork, addr: &str, tls: Option<&ClientTlsConfig>) -> io::Result<Channel> {
+    let bad = |e: tonic::transport::Error| io::Error::new(io::ErrorKind::InvalidInput, format!("{addr:?}: {e}"));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(bad)?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.clone()).map_err(bad)?;
+    }
+    let endpoint = endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
         .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)

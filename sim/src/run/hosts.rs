@@ -78,6 +78,9 @@ fn node_config(i: usize, nodes: usize, bootstrap: bool) -> NodeConfig {
         // replicas' shards handed off and narrow blobs re-encoded in a run.
         scrub_interval_ms: 3_000,
         gc_interval_ms: 3_000,
+        // TLS is a property of the real wire: the simulated network behind
+        // the seam carries plaintext gRPC.
+        insecure: true,
         ..NodeConfig::default()
     }
 }

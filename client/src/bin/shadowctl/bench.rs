@@ -146,7 +146,7 @@ pub fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[idx] as f64 / 1000.0
 }
 
-pub async fn run(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow::Result<()> {
+pub async fn run(target: &crate::Target, args: &BenchArgs, out: Output) -> anyhow::Result<()> {
     assert!(matches!(args.workload, Workload::Put | Workload::Get), "idle and churn run from crate::idle");
     if args.clients == 0 || args.resources == 0 || args.connections == 0 || args.duration == 0 {
         bail!("--clients, --resources, --connections and --duration must be positive");
@@ -154,10 +154,12 @@ pub async fn run(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow:
     if args.value_size == 0 || args.value_size > 1 << 30 {
         bail!("--value-size must be 1..=1073741824, got {}", args.value_size);
     }
-    let options = ClientOptions { total_deadline: Duration::from_secs(10), ..ClientOptions::default() };
+    let options =
+        target.options(ClientOptions { total_deadline: Duration::from_secs(10), ..ClientOptions::default() })?;
     // (Streamed values get time in proportion to their size on top.)
-    let clients: Vec<Client> =
-        (0..args.connections).map(|_| Client::new_lazy(endpoints, options.clone())).collect::<Result<_, _>>()?;
+    let clients: Vec<Client> = (0..args.connections)
+        .map(|_| Client::new_lazy(&target.endpoints, options.clone()))
+        .collect::<Result<_, _>>()?;
     let setup = &clients[0];
     setup.cluster_status().await.context("cannot reach the cluster")?;
     let resources: Vec<String> = (0..args.resources).map(|i| format!("bench-{i}")).collect();

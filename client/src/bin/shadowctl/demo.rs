@@ -26,6 +26,7 @@ use clap::Args;
 use clap::Subcommand;
 use shadowstore_client::Client;
 use shadowstore_client::ClientOptions;
+use shadowstore_client::ClientTls;
 
 use crate::output::Output;
 
@@ -118,13 +119,14 @@ async fn configure_placement(client: &Client, nodes: u16) -> anyhow::Result<()> 
 /// Reads the demo resource until the process ends: `DEMAND_BASE_RPS`, and
 /// `DEMAND_SURGE_RPS` for the first minute of every ten. Reads alternate
 /// between two client regions; shed reads are not retried.
-async fn generate_demand(endpoints: Vec<String>) {
+async fn generate_demand(endpoints: Vec<String>, tls: Option<ClientTls>) {
     let clients: Vec<Client> = ["eu-west", "us-east"]
         .iter()
         .filter_map(|region| {
             let options = ClientOptions {
                 total_deadline: Duration::from_millis(500),
                 region: Some(region.to_string()),
+                tls: tls.clone(),
                 ..ClientOptions::default()
             };
             Client::new_lazy(endpoints.clone(), options).ok()
@@ -220,6 +222,27 @@ fn endpoints(args: &DemoArgs) -> Vec<String> {
     (1..=args.nodes).map(|i| format!("127.0.0.1:{}", args.base_port + i)).collect()
 }
 
+/// Whether `--set insecure=true` asked for plaintext nodes.
+fn insecure(args: &DemoArgs) -> bool {
+    args.settings.iter().any(|kv| kv.split_once('=').is_some_and(|(k, v)| k.trim() == "insecure" && v.trim() == "true"))
+}
+
+fn certs_dir(args: &DemoArgs) -> PathBuf {
+    args.dir.join("certs")
+}
+
+/// The demo's certificates (a fresh node and client set each start, the
+/// CA kept), and the admin client's TLS; none with `--set insecure=true`.
+fn make_certs(args: &DemoArgs) -> anyhow::Result<Option<ClientTls>> {
+    if insecure(args) {
+        return Ok(None);
+    }
+    let dir = certs_dir(args);
+    shadowstore_client::certs::local_set(&dir, &["127.0.0.1".to_string(), "localhost".to_string()])
+        .with_context(|| format!("cannot make the demo's certificates in {}", dir.display()))?;
+    Ok(Some(ClientTls::from_dir(&dir, "admin")?))
+}
+
 fn write_config(args: &DemoArgs, i: u16) -> anyhow::Result<PathBuf> {
     let dir = args.dir.join(format!("node{i}"));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -235,6 +258,12 @@ fn write_config(args: &DemoArgs, i: u16) -> anyhow::Result<PathBuf> {
         ("region".into(), format!("\"{}\"", REGIONS[(i as usize - 1) % REGIONS.len()])),
         ("read_capacity_rps".into(), DEMO_READ_CAPACITY_RPS.to_string()),
     ];
+    if !insecure(args) {
+        let certs = std::path::absolute(certs_dir(args)).context("cannot resolve the demo's directory")?;
+        for (key, file) in [("tls.ca_file", "ca.pem"), ("tls.cert_file", "node.pem"), ("tls.key_file", "node.key")] {
+            settings.push((key.into(), format!("{:?}", certs.join(file).display().to_string())));
+        }
+    }
     for kv in &args.settings {
         let Some((k, v)) = kv.split_once('=') else { bail!("--set takes KEY=VALUE, got {kv:?}") };
         let (k, v) = (k.trim().to_string(), v.trim().to_string());
@@ -274,10 +303,11 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-async fn wait_ready(args: &DemoArgs, children: &mut [Child]) -> anyhow::Result<Client> {
+async fn wait_ready(args: &DemoArgs, children: &mut [Child], tls: &Option<ClientTls>) -> anyhow::Result<Client> {
     let eps = endpoints(args);
     let deadline = tokio::time::Instant::now() + READY_WAIT;
-    let options = ClientOptions { total_deadline: Duration::from_secs(2), ..ClientOptions::default() };
+    let options =
+        ClientOptions { total_deadline: Duration::from_secs(2), tls: tls.clone(), ..ClientOptions::default() };
     let client = Client::new_lazy(&eps, options)?;
     let want_voters = (args.nodes as usize).min(5);
     loop {
@@ -291,7 +321,7 @@ async fn wait_ready(args: &DemoArgs, children: &mut [Child]) -> anyhow::Result<C
             let voters = s.nodes.iter().filter(|n| n.meta_voter).count();
             let healthy = s.nodes.iter().all(|n| n.health == "up" || n.health == "self");
             if s.nodes.len() == args.nodes as usize && voters == want_voters && healthy {
-                return Ok(Client::new_lazy(&eps, ClientOptions::default())?);
+                return Ok(Client::new_lazy(&eps, ClientOptions { tls: tls.clone(), ..ClientOptions::default() })?);
             }
         }
         if tokio::time::Instant::now() > deadline {
@@ -382,6 +412,7 @@ pub async fn run(cmd: &DemoCmd, out: Output) -> anyhow::Result<()> {
     }
     let bin = node_binary(args)?;
     std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let tls = make_certs(args)?;
     let mut children = Vec::new();
     for i in 1..=args.nodes {
         let config = write_config(args, i)?;
@@ -401,7 +432,7 @@ pub async fn run(cmd: &DemoCmd, out: Output) -> anyhow::Result<()> {
     let pids: Vec<i32> = children.iter().map(|c| c.id() as i32).collect();
     let pid_text: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
     std::fs::write(pids_file(&args.dir), pid_text.join("\n")).context("cannot write the pids file")?;
-    let client = match wait_ready(args, &mut children).await {
+    let client = match wait_ready(args, &mut children, &tls).await {
         Ok(c) => c,
         Err(e) => {
             stop(&pids);
@@ -422,7 +453,17 @@ pub async fn run(cmd: &DemoCmd, out: Output) -> anyhow::Result<()> {
         }
     }
     println!();
-    println!("try: SHADOWSTORE_ENDPOINTS={eps} shadowctl status");
+    match &tls {
+        Some(_) => {
+            let certs = certs_dir(args);
+            println!("mutual TLS: CA and certificates (admin, writer, reader, node) in {}", certs.display());
+            println!("try: SHADOWSTORE_ENDPOINTS={eps} SHADOWSTORE_CERTS={} shadowctl status", certs.display());
+        }
+        None => {
+            println!("INSECURE: plaintext, no authentication (--set insecure=true)");
+            println!("try: SHADOWSTORE_ENDPOINTS={eps} shadowctl --insecure status");
+        }
+    }
     if args.detach {
         println!("running in the background; stop with `shadowctl demo down --dir {}`", args.dir.display());
         return Ok(());
@@ -434,7 +475,7 @@ pub async fn run(cmd: &DemoCmd, out: Output) -> anyhow::Result<()> {
         .context("cannot watch for SIGTERM")?;
     let interrupt = tokio::signal::ctrl_c();
     if !args.no_workload {
-        tokio::spawn(generate_demand(endpoints(args)));
+        tokio::spawn(generate_demand(endpoints(args), tls.clone()));
         println!(
             "generating demand on demo-catalog: {DEMAND_BASE_RPS} reads/s, {DEMAND_SURGE_RPS} reads/s for the first {} minutes of every ten (node read capacity {DEMO_READ_CAPACITY_RPS}/s)",
             DEMAND_SURGE_FOR_S / 60

@@ -26,7 +26,7 @@ use crate::procstat::{clock_ticks_per_s, cpu_ticks, dir_bytes, total_rss};
 const CREATE_CONCURRENCY: usize = 32;
 
 /// `shadowctl bench churn`: disk space after write/overwrite/delete churn.
-pub async fn churn(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow::Result<()> {
+pub async fn churn(target: &crate::Target, args: &BenchArgs, out: Output) -> anyhow::Result<()> {
     let nodes = demo::read_pids(&args.demo_dir).into_iter().filter(|p| demo::alive(*p)).count();
     if nodes == 0 {
         bail!("no running demo cluster in {}", args.demo_dir.display());
@@ -34,12 +34,12 @@ pub async fn churn(endpoints: &[String], args: &BenchArgs, out: Output) -> anyho
     let data_dirs: Vec<std::path::PathBuf> =
         (1..=nodes).map(|i| args.demo_dir.join(format!("node{i}")).join("data")).collect();
     let client = Client::connect_with(
-        endpoints,
-        ClientOptions {
+        &target.endpoints,
+        target.options(ClientOptions {
             total_deadline: Duration::from_secs(120),
             attempt_timeout: Duration::from_secs(60),
             ..Default::default()
-        },
+        })?,
     )
     .await
     .context("cannot reach the cluster")?;
@@ -115,7 +115,7 @@ pub async fn churn(endpoints: &[String], args: &BenchArgs, out: Output) -> anyho
     Ok(())
 }
 
-pub async fn run(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow::Result<()> {
+pub async fn run(target: &crate::Target, args: &BenchArgs, out: Output) -> anyhow::Result<()> {
     let pids: Vec<i32> = demo::read_pids(&args.demo_dir).into_iter().filter(|p| demo::alive(*p)).collect();
     if pids.is_empty() {
         bail!(
@@ -124,8 +124,8 @@ pub async fn run(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow:
         );
     }
     let client = Client::connect_with(
-        endpoints,
-        ClientOptions { total_deadline: Duration::from_secs(60), ..ClientOptions::default() },
+        &target.endpoints,
+        target.options(ClientOptions { total_deadline: Duration::from_secs(60), ..ClientOptions::default() })?,
     )
     .await
     .context("cannot reach the cluster")?;

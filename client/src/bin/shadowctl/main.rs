@@ -6,6 +6,7 @@
 //! input, 1 for failures reported by the cluster or the system).
 
 mod bench;
+mod certs;
 mod demo;
 mod idle;
 mod output;
@@ -25,6 +26,7 @@ use clap::Subcommand;
 use output::Output;
 use shadowstore_client::Client;
 use shadowstore_client::ClientOptions;
+use shadowstore_client::ClientTls;
 use shadowstore_client::ReadOptions;
 use shadowstore_client::ShadowActionKind;
 
@@ -33,9 +35,8 @@ pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:710
 #[derive(Parser, Debug)]
 #[command(name = "shadowctl", version, about = "Operate a shadowstore cluster")]
 struct Cli {
-    /// Cluster nodes, comma separated host:port.
-    #[arg(long, global = true, env = "SHADOWSTORE_ENDPOINTS", default_value = DEFAULT_ENDPOINTS, value_delimiter = ',')]
-    endpoints: Vec<String>,
+    #[command(flatten)]
+    target: Target,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -47,6 +48,58 @@ struct Cli {
     region: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How shadowctl reaches a cluster and who it says it is.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// Cluster nodes, comma separated host:port.
+    #[arg(long, global = true, env = "SHADOWSTORE_ENDPOINTS", default_value = DEFAULT_ENDPOINTS, value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// Directory with the cluster CA (ca.pem) and this client's certificate
+    /// (`shadowctl certs` writes it) [default: ./certs, or the demo's
+    /// .demo/certs when ./certs does not exist].
+    #[arg(long, global = true, env = "SHADOWSTORE_CERTS")]
+    pub certs: Option<PathBuf>,
+    /// The certificate in --certs to present: <NAME>.pem and <NAME>.key
+    /// (admin, writer and reader by default).
+    #[arg(long, global = true, env = "SHADOWSTORE_IDENTITY", default_value = "admin")]
+    pub identity: String,
+    /// Plaintext without a certificate: only for nodes that run with
+    /// insecure = true.
+    #[arg(long, global = true)]
+    pub insecure: bool,
+}
+
+impl Target {
+    pub fn certs_dir(&self) -> PathBuf {
+        match &self.certs {
+            Some(dir) => dir.clone(),
+            None if !std::path::Path::new("certs").exists() && std::path::Path::new(".demo/certs").exists() => {
+                PathBuf::from(".demo/certs")
+            }
+            None => PathBuf::from("certs"),
+        }
+    }
+
+    /// `base` with this target's TLS material.
+    pub fn options(&self, base: ClientOptions) -> anyhow::Result<ClientOptions> {
+        let tls = if self.insecure {
+            None
+        } else {
+            let dir = self.certs_dir();
+            Some(ClientTls::from_dir(&dir, &self.identity).with_context(|| {
+                format!(
+                    "no certificate {:?} in {} (make one with `shadowctl certs --dir {}`, or pass --insecure for a \
+                     node running with insecure = true)",
+                    self.identity,
+                    dir.display(),
+                    dir.display()
+                )
+            })?)
+        };
+        Ok(ClientOptions { tls, ..base })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -115,6 +168,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Start a local cluster of real node processes and run a demo workload.
     Demo(demo::DemoCmd),
+    /// Make a cluster's certificates: the CA (once), node certificates and
+    /// client certificates with their roles.
+    Certs(certs::CertsArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -212,26 +268,28 @@ enum ResourceCmd {
 }
 
 async fn client(cli: &Cli) -> anyhow::Result<Client> {
-    let options = ClientOptions {
+    let options = cli.target.options(ClientOptions {
         total_deadline: Duration::from_secs(cli.timeout_secs),
         region: cli.region.clone(),
         ..ClientOptions::default()
-    };
-    Client::connect_with(&cli.endpoints, options)
+    })?;
+    let endpoints = &cli.target.endpoints;
+    Client::connect_with(endpoints, options)
         .await
-        .with_context(|| format!("cannot reach the cluster at {}", cli.endpoints.join(",")))
+        .with_context(|| format!("cannot reach the cluster at {}", endpoints.join(",")))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = cli.output;
     match &cli.command {
         Command::Demo(cmd) => return demo::run(cmd, out).await,
+        Command::Certs(args) => return certs::run(args, out),
         Command::Bench(args) => {
             return match args.workload {
-                bench::Workload::Idle => idle::run(&cli.endpoints, args, out).await,
-                bench::Workload::Churn => idle::churn(&cli.endpoints, args, out).await,
-                bench::Workload::Put | bench::Workload::Get => bench::run(&cli.endpoints, args, out).await,
-                bench::Workload::Shadow => shadow_bench::run(&cli.endpoints, args, out).await,
+                bench::Workload::Idle => idle::run(&cli.target, args, out).await,
+                bench::Workload::Churn => idle::churn(&cli.target, args, out).await,
+                bench::Workload::Put | bench::Workload::Get => bench::run(&cli.target, args, out).await,
+                bench::Workload::Shadow => shadow_bench::run(&cli.target, args, out).await,
             };
         }
         _ => {}
@@ -377,7 +435,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(ConfigCmd::Set { key, value, node, resource }) => {
             placement::config(out, &c.set_placement_config(key, value, *node, resource.as_deref()).await?)?;
         }
-        Command::Demo(_) | Command::Bench(_) => unreachable!("handled above"),
+        Command::Demo(_) | Command::Bench(_) | Command::Certs(_) => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -25,9 +25,9 @@ use anyhow::Context;
 use anyhow::bail;
 use shadowstore_client::Client;
 use shadowstore_client::ClientOptions;
+use shadowstore_client::ClientTls;
 use shadowstore_client::ShadowActionKind;
 use shadowstore_client::v1;
-use shadowstore_client::v1::shadow_store_client::ShadowStoreClient;
 use tokio::time::Instant;
 
 use crate::bench::BenchArgs;
@@ -64,9 +64,13 @@ fn summary(m: &Measured, secs: u64) -> serde_json::Value {
 
 /// Linearizable reads served by the node at `addr` itself: a raw gRPC stub,
 /// so neither the client's routing nor its retries move them elsewhere.
-async fn node_read_load(addr: &str, resource: &str, args: &BenchArgs) -> anyhow::Result<Measured> {
-    let stub =
-        ShadowStoreClient::connect(format!("http://{addr}")).await.with_context(|| format!("connecting to {addr}"))?;
+async fn node_read_load(
+    addr: &str,
+    tls: Option<&ClientTls>,
+    resource: &str,
+    args: &BenchArgs,
+) -> anyhow::Result<Measured> {
+    let stub = shadowstore_client::node_stub(addr, tls).with_context(|| format!("connecting to {addr}"))?;
     let resource = resource.to_string();
     timed(args.clients, Duration::from_secs(1), Duration::from_secs(args.duration), move |_| {
         let (mut stub, resource) = (stub.clone(), resource.clone());
@@ -88,12 +92,14 @@ async fn read_load(c: &Client, resource: &str, args: &BenchArgs) -> anyhow::Resu
     .await
 }
 
-pub async fn run(endpoints: &[String], args: &BenchArgs, out: Output) -> anyhow::Result<()> {
+pub async fn run(target: &crate::Target, args: &BenchArgs, out: Output) -> anyhow::Result<()> {
     if args.variants == 0 || args.value_size <= 64 * 1024 || args.clients == 0 || args.duration == 0 {
         bail!("--variants, --clients and --duration must be positive and --value-size above 65536 (erasure-coded)");
     }
-    let c =
-        Client::new_lazy(endpoints, ClientOptions { total_deadline: Duration::from_secs(60), ..Default::default() })?;
+    let c = Client::new_lazy(
+        &target.endpoints,
+        target.options(ClientOptions { total_deadline: Duration::from_secs(60), ..Default::default() })?,
+    )?;
     let status = c.cluster_status().await.context("cannot reach the cluster")?;
     let mode = c.placement_config().await?.shift.get("mode").cloned().unwrap_or_else(|| "auto".into());
     c.set_placement_config("mode", "manual", None, None).await?;
@@ -131,7 +137,11 @@ async fn measure(
     }
     let total_bytes = args.variants as u64 * args.value_size as u64;
     // Throughput before any shadow exists (part 3's baseline).
-    let routed = Client::new_lazy(status.nodes.iter().map(|n| n.address.clone()), ClientOptions::default())?;
+    let tls = c.options().tls.clone();
+    let routed = Client::new_lazy(
+        status.nodes.iter().map(|n| n.address.clone()),
+        ClientOptions { tls: tls.clone(), ..ClientOptions::default() },
+    )?;
     let mut by_shadows = vec![summary(&read_load(&routed, resource, args).await?, args.duration)];
 
     // 1. Time to ready.
@@ -152,8 +162,8 @@ async fn measure(
     // 2. Reads at the shadow's node versus at a primary's.
     let addr_of = |n: u64| status.nodes.iter().find(|x| x.node_id == n).map(|x| x.address.clone()).unwrap_or_default();
     c.shadow_action(resource, Some(shadow), ShadowActionKind::PromoteFull).await?;
-    let from_shadow = node_read_load(&addr_of(node), resource, args).await?;
-    let from_primary = node_read_load(&addr_of(primaries[0]), resource, args).await?;
+    let from_shadow = node_read_load(&addr_of(node), tls.as_ref(), resource, args).await?;
+    let from_primary = node_read_load(&addr_of(primaries[0]), tls.as_ref(), resource, args).await?;
 
     // 3. Throughput through the weights with 1 and 2 shadows at full weight.
     by_shadows.push(summary(&read_load(&routed, resource, args).await?, args.duration));

@@ -1,0 +1,145 @@
+//! Mutual TLS and roles on a real 3-node cluster: a caller without a
+//! certificate, with a certificate of another CA, with a client
+//! certificate at the peer service, or with too small a role is refused
+//! with UNAUTHENTICATED or PERMISSION_DENIED (or at the handshake), and
+//! nothing changes.
+
+use shadowstore_client::ClientOptions;
+use shadowstore_client::ClientTls;
+use shadowstore_client::ShadowActionKind;
+use shadowstore_client::certs::CertAuthority;
+use shadowstore_client::certs::Role;
+use shadowstore_proto::peer::peer_client::PeerClient;
+use shadowstore_proto::v1;
+use shadowstore_tests::Cluster;
+use tonic::Code;
+use tonic::transport::Certificate;
+use tonic::transport::Channel;
+use tonic::transport::ClientTlsConfig;
+use tonic::transport::Endpoint;
+use tonic::transport::Identity;
+
+/// A channel to `addr` trusting `ca_pem`, presenting `identity` if any.
+fn channel(addr: &str, ca_pem: &str, identity: Option<(&str, &str)>) -> Channel {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Endpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap().connect_lazy()
+}
+
+fn envelope() -> v1_peer::RaftEnvelope {
+    // A vote with any payload: refused before it is decoded.
+    v1_peer::RaftEnvelope { group_id: 0, target_replica_id: 1, payload: vec![0xff; 64].into() }
+}
+
+use shadowstore_proto::peer as v1_peer;
+
+fn join() -> v1_peer::JoinRequest {
+    v1_peer::JoinRequest {
+        address: "127.0.0.1:1".into(),
+        region: "evil".into(),
+        read_capacity_rps: 1,
+        existing_node_id: 1,
+        join_id: 7,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_are_authenticated_and_held_to_their_roles() {
+    let cluster = Cluster::start(3).await.expect("cluster");
+    let admin = cluster.client();
+    admin.create_resource("guarded", 3).await.expect("create");
+    let v = admin.put("guarded", "a", b"kept".to_vec()).await.expect("put");
+    let before = admin.cluster_status().await.expect("status");
+    let addr = cluster.nodes[0].addr.clone();
+    let ca = cluster.tls("admin").ca_pem;
+
+    // --- the peer service: no certificate, a client certificate (even an
+    // admin's), and a certificate of another cluster's CA.
+    let mut anonymous = PeerClient::new(channel(&addr, &ca, None));
+    let e = anonymous.raft_vote(envelope()).await.expect_err("anonymous vote");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e = anonymous.join(join()).await.expect_err("anonymous join");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let admin_tls = cluster.tls("admin");
+    let mut as_admin = PeerClient::new(channel(&addr, &ca, Some((&admin_tls.cert_pem, &admin_tls.key_pem))));
+    for e in [
+        as_admin.raft_vote(envelope()).await.expect_err("admin vote"),
+        as_admin.raft_append(envelope()).await.expect_err("admin append"),
+        as_admin.join(join()).await.expect_err("admin join"),
+    ] {
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains("needs role node"), "{}", e.message());
+    }
+    let other_ca = CertAuthority::create().expect("another CA");
+    let (cert, key) = other_ca.issue("intruder", Role::Node, &["127.0.0.1".into()]).expect("cert");
+    let mut intruder = PeerClient::new(channel(&addr, &ca, Some((&cert, &key))));
+    let e = intruder.join(join()).await.expect_err("a node of another cluster");
+    assert!(matches!(e.code(), Code::Unavailable | Code::Unknown | Code::Cancelled), "refused at the handshake: {e:?}");
+
+    // --- the client service: plaintext, no certificate, too small a role.
+    let plaintext = shadowstore_client::node_stub(&addr, None).expect("stub");
+    let e = plaintext.clone().cluster_status(v1::ClusterStatusRequest {}).await.expect_err("plaintext");
+    assert_ne!(e.code(), Code::Ok);
+    let mut no_cert = v1::shadow_store_client::ShadowStoreClient::new(channel(&addr, &ca, None));
+    let e = no_cert.cluster_status(v1::ClusterStatusRequest {}).await.expect_err("no certificate");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+
+    let client_as = |name: &str| {
+        shadowstore_client::Client::new_lazy(
+            cluster.endpoints(),
+            ClientOptions { tls: Some(cluster.tls(name)), ..ClientOptions::default() },
+        )
+        .expect("client")
+    };
+    let reader = client_as("reader");
+    assert_eq!(&reader.get("guarded", "a").await.expect("a reader reads").value[..], b"kept");
+    reader.cluster_status().await.expect("a reader sees the status");
+    let e = reader.put("guarded", "a", b"overwritten".to_vec()).await.expect_err("reader put");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+    assert!(e.to_string().contains("needs role writer"), "{e}");
+    let e = reader.delete("guarded", "a").await.expect_err("reader delete");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+
+    let writer = client_as("writer");
+    let v2 = writer.put("guarded", "b", b"by the writer".to_vec()).await.expect("a writer writes");
+    assert!(v2 > 0);
+    for e in [
+        writer.create_resource("by-writer", 3).await.map(|_| ()).expect_err("writer create"),
+        writer.delete_resource("guarded").await.expect_err("writer delete resource"),
+        writer.set_placement_config("mode", "manual", None, None).await.map(|_| ()).expect_err("writer config"),
+        writer.add_shadow("guarded", None).await.map(|_| ()).expect_err("writer shadow"),
+        writer.shadow_action("guarded", None, ShadowActionKind::Rollback).await.map(|_| ()).expect_err("rollback"),
+    ] {
+        assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("needs role admin"), "{e}");
+    }
+
+    // --- nothing changed: the same members and addresses, the resource
+    // and its value, no resource made by the writer, the mode unchanged.
+    let after = admin.cluster_status().await.expect("status");
+    let members = |s: &v1::ClusterStatusResponse| {
+        let mut m: Vec<(u64, String)> = s.nodes.iter().map(|n| (n.node_id, n.address.clone())).collect();
+        m.sort();
+        m
+    };
+    assert_eq!(members(&before), members(&after));
+    let read = admin.get("guarded", "a").await.expect("read");
+    assert_eq!((read.version, &read.value[..]), (v, &b"kept"[..]));
+    let names: Vec<String> = admin.list_resources().await.expect("list").into_iter().map(|r| r.name).collect();
+    assert!(!names.contains(&"by-writer".to_string()), "{names:?}");
+    let mode = admin.placement_config().await.expect("config").shift.get("mode").cloned();
+    assert_ne!(mode.as_deref(), Some("manual"));
+
+    // A client TLS file that is not PEM is refused when the client is made.
+    let bad = ClientTls { ca_pem: "not a certificate".into(), ..cluster.tls("admin") };
+    let made = shadowstore_client::Client::new_lazy(
+        cluster.endpoints(),
+        ClientOptions { tls: Some(bad), ..ClientOptions::default() },
+    );
+    if let Ok(c) = made {
+        assert!(c.cluster_status().await.is_err(), "a client trusting no CA reached a TLS node");
+    }
+}
