@@ -127,7 +127,13 @@ async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing SIGTERM handler")?;
     tokio::select! {
-        r = node.serve_until_stopped() => r.context("gRPC server stopped")?,
+        r = node.serve_until_stopped() => {
+            if let Err(e) = r {
+                // No orderly shutdown: it would sync again. The process
+                // exits non-zero and a supervisor (systemd) restarts it.
+                return Err(anyhow::Error::new(e).context("node stopped"));
+            }
+        }
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
         _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
     }

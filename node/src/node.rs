@@ -66,13 +66,24 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    InterruptedCompaction(String),
     #[error("TLS: {0}")]
     Tls(#[from] crate::transport::tls::TlsError),
     #[error("cluster formation failed: {0}")]
     Formation(String),
     #[error("gRPC setup failed: {0}")]
     Grpc(String),
+    #[error(
+        "storage sync failed ({0}); the node stopped so that nothing whose sync failed is taken as durable: \
+         fix the disk and start the node again, it recovers from what is on disk"
+    )]
+    StorageFailed(String),
 }
+
+/// Concurrent requests (HTTP/2 streams) one connection may have open;
+/// further streams are refused by HTTP/2 until one ends.
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 1_024;
 
 /// What the simulator replaces; production uses [`Seams::production`].
 #[derive(Clone)]
@@ -122,6 +133,11 @@ pub struct Node {
 impl Node {
     pub async fn start(config: NodeConfig, seams: Seams) -> Result<Node, NodeError> {
         config.validate()?;
+        if seams.engine.is_none()
+            && let Some(what) = crate::storage::compact::interrupted(&config.data_dir)
+        {
+            return Err(NodeError::InterruptedCompaction(what));
+        }
         let engine: SharedEngine = match seams.engine {
             Some(e) => e,
             None => SledEngine::open(&config.data_dir, config.cache_capacity_bytes)
@@ -157,6 +173,7 @@ impl Node {
             .listen(config.listen_addr.clone())
             .await
             .map_err(|source| NodeError::Listen { addr: config.listen_addr.clone(), source })?;
+        let incoming = crate::transport::limit::limit_connections(incoming, crate::transport::limit::CONNECTIONS_MAX);
         let addr = config.advertise_addr.clone().unwrap_or(bound);
         let peers = Arc::new(Peers::new(seams.network.clone(), tls.as_ref().map(|t| t.client.clone())));
         let raft_config = crate::raft::config::build(&config.raft_timing())
@@ -234,6 +251,7 @@ impl Node {
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .initial_stream_window_size(Some(4 * 1024 * 1024))
             .initial_connection_window_size(Some(16 * 1024 * 1024))
+            .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -304,12 +322,16 @@ impl Node {
     }
 
     /// Waits until the gRPC server stops (it only stops on error or
-    /// shutdown).
+    /// shutdown) or storage fails (a failed sync stops the node).
     pub async fn serve_until_stopped(&mut self) -> Result<(), NodeError> {
-        match (&mut self.server).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(NodeError::Grpc(e.to_string())),
-            Err(e) => Err(NodeError::Grpc(e.to_string())),
+        let syncer = self.ctx.syncer.clone();
+        tokio::select! {
+            served = &mut self.server => match served {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(NodeError::Grpc(e.to_string())),
+                Err(e) => Err(NodeError::Grpc(e.to_string())),
+            },
+            failure = syncer.failed() => Err(NodeError::StorageFailed(failure)),
         }
     }
 

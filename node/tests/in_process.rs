@@ -196,7 +196,7 @@ async fn a_replica_whose_raft_records_rotted_is_quarantined_and_replaced_in_plac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_quiescing_health_and_reflection() {
-    let (nodes, group) = three_nodes_with_a_resource().await;
+    let (mut nodes, group) = three_nodes_with_a_resource().await;
 
     // --- health and reflection
     let channel = Channel::from_shared(format!("http://{}", nodes[0].node.addr())).unwrap().connect().await.unwrap();
@@ -255,51 +255,54 @@ async fn supervisor_quiescing_health_and_reflection() {
     let r = leader.propose(Command::Resource(expire)).await;
     assert!(r.is_ok(), "proposal to a quiesced leader failed: {r:?}");
 
-    // --- supervisor: a follower's disk fails, its Raft core stops on the
-    // storage error; once the disk is back the group is restarted.
-    let follower = nodes
+    // --- a failed sync stops the node (fsyncgate): a follower's disk
+    // fails; its syncer fails for good, nothing is restarted from sled's
+    // memory even once the disk answers again, and the node reports that
+    // it stopped. Started again on the same disk (what was not synced is
+    // lost), it catches up.
+    let victim = nodes
         .iter()
-        .find(|n| n.node.ctx().cluster.registry.get(group).is_some_and(|g| !g.is_leader()))
+        .position(|n| n.node.ctx().cluster.registry.get(group).is_some_and(|g| !g.is_leader()))
         .expect("a follower");
-    follower.engine.set_failing(true);
+    nodes[victim].engine.set_sync_failing(true);
     for i in 0..5 {
         on_any(&nodes, |mut s| async move { s.put(put("v", format!("during-{i}").as_bytes())).await }).await;
     }
-    let stopped = tokio::time::timeout(Duration::from_secs(10), async {
+    let ctx = nodes[victim].node.ctx().clone();
+    eventually(Duration::from_secs(10), "the follower's storage failure is noticed", || ctx.syncer.failure()).await;
+    nodes[victim].engine.set_sync_failing(false);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(ctx.syncer.sync().await.is_err(), "a sync succeeded after a failed one");
+    assert_eq!(
+        ctx.cluster.registry.restarts.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "a group was restarted from memory after a failed sync"
+    );
+    let TestNode { mut node, engine } = nodes.remove(victim);
+    let stopped = tokio::time::timeout(Duration::from_secs(5), node.serve_until_stopped()).await;
+    assert!(
+        matches!(stopped, Ok(Err(shadowstore_node::node::NodeError::StorageFailed(_)))),
+        "the node did not stop on a failed sync"
+    );
+    let node_id = ctx.cluster.node_id().unwrap();
+    drop(ctx);
+    node.shutdown().await;
+    engine.crash(0);
+    nodes.push(start_node_on(node_id.get(), None, engine).await);
+    let back = nodes.last().unwrap().node.ctx().clone();
+    let last = on_any(&nodes, |mut s| async move { s.put(put("v", b"after")).await }).await.version;
+    tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            let g = follower.node.ctx().cluster.registry.get(group).unwrap();
-            if g.metrics().running_state.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert!(stopped.is_ok(), "follower's core did not stop on a failing disk");
-    follower.engine.set_failing(false);
-    let restarted = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let ctx = follower.node.ctx();
-            let g = ctx.cluster.registry.get(group).unwrap();
-            if ctx.cluster.registry.restarts.load(std::sync::atomic::Ordering::Relaxed) > 0
-                && g.metrics().running_state.is_ok()
+            if let Some(g) = back.cluster.registry.get(group)
+                && g.state.applied_index() >= last
             {
-                return g;
+                return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
     .await
-    .expect("supervisor did not restart the group");
-    // The restarted replica catches up with the writes it missed.
-    let last = on_any(&nodes, |mut s| async move { s.put(put("v", b"after")).await }).await.version;
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while restarted.state.applied_index() < last {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("restarted replica caught up");
+    .expect("the restarted node caught up");
 
     for n in nodes {
         n.node.shutdown().await;

@@ -73,6 +73,14 @@ pub const HISTORY_STEPS_FLOOR: usize = 8;
 /// (resource, region) keys one node counts at once; reads of further keys
 /// are counted under no key and reported as dropped.
 pub const DEMAND_KEYS_MAX: usize = 100_000;
+/// Client regions counted per resource: reads from further regions are
+/// counted under the region `other`, so a client inventing region names
+/// cannot grow the telemetry or the history.
+pub const REGIONS_PER_RESOURCE_MAX: usize = 32;
+/// How far ahead of a receiver's clock a demand minute or a delivery mark
+/// may be (clock skew between nodes); further ahead is refused, so a
+/// forged future minute cannot make voters skip a node's real minutes.
+pub const DEMAND_CLOCK_SKEW_MS_MAX: u64 = 60_000;
 /// Complete minutes a node keeps until the meta leader collects them.
 pub const PENDING_MINUTES_MAX: usize = 60;
 /// (resource, region) pairs the demand history keeps at most.

@@ -143,3 +143,89 @@ async fn callers_are_authenticated_and_held_to_their_roles() {
         assert!(c.cluster_status().await.is_err(), "a client trusting no CA reached a TLS node");
     }
 }
+
+/// Oversized and malformed peer requests, sent with a valid node
+/// certificate, are refused with INVALID_ARGUMENT, and the node stays
+/// healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_peer_requests_are_refused() {
+    let cluster = Cluster::start(3).await.expect("cluster");
+    let c = cluster.client();
+    let info = c.create_resource("bounded", 3).await.expect("create");
+    c.put("bounded", "a", b"kept".to_vec()).await.expect("put");
+    let replica = &info.replicas[0];
+    let node = cluster.tls("node");
+    let mut peer = PeerClient::new(channel(&replica.address, &node.ca_pem, Some((&node.cert_pem, &node.key_pem))));
+
+    // ReadShard asking for u32::MAX chunks of one stripe.
+    let read = |chunks: u32, first_stripe: u32| v1_peer::ReadShardRequest {
+        group_id: info.group_id,
+        target_replica_id: replica.replica_id,
+        blob_id: 1,
+        shard: 0,
+        first_stripe,
+        stripes: 1,
+        chunks_per_stripe: vec![chunks],
+    };
+    let e = peer.read_shard(read(u32::MAX, 0)).await.expect_err("u32::MAX chunks");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = peer.read_shard(read(1, u32::MAX)).await.expect_err("stripe index overflow");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    // WriteShard: a chunk index that `as u16` would have truncated, and a
+    // replica id that is not hosted here (the answer does not name the one
+    // that is).
+    let header = |replica_id: u64| v1_peer::ShardChunk {
+        header: Some(v1_peer::ShardStreamHeader {
+            group_id: info.group_id,
+            target_replica_id: replica_id,
+            blob_id: 99,
+            shard: 0,
+        }),
+        ..Default::default()
+    };
+    let data = bytes::Bytes::from_static(b"x");
+    let bad_chunk =
+        v1_peer::ShardChunk { stripe: 0, chunk: 70_000, crc32: crc(&data), data: data.clone(), ..Default::default() };
+    let e = peer
+        .write_shard(futures::stream::iter(vec![header(replica.replica_id), bad_chunk]))
+        .await
+        .expect_err("chunk 70000");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = peer.write_shard(futures::stream::iter(vec![header(replica.replica_id + 1000)])).await.expect_err("wrong");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(!e.message().contains(&format!("as replica {}", replica.replica_id)), "{}", e.message());
+    let e = peer
+        .shard_inventory(v1_peer::ShardInventoryRequest {
+            group_id: info.group_id,
+            target_replica_id: replica.replica_id,
+            shards: vec![v1_peer::ShardRef { blob_id: 1, shard: 256 }],
+        })
+        .await
+        .expect_err("shard 256");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    // DrainDemand with a delivery mark at the end of time would erase the
+    // node's pending minutes.
+    let e =
+        peer.drain_demand(v1_peer::DrainDemandRequest { delivered_before_ms: u64::MAX }).await.expect_err("u64::MAX");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    peer.drain_demand(v1_peer::DrainDemandRequest { delivered_before_ms: 0 }).await.expect("a real drain");
+
+    // The node is healthy and the data intact.
+    let via = cluster.client_via(cluster.nodes.iter().position(|n| n.addr == replica.address).expect("node"));
+    via.cluster_status().await.expect("status");
+    assert_eq!(&c.get("bounded", "a").await.expect("read").value[..], b"kept");
+}
+
+fn crc(data: &[u8]) -> u32 {
+    // CRC-32 (IEEE), bitwise: the test need not share the node's crate.
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}

@@ -117,3 +117,32 @@ async fn a_data_dir_of_a_newer_format_is_refused_untouched() {
     let engine = SledEngine::open(&data_dir, 8 << 20).unwrap();
     assert_eq!(engine.get(Tree::Local, format::FORMAT_KEY).unwrap(), Some(record), "the record was rewritten");
 }
+
+/// A compaction interrupted between its renames leaves the original in
+/// `DIR.before-compaction` and no `DIR`: a node configured to bootstrap
+/// must not start a fresh cluster there, but refuse and name the command
+/// that restores the data.
+#[test]
+fn a_node_refuses_to_start_beside_an_interrupted_compaction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let original = tmp.path().join("data.before-compaction");
+    std::fs::create_dir_all(original.join("db")).unwrap();
+    let config = tmp.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nlisten_addr = \"127.0.0.1:0\"\nbootstrap = true\ninsecure = true\n",
+            data_dir.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(binary("shadowstore")).arg("--config").arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the node started beside an interrupted compaction:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("mv {} {}", original.display(), data_dir.display())),
+        "the message does not give the recovery command: {stderr}"
+    );
+    assert!(!data_dir.exists(), "a fresh data directory was created");
+}

@@ -61,6 +61,9 @@ use shadowstore_base::limits::SNAPSHOT_BYTES_MAX;
 pub struct PeerService {
     /// The data plane (and through it the cluster handle).
     data: Arc<DataPlane>,
+    /// Snapshots being received and installed at once (each holds up to
+    /// `SNAPSHOT_BYTES_MAX` in memory).
+    snapshot_installs: Arc<tokio::sync::Semaphore>,
     placement: Arc<Placement>,
     member: Arc<Member>,
     shadows: Arc<crate::shadow::Shadows>,
@@ -68,7 +71,13 @@ pub struct PeerService {
 
 impl PeerService {
     pub fn new(shadows: Arc<crate::shadow::Shadows>, member: Arc<Member>) -> Self {
-        PeerService { data: shadows.data.clone(), placement: shadows.placement.clone(), member, shadows }
+        PeerService {
+            data: shadows.data.clone(),
+            snapshot_installs: Arc::new(tokio::sync::Semaphore::new(SNAPSHOT_INSTALLS_MAX)),
+            placement: shadows.placement.clone(),
+            member,
+            shadows,
+        }
     }
 
     fn cluster(&self) -> &crate::cluster::Cluster {
@@ -87,10 +96,9 @@ impl PeerService {
             .get(GroupId::new(group))
             .ok_or_else(|| Status::not_found(format!("group {group} is not hosted here")))?;
         if g.replica_id != ReplicaId::new(replica) {
-            return Err(Status::not_found(format!(
-                "group {group} is hosted here as replica {}, not {replica}",
-                g.replica_id
-            )));
+            // The replica hosted here is not named: a caller learns nothing
+            // it could address a forged message to.
+            return Err(Status::not_found(format!("replica {replica} of group {group} is not hosted here")));
         }
         Ok(g)
     }
@@ -138,6 +146,10 @@ fn fatal(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("replica stopped: {e}"))
 }
 
+/// Snapshots one node receives and installs at once; a leader whose
+/// snapshot is refused with RESOURCE_EXHAUSTED sends it again later.
+pub const SNAPSHOT_INSTALLS_MAX: usize = 2;
+
 /// Stripes one ReadShard call may ask for.
 const READ_SHARD_STRIPES_MAX: u32 = 64;
 /// Blobs one ShardHolders call may ask about.
@@ -147,7 +159,8 @@ fn holder_status(e: crate::blob::holder::HolderError) -> Status {
     use crate::blob::holder::HolderError;
     match e {
         HolderError::Corrupt { .. } => Status::data_loss(e.to_string()),
-        HolderError::Oversized { .. } => Status::invalid_argument(e.to_string()),
+        HolderError::Oversized { .. } | HolderError::OutOfRange { .. } => Status::invalid_argument(e.to_string()),
+        HolderError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
         HolderError::Stream(_) => Status::cancelled(e.to_string()),
         HolderError::NotHolder { .. } => Status::failed_precondition(e.to_string()),
         HolderError::Storage(_) => status::storage(e),
@@ -165,9 +178,12 @@ impl Peer for PeerService {
         let shard = u8::try_from(h.shard).map_err(|_| Status::invalid_argument(format!("shard index {}", h.shard)))?;
         self.replica(h.group_id, h.target_replica_id)?;
         let chunks = stream.map(|r| r.map_err(|s| s.message().to_string()));
-        let stored = crate::blob::holder::store_shard(&self.data, GroupId::new(h.group_id), h.blob_id, shard, chunks)
-            .await
-            .map_err(holder_status)?;
+        // A shard is at most its blob, and a blob at most blob_bytes_max.
+        let bytes_max = self.member.config.blob_bytes_max;
+        let stored =
+            crate::blob::holder::store_shard(&self.data, GroupId::new(h.group_id), h.blob_id, shard, bytes_max, chunks)
+                .await
+                .map_err(holder_status)?;
         Ok(Response::new(WriteShardResponse { chunks_stored: stored }))
     }
 
@@ -185,6 +201,19 @@ impl Peer for PeerService {
         if r.stripes == 0 || r.stripes > READ_SHARD_STRIPES_MAX || r.chunks_per_stripe.len() != r.stripes as usize {
             return Err(Status::invalid_argument(format!(
                 "ask for 1..={READ_SHARD_STRIPES_MAX} stripes with a chunk count for each"
+            )));
+        }
+        use crate::blob::holder::CHUNKS_PER_STRIPE_MAX;
+        use crate::blob::holder::STRIPES_PER_SHARD_MAX;
+        if r.chunks_per_stripe.iter().any(|&c| c > CHUNKS_PER_STRIPE_MAX)
+            || r.first_stripe.checked_add(r.stripes).is_none_or(|end| end > STRIPES_PER_SHARD_MAX)
+        {
+            return Err(Status::invalid_argument(format!(
+                "stripes {}..+{} with up to {:?} chunks: a shard has at most {STRIPES_PER_SHARD_MAX} stripes of \
+                 {CHUNKS_PER_STRIPE_MAX} chunks",
+                r.first_stripe,
+                r.stripes,
+                r.chunks_per_stripe.iter().max()
             )));
         }
         let shard = u8::try_from(r.shard).map_err(|_| Status::invalid_argument(format!("shard index {}", r.shard)))?;
@@ -208,8 +237,15 @@ impl Peer for PeerService {
         self.replica(r.group_id, r.target_replica_id)?;
         let store = crate::blob::shard_store::ShardStore::new(self.data.engine.clone());
         let mut shards = Vec::with_capacity(r.shards.len());
+        if r.shards.len() > SHARD_HOLDERS_BLOBS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "ShardInventory asks for {} shards; at most {SHARD_HOLDERS_BLOBS_MAX}",
+                r.shards.len()
+            )));
+        }
         for s in r.shards {
-            let shard = s.shard as u8;
+            let shard =
+                u8::try_from(s.shard).map_err(|_| Status::invalid_argument(format!("shard index {}", s.shard)))?;
             let held = store.held_shard(GroupId::new(r.group_id), s.blob_id, shard).map_err(status::storage)?;
             let finding = self.data.scrubber.finding(GroupId::new(r.group_id), s.blob_id, shard).unwrap_or_default();
             shards.push(ShardInventoryEntry {
@@ -319,6 +355,11 @@ impl Peer for PeerService {
         let first = stream.next().await.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         let env = first.header.ok_or_else(|| Status::invalid_argument("first snapshot chunk has no header"))?;
         let g = self.group_for(&env)?;
+        let _install = self.snapshot_installs.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{SNAPSHOT_INSTALLS_MAX} snapshots are being installed here; retry later"
+            ))
+        })?;
         g.touch();
         let (vote, meta): (Vote, SnapshotMeta) = decode("snapshot header", &env.payload)?;
         let mut data = Vec::new();
@@ -380,11 +421,19 @@ impl Peer for PeerService {
         req: Request<shadowstore_proto::peer::DrainDemandRequest>,
     ) -> Result<Response<shadowstore_proto::peer::DrainDemandResponse>, Status> {
         let delivered_before_ms = req.into_inner().delivered_before_ms;
-        Ok(Response::new(crate::placement::collect::drain_local(
-            &self.placement,
-            self.placement.clock.now_ms(),
-            delivered_before_ms,
-        )))
+        let now_ms = self.placement.clock.now_ms();
+        // Only a complete minute can have been delivered: a mark further
+        // ahead than the clock skew allows would erase minutes not yet
+        // collected.
+        let limit_ms = now_ms.saturating_add(shadowstore_placement::bounds::DEMAND_CLOCK_SKEW_MS_MAX);
+        if delivered_before_ms > limit_ms {
+            return Err(Status::invalid_argument(format!(
+                "DrainDemand delivered_before_ms {delivered_before_ms} is ahead of this node's clock ({now_ms}) by \
+                 more than {} ms",
+                shadowstore_placement::bounds::DEMAND_CLOCK_SKEW_MS_MAX
+            )));
+        }
+        Ok(Response::new(crate::placement::collect::drain_local(&self.placement, now_ms, delivered_before_ms)))
     }
 
     async fn share_demand(

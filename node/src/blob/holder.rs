@@ -21,6 +21,13 @@ use shadowstore_base::ids::GroupId;
 
 /// Chunks buffered before one storage batch.
 const CHUNKS_PER_BATCH: usize = 16;
+/// Chunks one stripe of one shard has at most: a shard's part of the
+/// largest stripe, in chunks.
+pub const CHUNKS_PER_STRIPE_MAX: u32 =
+    shadowstore_base::limits::STRIPE_SIZE_MAX.div_ceil(crate::resource::layout::CHUNK_SIZE);
+/// Stripes one blob has at most: the largest blob in the smallest stripes.
+pub const STRIPES_PER_SHARD_MAX: u32 =
+    (shadowstore_base::limits::BLOB_BYTES_LIMIT / shadowstore_base::limits::STRIPE_SIZE_MIN as u64) as u32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HolderError {
@@ -28,6 +35,12 @@ pub enum HolderError {
     Corrupt { stripe: u32, chunk: u32 },
     #[error("chunk of {len} bytes exceeds the chunk size")]
     Oversized { len: usize },
+    #[error(
+        "chunk {stripe}/{chunk} is out of range: a shard has at most {STRIPES_PER_SHARD_MAX} stripes of {CHUNKS_PER_STRIPE_MAX} chunks"
+    )]
+    OutOfRange { stripe: u32, chunk: u32 },
+    #[error("the shard stream exceeds {bytes_max} bytes")]
+    TooLarge { bytes_max: u64 },
     #[error("stream: {0}")]
     Stream(String),
     #[error("storage: {0}")]
@@ -76,6 +89,7 @@ pub async fn store_shard<S>(
     group: GroupId,
     blob: u64,
     shard: u8,
+    bytes_max: u64,
     mut chunks: S,
 ) -> Result<u64, HolderError>
 where
@@ -86,15 +100,24 @@ where
     store.note_shard(group, blob, shard, ctx.clock.now_ms())?;
     let mut batch = Vec::with_capacity(CHUNKS_PER_BATCH);
     let mut stored = 0u64;
+    let mut bytes = 0u64;
     while let Some(c) = chunks.next().await {
         let c = c.map_err(HolderError::Stream)?;
         if c.data.len() > crate::resource::layout::CHUNK_SIZE as usize {
             return Err(HolderError::Oversized { len: c.data.len() });
         }
+        if c.stripe >= STRIPES_PER_SHARD_MAX || c.chunk >= CHUNKS_PER_STRIPE_MAX {
+            return Err(HolderError::OutOfRange { stripe: c.stripe, chunk: c.chunk });
+        }
+        bytes += c.data.len() as u64;
+        if bytes > bytes_max {
+            return Err(HolderError::TooLarge { bytes_max });
+        }
         if crc32fast::hash(&c.data) != c.crc32 {
             return Err(HolderError::Corrupt { stripe: c.stripe, chunk: c.chunk });
         }
-        batch.push((c.stripe, c.chunk as u16, c.data.to_vec()));
+        let chunk = u16::try_from(c.chunk).map_err(|_| HolderError::OutOfRange { stripe: c.stripe, chunk: c.chunk })?;
+        batch.push((c.stripe, chunk, c.data.to_vec()));
         if batch.len() == CHUNKS_PER_BATCH {
             stored += batch.len() as u64;
             store.put_chunks(group, blob, shard, std::mem::take(&mut batch))?;

@@ -68,7 +68,7 @@ fn open_sink(ctx: &Arc<DataPlane>, g: &Group, holder: ReplicaId, blob: u64, shar
     let local = g.replica_id == holder;
     let done = tokio::spawn(async move {
         if local {
-            return holder::store_shard(&ctx, group, blob, shard, ReceiverStream::new(rx).map(Ok))
+            return holder::store_shard(&ctx, group, blob, shard, expected_bytes, ReceiverStream::new(rx).map(Ok))
                 .await
                 .map_err(|e| e.to_string());
         }

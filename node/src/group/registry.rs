@@ -70,7 +70,7 @@ pub struct Registry {
     /// Serialises opening and removing replicas.
     lifecycle: tokio::sync::Mutex<()>,
     engine: SharedEngine,
-    syncer: Syncer,
+    pub syncer: Syncer,
     router: RaftRouter,
     raft_config: Arc<openraft::Config>,
     rng: Arc<NodeRng>,

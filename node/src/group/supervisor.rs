@@ -6,6 +6,10 @@
 //! retried with a growing delay, so a dead disk does not spin a core. A
 //! group whose durable state fails its checksums is not restarted but
 //! quarantined by the registry, to be replaced.
+//!
+//! Nothing is restarted once a storage sync has failed: sled's view in
+//! memory may then hold writes the disk lost, and only a restart of the
+//! node (which reads the disk again) is safe (`storage::syncer`).
 
 use openraft::rt::WatchReceiver;
 use std::collections::HashMap;
@@ -31,6 +35,10 @@ pub async fn run(registry: Arc<Registry>, period: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if let Some(failure) = registry.syncer.failure() {
+            tracing::error!(%failure, "storage failed: no group is restarted until the node restarts");
+            std::future::pending::<()>().await;
+        }
         let now = tokio::time::Instant::now();
         for g in registry.all() {
             let failed = match &g.raft.metrics().borrow_watched().running_state {

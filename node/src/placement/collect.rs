@@ -53,9 +53,14 @@ pub async fn collect(p: &Placement, now_ms: u64) -> Vec<peer::ShareDemandRequest
 /// Adds one node's drained minutes to this node's history (the meta
 /// leader's own collection, and `ShareDemand` on the other meta voters).
 pub fn ingest(p: &Placement, node_id: NodeId, demand: &peer::DrainDemandResponse) {
+    // A minute that has not ended by this node's clock (give or take the
+    // skew between nodes) cannot have been counted: it is refused, or it
+    // would make every later real minute of that node look delivered.
+    let ahead_ms = p.clock.now_ms().saturating_add(shadowstore_placement::bounds::DEMAND_CLOCK_SKEW_MS_MAX);
     let reports: Vec<MinuteReport> = demand
         .minutes
         .iter()
+        .filter(|m| m.minute_start_ms.saturating_add(MINUTE_MS) <= ahead_ms)
         .map(|m| MinuteReport {
             minute_start_ms: m.minute_start_ms,
             key: DemandKey { resource: m.resource.clone(), region: m.region.clone() },

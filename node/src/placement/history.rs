@@ -116,6 +116,7 @@ impl History {
         let mut slots = Vec::new();
         for report in reports.iter().filter(|r| r.minute_start_ms >= before) {
             next_before = next_before.max(report.minute_start_ms + MINUTE_MS);
+            let report = &inner.history.bounded(report);
             if let Some(values) = inner.history.ingest(report) {
                 note_first_slot(&mut inner.first_slot, &report.key, values.five_min);
                 slots.push((report.key.clone(), values));

@@ -50,21 +50,70 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
     dir.with_file_name(name)
 }
 
-/// Compacts the stopped node's data directory `dir` in place.
+/// If a compaction of `dir` was interrupted, what happened and the exact
+/// commands that recover (`None`: no trace of one). A node refuses to
+/// start beside an interrupted compaction: with the data directory
+/// missing it would otherwise bootstrap or join as a new node, a voter
+/// that forgot its vote.
+pub fn interrupted(dir: &Path) -> Option<String> {
+    let fresh = sibling(dir, ".compacting");
+    let old = sibling(dir, ".before-compaction");
+    let (d, f, o) = (dir.display(), fresh.display(), old.display());
+    match (dir.exists(), fresh.exists(), old.exists()) {
+        (_, false, false) => None,
+        (false, _, true) => Some(format!(
+            "a compaction of {d} stopped between its two renames: the original data is in {o}. Restore it with \
+             `mv {o} {d} && rm -rf {f}`, then start the node"
+        )),
+        (true, _, true) => Some(format!(
+            "a compaction of {d} finished its swap but did not remove the original: {d} holds the verified copy. \
+             Remove the original with `rm -rf {o}{}`, then start the node",
+            if fresh.exists() { format!(" {f}") } else { String::new() }
+        )),
+        (true, true, false) => Some(format!(
+            "a compaction of {d} stopped while copying: {d} is untouched. Remove the partial copy with \
+             `rm -rf {f}`, then start the node"
+        )),
+        (false, true, false) => Some(format!(
+            "{d} is missing and a partial compaction copy {f} is beside it: the original data is gone from this \
+             path; do not start the node here (it would join as a new node). Restore {d} from wherever it was \
+             moved, then `rm -rf {f}`"
+        )),
+    }
+}
+
+/// Whether the trees of `a` and `b` hold the same keys and values.
+fn same_contents(a: &SledEngine, b: &SledEngine) -> io::Result<Result<(), String>> {
+    for tree in Tree::ALL {
+        let mut start: Vec<u8> = Vec::new();
+        loop {
+            let left = a.range(tree, &start, &[0xff; 64], COPY_BATCH_KEYS)?;
+            let right = b.range(tree, &start, &[0xff; 64], COPY_BATCH_KEYS)?;
+            if left != right {
+                let at = left.iter().zip(&right).position(|(l, r)| l != r).unwrap_or(left.len().min(right.len()));
+                return Ok(Err(format!("tree {} differs at entry {at} after key {start:x?}", tree.name())));
+            }
+            let Some((last, _)) = left.last() else { break };
+            start = last.clone();
+            start.push(0);
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Compacts the stopped node's data directory `dir` in place: copies the
+/// live data into `DIR.compacting`, verifies the copy against the
+/// original, then swaps the two (`DIR.before-compaction` holds the
+/// original between the renames) and deletes the original.
 pub async fn compact(dir: &Path, cache_capacity_bytes: u64) -> io::Result<CompactReport> {
+    if let Some(what) = interrupted(dir) {
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, what));
+    }
     if !dir.join("db").exists() {
         return Err(io::Error::new(io::ErrorKind::NotFound, format!("{} holds no node data", dir.display())));
     }
     let fresh = sibling(dir, ".compacting");
     let old = sibling(dir, ".before-compaction");
-    for p in [&fresh, &old] {
-        if p.exists() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("{} exists: an earlier compaction was interrupted; inspect and remove it", p.display()),
-            ));
-        }
-    }
     let bytes_before = dir_bytes(dir);
     let (mut keys, mut value_bytes) = (0u64, 0u64);
     {
@@ -89,12 +138,31 @@ pub async fn compact(dir: &Path, cache_capacity_bytes: u64) -> io::Result<Compac
         }
         dst.clone().sync().await?;
     }
-    // Swap: a crash between the renames leaves both directories, never none.
-    std::fs::rename(dir, &old)?;
-    std::fs::rename(&fresh, dir)?;
-    if let Some(parent) = dir.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
+    {
+        // The copy as it is on disk, read back, against the original.
+        let src = SledEngine::open(dir, cache_capacity_bytes)?;
+        let copy = SledEngine::open(&fresh, cache_capacity_bytes)?;
+        if let Err(diff) = same_contents(&src, &copy)? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the copy in {} does not match {} ({diff}); the original is untouched, remove the copy",
+                    fresh.display(),
+                    dir.display()
+                ),
+            ));
+        }
     }
+    let sync_parent = || match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => std::fs::File::open(parent)?.sync_all(),
+        _ => std::fs::File::open(".")?.sync_all(),
+    };
+    // Swap: a crash between the renames leaves both directories, never
+    // none, and start-up refuses to run beside them (`interrupted`).
+    std::fs::rename(dir, &old)?;
+    sync_parent()?;
+    std::fs::rename(&fresh, dir)?;
+    sync_parent()?;
     std::fs::remove_dir_all(&old)?;
     Ok(CompactReport { keys, value_bytes, bytes_before, bytes_after: dir_bytes(dir) })
 }
@@ -102,6 +170,27 @@ pub async fn compact(dir: &Path, cache_capacity_bytes: u64) -> io::Result<Compac
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interrupted_compaction_is_named_with_its_recovery_command() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let (fresh, old) = (tmp.path().join("data.compacting"), tmp.path().join("data.before-compaction"));
+        assert_eq!(interrupted(&dir), None, "nothing there");
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(interrupted(&dir), None, "a plain data directory");
+        std::fs::create_dir_all(&fresh).unwrap();
+        let m = interrupted(&dir).unwrap();
+        assert!(m.contains("while copying") && m.contains(&format!("rm -rf {}", fresh.display())), "{m}");
+        std::fs::rename(&dir, &old).unwrap();
+        let m = interrupted(&dir).unwrap();
+        assert!(m.contains(&format!("mv {} {}", old.display(), dir.display())), "{m}");
+        std::fs::rename(&fresh, &dir).unwrap();
+        let m = interrupted(&dir).unwrap();
+        assert!(m.contains("verified copy") && m.contains(&format!("rm -rf {}", old.display())), "{m}");
+        std::fs::remove_dir_all(&old).unwrap();
+        assert_eq!(interrupted(&dir), None);
+    }
 
     #[tokio::test]
     async fn compaction_keeps_every_key_and_shrinks_a_churned_directory() {

@@ -8,7 +8,8 @@
 //! the durable layer plus, to model torn writes, optionally a prefix of the
 //! pending batches. [`MemoryEngine::rot`] flips a bit in a durable value
 //! (bit rot below the checksums) and [`MemoryEngine::set_failing`] makes
-//! every write and sync fail (a dying disk).
+//! every write and sync fail (a dying disk), [`MemoryEngine::set_sync_failing`]
+//! only syncs, dropping the writes they should have made durable.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -32,6 +33,9 @@ struct Layers {
     durable: Map,
     pending: Vec<WriteBatch>,
     failing: bool,
+    /// Syncs fail and drop what they should have made durable, as a
+    /// kernel may drop dirty pages it could not write (writes still work).
+    sync_failing: bool,
     syncs: u64,
 }
 
@@ -121,6 +125,12 @@ impl MemoryEngine {
         self.lock().failing = failing;
     }
 
+    /// Makes syncs fail while writes still succeed; a failing sync loses
+    /// the writes it was to make durable (the fsyncgate pattern).
+    pub fn set_sync_failing(&self, failing: bool) {
+        self.lock().sync_failing = failing;
+    }
+
     pub fn syncs(&self) -> u64 {
         self.lock().syncs
     }
@@ -174,6 +184,9 @@ impl StorageEngine for MemoryEngine {
             let mut l = self.lock();
             if l.failing {
                 Err(failing())
+            } else if l.sync_failing {
+                l.pending.clear();
+                Err(io::Error::other("simulated fsync failure: unsynced writes dropped"))
             } else {
                 let pending = std::mem::take(&mut l.pending);
                 for b in &pending {

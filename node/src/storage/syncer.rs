@@ -5,6 +5,13 @@
 //! [`StorageEngine::sync`], and completes them all; completions that arrive
 //! during a sync wait for the next one. Since a completion is queued only
 //! after its write returned, the sync that serves it covers the write.
+//!
+//! A failed sync is final (the fsyncgate lesson): the kernel may have
+//! dropped the dirty pages it could not write, so a later sync that
+//! succeeds proves nothing about them. After the first failure every
+//! completion, queued before or after, fails, and [`Syncer::failed`]
+//! resolves; the node stops (`node.rs`) and recovers from what is on disk
+//! when it is started again.
 
 use std::io;
 use std::sync::Arc;
@@ -34,6 +41,8 @@ pub struct SyncStats {
 pub struct Syncer {
     tx: mpsc::Sender<Completion>,
     stats: Arc<SyncStats>,
+    /// The first sync failure; set once, never cleared.
+    failure: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl Syncer {
@@ -41,8 +50,24 @@ impl Syncer {
     pub fn start(engine: SharedEngine) -> Syncer {
         let (tx, rx) = mpsc::channel(SYNC_QUEUE_DEPTH_MAX);
         let stats = Arc::new(SyncStats::default());
-        tokio::spawn(run(engine, rx, stats.clone()));
-        Syncer { tx, stats }
+        let (failed_tx, failure) = tokio::sync::watch::channel(None);
+        tokio::spawn(run(engine, rx, stats.clone(), failed_tx));
+        Syncer { tx, stats, failure }
+    }
+
+    /// The first sync failure, if storage has failed.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.borrow().clone()
+    }
+
+    /// Resolves with the first sync failure (never, while storage works).
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failure.clone();
+        match rx.wait_for(Option::is_some).await {
+            Ok(f) => f.clone().unwrap_or_default(),
+            // The syncer task is gone: the node is shutting down.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Queues `done` to be called after the next sync. If the syncer is
@@ -71,7 +96,12 @@ impl Syncer {
 /// How often the syncer reports its batching at debug level.
 const STATS_LOG_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn run(engine: SharedEngine, mut rx: mpsc::Receiver<Completion>, stats: Arc<SyncStats>) {
+async fn run(
+    engine: SharedEngine,
+    mut rx: mpsc::Receiver<Completion>,
+    stats: Arc<SyncStats>,
+    failed: tokio::sync::watch::Sender<Option<String>>,
+) {
     let mut batch: Vec<Completion> = Vec::new();
     let mut last_log = (tokio::time::Instant::now(), 0u64, 0u64);
     while let Some(first) = rx.recv().await {
@@ -97,11 +127,20 @@ async fn run(engine: SharedEngine, mut rx: mpsc::Receiver<Completion>, stats: Ar
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let result = engine.clone().sync().await;
+        let earlier = failed.borrow().clone();
+        let result = match earlier {
+            Some(first) => Err(io::Error::other(format!(
+                "storage failed earlier ({first}); nothing is synced until the node restarts"
+            ))),
+            None => engine.clone().sync().await,
+        };
         stats.syncs.fetch_add(1, Ordering::Relaxed);
         stats.waiters.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, waiters = batch.len(), "storage sync failed");
+        if let Err(e) = &result
+            && failed.borrow().is_none()
+        {
+            tracing::error!(error = %e, waiters = batch.len(), "storage sync failed: the node stops");
+            failed.send_replace(Some(e.to_string()));
         }
         for done in batch.drain(..) {
             done(match &result {
@@ -150,12 +189,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn failed_sync_reports_error_to_every_waiter() {
+    async fn a_failed_sync_is_final() {
         let engine = MemoryEngine::new();
         let syncer = Syncer::start(engine.clone());
-        engine.set_failing(true);
-        assert!(syncer.sync().await.is_err());
-        engine.set_failing(false);
         syncer.sync().await.unwrap();
+        assert_eq!(syncer.failure(), None);
+        engine.set_sync_failing(true);
+        assert!(syncer.sync().await.is_err());
+        // The disk answers again, but what it dropped is not known: every
+        // later sync fails too, and the failure is reported.
+        engine.set_sync_failing(false);
+        let e = syncer.sync().await.expect_err("a sync after a failure succeeded");
+        assert!(e.to_string().contains("storage failed earlier"), "{e}");
+        let syncs = engine.syncs();
+        assert!(syncer.sync().await.is_err());
+        assert_eq!(engine.syncs(), syncs, "the engine is not asked to sync after a failure");
+        let reason = tokio::time::timeout(std::time::Duration::from_secs(1), syncer.failed()).await.unwrap();
+        assert!(reason.contains("simulated fsync failure"), "{reason}");
+        assert_eq!(syncer.failure(), Some(reason));
     }
 }

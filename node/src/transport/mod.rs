@@ -7,8 +7,10 @@
 //!   [`seam::MessageFate`] (always delivered in production).
 //! - [`peers`]: one tonic channel per peer node, shared by every group,
 //!   and the address book (node id → address).
+//! - [`limit`]: the bound on connections a listener holds.
 //! - [`tls`]: the node's certificates, for its listener and its channels.
 
+pub mod limit;
 pub mod peers;
 pub mod seam;
 pub mod tls;

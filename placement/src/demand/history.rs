@@ -157,6 +157,28 @@ impl DemandHistory {
         }
     }
 
+    /// `report` as the history counts it: a region beyond a resource's
+    /// `REGIONS_PER_RESOURCE_MAX` known ones is counted as
+    /// [`REGION_OTHER`](super::recorder::REGION_OTHER).
+    pub fn bounded(&self, report: &MinuteReport) -> MinuteReport {
+        use super::recorder::REGION_OTHER;
+        use super::recorder::REGIONS_PER_RESOURCE_MAX;
+        let mut report = report.clone();
+        if report.key.region != REGION_OTHER && !self.pairs.contains_key(&report.key) {
+            let start = DemandKey { resource: report.key.resource.clone(), region: String::new() };
+            let regions = self
+                .pairs
+                .range(start..)
+                .take_while(|(k, _)| k.resource == report.key.resource)
+                .filter(|(k, _)| k.region != REGION_OTHER)
+                .count();
+            if regions >= REGIONS_PER_RESOURCE_MAX {
+                report.key.region = REGION_OTHER.to_string();
+            }
+        }
+        report
+    }
+
     fn pair_mut(&mut self, key: &DemandKey) -> Option<&mut PairHistory> {
         if !self.pairs.contains_key(key) && self.pairs.len() >= PAIRS_MAX {
             self.dropped_reports += 1;

@@ -22,6 +22,10 @@ pub use crate::bounds::DEMAND_KEYS_MAX;
 pub use crate::bounds::PENDING_MINUTES_MAX;
 /// The region of requests that do not name one.
 pub const REGION_UNKNOWN: &str = "unknown";
+/// The region reads of a resource are counted under once it has
+/// `REGIONS_PER_RESOURCE_MAX` regions.
+pub const REGION_OTHER: &str = "other";
+pub use crate::bounds::REGIONS_PER_RESOURCE_MAX;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DemandKey {
@@ -80,10 +84,14 @@ impl DemandRecorder {
     pub fn record(&self, resource: &str, region: Option<&str>, now_ms: u64, shed: bool) {
         let minute = now_ms / MINUTE_MS;
         let bucket = ((now_ms % MINUTE_MS) / BUCKET_MS) as usize;
-        let region = region.filter(|r| !r.is_empty()).unwrap_or(REGION_UNKNOWN);
-        let mut guard = self.state.lock().expect("demand recorder lock poisoned");
+        let mut region = region.filter(|r| !r.is_empty()).unwrap_or(REGION_UNKNOWN);
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let state = &mut *guard;
         let entries = state.minutes.entry(minute).or_default();
+        let regions = entries.get(resource);
+        if regions.is_some_and(|r| !r.contains_key(region) && r.len() >= REGIONS_PER_RESOURCE_MAX) {
+            region = REGION_OTHER;
+        }
         let known = entries.get(resource).is_some_and(|regions| regions.contains_key(region));
         if !known {
             if state.tracked >= DEMAND_KEYS_MAX {
@@ -93,7 +101,10 @@ impl DemandRecorder {
             state.tracked += 1;
             entries.entry(resource.to_string()).or_default().insert(region.to_string(), Counts::default());
         }
-        let counts = entries.get_mut(resource).and_then(|r| r.get_mut(region)).expect("present or just inserted");
+        let Some(counts) = entries.get_mut(resource).and_then(|r| r.get_mut(region)) else {
+            debug_assert!(false, "a key just found or inserted is missing");
+            return;
+        };
         counts.buckets[bucket] += 1;
         counts.shed += u64::from(shed);
         while state.minutes.len() > PENDING_MINUTES_MAX {
@@ -108,7 +119,7 @@ impl DemandRecorder {
     /// delivered).
     pub fn complete_minutes(&self, now_ms: u64, delivered_before_ms: u64) -> Vec<MinuteReport> {
         let current = now_ms / MINUTE_MS;
-        let mut state = self.state.lock().expect("demand recorder lock poisoned");
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(entry) = state.minutes.first_entry() {
             if entry.key() * MINUTE_MS >= delivered_before_ms {
                 break;
@@ -134,6 +145,6 @@ impl DemandRecorder {
     }
 
     pub fn overflow_reads(&self) -> u64 {
-        self.state.lock().expect("demand recorder lock poisoned").overflow_reads
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).overflow_reads
     }
 }

@@ -114,3 +114,36 @@ fn pair_memory_is_bounded() {
     assert!(per_pair < 9_800, "{per_pair} bytes per pair");
     assert!(per_pair >= MINUTE_SLOTS * 4 + FIVE_MIN_SLOTS * 2);
 }
+
+#[test]
+fn regions_per_resource_are_bounded() {
+    use super::recorder::{REGION_OTHER, REGIONS_PER_RESOURCE_MAX};
+    let recorder = DemandRecorder::new();
+    let t0 = 2_000 * MINUTE_MS;
+    for i in 0..REGIONS_PER_RESOURCE_MAX + 50 {
+        recorder.record("a", Some(&format!("region-{i}")), t0, false);
+    }
+    recorder.record("b", Some("region-99"), t0, false);
+    let reports = recorder.complete_minutes(t0 + MINUTE_MS, 0);
+    let of_a: Vec<&MinuteReport> = reports.iter().filter(|r| r.key.resource == "a").collect();
+    assert_eq!(of_a.len(), REGIONS_PER_RESOURCE_MAX + 1, "the first regions and `other`");
+    let other = of_a.iter().find(|r| r.key.region == REGION_OTHER).expect("other");
+    assert_eq!(other.reads, 50);
+    assert!(reports.iter().any(|r| r.key == key("b", "region-99")), "another resource has its own regions");
+
+    // The history folds regions beyond the bound the same way, whatever
+    // the nodes report.
+    let mut history = DemandHistory::new();
+    for i in 0..REGIONS_PER_RESOURCE_MAX + 10 {
+        let r = MinuteReport {
+            minute_start_ms: t0,
+            key: key("a", &format!("r{i}")),
+            reads: 1,
+            peak_bucket_reads: 1,
+            shed_reads: 0,
+        };
+        let r = history.bounded(&r);
+        history.ingest(&r);
+    }
+    assert_eq!(history.len(), REGIONS_PER_RESOURCE_MAX + 1);
+}
