@@ -156,6 +156,9 @@ pub struct FaultConfig {
     pub shadow_read_delay_ms: u64,
     /// Shadow reads failed with UNAVAILABLE, per mille.
     pub shadow_read_error_permille: u32,
+    /// The background loop of this name (as logged, e.g. "scrubber")
+    /// panics on its first run, to exercise loop supervision.
+    pub panic_loop_once: Option<String>,
 }
 
 impl Default for NodeConfig {

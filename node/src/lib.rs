@@ -12,6 +12,7 @@
 //!   network).
 //! - [`meta`], [`resource`]: the two kinds of replicated state machines.
 //! - [`transport`]: the network seam and the peer channels.
+//! - [`loops`]: supervision of the background loops.
 //! - [`rng`]: the randomness seam.
 //! - `planted` (feature `planted-bugs`, simulator only): deliberate bugs
 //!   that prove the simulator's checkers catch what they claim to.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod dedup;
 pub mod demand;
 pub mod group;
+pub mod loops;
 pub mod membership;
 pub mod meta;
 pub mod node;

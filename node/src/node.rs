@@ -267,48 +267,98 @@ impl Node {
         tracing::info!(node = %identity.node_id, addr = %ctx.addr, "node ready");
 
         let cluster = &ctx.cluster;
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(membership::reconciler::run(ctx.member.clone())));
-        tasks.push(tokio::spawn(membership::voters::run_manager(ctx.member.clone())));
-        tasks.push(tokio::spawn(membership::reconciler::run_leader_duties(ctx.member.clone())));
-        {
-            let members_cluster = cluster.clone();
-            tasks.push(tokio::spawn(failure_detector::run(
-                cluster.detector.clone(),
-                cluster.registry.clone(),
-                cluster.peers.clone(),
-                identity.node_id,
-                move || members_cluster.with_meta(MetaState::node_addrs).unwrap_or_default(),
-            )));
+        let loops = crate::loops::Loops::new();
+        if let Some(name) = &ctx.config.fault.panic_loop_once {
+            tracing::warn!(background_loop = %name, "fault injection: this loop panics on its first run");
+            loops.inject_panic_once(name);
         }
-        tasks.push(tokio::spawn(quiesce::run(
-            cluster.registry.clone(),
-            cluster.peers.clone(),
-            Duration::from_millis(ctx.config.quiesce_after_ms),
-            Duration::from_secs(1),
-        )));
-        tasks.push(tokio::spawn(supervisor::run(cluster.registry.clone(), Duration::from_secs(2))));
-        tasks.push(tokio::spawn(crate::placement::run::run(ctx.placement.clone())));
-        tasks.push(tokio::spawn(shadows.clone().sync_loop()));
-        tasks.push(tokio::spawn(crate::shadow::executor::run(shadows.clone())));
-        tasks.push(tokio::spawn(crate::blob::scrub::run(
-            ctx.data.clone(),
-            ctx.config.scrub_bytes_per_s,
-            Duration::from_millis(ctx.config.scrub_interval_ms),
-        )));
-        tasks.push(tokio::spawn(crate::blob::handoff::run(
-            ctx.data.clone(),
-            Duration::from_millis(ctx.config.gc_interval_ms),
-            Duration::from_millis(ctx.config.orphan_grace_ms),
-        )));
-        tasks.push(tokio::spawn(crate::blob::gc::run(
-            ctx.data.clone(),
-            crate::blob::gc::GcTiming {
+        let mut tasks = Vec::new();
+        let member = ctx.member.clone();
+        tasks.push(crate::loops::supervise(loops.clone(), "reconciler", {
+            let m = member.clone();
+            move || membership::reconciler::run(m.clone())
+        }));
+        tasks.push(crate::loops::supervise(loops.clone(), "voters", {
+            let m = member.clone();
+            move || membership::voters::run_manager(m.clone())
+        }));
+        tasks.push(crate::loops::supervise(loops.clone(), "leader duties", {
+            let m = member.clone();
+            move || membership::reconciler::run_leader_duties(m.clone())
+        }));
+        tasks.push(crate::loops::supervise(loops.clone(), "failure detector", {
+            let cluster = cluster.clone();
+            let node_id = identity.node_id;
+            move || {
+                let members = cluster.clone();
+                failure_detector::run(
+                    cluster.detector.clone(),
+                    cluster.registry.clone(),
+                    cluster.peers.clone(),
+                    node_id,
+                    move || members.with_meta(MetaState::node_addrs).unwrap_or_default(),
+                )
+            }
+        }));
+        tasks.push(crate::loops::supervise(loops.clone(), "quiescer", {
+            let cluster = cluster.clone();
+            let idle = Duration::from_millis(ctx.config.quiesce_after_ms);
+            move || quiesce::run(cluster.registry.clone(), cluster.peers.clone(), idle, Duration::from_secs(1))
+        }));
+        tasks.push(crate::loops::supervise(loops.clone(), "group supervisor", {
+            let registry = cluster.registry.clone();
+            move || supervisor::run(registry.clone(), Duration::from_secs(2))
+        }));
+        tasks.push(crate::loops::supervise(loops.clone(), "planning", {
+            let placement = ctx.placement.clone();
+            move || crate::placement::run::run(placement.clone())
+        }));
+        tasks.push(crate::loops::supervise(loops.clone(), "shadow sync", {
+            let shadows = shadows.clone();
+            move || shadows.clone().sync_loop()
+        }));
+        tasks.push(crate::loops::supervise(loops.clone(), "shadow executor", {
+            let shadows = shadows.clone();
+            move || crate::shadow::executor::run(shadows.clone())
+        }));
+        tasks.push(crate::loops::supervise(loops.clone(), "scrubber", {
+            let data = ctx.data.clone();
+            let (rate, every) = (ctx.config.scrub_bytes_per_s, Duration::from_millis(ctx.config.scrub_interval_ms));
+            move || crate::blob::scrub::run(data.clone(), rate, every)
+        }));
+        tasks.push(crate::loops::supervise(loops.clone(), "shard handoff", {
+            let data = ctx.data.clone();
+            let every = Duration::from_millis(ctx.config.gc_interval_ms);
+            let grace = Duration::from_millis(ctx.config.orphan_grace_ms);
+            move || crate::blob::handoff::run(data.clone(), every, grace)
+        }));
+        tasks.push(crate::loops::supervise(loops.clone(), "garbage collection", {
+            let data = ctx.data.clone();
+            let timing = crate::blob::gc::GcTiming {
                 interval: Duration::from_millis(ctx.config.gc_interval_ms),
                 orphan_grace: Duration::from_millis(ctx.config.orphan_grace_ms),
                 superseded_grace: Duration::from_millis(ctx.config.superseded_grace_ms),
-            },
-        )));
+            };
+            move || crate::blob::gc::run(data.clone(), timing.clone())
+        }));
+        // Health follows the loops: NOT_SERVING while one is dead (it is
+        // started again after a backoff), with the dead loops logged.
+        tasks.push(tokio::spawn({
+            let reporter = health_reporter.clone();
+            let loops = loops.clone();
+            async move {
+                let mut dead = loops.watch();
+                while dead.changed().await.is_ok() {
+                    let now_dead = *dead.borrow_and_update();
+                    if now_dead > 0 {
+                        tracing::error!(dead = ?loops.dead(), "background loops dead: health NOT_SERVING");
+                        reporter.set_not_serving::<ShadowStoreServer<api::client::ClientService>>().await;
+                    } else {
+                        reporter.set_serving::<ShadowStoreServer<api::client::ClientService>>().await;
+                    }
+                }
+            }
+        }));
         health_reporter.set_serving::<ShadowStoreServer<api::client::ClientService>>().await;
         Ok(Node { ctx, tasks, server, stop_server: Some(stop_tx) })
     }

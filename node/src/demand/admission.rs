@@ -36,7 +36,7 @@ impl ReadAdmission {
     /// Admits one read at `now_ms`, or returns the milliseconds after which
     /// a retry would find a token.
     pub fn try_admit(&self, now_ms: u64) -> Result<(), u64> {
-        let mut bucket = self.state.lock().expect("admission lock poisoned");
+        let mut bucket = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let elapsed_s = now_ms.saturating_sub(bucket.last_ms) as f64 / 1000.0;
         bucket.tokens = (bucket.tokens + elapsed_s * self.capacity_rps).min(self.capacity_rps * BURST_S);
         bucket.last_ms = bucket.last_ms.max(now_ms);
