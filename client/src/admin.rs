@@ -93,15 +93,26 @@ impl Client {
         Ok(())
     }
 
+    /// Every resource, in name order (fetched page by page).
     pub async fn list_resources(&self) -> Result<Vec<v1::ResourceInfo>, Error> {
-        let r = self
-            .call(&Route::Meta, |mut stub, budget| {
-                let mut req = tonic::Request::new(v1::ListResourcesRequest {});
-                req.set_timeout(budget);
-                async move { stub.list_resources(req).await }
-            })
-            .await?;
-        Ok(r.resources)
+        let mut all = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let token = page_token.clone();
+            let r = self
+                .call(&Route::Meta, |mut stub, budget| {
+                    let mut req =
+                        tonic::Request::new(v1::ListResourcesRequest { page_size: 0, page_token: token.clone() });
+                    req.set_timeout(budget);
+                    async move { stub.list_resources(req).await }
+                })
+                .await?;
+            all.extend(r.resources);
+            if r.next_page_token.is_empty() || r.next_page_token <= page_token {
+                return Ok(all);
+            }
+            page_token = r.next_page_token;
+        }
     }
 
     pub async fn describe_resource(&self, name: &str) -> Result<v1::DescribeResourceResponse, Error> {

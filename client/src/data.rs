@@ -194,19 +194,32 @@ impl Client {
         Ok(r.version)
     }
 
+    /// Every live variant of `resource`, in name order (fetched page by
+    /// page; each page is linearizable, the whole list is not a snapshot).
     pub async fn list_variants(&self, resource: &str) -> Result<Vec<v1::VariantInfo>, Error> {
         let route = Route::resource(resource);
-        let r = self
-            .call(&route, |mut stub, budget| {
-                let mut req = tonic::Request::new(v1::ListVariantsRequest {
-                    resource: resource.to_string(),
-                    consistency: v1::Consistency::Linearizable as i32,
-                });
-                req.set_timeout(budget);
-                async move { stub.list_variants(req).await }
-            })
-            .await?;
-        Ok(r.variants)
+        let mut all = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let token = page_token.clone();
+            let r = self
+                .call(&route, |mut stub, budget| {
+                    let mut req = tonic::Request::new(v1::ListVariantsRequest {
+                        resource: resource.to_string(),
+                        consistency: v1::Consistency::Linearizable as i32,
+                        page_size: 0,
+                        page_token: token.clone(),
+                    });
+                    req.set_timeout(budget);
+                    async move { stub.list_variants(req).await }
+                })
+                .await?;
+            all.extend(r.variants);
+            if r.next_page_token.is_empty() || r.next_page_token <= page_token {
+                return Ok(all);
+            }
+            page_token = r.next_page_token;
+        }
     }
 }
 

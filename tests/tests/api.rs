@@ -50,6 +50,36 @@ async fn api_on_three_nodes() {
         assert_eq!((got.value.to_vec(), got.version), (value, version), "read {i} missed an acknowledged write");
     }
 
+    // --- lists come in pages: one name per page, in order, covering the
+    // same names as the client's full list.
+    for name in ["page-a", "page-b"] {
+        c.create_resource(name, 3).await.unwrap();
+    }
+    let all: Vec<String> = c.list_resources().await.unwrap().into_iter().map(|r| r.name).collect();
+    // Any meta replica answers (after a read index).
+    let mut stub = cluster.stub(0);
+    let (mut paged, mut token) = (Vec::new(), String::new());
+    loop {
+        let r = stub
+            .list_resources(v1::ListResourcesRequest { page_size: 1, page_token: token.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.resources.len() <= 1);
+        paged.extend(r.resources.into_iter().map(|r| r.name));
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    assert_eq!(paged, all);
+    assert!(all.len() >= 3 && all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
+    let e = stub
+        .list_resources(v1::ListResourcesRequest { page_size: 1, page_token: "x".repeat(5_000) })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
     // --- bad inputs: documented codes, nothing changes.
     let before = c.list_resources().await.unwrap().len();
     for (name, rf, code) in [

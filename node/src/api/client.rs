@@ -207,14 +207,21 @@ impl ShadowStore for ClientService {
 
     async fn list_resources(
         &self,
-        _request: Request<v1::ListResourcesRequest>,
+        request: Request<v1::ListResourcesRequest>,
     ) -> Result<Response<v1::ListResourcesResponse>, Status> {
+        let req = request.into_inner();
         let meta = self.cluster().meta_group().ok_or_else(status::not_ready)?;
         self.cluster().linearize(&meta, "list resources").await?;
-        let records: Vec<ResourceRecord> =
-            self.cluster().with_meta(|m| m.resources.values().cloned().collect()).unwrap_or_default();
+        let (records, next_page_token): (Vec<ResourceRecord>, String) = self
+            .cluster()
+            .with_meta(|m| {
+                super::page::page(&m.resources, req.page_size, &req.page_token)
+                    .map(|(items, next)| (items.into_iter().map(|(_, r)| r.clone()).collect(), next))
+            })
+            .unwrap_or_else(|| Ok((Vec::new(), String::new())))?;
         Ok(Response::new(v1::ListResourcesResponse {
             resources: records.iter().map(|r| self.resource_info(r, None)).collect(),
+            next_page_token,
         }))
     }
 
@@ -353,14 +360,16 @@ impl ShadowStore for ClientService {
         let g = self.reader(&rec, req.consistency, 0, "list variants").await?;
         let st = g.state.read();
         let rs = resource_state(&st)?;
-        let variants = rs
-            .variants
-            .iter()
+        // A page of variant names; deleted variants (no latest version)
+        // are skipped, so a page may hold fewer than page_size.
+        let (items, next_page_token) = super::page::page(&rs.variants, req.page_size, &req.page_token)?;
+        let variants = items
+            .into_iter()
             .filter_map(|(name, v)| {
                 v.latest().map(|l| v1::VariantInfo { name: name.clone(), version: l.version, size_bytes: l.size })
             })
             .collect();
-        Ok(Response::new(v1::ListVariantsResponse { variants }))
+        Ok(Response::new(v1::ListVariantsResponse { variants, next_page_token }))
     }
 
     async fn describe_resource(

@@ -8,11 +8,13 @@
 //!   read indexes).
 //! - [`placement`]: the planner's dry run, demand and placement settings.
 //! - [`validate`]: names and sizes at the edge.
+//! - [`page`]: pagination of the list answers.
 //! - [`status`]: internal outcomes as precise gRPC statuses.
 
 pub mod auth;
 pub mod client;
 pub mod data;
+pub mod page;
 pub mod peer;
 pub mod placement;
 pub mod route;
