@@ -95,10 +95,7 @@ impl Client {
 
     /// Every resource, in name order (fetched page by page).
     pub async fn list_resources(&self) -> Result<Vec<v1::ResourceInfo>, Error> {
-        let mut all = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let token = page_token.clone();
+        crate::retry::all_pages(|token| async move {
             let r = self
                 .call(&Route::Meta, |mut stub, budget| {
                     let mut req =
@@ -107,12 +104,9 @@ impl Client {
                     async move { stub.list_resources(req).await }
                 })
                 .await?;
-            all.extend(r.resources);
-            if r.next_page_token.is_empty() || r.next_page_token <= page_token {
-                return Ok(all);
-            }
-            page_token = r.next_page_token;
-        }
+            Ok((r.resources, r.next_page_token))
+        })
+        .await
     }
 
     pub async fn describe_resource(&self, name: &str) -> Result<v1::DescribeResourceResponse, Error> {

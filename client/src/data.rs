@@ -197,13 +197,10 @@ impl Client {
     /// Every live variant of `resource`, in name order (fetched page by
     /// page; each page is linearizable, the whole list is not a snapshot).
     pub async fn list_variants(&self, resource: &str) -> Result<Vec<v1::VariantInfo>, Error> {
-        let route = Route::resource(resource);
-        let mut all = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let token = page_token.clone();
+        let route = &Route::resource(resource);
+        crate::retry::all_pages(|token| async move {
             let r = self
-                .call(&route, |mut stub, budget| {
+                .call(route, |mut stub, budget| {
                     let mut req = tonic::Request::new(v1::ListVariantsRequest {
                         resource: resource.to_string(),
                         consistency: v1::Consistency::Linearizable as i32,
@@ -214,12 +211,9 @@ impl Client {
                     async move { stub.list_variants(req).await }
                 })
                 .await?;
-            all.extend(r.variants);
-            if r.next_page_token.is_empty() || r.next_page_token <= page_token {
-                return Ok(all);
-            }
-            page_token = r.next_page_token;
-        }
+            Ok((r.variants, r.next_page_token))
+        })
+        .await
     }
 }
 

@@ -256,6 +256,26 @@ impl Client {
     }
 }
 
+/// Every entry of a paginated list: `fetch(token)` returns one page and
+/// the next token (empty after the last page). Tokens are names and
+/// increase; a token that does not stops the walk rather than loop.
+pub(crate) async fn all_pages<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, Error>
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = Result<(Vec<T>, String), Error>>,
+{
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (page, next) = fetch(token.clone()).await?;
+        all.extend(page);
+        if next.is_empty() || next <= token {
+            return Ok(all);
+        }
+        token = next;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
