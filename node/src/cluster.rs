@@ -144,6 +144,17 @@ impl Cluster {
         self.registry.get(META_GROUP_ID)
     }
 
+    /// Whether the local replica of `g` is a shadow (per this node's copy
+    /// of the directory).
+    pub fn is_shadow(&self, g: &Group) -> bool {
+        self.with_meta(|m| {
+            m.resource_by_group(g.id)
+                .and_then(|r| r.replicas.iter().find(|x| x.replica_id == g.replica_id))
+                .is_some_and(|x| x.role == crate::meta::directory::ReplicaRole::Shadow)
+        })
+        .unwrap_or(false)
+    }
+
     /// Runs `f` on this node's applied copy of the meta state.
     pub fn with_meta<R>(&self, f: impl FnOnce(&MetaState) -> R) -> Option<R> {
         let g = self.meta_group()?;

@@ -21,21 +21,8 @@ use super::read::read_stripe;
 use super::shard_store::HeldShard;
 use super::shard_store::ShardStore;
 use crate::group::Group;
-use crate::meta::state::ReplicaRole;
 use crate::raft::state_machine::GroupData;
 use crate::resource::manifest::BlobManifest;
-
-/// Whether the local replica of `g` is a shadow (per this node's copy of
-/// the directory).
-pub fn is_shadow(ctx: &DataPlane, g: &Group) -> bool {
-    ctx.cluster
-        .with_meta(|m| {
-            m.resource_by_group(g.id)
-                .and_then(|r| r.replicas.iter().find(|x| x.replica_id == g.replica_id))
-                .is_some_and(|x| x.role == ReplicaRole::Shadow)
-        })
-        .unwrap_or(false)
-}
 
 /// The shards the local replica of `g` keeps, with their manifests: its own
 /// shard of every retained blob, or, for a shadow, every data shard.

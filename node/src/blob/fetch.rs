@@ -78,7 +78,7 @@ pub async fn fetch_shard(
     // back to the holder.
     // (Only a shadow looks: a primary's reads pay no extra lookup.)
     if !ctx.cluster.registry.serves_shards_of(group, m.holders[shard])
-        && ctx.cluster.registry.get(group).is_some_and(|g| super::copy::is_shadow(ctx, &g))
+        && ctx.cluster.registry.get(group).is_some_and(|g| ctx.cluster.is_shadow(&g))
         && ShardStore::new(ctx.engine.clone()).held_shard(group, m.blob_id, shard as u8).ok().flatten().is_some()
     {
         let expected = m.layout.chunks_in_shard(stripe);

@@ -52,7 +52,7 @@ fn kept_shards(
     timing: &GcTiming,
     keep_versions: u32,
 ) -> Option<(BTreeSet<(u64, u8)>, bool)> {
-    let shadow = super::copy::is_shadow(ctx, g);
+    let shadow = ctx.cluster.is_shadow(g);
     let keep = super::copy::kept_shards(g, shadow).into_iter().map(|(m, j)| (m.blob_id, j)).collect();
     let st = g.state.read();
     let GroupData::Resource(rs) = &st.data else { return None };

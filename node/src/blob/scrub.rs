@@ -106,7 +106,7 @@ fn work(ctx: &DataPlane) -> Vec<(GroupId, Arc<BlobManifest>, u8)> {
         if g.id == META_GROUP_ID {
             continue;
         }
-        let shadow = super::copy::is_shadow(ctx, &g);
+        let shadow = ctx.cluster.is_shadow(&g);
         for (m, j) in super::copy::kept_shards(&g, shadow) {
             if shadow && !matches!(store.held_shard(g.id, m.blob_id, j), Ok(Some(_))) {
                 continue;

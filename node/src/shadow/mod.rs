@@ -61,7 +61,7 @@ impl Shadows {
     /// The local replicas of `group` that are shadows.
     fn local_shadow(&self, group: GroupId) -> Option<Arc<crate::group::Group>> {
         let g = self.data.cluster.registry.get(group)?;
-        copy::is_shadow(&self.data, &g).then_some(g)
+        self.data.cluster.is_shadow(&g).then_some(g)
     }
 
     /// Applies the test-only faults of the config to a read served by a
@@ -109,7 +109,7 @@ impl Shadows {
             }
             known = hosted;
             for g in self.data.cluster.registry.all() {
-                if g.id == META_GROUP_ID || !copy::is_shadow(&self.data, &g) {
+                if g.id == META_GROUP_ID || !self.data.cluster.is_shadow(&g) {
                     continue;
                 }
                 let span = tracing::info_span!("shadow sync", group = %g.id, replica = %g.replica_id);
@@ -145,7 +145,7 @@ impl Shadows {
         // Copies of what the state held at the read index: a resource that
         // is written all the time is ready once the copies of every version
         // committed before the check are in, not once writes stop.
-        let shadow = copy::is_shadow(&self.data, &g);
+        let shadow = self.data.cluster.is_shadow(&g);
         if caught_up && shadow {
             let copied = tokio::time::timeout(
                 Duration::from_millis(READINESS_CHECK_TIMEOUT_MS),
