@@ -197,15 +197,29 @@ fn check_name(name: &str) -> Result<(), CertError> {
     }
 }
 
-/// A standard set for one machine, as the demo and the tests use: the CA,
-/// one certificate `node` for `hosts` shared by the local nodes, and one
-/// client certificate per client role (`admin`, `writer`, `reader`).
-pub fn local_set(dir: &Path, hosts: &[String]) -> Result<CertAuthority, CertError> {
-    let (ca, _) = CertAuthority::open_or_create(dir)?;
-    ca.issue_to(dir, "node", Role::Node, hosts)?;
-    for role in [Role::Admin, Role::Writer, Role::Reader] {
-        ca.issue_to(dir, role.name(), role, &[])?;
+/// The hosts of the one-machine set: loopback by address and by name.
+pub const LOCAL_HOSTS: [&str; 2] = ["127.0.0.1", "localhost"];
+
+impl CertAuthority {
+    /// The set one machine needs, as the demo and the tests use it: one
+    /// certificate `node` for [`LOCAL_HOSTS`], shared by the local nodes,
+    /// and one client certificate per client role, named after it
+    /// (`admin`, `writer`, `reader`). Returns the certificates' paths.
+    pub fn issue_local_set(&self, dir: &Path) -> Result<Vec<PathBuf>, CertError> {
+        let hosts: Vec<String> = LOCAL_HOSTS.iter().map(|h| h.to_string()).collect();
+        let mut written = vec![self.issue_to(dir, "node", Role::Node, &hosts)?];
+        for role in [Role::Admin, Role::Writer, Role::Reader] {
+            written.push(self.issue_to(dir, role.name(), role, &[])?);
+        }
+        Ok(written)
     }
+}
+
+/// The CA in `dir` (made if missing) and a fresh one-machine set
+/// ([`CertAuthority::issue_local_set`]).
+pub fn local_set(dir: &Path) -> Result<CertAuthority, CertError> {
+    let (ca, _) = CertAuthority::open_or_create(dir)?;
+    ca.issue_local_set(dir)?;
     Ok(ca)
 }
 

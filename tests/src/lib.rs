@@ -129,7 +129,7 @@ pub struct Cluster {
 /// there) and returns the TOML lines that point a node at them.
 fn certificates(tmp: &Path) -> anyhow::Result<(PathBuf, String)> {
     let certs = tmp.join("certs");
-    shadowstore_client::certs::local_set(&certs, &["127.0.0.1".to_string(), "localhost".to_string()])?;
+    shadowstore_client::certs::local_set(&certs)?;
     let file = |f: &str| format!("{:?}", certs.join(f).display().to_string());
     let toml = format!(
         "tls.ca_file = {}\ntls.cert_file = {}\ntls.key_file = {}\n",

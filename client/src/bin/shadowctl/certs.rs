@@ -50,11 +50,7 @@ pub fn run(args: &CertsArgs, out: Output) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open or create the CA in {}", args.dir.display()))?;
     let mut written = Vec::new();
     if args.nodes.is_empty() && clients.is_empty() {
-        let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
-        written.push(ca.issue_to(&args.dir, "node", Role::Node, &hosts)?);
-        for role in [Role::Admin, Role::Writer, Role::Reader] {
-            written.push(ca.issue_to(&args.dir, role.name(), role, &[])?);
-        }
+        written.extend(ca.issue_local_set(&args.dir)?);
     }
     for node in &args.nodes {
         written.push(ca.issue_to(&args.dir, node, Role::Node, &args.hosts)?);

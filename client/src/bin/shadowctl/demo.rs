@@ -238,7 +238,7 @@ fn make_certs(args: &DemoArgs) -> anyhow::Result<Option<ClientTls>> {
         return Ok(None);
     }
     let dir = certs_dir(args);
-    shadowstore_client::certs::local_set(&dir, &["127.0.0.1".to_string(), "localhost".to_string()])
+    shadowstore_client::certs::local_set(&dir)
         .with_context(|| format!("cannot make the demo's certificates in {}", dir.display()))?;
     Ok(Some(ClientTls::from_dir(&dir, "admin")?))
 }
