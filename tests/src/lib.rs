@@ -5,6 +5,8 @@
 //! its own loopback port. Tests kill (SIGKILL), stop (SIGTERM), restart and
 //! wipe nodes, and talk to the cluster through the real client library.
 
+pub mod fuzzing;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::path::PathBuf;
@@ -90,7 +92,26 @@ impl NodeProc {
         }
     }
 
-    fn spawn(&mut self) -> anyhow::Result<()> {
+    /// Waits up to `timeout` for the process to exit on its own and
+    /// returns how it ended.
+    pub async fn wait_exited(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(c) = &mut self.child
+                && let Some(status) = c.try_wait()?
+            {
+                self.child = None;
+                return Ok(status);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("node {} still running after {timeout:?}", self.index);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Starts the node's process with its current configuration file.
+    pub fn spawn(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
         let err = log.try_clone()?;
         let child = Command::new(binary("shadowstore"))

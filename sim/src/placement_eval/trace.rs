@@ -65,7 +65,13 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
 pub fn load(path: &Path) -> Result<Trace, TraceError> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io { path: shown.clone(), source })?;
-    let bad = |line: usize, problem: String| TraceError::Bad { path: shown.clone(), line, problem };
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| shown.clone());
+    parse(&shown, name, &text)
+}
+
+/// Parses the text of a trace; `shown` names it in errors.
+pub fn parse(shown: &str, name: String, text: &str) -> Result<Trace, TraceError> {
+    let bad = |line: usize, problem: String| TraceError::Bad { path: shown.to_string(), line, problem };
     let mut lines = text.lines().enumerate();
     match lines.next() {
         Some((_, header)) if header.trim() == "timestamp,value" => {}
@@ -120,7 +126,6 @@ pub fn load(path: &Path) -> Result<Trace, TraceError> {
         }
         values.push(last);
     }
-    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| shown.clone());
     Ok(Trace { name, step_s: step_s as u64, start_epoch_s: start, values, missing })
 }
 
