@@ -21,8 +21,11 @@ pub const CLUSTER_RESOURCES_MAX: usize = 1_000_000;
 pub const CLUSTER_NODES_MAX: usize = 1_024;
 
 /// Largest value (blob) one Put may write, by default (configurable per
-/// node up to `BLOB_BYTES_LIMIT`).
+/// node up to what one manifest of the default layout describes, about
+/// 10 GiB: `node::config::blob_bytes_limit`).
 pub const BLOB_BYTES_MAX_DEFAULT: u64 = 1024 * 1024 * 1024;
+/// Ceiling on any blob whatever its layout (bounds stripe indexes a
+/// holder accepts); the manifest capacity is always below it.
 pub const BLOB_BYTES_LIMIT: u64 = 64 * 1024 * 1024 * 1024;
 /// Bytes one PutStream/GetStream message carries at most.
 pub const STREAM_CHUNK_BYTES_MAX: usize = 1024 * 1024;

@@ -31,7 +31,7 @@ use shadowstore_proto::peer::ReadIndexRequest;
 use crate::group::Group;
 use crate::group::Registry;
 use crate::group::failure_detector::FailureDetector;
-use crate::group::replica::WriteError;
+use crate::group::replica::ProposeError;
 use crate::meta::command::MetaCommand;
 use crate::meta::command::MetaResponse;
 use crate::meta::state::MetaState;
@@ -75,6 +75,9 @@ pub enum Error {
     /// change in progress, a failed precondition).
     #[error("{what}: {detail}")]
     Refused { what: String, detail: String },
+    /// The caller may not do this (beyond what its role allows).
+    #[error("{what}: {detail}")]
+    Denied { what: String, detail: String },
     /// The request itself is malformed.
     #[error("{what}: {detail}")]
     Invalid { what: String, detail: String },
@@ -189,7 +192,14 @@ impl Cluster {
     }
 
     /// What a failed proposal means for the caller.
-    pub fn write_error(&self, what: &str, e: WriteError) -> Error {
+    pub fn write_error(&self, what: &str, e: ProposeError) -> Error {
+        let e = match e {
+            ProposeError::Raft(e) => e,
+            e @ ProposeError::TooLarge { .. } => {
+                return Error::Invalid { what: what.to_string(), detail: e.to_string() };
+            }
+            ProposeError::Encode(e) => return Error::internal(what, e),
+        };
         match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => self.forward(what, f),
             RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => Error::OutcomeUnknown {

@@ -232,8 +232,12 @@ impl NodeConfig {
         if self.suspect_after_ms <= self.ping_interval_ms {
             return bad("suspect_after_ms must exceed ping_interval_ms".into());
         }
-        if self.blob_bytes_max == 0 || self.blob_bytes_max > shadowstore_base::limits::BLOB_BYTES_LIMIT {
-            return bad(format!("blob_bytes_max must be in 1..={}", shadowstore_base::limits::BLOB_BYTES_LIMIT));
+        let blob_bytes_limit = blob_bytes_limit();
+        if self.blob_bytes_max == 0 || self.blob_bytes_max > blob_bytes_limit {
+            return bad(format!(
+                "blob_bytes_max must be in 1..={blob_bytes_limit}: one blob's manifest (a crc per chunk) must fit one \
+                 Raft log entry with the default storage layout"
+            ));
         }
         if self.fault.shadow_read_error_permille > 1_000 || self.fault.shadow_read_delay_ms > 60_000 {
             return bad(
@@ -289,6 +293,21 @@ impl NodeConfig {
     }
 }
 
+/// The largest `blob_bytes_max` a node accepts: what a manifest with the
+/// default layout of every allowed replication factor can describe.
+/// Resources created with smaller stripes or wider codes hold less; writes
+/// to them are refused at that resource's own capacity.
+pub fn blob_bytes_limit() -> u64 {
+    shadowstore_base::limits::REPLICATION_FACTORS_ALLOWED
+        .iter()
+        .map(|rf| {
+            let s = crate::meta::directory::StorageParams::default_for(*rf);
+            crate::resource::manifest::blob_bytes_capacity(s.stripe_size, s.k, s.m)
+        })
+        .min()
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +355,17 @@ mod tests {
             }
         }
         assert_eq!(seen, 6);
+    }
+
+    #[test]
+    fn blob_bytes_max_is_bounded_by_what_a_manifest_describes() {
+        let limit = blob_bytes_limit();
+        assert!((8 << 30..64 << 30).contains(&limit), "{limit}");
+        let at = NodeConfig { bootstrap: true, blob_bytes_max: limit, ..Default::default() };
+        at.validate().unwrap();
+        let over = NodeConfig { blob_bytes_max: limit + 1, ..at };
+        let e = over.validate().unwrap_err().to_string();
+        assert!(e.contains("blob_bytes_max") && e.contains("manifest"), "{e}");
     }
 
     #[test]

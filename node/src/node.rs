@@ -175,7 +175,9 @@ impl Node {
             .map_err(|source| NodeError::Listen { addr: config.listen_addr.clone(), source })?;
         let incoming = crate::transport::limit::limit_connections(incoming, crate::transport::limit::CONNECTIONS_MAX);
         let addr = config.advertise_addr.clone().unwrap_or(bound);
-        let peers = Arc::new(Peers::new(seams.network.clone(), tls.as_ref().map(|t| t.client.clone())));
+        let cluster_id = crate::transport::cluster_id::ClusterIdCell::default();
+        let peers =
+            Arc::new(Peers::new(seams.network.clone(), tls.as_ref().map(|t| t.client.clone()), cluster_id.clone()));
         let raft_config = crate::raft::config::build(&config.raft_timing())
             .map_err(|e| NodeError::Config(crate::config::ConfigError::Invalid(e.to_string())))?;
         let registry = Arc::new(Registry::new(
@@ -245,7 +247,10 @@ impl Node {
             builder = builder.tls_config(tls.server.clone()).map_err(|e| NodeError::Grpc(e.to_string()))?;
         }
         let server = builder
-            .layer(api::auth::AuthorizeLayer { enforce: tls.is_some() })
+            .layer(api::auth::AuthorizeLayer {
+                enforce: tls.is_some(),
+                cluster_id: ctx.cluster.peers.cluster_id().clone(),
+            })
             .timeout(Duration::from_millis(ctx.config.request_timeout_max_ms))
             .http2_keepalive_interval(Some(Duration::from_secs(5)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))

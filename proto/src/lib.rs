@@ -20,6 +20,10 @@ pub mod peer {
 /// Encoded `FileDescriptorSet` of every service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/shadowstore_descriptor.bin"));
 
+/// Request metadata on every node-to-node call: the caller's cluster id
+/// (32 hex digits). A node of another cluster is refused with
+/// PERMISSION_DENIED (see `node::api::auth`).
+pub const CLUSTER_ID_METADATA: &str = "x-shadowstore-cluster-id";
 /// Response metadata key carrying the address of the current leader of the
 /// group a request was about, set on UNAVAILABLE answers.
 pub const LEADER_ADDRESS_METADATA: &str = "x-shadowstore-leader";

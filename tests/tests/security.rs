@@ -120,11 +120,6 @@ async fn callers_are_authenticated_and_held_to_their_roles() {
     // --- nothing changed: the same members and addresses, the resource
     // and its value, no resource made by the writer, the mode unchanged.
     let after = admin.cluster_status().await.expect("status");
-    let members = |s: &v1::ClusterStatusResponse| {
-        let mut m: Vec<(u64, String)> = s.nodes.iter().map(|n| (n.node_id, n.address.clone())).collect();
-        m.sort();
-        m
-    };
     assert_eq!(members(&before), members(&after));
     let read = admin.get("guarded", "a").await.expect("read");
     assert_eq!((read.version, &read.value[..]), (v, &b"kept"[..]));
@@ -149,13 +144,22 @@ async fn callers_are_authenticated_and_held_to_their_roles() {
 /// healthy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_peer_requests_are_refused() {
-    let cluster = Cluster::start(3).await.expect("cluster");
+    // 10 GiB: within what a manifest of the default layouts describes.
+    let cluster = Cluster::start_with(3, "blob_bytes_max = 10737418240\n").await.expect("cluster");
     let c = cluster.client();
     let info = c.create_resource("bounded", 3).await.expect("create");
     c.put("bounded", "a", b"kept".to_vec()).await.expect("put");
     let replica = &info.replicas[0];
     let node = cluster.tls("node");
-    let mut peer = PeerClient::new(channel(&replica.address, &node.ca_pem, Some((&node.cert_pem, &node.key_pem))));
+    let to_replica = channel(&replica.address, &node.ca_pem, Some((&node.cert_pem, &node.key_pem)));
+    // Sent as a node of this cluster would: with its cluster id.
+    let ping = v1_peer::PingRequest { from_node_id: 0 };
+    let id = PeerClient::new(to_replica.clone()).ping(ping).await.expect("ping").into_inner().cluster_id;
+    let id: tonic::metadata::MetadataValue<_> = id.parse().expect("ascii");
+    let mut peer = PeerClient::with_interceptor(to_replica, move |mut r: tonic::Request<()>| {
+        r.metadata_mut().insert(shadowstore_proto::CLUSTER_ID_METADATA, id.clone());
+        Ok(r)
+    });
 
     // ReadShard asking for u32::MAX chunks of one stripe.
     let read = |chunks: u32, first_stripe: u32| v1_peer::ReadShardRequest {
@@ -212,10 +216,34 @@ async fn malformed_peer_requests_are_refused() {
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     peer.drain_demand(v1_peer::DrainDemandRequest { delivered_before_ms: 0 }).await.expect("a real drain");
 
+    // A blob larger than one manifest of its resource's layout can describe
+    // (a crc per chunk: 64 KiB stripes hold about 8.5 GiB) is refused before
+    // any byte is stored, although the node's own limit (10 GiB) allows it;
+    // the same size passes that check with the default 1 MiB stripes (the
+    // stream then ends early, which is refused differently).
+    let small_stripes =
+        shadowstore_client::CreateOptions { replication_factor: 3, stripe_size_bytes: 64 * 1024, ..Default::default() };
+    c.create_resource_with("small-stripes", small_stripes).await.expect("create");
+    let nine_gib = 9u64 << 30;
+    let empty = || Ok(std::io::Cursor::new(Vec::<u8>::new()));
+    let e = c.put_stream("small-stripes", "huge", Some(nine_gib), None, None, empty).await.expect_err("9 GiB");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    assert!(e.to_string().contains("manifest limit"), "{e}");
+    let e = c.put_stream("bounded", "huge", Some(nine_gib), None, None, empty).await.expect_err("empty stream");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert_eq!(c.get("small-stripes", "huge").await.expect_err("nothing stored").code(), Code::NotFound);
+
     // The node is healthy and the data intact.
     let via = cluster.client_via(cluster.nodes.iter().position(|n| n.addr == replica.address).expect("node"));
     via.cluster_status().await.expect("status");
     assert_eq!(&c.get("bounded", "a").await.expect("read").value[..], b"kept");
+}
+
+/// Node ids and addresses of a status, sorted.
+fn members(s: &v1::ClusterStatusResponse) -> Vec<(u64, String)> {
+    let mut m: Vec<(u64, String)> = s.nodes.iter().map(|n| (n.node_id, n.address.clone())).collect();
+    m.sort();
+    m
 }
 
 fn crc(data: &[u8]) -> u32 {
@@ -228,4 +256,94 @@ fn crc(data: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+/// The cluster id: every node of one cluster answers the same id; a peer
+/// call naming another cluster or none is refused with PERMISSION_DENIED;
+/// a `Join` that would move a live node's identity to another address is
+/// refused; and a node that lost its data directory while configured to
+/// bootstrap refuses to start a second cluster. Nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_another_cluster_and_forged_joins_are_refused() {
+    let mut cluster = Cluster::start(3).await.expect("cluster");
+    let admin = cluster.client();
+    admin.create_resource("identity", 3).await.expect("create");
+    let v = admin.put("identity", "a", b"kept".to_vec()).await.expect("put");
+    let before = admin.cluster_status().await.expect("status");
+    let node = cluster.tls("node");
+    let peer = |addr: &str| PeerClient::new(channel(addr, &node.ca_pem, Some((&node.cert_pem, &node.key_pem))));
+    let ping = v1_peer::PingRequest { from_node_id: 0 };
+
+    // Every node answers the same cluster id (a Ping may name none).
+    let mut ids = Vec::new();
+    for n in &cluster.nodes {
+        ids.push(peer(&n.addr).ping(ping.clone()).await.expect("ping").into_inner().cluster_id);
+    }
+    let id = ids[0].clone();
+    assert_eq!(id.len(), 32, "{ids:?}");
+    assert!(ids.iter().all(|i| *i == id), "{ids:?}");
+
+    // A Raft message naming another cluster, or none, is refused.
+    let with_cluster = |msg: v1_peer::RaftEnvelope, cluster_id: &str| {
+        let mut r = tonic::Request::new(msg);
+        r.metadata_mut().insert(shadowstore_proto::CLUSTER_ID_METADATA, cluster_id.parse().expect("ascii"));
+        r
+    };
+    let addr = cluster.nodes[1].addr.clone();
+    let other = "0123456789abcdef0123456789abcdef";
+    let e = peer(&addr).raft_vote(with_cluster(envelope(), other)).await.expect_err("vote of another cluster");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains(&id), "{}", e.message());
+    let e = peer(&addr).raft_append(envelope()).await.expect_err("append naming no cluster");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let mut join_other = tonic::Request::new(join());
+    join_other.metadata_mut().insert(shadowstore_proto::CLUSTER_ID_METADATA, other.parse().expect("ascii"));
+    let e = peer(&addr).join(join_other).await.expect_err("join from another cluster");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+    // A Join claiming node 2's identity from another address, sent with a
+    // node certificate and the right cluster id to whichever node leads
+    // the meta group: refused while node 2 answers at its address.
+    let victim = before.nodes.iter().find(|n| n.address == cluster.nodes[1].addr).expect("node 1's record");
+    let forged = v1_peer::JoinRequest { existing_node_id: victim.node_id, ..join() };
+    let mut refused = None;
+    for n in &cluster.nodes {
+        let mut r = tonic::Request::new(forged.clone());
+        r.metadata_mut().insert(shadowstore_proto::CLUSTER_ID_METADATA, id.parse().expect("ascii"));
+        match peer(&n.addr).join(r).await {
+            Err(e) if e.code() == Code::Unavailable => continue,
+            other => {
+                refused = Some(other);
+                break;
+            }
+        }
+    }
+    let e = refused.expect("the meta leader answered").expect_err("forged re-addressing");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("is alive at"), "{}", e.message());
+
+    // Node 0 (the bootstrap node) loses its data directory and starts
+    // again with bootstrap = true, naming the other two as peers: it
+    // refuses to bootstrap a second cluster.
+    cluster.kill(0);
+    std::fs::remove_dir_all(cluster.nodes[0].data_dir()).expect("remove data");
+    let config = std::fs::read_to_string(&cluster.nodes[0].config).expect("config");
+    let peers = format!("join = [\"{}\", \"{}\"]", cluster.nodes[1].addr, cluster.nodes[2].addr);
+    std::fs::write(&cluster.nodes[0].config, config.replace("join = []", &peers)).expect("write config");
+    cluster.nodes[0].spawn().expect("spawn");
+    let status = cluster.nodes[0].wait_exited(std::time::Duration::from_secs(60)).await.expect("node 0 exits");
+    assert!(!status.success(), "bootstrapping again must fail");
+    let log = shadowstore_tests::tail(&cluster.nodes[0].log_path());
+    assert!(log.contains("already belongs to cluster") && log.contains(&id), "{log}");
+
+    // Nothing changed: the two others still serve the same members and data.
+    let survivors = shadowstore_client::Client::new_lazy(
+        vec![cluster.nodes[1].addr.clone(), cluster.nodes[2].addr.clone()],
+        cluster.options(),
+    )
+    .expect("client");
+    let after = survivors.cluster_status().await.expect("status");
+    assert_eq!(members(&before), members(&after));
+    let read = survivors.get("identity", "a").await.expect("read");
+    assert_eq!((read.version, &read.value[..]), (v, &b"kept"[..]));
 }

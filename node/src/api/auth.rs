@@ -9,7 +9,9 @@
 //! needed. Health checks need nothing (load balancers probe them); the
 //! peer service needs a node certificate, so a client certificate, even
 //! an admin's, cannot speak Raft or join. With `insecure = true` nothing
-//! is checked (the node logs that loudly at start-up).
+//! is checked (the node logs that loudly at start-up). Peer calls must
+//! also name this node's cluster ([`crate::transport::cluster_id`]),
+//! with or without TLS.
 
 use std::task::Context;
 use std::task::Poll;
@@ -18,9 +20,17 @@ use futures::future::BoxFuture;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::DnsName;
 use rustls_pki_types::ServerName;
+use shadowstore_proto::CLUSTER_ID_METADATA;
 use shadowstore_proto::roles::Role;
 use shadowstore_proto::roles::client_method_role;
 use tonic::transport::server::TlsConnectInfo;
+
+use crate::transport::cluster_id;
+use crate::transport::cluster_id::ClusterIdCell;
+
+/// The peer service's name, and the prefix of its methods' paths.
+const PEER_SERVICE: &str = "shadowstore.peer.v1.Peer";
+const PEER_SERVICE_PREFIX: &str = "/shadowstore.peer.v1.Peer/";
 
 /// What one call needs from its caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +44,7 @@ fn needs(path: &str) -> Needs {
     let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
     match service {
         "grpc.health.v1.Health" => Needs::Nothing,
-        "shadowstore.peer.v1.Peer" => Needs::Role(Role::Node),
+        PEER_SERVICE => Needs::Role(Role::Node),
         "shadowstore.v1.ShadowStore" => Needs::Role(client_method_role(method)),
         // Reflection, and anything unknown (answered UNIMPLEMENTED).
         _ => Needs::Role(Role::Reader),
@@ -77,17 +87,29 @@ fn check(path: &str, certs: Option<&[CertificateDer<'static>]>) -> Result<(), to
     )))
 }
 
+/// Whether a peer call at `path` carrying `theirs` may reach a node of
+/// the cluster in `mine` (checked with or without TLS: two clusters may
+/// share a CA, or run with `insecure = true`).
+fn check_cluster(path: &str, theirs: Option<&str>, mine: &ClusterIdCell) -> Result<(), tonic::Status> {
+    let Some(method) = path.strip_prefix(PEER_SERVICE_PREFIX) else {
+        return Ok(());
+    };
+    cluster_id::check(mine.get(), theirs, method).map_err(|m| tonic::Status::permission_denied(m.to_string()))
+}
+
 /// The layer that puts [`Authorize`] in front of every service.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct AuthorizeLayer {
-    /// `false` with `insecure = true`: every call passes.
+    /// `false` with `insecure = true`: every call passes the role check.
     pub enforce: bool,
+    /// This node's cluster id, checked on every peer call.
+    pub cluster_id: ClusterIdCell,
 }
 
 impl<S> tower::Layer<S> for AuthorizeLayer {
     type Service = Authorize<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Authorize { inner, enforce: self.enforce }
+        Authorize { inner, enforce: self.enforce, cluster_id: self.cluster_id.clone() }
     }
 }
 
@@ -95,6 +117,7 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
 pub struct Authorize<S> {
     inner: S,
     enforce: bool,
+    cluster_id: ClusterIdCell,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Authorize<S>
@@ -112,12 +135,17 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if self.enforce {
+        let path = req.uri().path();
+        let roles = if self.enforce {
             let certs = req.extensions().get::<TlsConnectInfo<()>>().and_then(TlsConnectInfo::peer_certs);
-            if let Err(status) = check(req.uri().path(), certs.as_deref().map(Vec::as_slice)) {
-                tracing::warn!(path = %req.uri().path(), code = ?status.code(), "call refused: {}", status.message());
-                return Box::pin(std::future::ready(Ok(status.into_http())));
-            }
+            check(path, certs.as_deref().map(Vec::as_slice))
+        } else {
+            Ok(())
+        };
+        let theirs = req.headers().get(CLUSTER_ID_METADATA).map(|v| v.to_str().unwrap_or("(not ASCII)"));
+        if let Err(status) = roles.and_then(|()| check_cluster(path, theirs, &self.cluster_id)) {
+            tracing::warn!(path = %path, code = ?status.code(), "call refused: {}", status.message());
+            return Box::pin(std::future::ready(Ok(status.into_http())));
         }
         Box::pin(self.inner.call(req))
     }
@@ -143,6 +171,22 @@ mod tests {
         let e = check("/shadowstore.v1.ShadowStore/Get", Some(&junk)).unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
         assert!(e.message().contains("needs role reader"), "{}", e.message());
+    }
+
+    #[test]
+    fn peer_calls_name_this_cluster() {
+        let mine = ClusterIdCell::default();
+        assert!(check_cluster("/shadowstore.peer.v1.Peer/RaftAppend", None, &mine).is_ok(), "no id known yet");
+        let id = crate::transport::cluster_id::ClusterId::random(&crate::rng::NodeRng::from_seed(3));
+        mine.set(id).unwrap();
+        let e = check_cluster("/shadowstore.peer.v1.Peer/RaftAppend", None, &mine).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        let other = "0".repeat(32);
+        let e = check_cluster("/shadowstore.peer.v1.Peer/RaftVote", Some(&other), &mine).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(e.message().contains(&id.to_string()), "{}", e.message());
+        assert!(check_cluster("/shadowstore.peer.v1.Peer/RaftVote", Some(&id.to_string()), &mine).is_ok());
+        assert!(check_cluster("/shadowstore.v1.ShadowStore/Get", Some(&other), &mine).is_ok(), "clients are not peers");
     }
 
     #[test]

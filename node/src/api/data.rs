@@ -96,9 +96,17 @@ pub async fn write_variant<S>(
 where
     S: Stream<Item = Result<Bytes, Status>> + Unpin,
 {
-    let max = blob_bytes_max;
+    // The node's limit, or what one manifest of this resource's layout can
+    // describe if that is less: refused before any byte is stored.
+    let s = rec.storage;
+    let manifest_max = crate::resource::manifest::blob_bytes_capacity(s.stripe_size, s.k, s.m);
+    let (max, limit) = if manifest_max < blob_bytes_max {
+        (manifest_max, "the manifest limit of this resource's layout (larger stripes hold more)")
+    } else {
+        (blob_bytes_max, "the node's blob_bytes_max")
+    };
     if let Some(d) = w.declared.filter(|d| *d > max) {
-        return Err(Status::resource_exhausted(format!("value of {d} bytes exceeds the {max}-byte limit")));
+        return Err(Status::resource_exhausted(format!("value of {d} bytes exceeds the {max}-byte limit: {limit}")));
     }
     let threshold = rec.storage.inline_threshold as usize;
     // Read just enough to know whether the value fits inline.

@@ -396,7 +396,8 @@ impl Peer for PeerService {
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
         let (node_id, meta_replica_id) =
             crate::membership::registration::handle_join(&self.member, req.into_inner()).await?;
-        Ok(Response::new(JoinResponse { node_id, meta_replica_id }))
+        let cluster_id = self.cluster().peers.cluster_id().get().map(|c| c.to_string()).unwrap_or_default();
+        Ok(Response::new(JoinResponse { node_id, meta_replica_id, cluster_id }))
     }
 
     async fn quiesce(&self, req: Request<QuiesceRequest>) -> Result<Response<QuiesceResponse>, Status> {
@@ -413,6 +414,7 @@ impl Peer for PeerService {
             groups_hosted: registry.len() as u64,
             groups_led: registry.led.load(std::sync::atomic::Ordering::Relaxed),
             quarantined_replica_ids: registry.quarantined().into_values().map(ReplicaId::get).collect(),
+            cluster_id: self.cluster().peers.cluster_id().get().map(|c| c.to_string()).unwrap_or_default(),
         }))
     }
 

@@ -59,6 +59,7 @@ impl From<crate::cluster::Error> for Status {
             }
             Error::Refused { .. } => Status::failed_precondition(e.to_string()),
             Error::Invalid { .. } => Status::invalid_argument(e.to_string()),
+            Error::Denied { .. } => Status::permission_denied(e.to_string()),
             Error::NotFound { .. } => Status::not_found(e.to_string()),
             Error::Internal { .. } => Status::internal(e.to_string()),
         }

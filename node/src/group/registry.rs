@@ -378,7 +378,7 @@ mod tests {
     /// A registry on `engine`, as a node starting on that disk builds it.
     fn registry(engine: &Arc<MemoryEngine>) -> Registry {
         let shared: SharedEngine = engine.clone();
-        let peers = Arc::new(Peers::new(Arc::new(crate::transport::TcpNetwork), None));
+        let peers = Arc::new(Peers::new(Arc::new(crate::transport::TcpNetwork), None, Default::default()));
         let raft_config = crate::raft::config::build(&crate::config::NodeConfig::default().raft_timing()).unwrap();
         Registry::new(
             shared.clone(),

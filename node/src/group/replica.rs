@@ -22,6 +22,7 @@ use crate::raft::Command;
 use crate::raft::GroupRaft;
 use crate::raft::RaftMetrics;
 use crate::raft::TypeConfig;
+use crate::raft::log_store::COMMAND_BYTES_MAX;
 use crate::raft::state_machine::SharedState;
 use crate::raft::state_machine::SnapshotGate;
 
@@ -29,8 +30,21 @@ use crate::raft::state_machine::SnapshotGate;
 /// proposal gives up (see [`Group::propose`]).
 const LEASE_RENEW_TIMEOUT_MS: u64 = 2_000;
 
-/// What a proposal through [`Group::propose`] can fail with.
+/// What Raft can refuse a proposal with.
 pub type WriteError = RaftError<TypeConfig, ClientWriteError<TypeConfig>>;
+
+/// What a proposal through [`Group::propose`] can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    #[error(transparent)]
+    Raft(#[from] WriteError),
+    /// Refused before it reached the log: appending it would fail the
+    /// log store, which Raft treats as fatal for the whole group.
+    #[error("a command of {bytes} bytes exceeds the {max}-byte log entry limit")]
+    TooLarge { bytes: usize, max: usize },
+    #[error("encoding the command: {0}")]
+    Encode(#[from] shadowstore_base::codec::CodecError),
+}
 
 /// One running replica.
 pub struct Group {
@@ -101,7 +115,15 @@ impl Group {
     /// `ForwardReason::LeaseExpired` although nothing is wrong. One
     /// read-index round (a heartbeat answered by a quorum) renews the lease
     /// and the write is retried once; any other refusal is returned as is.
-    pub async fn propose(&self, cmd: Command) -> Result<ClientWriteResponse<TypeConfig>, WriteError> {
+    ///
+    /// A command larger than [`COMMAND_BYTES_MAX`] is refused here: the log
+    /// store could not append it, and openraft stops the group on a failed
+    /// append.
+    pub async fn propose(&self, cmd: Command) -> Result<ClientWriteResponse<TypeConfig>, ProposeError> {
+        let bytes = shadowstore_base::codec::encode("command", &cmd)?.len();
+        if bytes > COMMAND_BYTES_MAX {
+            return Err(ProposeError::TooLarge { bytes, max: COMMAND_BYTES_MAX });
+        }
         self.touch();
         match self.raft.client_write(cmd.clone()).await {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
@@ -113,11 +135,11 @@ impl Group {
                 )
                 .await;
                 match renewed {
-                    Ok(Ok(_)) => self.raft.client_write(cmd).await,
-                    _ => Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))),
+                    Ok(Ok(_)) => Ok(self.raft.client_write(cmd).await?),
+                    _ => Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)).into()),
                 }
             }
-            r => r,
+            r => Ok(r?),
         }
     }
 

@@ -4,7 +4,8 @@
 //! - a node with an identity in its data directory starts every replica
 //!   recorded locally and keeps its identity;
 //! - otherwise, with `bootstrap = true`, it creates a new cluster as node 1
-//!   holding meta replica 1;
+//!   holding meta replica 1, under a new random cluster id, unless a peer
+//!   named in `join` answers that it already belongs to a cluster;
 //! - otherwise it joins through the `join` addresses: the meta leader
 //!   registers it (allocating its node id and meta replica id) and the
 //!   membership manager adds its meta replica to the meta group.
@@ -21,6 +22,8 @@ use std::time::Duration;
 
 use shadowstore_proto::LEADER_ADDRESS_METADATA;
 use shadowstore_proto::peer::JoinRequest;
+use shadowstore_proto::peer::JoinResponse;
+use shadowstore_proto::peer::PingRequest;
 
 use super::Member;
 use crate::cluster::NodeIdentity;
@@ -29,6 +32,7 @@ use crate::meta::state::NodeLabels;
 use crate::storage::Tree;
 use crate::storage::WriteBatch;
 use crate::storage::keys;
+use crate::transport::cluster_id::ClusterId;
 use shadowstore_base::codec;
 use shadowstore_base::ids::BOOTSTRAP_META_REPLICA_ID;
 use shadowstore_base::ids::BOOTSTRAP_NODE_ID;
@@ -37,18 +41,25 @@ use shadowstore_base::ids::NodeId;
 use shadowstore_base::ids::ReplicaNode;
 
 const JOIN_RETRY_MAX: Duration = Duration::from_secs(2);
+/// How long a node about to bootstrap waits for each configured peer to
+/// say whether it already belongs to a cluster.
+const BOOTSTRAP_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn form(ctx: &Member) -> Result<NodeIdentity, String> {
     let stored = ctx.engine.get(Tree::Local, keys::IDENTITY_KEY).map_err(|e| format!("reading identity: {e}"))?;
     if let Some(bytes) = stored {
         let id: NodeIdentity = codec::decode("identity", &bytes).map_err(|e| e.to_string())?;
+        load_cluster_id(ctx)?;
         start_local_replicas(ctx).await?;
         tracing::info!(node = %id.node_id, "restarted with existing identity");
         return Ok(id);
     }
     if ctx.config.bootstrap {
+        refuse_if_peers_formed(ctx).await?;
         let id = NodeIdentity { node_id: BOOTSTRAP_NODE_ID, meta_replica_id: BOOTSTRAP_META_REPLICA_ID };
-        persist_identity(ctx, id).await?;
+        let cluster_id = ClusterId::random(&ctx.rng);
+        ctx.cluster.peers.cluster_id().set(cluster_id)?;
+        persist_identity(ctx, id, Some(cluster_id)).await?;
         let meta = ctx
             .cluster
             .registry
@@ -59,11 +70,14 @@ pub async fn form(ctx: &Member) -> Result<NodeIdentity, String> {
             BTreeMap::from([(id.meta_replica_id, ReplicaNode { node_id: id.node_id, addr: ctx.addr.clone() })]);
         meta.raft.initialize(members).await.map_err(|e| format!("initializing meta group: {e}"))?;
         ctx.cluster.peers.set_node_addr(id.node_id, &ctx.addr);
-        tracing::info!(addr = %ctx.addr, "bootstrapped a new cluster as node 1");
+        tracing::info!(addr = %ctx.addr, cluster = %cluster_id, "bootstrapped a new cluster as node 1");
         return Ok(id);
     }
-    let id = join(ctx).await?;
-    persist_identity(ctx, id).await?;
+    let (id, cluster_id) = join(ctx).await?;
+    if let Some(c) = cluster_id {
+        ctx.cluster.peers.cluster_id().set(c)?;
+    }
+    persist_identity(ctx, id, cluster_id).await?;
     ctx.cluster
         .registry
         .open(META_GROUP_ID, id.meta_replica_id)
@@ -73,11 +87,65 @@ pub async fn form(ctx: &Member) -> Result<NodeIdentity, String> {
     Ok(id)
 }
 
-async fn persist_identity(ctx: &Member, id: NodeIdentity) -> Result<(), String> {
+/// Writes the node's identity and its cluster's id in one batch, synced.
+async fn persist_identity(ctx: &Member, id: NodeIdentity, cluster_id: Option<ClusterId>) -> Result<(), String> {
     let mut b = WriteBatch::new(Tree::Local);
     b.put(keys::IDENTITY_KEY.to_vec(), codec::encode("identity", &id).map_err(|e| e.to_string())?);
+    if let Some(c) = cluster_id {
+        b.put(keys::CLUSTER_ID_KEY.to_vec(), c.to_string().into_bytes());
+    }
     ctx.engine.write(b).map_err(|e| format!("writing identity: {e}"))?;
     ctx.syncer.sync().await.map_err(|e| format!("syncing identity: {e}"))
+}
+
+/// Reads back the cluster id stored at bootstrap or join.
+fn load_cluster_id(ctx: &Member) -> Result<(), String> {
+    let stored = ctx.engine.get(Tree::Local, keys::CLUSTER_ID_KEY).map_err(|e| format!("reading cluster id: {e}"))?;
+    let Some(bytes) = stored else {
+        tracing::warn!(
+            "this node's cluster was bootstrapped before cluster ids existed: peer calls are not checked for the \
+             cluster they come from (certificates still are)"
+        );
+        return Ok(());
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let id: ClusterId = text.parse().map_err(|e| format!("stored cluster id: {e}"))?;
+    ctx.cluster.peers.cluster_id().set(id)
+}
+
+/// A node about to bootstrap asks the peers its config names (`join`)
+/// whether they already form a cluster. One that answers with a node id
+/// means this node is not the first: its data directory is missing or was
+/// replaced (a crash between compaction's renames, a wrong volume), and
+/// bootstrapping would make a second cluster and a voter that forgot its
+/// vote. Peers that do not answer are not evidence either way: the first
+/// start of a new cluster finds none of them running.
+async fn refuse_if_peers_formed(ctx: &Member) -> Result<(), String> {
+    for addr in &ctx.config.join {
+        if *addr == ctx.addr {
+            continue;
+        }
+        let Ok(mut c) = ctx.cluster.peers.client(addr) else { continue };
+        let mut req = tonic::Request::new(PingRequest { from_node_id: 0 });
+        req.set_timeout(BOOTSTRAP_PROBE_TIMEOUT);
+        let Ok(Ok(answer)) = tokio::time::timeout(BOOTSTRAP_PROBE_TIMEOUT, c.ping(req)).await else { continue };
+        let answer = answer.into_inner();
+        if answer.node_id != 0 || !answer.cluster_id.is_empty() {
+            let cluster = if answer.cluster_id.is_empty() {
+                "a cluster".to_string()
+            } else {
+                format!("cluster {}", answer.cluster_id)
+            };
+            return Err(format!(
+                "bootstrap = true, but this node's data directory holds no identity and the peer at {addr} already \
+                 belongs to {cluster} (as node {}). Bootstrapping would start a second cluster. If this node's data \
+                 was lost, set bootstrap = false so that it joins {cluster} as a new node (its old replicas are \
+                 replaced); if the data directory was moved or a compaction was interrupted, restore it first",
+                answer.node_id
+            ));
+        }
+    }
+    Ok(())
 }
 
 async fn start_local_replicas(ctx: &Member) -> Result<(), String> {
@@ -120,7 +188,7 @@ pub(super) fn join_request(labels: &NodeLabels, existing_node_id: NodeId, join_i
 /// Sends `req` to the meta leader, starting from any of `seeds` and
 /// following redirects, until it succeeds or fails for a reason other than
 /// "not the leader yet".
-pub(super) async fn send_join(ctx: &Member, seeds: &[String], req: JoinRequest) -> Result<(u64, u64), String> {
+pub(super) async fn send_join(ctx: &Member, seeds: &[String], req: JoinRequest) -> Result<JoinResponse, String> {
     let mut delay = Duration::from_millis(100);
     let mut next: Option<String> = None;
     let mut i = 0usize;
@@ -142,10 +210,7 @@ pub(super) async fn send_join(ctx: &Member, seeds: &[String], req: JoinRequest) 
             }
         };
         match result {
-            Ok(resp) => {
-                let r = resp.into_inner();
-                return Ok((r.node_id, r.meta_replica_id));
-            }
+            Ok(resp) => return Ok(resp.into_inner()),
             Err(s) if s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::DeadlineExceeded => {
                 next = s.metadata().get(LEADER_ADDRESS_METADATA).and_then(|v| v.to_str().ok()).map(String::from);
                 tracing::info!(via = %addr, status = %s.message(), "join: retrying");
@@ -163,11 +228,18 @@ pub(super) async fn send_join(ctx: &Member, seeds: &[String], req: JoinRequest) 
     }
 }
 
-async fn join(ctx: &Member) -> Result<NodeIdentity, String> {
+async fn join(ctx: &Member) -> Result<(NodeIdentity, Option<ClusterId>), String> {
     if ctx.config.join.is_empty() {
         return Err("no identity, bootstrap is false and no join address is configured".into());
     }
     let req = join_request(&ctx.config.labels(&ctx.addr), NodeId::new(0), ctx.rng.next_u64() | 1);
-    let (node_id, meta_replica_id) = send_join(ctx, &ctx.config.join, req).await?;
-    Ok(NodeIdentity { node_id: NodeId::new(node_id), meta_replica_id: ReplicaId::new(meta_replica_id) })
+    let joined = send_join(ctx, &ctx.config.join, req).await?;
+    let cluster_id = if joined.cluster_id.is_empty() {
+        None
+    } else {
+        Some(joined.cluster_id.parse::<ClusterId>().map_err(|e| format!("join answer: {e}"))?)
+    };
+    let id =
+        NodeIdentity { node_id: NodeId::new(joined.node_id), meta_replica_id: ReplicaId::new(joined.meta_replica_id) };
+    Ok((id, cluster_id))
 }

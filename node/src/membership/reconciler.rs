@@ -277,7 +277,7 @@ async fn align_group(ctx: &Member, g: &crate::group::Group, rec: &ResourceRecord
                 to = %r.replica_id,
                 "reassigning shards to the replacement replica"
             );
-            g.propose(crate::raft::Command::Resource(cmd)).await.map_err(err)?;
+            g.propose(crate::raft::Command::Resource(cmd)).await.map_err(|e| e.to_string())?;
         }
     }
     Ok(())

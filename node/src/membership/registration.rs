@@ -6,12 +6,17 @@ use shadowstore_base::ids::NodeId;
 use shadowstore_base::ids::ReplicaId;
 use shadowstore_base::ids::RequestId;
 use shadowstore_proto::peer::JoinRequest;
+use shadowstore_proto::peer::PingRequest;
 
 use super::Member;
 use crate::cluster::Error;
 use crate::meta::command::MetaCommand;
 use crate::meta::command::MetaResponse;
 use crate::meta::state::NodeLabels;
+
+/// How long the meta leader waits for a node's recorded address to answer
+/// before it lets a `Join` move that node's identity elsewhere.
+const READDRESS_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves a join on the meta leader.
 pub async fn handle_join(ctx: &Member, req: JoinRequest) -> Result<(u64, u64), Error> {
@@ -33,6 +38,9 @@ pub async fn handle_join(ctx: &Member, req: JoinRequest) -> Result<(u64, u64), E
             million_requests_micros: req.price_million_requests_micros,
         },
     };
+    if req.existing_node_id != 0 {
+        refuse_live_readdressing(ctx, NodeId::new(req.existing_node_id), &req.address).await?;
+    }
     let now_ms = ctx.clock.now_ms();
     let cmd = if req.existing_node_id != 0 {
         MetaCommand::UpdateNode { now_ms, node_id: NodeId::new(req.existing_node_id), labels }
@@ -60,4 +68,33 @@ pub async fn handle_join(ctx: &Member, req: JoinRequest) -> Result<(u64, u64), E
         MetaResponse::Rejected { reason } => Err(Error::Refused { what: "join".into(), detail: reason }),
         other => Err(Error::internal("join", format!("unexpected meta answer {other:?}"))),
     }
+}
+
+/// A known node's identity moves to a new address only when the node no
+/// longer answers as itself at its recorded one: otherwise the `Join`
+/// comes from another process claiming that identity (which would receive
+/// the node's Raft traffic and could acknowledge appends it does not
+/// hold), and is refused with PERMISSION_DENIED.
+async fn refuse_live_readdressing(ctx: &Member, node_id: NodeId, new_addr: &str) -> Result<(), Error> {
+    let Some(recorded) = ctx.cluster.with_meta(|m| m.addr_of(node_id).map(String::from)).flatten() else {
+        return Ok(());
+    };
+    if recorded == new_addr {
+        return Ok(());
+    }
+    let Ok(mut c) = ctx.cluster.peers.client(&recorded) else { return Ok(()) };
+    let mut req = tonic::Request::new(PingRequest { from_node_id: 0 });
+    req.set_timeout(READDRESS_PROBE_TIMEOUT);
+    let answer = tokio::time::timeout(READDRESS_PROBE_TIMEOUT, c.ping(req)).await;
+    if let Ok(Ok(answer)) = answer
+        && answer.get_ref().node_id == node_id.get()
+    {
+        return Err(Error::Denied {
+            what: "join".into(),
+            detail: format!(
+                "node {node_id} is alive at {recorded}: its identity cannot be moved to {new_addr} by another process"
+            ),
+        });
+    }
+    Ok(())
 }

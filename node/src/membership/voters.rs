@@ -96,7 +96,7 @@ async fn lead_meta_membership(ctx: &Member, me: NodeIdentity, labels: &NodeLabel
             meta.raft
                 .add_learner(n.meta_replica_id, node, false)
                 .await
-                .map_err(|e| ctx.cluster.write_error("meta add learner", e))?;
+                .map_err(|e| ctx.cluster.write_error("meta add learner", e.into()))?;
         }
     }
     if membership.get_joint_config().len() > 1 {
@@ -116,7 +116,7 @@ async fn lead_meta_membership(ctx: &Member, me: NodeIdentity, labels: &NodeLabel
         meta.raft
             .change_membership(ChangeMembers::ReplaceAllVoters(desired.clone()), false)
             .await
-            .map_err(|e| ctx.cluster.write_error("meta voters", e))?;
+            .map_err(|e| ctx.cluster.write_error("meta voters", e.into()))?;
         return Ok(());
     }
     // Meta replicas of retired nodes (wiped and re-registered) leave.
@@ -127,7 +127,7 @@ async fn lead_meta_membership(ctx: &Member, me: NodeIdentity, labels: &NodeLabel
         meta.raft
             .change_membership(ChangeMembers::RemoveNodes(stale), false)
             .await
-            .map_err(|e| ctx.cluster.write_error("meta remove learners", e))?;
+            .map_err(|e| ctx.cluster.write_error("meta remove learners", e.into()))?;
     }
     Ok(())
 }

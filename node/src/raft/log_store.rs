@@ -41,6 +41,10 @@ const _: () = assert!(ENTRY_PART_BYTES + checksum::TRAILER_BYTES <= shadowstore_
 const VERIFY_PAGE_RECORDS: usize = 1024;
 /// Largest encoded entry (bounded by what one gRPC message may carry).
 pub const ENTRY_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// Largest encoded command a proposal may carry: the entry limit less
+/// room for the entry's own fields (log id, payload tag), so that a
+/// command under it always appends.
+pub const COMMAND_BYTES_MAX: usize = ENTRY_BYTES_MAX - 4 * 1024;
 
 #[derive(Clone)]
 pub struct LogStore {

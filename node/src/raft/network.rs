@@ -32,8 +32,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shadowstore_proto::peer::RaftEnvelope;
 use shadowstore_proto::peer::SnapshotChunk;
-use shadowstore_proto::peer::peer_client::PeerClient;
-use tonic::transport::Channel;
 
 use super::Snapshot;
 use super::TypeConfig;
@@ -144,7 +142,7 @@ fn lost(target: ReplicaId, what: &str) -> RPCError<TypeConfig> {
 
 /// Sends one Raft message.
 async fn send(
-    client: &mut PeerClient<Channel>,
+    client: &mut crate::transport::peers::PeerStub,
     rpc: RaftRpc,
     envelope: RaftEnvelope,
     ttl: Duration,

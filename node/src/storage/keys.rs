@@ -113,6 +113,9 @@ pub fn snapshot_chunks_of(group: GroupId, snapshot_id: u64) -> (Vec<u8>, Vec<u8>
 }
 
 pub const IDENTITY_KEY: &[u8] = b"identity";
+/// The cluster's id as text (32 hex digits); absent in directories of
+/// clusters bootstrapped before cluster ids (old binaries ignore it).
+pub const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
 pub const REPLICA_PREFIX: &[u8] = b"replica/";
 
 pub fn local_replica(group: GroupId) -> Vec<u8> {

@@ -9,7 +9,10 @@
 //!   and the address book (node id → address).
 //! - [`limit`]: the bound on connections a listener holds.
 //! - [`tls`]: the node's certificates, for its listener and its channels.
+//! - [`cluster_id`]: the cluster id every peer call carries and every node
+//!   checks.
 
+pub mod cluster_id;
 pub mod limit;
 pub mod peers;
 pub mod seam;

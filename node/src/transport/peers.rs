@@ -13,10 +13,13 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use shadowstore_proto::peer::peer_client::PeerClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::transport::ClientTlsConfig;
 use tonic::transport::Endpoint;
 
+use super::cluster_id::ClusterIdCell;
+use super::cluster_id::StampCluster;
 use super::seam::SharedNetwork;
 use shadowstore_base::ids::NodeId;
 use shadowstore_base::ids::ReplicaId;
@@ -29,8 +32,12 @@ const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 
+/// A peer service client whose every call carries this node's cluster id.
+pub type PeerStub = PeerClient<InterceptedService<Channel, StampCluster>>;
+
 pub struct Peers {
     net: SharedNetwork,
+    cluster_id: ClusterIdCell,
     /// `None` with `insecure = true`.
     tls: Option<ClientTlsConfig>,
     channels: Mutex<HashMap<String, Channel>>,
@@ -39,9 +46,10 @@ pub struct Peers {
 }
 
 impl Peers {
-    pub fn new(net: SharedNetwork, tls: Option<ClientTlsConfig>) -> Self {
+    pub fn new(net: SharedNetwork, tls: Option<ClientTlsConfig>, cluster_id: ClusterIdCell) -> Self {
         Peers {
             net,
+            cluster_id,
             tls,
             channels: Mutex::new(HashMap::new()),
             nodes: RwLock::new(HashMap::new()),
@@ -64,8 +72,13 @@ impl Peers {
         Ok(c)
     }
 
-    pub fn client(&self, addr: &str) -> io::Result<PeerClient<Channel>> {
-        Ok(PeerClient::new(self.channel(addr)?)
+    /// This node's cluster id, once known.
+    pub fn cluster_id(&self) -> &ClusterIdCell {
+        &self.cluster_id
+    }
+
+    pub fn client(&self, addr: &str) -> io::Result<PeerStub> {
+        Ok(PeerClient::with_interceptor(self.channel(addr)?, StampCluster(self.cluster_id.clone()))
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX))
     }
