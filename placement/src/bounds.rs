@@ -73,6 +73,15 @@ pub const HISTORY_STEPS_FLOOR: usize = 8;
 /// (resource, region) keys one node counts at once; reads of further keys
 /// are counted under no key and reported as dropped.
 pub const DEMAND_KEYS_MAX: usize = 100_000;
+/// (resource, region) keys one node counts in one minute: a minute's
+/// report is never split, so it must fit one `DrainDemand` answer page
+/// (`DEMAND_KEY_BYTES_MAX` each, under the 4 MiB message limit). Reads
+/// of further keys that minute are counted under no key, as above.
+pub const DEMAND_KEYS_PER_MINUTE_MAX: usize = 12_000;
+/// Largest encoding of one key's minute in a `DrainDemand` answer: a
+/// resource name (128 bytes), a region (64 bytes), four counters and the
+/// protobuf framing.
+pub const DEMAND_KEY_BYTES_MAX: usize = 128 + 64 + 4 * 11 + 16;
 /// Client regions counted per resource: reads from further regions are
 /// counted under the region `other`, so a client inventing region names
 /// cannot grow the telemetry or the history.

@@ -369,7 +369,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                 ),
                 with(
                     "/shadowstore.peer.v1.Peer/DrainDemand",
-                    p::DrainDemandRequest { delivered_before_ms: 1 }.encode_to_vec(),
+                    p::DrainDemandRequest { delivered_before_ms: 1, after_minute_start_ms: None }.encode_to_vec(),
                 ),
             ]
         }

@@ -211,10 +211,14 @@ async fn malformed_peer_requests_are_refused() {
 
     // DrainDemand with a delivery mark at the end of time would erase the
     // node's pending minutes.
-    let e =
-        peer.drain_demand(v1_peer::DrainDemandRequest { delivered_before_ms: u64::MAX }).await.expect_err("u64::MAX");
+    let e = peer
+        .drain_demand(v1_peer::DrainDemandRequest { delivered_before_ms: u64::MAX, after_minute_start_ms: None })
+        .await
+        .expect_err("u64::MAX");
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    peer.drain_demand(v1_peer::DrainDemandRequest { delivered_before_ms: 0 }).await.expect("a real drain");
+    peer.drain_demand(v1_peer::DrainDemandRequest { delivered_before_ms: 0, after_minute_start_ms: None })
+        .await
+        .expect("a real drain");
 
     // A blob larger than one manifest of its resource's layout can describe
     // (a crc per chunk: 64 KiB stripes hold about 8.5 GiB) is refused before

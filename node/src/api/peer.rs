@@ -422,7 +422,8 @@ impl Peer for PeerService {
         &self,
         req: Request<shadowstore_proto::peer::DrainDemandRequest>,
     ) -> Result<Response<shadowstore_proto::peer::DrainDemandResponse>, Status> {
-        let delivered_before_ms = req.into_inner().delivered_before_ms;
+        let req = req.into_inner();
+        let delivered_before_ms = req.delivered_before_ms;
         let now_ms = self.placement.clock.now_ms();
         // Only a complete minute can have been delivered: a mark further
         // ahead than the clock skew allows would erase minutes not yet
@@ -435,7 +436,12 @@ impl Peer for PeerService {
                 shadowstore_placement::bounds::DEMAND_CLOCK_SKEW_MS_MAX
             )));
         }
-        Ok(Response::new(crate::placement::collect::drain_local(&self.placement, now_ms, delivered_before_ms)))
+        Ok(Response::new(crate::placement::collect::drain_local(
+            &self.placement,
+            now_ms,
+            delivered_before_ms,
+            req.after_minute_start_ms,
+        )))
     }
 
     async fn share_demand(

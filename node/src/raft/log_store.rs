@@ -34,6 +34,16 @@ use shadowstore_base::ids::GroupId;
 /// Entries returned by one `limited_get_log_entries` call at most, which
 /// bounds one replication message.
 const READ_ENTRIES_MAX: u64 = 512;
+/// Encoded bytes of entries one replication message carries before it
+/// stops (it always carries one entry): with entries of at most
+/// `ENTRY_BYTES_MAX`, a message stays below `GRPC_MESSAGE_BYTES_MAX`, so a
+/// follower that missed many large entries catches up message by message.
+const REPLICATION_BATCH_BYTES_MAX: usize = 1024 * 1024;
+const _: () = assert!(
+    REPLICATION_BATCH_BYTES_MAX + ENTRY_BYTES_MAX + 64 * 1024 <= shadowstore_base::limits::GRPC_MESSAGE_BYTES_MAX
+);
+/// Stored parts read per engine call when reading entries.
+const READ_PAGE_PARTS: usize = 64;
 /// Bytes of an encoded entry per stored part.
 const ENTRY_PART_BYTES: usize = shadowstore_base::limits::STORED_PIECE_BYTES;
 const _: () = assert!(ENTRY_PART_BYTES + checksum::TRAILER_BYTES <= shadowstore_base::limits::STORED_VALUE_BYTES_MAX);
@@ -76,13 +86,16 @@ impl LogStore {
 
     /// Entries with indexes in `[start, end)`, reassembled from their
     /// parts; an error if the range has a hole or a torn entry.
-    fn read_range(&self, start: u64, end: Option<u64>) -> io::Result<Vec<Entry>> {
+    /// Entries `[start, end)` in order, read a page of stored parts at a
+    /// time; stops before an entry once the entries read so far hold
+    /// `bytes_max` encoded bytes (at least one entry is read).
+    fn read_range(&self, start: u64, end: Option<u64>, bytes_max: usize) -> io::Result<Vec<Entry>> {
         if end.is_some_and(|e| e <= start) {
             return Ok(Vec::new());
         }
-        let (s, e) = keys::log_range(self.group, start, end);
-        let kvs = self.engine.range(Tree::Log, &s, &e, usize::MAX)?;
+        let (mut from, to) = keys::log_range(self.group, start, end);
         let mut out: Vec<Entry> = Vec::new();
+        let mut read_bytes = 0usize;
         let mut pending: Option<(u64, Vec<u8>)> = None;
         let bad = |msg: String| io::Error::new(io::ErrorKind::InvalidData, format!("group {}: {msg}", self.group));
         let finish = |index: u64, bytes: Vec<u8>, out: &mut Vec<Entry>| -> io::Result<()> {
@@ -98,24 +111,39 @@ impl LogStore {
             out.push(entry);
             Ok(())
         };
-        for (k, v) in kvs {
-            let (Some(index), Some(part)) = (keys::log_index_of(&k), keys::log_part_of(&k)) else {
-                return Err(bad("malformed log key".into()));
-            };
-            let v = checksum::open(Tree::Log, &k, v)?;
-            match pending.take() {
-                Some((i, mut bytes)) if i == index => {
-                    bytes.extend_from_slice(&v);
-                    pending = Some((i, bytes));
-                    continue;
+        'pages: loop {
+            let kvs = self.engine.range(Tree::Log, &from, &to, READ_PAGE_PARTS)?;
+            let page_len = kvs.len();
+            for (k, v) in kvs {
+                let (Some(index), Some(part)) = (keys::log_index_of(&k), keys::log_part_of(&k)) else {
+                    return Err(bad("malformed log key".into()));
+                };
+                let v = checksum::open(Tree::Log, &k, v)?;
+                from = k;
+                from.push(0);
+                match pending.take() {
+                    Some((i, mut bytes)) if i == index => {
+                        bytes.extend_from_slice(&v);
+                        pending = Some((i, bytes));
+                        continue;
+                    }
+                    Some((i, bytes)) => {
+                        read_bytes += bytes.len();
+                        finish(i, bytes, &mut out)?;
+                    }
+                    None => {}
                 }
-                Some((i, bytes)) => finish(i, bytes, &mut out)?,
-                None => {}
+                if part != 0 {
+                    return Err(bad(format!("entry {index} starts at part {part}")));
+                }
+                if read_bytes >= bytes_max {
+                    break 'pages;
+                }
+                pending = Some((index, v));
             }
-            if part != 0 {
-                return Err(bad(format!("entry {index} starts at part {part}")));
+            if page_len < READ_PAGE_PARTS {
+                break;
             }
-            pending = Some((index, v));
         }
         if let Some((i, bytes)) = pending {
             finish(i, bytes, &mut out)?;
@@ -189,7 +217,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => Some(*x),
             Bound::Unbounded => None,
         };
-        self.read_range(start, end)
+        self.read_range(start, end, usize::MAX)
     }
 
     async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
@@ -197,7 +225,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
-        self.read_range(start, Some(end.min(start.saturating_add(READ_ENTRIES_MAX))))
+        self.read_range(start, Some(end.min(start.saturating_add(READ_ENTRIES_MAX))), REPLICATION_BATCH_BYTES_MAX)
     }
 }
 
@@ -310,6 +338,44 @@ mod tests {
             if_version: None,
         });
         Entry::new_normal(log_id::<TypeConfig>(1, ReplicaId::new(1), index), cmd)
+    }
+
+    /// Regression (issue 17): replication batches were bounded by count
+    /// only, so 512 entries of 64 KiB made one 32 MiB message that the
+    /// 4 MiB gRPC limit refused forever.
+    #[tokio::test]
+    async fn replication_reads_are_bounded_in_bytes_and_cover_the_log() {
+        let engine = MemoryEngine::new();
+        let syncer = Syncer::start(engine.clone());
+        let mut store = LogStore::new(GroupId::new(4), engine, syncer);
+        // 600 inline-sized entries, and two larger than the batch budget.
+        let mut sizes = vec![64 * 1024; 600];
+        sizes[100] = 1_500_000;
+        sizes[101] = 1_500_000;
+        let entries: Vec<Entry> = sizes.iter().enumerate().map(|(i, &n)| big_entry(i as u64 + 1, n)).collect();
+        let (tx, rx) = <TypeConfig as openraft::type_config::TypeConfigExt>::oneshot();
+        store.append(entries, IOFlushed::signal(tx)).await.unwrap();
+        rx.await.unwrap().unwrap();
+        let mut next = 1u64;
+        let mut batches = 0;
+        while next <= 600 {
+            let batch = store.limited_get_log_entries(next, 601).await.unwrap();
+            assert!(!batch.is_empty(), "a non-empty range never reads nothing");
+            assert_eq!(batch[0].log_id.index, next);
+            let bytes: usize = batch.iter().map(|e| codec::encode("entry", e).unwrap().len()).sum();
+            assert!(
+                bytes <= REPLICATION_BATCH_BYTES_MAX + ENTRY_BYTES_MAX,
+                "batch at {next}: {} entries, {bytes} bytes",
+                batch.len()
+            );
+            assert!(bytes < shadowstore_base::limits::GRPC_MESSAGE_BYTES_MAX);
+            next += batch.len() as u64;
+            batches += 1;
+        }
+        assert_eq!(next, 601, "every entry read exactly once");
+        assert!(batches > 600 * 64 * 1024 / REPLICATION_BATCH_BYTES_MAX, "{batches} batches");
+        // The unlimited read still returns the whole range.
+        assert_eq!(store.try_get_log_entries(1..601).await.unwrap().len(), 600);
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@ pub const BUCKET_MS: u64 = 10_000;
 pub const MINUTE_MS: u64 = 60_000;
 pub const BUCKETS_PER_MINUTE: usize = (MINUTE_MS / BUCKET_MS) as usize;
 pub use crate::bounds::DEMAND_KEYS_MAX;
+pub use crate::bounds::DEMAND_KEYS_PER_MINUTE_MAX;
 pub use crate::bounds::PENDING_MINUTES_MAX;
 /// The region of requests that do not name one.
 pub const REGION_UNKNOWN: &str = "unknown";
@@ -54,17 +55,20 @@ struct Counts {
 /// resource → region → counts, ordered so reports come out sorted.
 type MinuteCounts = BTreeMap<String, BTreeMap<String, Counts>>;
 
+/// One pending minute: resource → region → counts, and how many keys.
+#[derive(Default)]
+struct Minute {
+    keys: usize,
+    resources: MinuteCounts,
+}
+
 #[derive(Default)]
 struct State {
-    /// minute index → resource → region → counts.
-    minutes: BTreeMap<u64, MinuteCounts>,
+    /// minute index → its counts.
+    minutes: BTreeMap<u64, Minute>,
     /// Keys held across all pending minutes (bounded by `DEMAND_KEYS_MAX`).
     tracked: usize,
     overflow_reads: u64,
-}
-
-fn keys_in(counts: &MinuteCounts) -> usize {
-    counts.values().map(BTreeMap::len).sum()
 }
 
 #[derive(Default)]
@@ -87,18 +91,22 @@ impl DemandRecorder {
         let mut region = region.filter(|r| !r.is_empty()).unwrap_or(REGION_UNKNOWN);
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let state = &mut *guard;
-        let entries = state.minutes.entry(minute).or_default();
+        let pending = state.minutes.entry(minute).or_default();
+        let entries = &mut pending.resources;
         let regions = entries.get(resource);
         if regions.is_some_and(|r| !r.contains_key(region) && r.len() >= REGIONS_PER_RESOURCE_MAX) {
             region = REGION_OTHER;
         }
         let known = entries.get(resource).is_some_and(|regions| regions.contains_key(region));
         if !known {
-            if state.tracked >= DEMAND_KEYS_MAX {
+            // Both bounds: what one node holds, and what one minute's
+            // report may carry (it must fit one DrainDemand answer).
+            if state.tracked >= DEMAND_KEYS_MAX || pending.keys >= DEMAND_KEYS_PER_MINUTE_MAX {
                 state.overflow_reads += 1;
                 return;
             }
             state.tracked += 1;
+            pending.keys += 1;
             entries.entry(resource.to_string()).or_default().insert(region.to_string(), Counts::default());
         }
         let Some(counts) = entries.get_mut(resource).and_then(|r| r.get_mut(region)) else {
@@ -109,7 +117,7 @@ impl DemandRecorder {
         counts.shed += u64::from(shed);
         while state.minutes.len() > PENDING_MINUTES_MAX {
             if let Some((_, dropped)) = state.minutes.pop_first() {
-                state.tracked -= keys_in(&dropped);
+                state.tracked -= dropped.keys;
             }
         }
     }
@@ -124,12 +132,12 @@ impl DemandRecorder {
             if entry.key() * MINUTE_MS >= delivered_before_ms {
                 break;
             }
-            let (_, resources) = entry.remove_entry();
-            state.tracked -= keys_in(&resources);
+            let (_, dropped) = entry.remove_entry();
+            state.tracked -= dropped.keys;
         }
         let mut reports = Vec::new();
-        for (minute, resources) in state.minutes.range(..current) {
-            for (resource, regions) in resources {
+        for (minute, pending) in state.minutes.range(..current) {
+            for (resource, regions) in &pending.resources {
                 for (region, counts) in regions {
                     reports.push(MinuteReport {
                         minute_start_ms: minute * MINUTE_MS,

@@ -147,3 +147,24 @@ fn regions_per_resource_are_bounded() {
     }
     assert_eq!(history.len(), REGIONS_PER_RESOURCE_MAX + 1);
 }
+
+#[test]
+fn keys_per_minute_are_bounded_so_a_minute_fits_one_answer() {
+    use super::recorder::DEMAND_KEYS_PER_MINUTE_MAX;
+    let recorder = DemandRecorder::new();
+    let t0 = 3_000 * MINUTE_MS;
+    for i in 0..DEMAND_KEYS_PER_MINUTE_MAX + 25 {
+        recorder.record(&format!("r{i}"), Some("eu"), t0, false);
+    }
+    // A key already counted this minute still counts; a new one does not.
+    recorder.record("r0", Some("eu"), t0 + 1, false);
+    assert_eq!(recorder.overflow_reads(), 25);
+    // The next minute starts with room again.
+    recorder.record("late", Some("eu"), t0 + MINUTE_MS, false);
+    let reports = recorder.complete_minutes(t0 + 2 * MINUTE_MS, 0);
+    let first: Vec<&MinuteReport> = reports.iter().filter(|r| r.minute_start_ms == t0).collect();
+    assert_eq!(first.len(), DEMAND_KEYS_PER_MINUTE_MAX);
+    assert_eq!(first.iter().find(|r| r.key.resource == "r0").map(|r| r.reads), Some(2));
+    assert!(reports.iter().any(|r| r.key.resource == "late"));
+    assert_eq!(recorder.overflow_reads(), 25);
+}
