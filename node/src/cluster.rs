@@ -228,8 +228,24 @@ impl Cluster {
     }
 
     /// Proposes `cmd` on this node's meta replica (which must lead).
+    ///
+    /// A structural command is first applied to a copy of the directory:
+    /// one that would leave it failing its check is refused here, before
+    /// it is committed (applied, it would stop the meta replica of every
+    /// node).
     pub async fn propose_meta(&self, cmd: MetaCommand) -> Result<MetaResponse, Error> {
         let meta = self.meta_group().ok_or(Error::NotReady)?;
+        if cmd.is_structural()
+            && let Some(Err(reason)) = self.with_meta(|m| m.dry_run(&cmd))
+        {
+            tracing::error!(command = %cmd, %reason, "a meta command would break the directory's invariants");
+            return Err(Error::Refused {
+                what: "meta group".into(),
+                detail: format!(
+                    "refused before commit: applying it would leave the directory failing its check: {reason}"
+                ),
+            });
+        }
         let resp = meta.propose(Command::Meta(cmd)).await.map_err(|e| self.write_error("meta group", e))?;
         match resp.response() {
             CommandResponse::Meta(m) => Ok(m.clone()),

@@ -361,7 +361,7 @@ mod tests {
     fn blob_bytes_max_is_bounded_by_what_a_manifest_describes() {
         let limit = blob_bytes_limit();
         assert!((8 << 30..64 << 30).contains(&limit), "{limit}");
-        let at = NodeConfig { bootstrap: true, blob_bytes_max: limit, ..Default::default() };
+        let at = NodeConfig { bootstrap: true, insecure: true, blob_bytes_max: limit, ..Default::default() };
         at.validate().unwrap();
         let over = NodeConfig { blob_bytes_max: limit + 1, ..at };
         let e = over.validate().unwrap_err().to_string();

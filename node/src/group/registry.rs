@@ -295,6 +295,24 @@ impl Registry {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("group {group} is not open")));
         };
         old.stop().await;
+        // Its state failed its check after an entry: starting it again would
+        // replay the same entry into the same failure. Quarantined like a
+        // corrupt replica (replaced from the others); for the meta replica,
+        // which the node cannot work without, the error says what to do.
+        let failed_check = old.state.read().failed_check.clone();
+        if let Some(reason) = failed_check {
+            let e = io::Error::new(io::ErrorKind::InvalidData, reason);
+            if group == shadowstore_base::ids::META_GROUP_ID {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{e}; this node's meta replica cannot go on: move its data directory away and let it rejoin"
+                    ),
+                ));
+            }
+            self.quarantine(group, old.replica_id, &e).await;
+            return Err(e);
+        }
         // Its core may have stopped on a corrupt record that a fresh start
         // would not read again: check everything before starting. Not the
         // meta replica: without it the node cannot work at all, so it keeps

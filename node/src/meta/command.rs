@@ -149,6 +149,27 @@ pub enum MetaCommand {
     },
 }
 
+impl MetaCommand {
+    /// Whether the command changes the directory's structure (nodes,
+    /// resources, replicas, shadows): what the structural check can catch,
+    /// so what the leader dry-runs before proposing (see
+    /// `MetaState::dry_run`). The others touch settings and records the
+    /// check only ties to existing resources, which apply refuses itself.
+    pub fn is_structural(&self) -> bool {
+        matches!(
+            self,
+            MetaCommand::Bootstrap { .. }
+                | MetaCommand::RegisterNode { .. }
+                | MetaCommand::CreateResource { .. }
+                | MetaCommand::ReplaceReplica { .. }
+                | MetaCommand::DeleteResource { .. }
+                | MetaCommand::AddShadow { .. }
+                | MetaCommand::TransitionShadow { .. }
+                | MetaCommand::RemoveShadow { .. }
+        )
+    }
+}
+
 impl fmt::Display for MetaCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

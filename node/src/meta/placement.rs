@@ -106,13 +106,18 @@ impl PlacementMeta {
                 self.records.insert(resource.clone(), record);
                 MetaResponse::Updated
             }
-            other => panic!("not a placement command: {other}"),
+            other => rejected(format!("not a placement command: {other}")),
         }
     }
 
     /// Everything kept per resource names a resource that exists.
-    pub fn check_invariants(&self, resource_exists: impl Fn(&str) -> bool) {
-        assert!(self.records.keys().all(|r| resource_exists(r)), "placement of an unknown resource");
-        assert!(self.priorities.keys().all(|r| resource_exists(r)), "priority of an unknown resource");
+    pub fn check_invariants(&self, resource_exists: impl Fn(&str) -> bool) -> Result<(), String> {
+        if let Some(r) = self.records.keys().find(|r| !resource_exists(r)) {
+            return Err(format!("placement of an unknown resource {r:?}"));
+        }
+        if let Some(r) = self.priorities.keys().find(|r| !resource_exists(r)) {
+            return Err(format!("priority of an unknown resource {r:?}"));
+        }
+        Ok(())
     }
 }

@@ -303,23 +303,43 @@ impl MetaState {
         MetaResponse::Updated
     }
 
-    pub(super) fn check_shadow_invariants(&self) {
+    pub(super) fn check_shadow_invariants(&self) -> Result<(), String> {
         for (name, rs) in &self.shadows.resources {
-            let rec = self.resources.get(name).expect("shadow state of an unknown resource");
-            assert!(rs.history.len() <= HISTORY_EVENTS_MAX);
+            let rec =
+                self.resources.get(name).ok_or_else(|| format!("shadow state of an unknown resource {name:?}"))?;
+            if rs.history.len() > HISTORY_EVENTS_MAX {
+                return Err(format!("{} shadow history events of {name}", rs.history.len()));
+            }
             let mut total = 0;
             for s in rs.shadows.values() {
-                let r = rec.replicas.iter().find(|r| r.replica_id == s.replica_id).expect("shadow without its replica");
-                assert_eq!((r.role, r.node_id), (ReplicaRole::Shadow, s.node_id), "shadow record and replica disagree");
-                assert!(s.weight_permille == 0 || s.phase == ShadowPhase::Shifting, "a {} shadow has weight", s.phase);
+                let r = rec
+                    .replicas
+                    .iter()
+                    .find(|r| r.replica_id == s.replica_id)
+                    .ok_or_else(|| format!("shadow {} of {name} without its replica", s.replica_id))?;
+                if (r.role, r.node_id) != (ReplicaRole::Shadow, s.node_id) {
+                    return Err(format!("shadow record and replica {} of {name} disagree", s.replica_id));
+                }
+                if s.weight_permille != 0 && s.phase != ShadowPhase::Shifting {
+                    return Err(format!("a {} shadow of {name} has weight", s.phase));
+                }
                 total += s.weight_permille;
             }
-            assert!(total <= WEIGHT_TOTAL_PERMILLE, "shadow weights of {name} sum to {total}");
-            assert_eq!(rec.shadows().count(), rs.shadows.len(), "shadow replicas of {name} without records");
+            if total > WEIGHT_TOTAL_PERMILLE {
+                return Err(format!("shadow weights of {name} sum to {total}"));
+            }
+            if rec.shadows().count() != rs.shadows.len() {
+                return Err(format!("shadow replicas of {name} without records"));
+            }
         }
-        for rec in self.resources.values() {
-            assert!(rec.shadows().count() == 0 || self.shadows.resources.contains_key(&rec.name));
+        if let Some(rec) = self
+            .resources
+            .values()
+            .find(|rec| rec.shadows().count() != 0 && !self.shadows.resources.contains_key(&rec.name))
+        {
+            return Err(format!("shadow replicas of {} without shadow state", rec.name));
         }
+        Ok(())
     }
 }
 

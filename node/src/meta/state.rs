@@ -116,7 +116,6 @@ impl MetaState {
         if let Some(request) = request {
             self.sessions.record(request, &answer);
         }
-        self.check_invariants();
         answer
     }
 
@@ -332,20 +331,40 @@ impl MetaState {
         MetaResponse::Created(created)
     }
 
-    /// Structural invariants, asserted after every apply (the full index
-    /// comparison only in debug builds: it is linear in the directory).
-    fn check_invariants(&self) {
-        assert_eq!(self.resources.len(), self.groups.len());
-        self.placement.check_invariants(|r| self.resources.contains_key(r));
-        self.check_shadow_invariants();
+    /// Structural invariants, checked after every apply (the full index
+    /// comparison only in debug builds: it is linear in the directory). A
+    /// failure is returned, never a panic: the state machine stops this
+    /// replica and it is quarantined (see `raft::state_machine`).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.resources.len() != self.groups.len() {
+            return Err(format!("{} resources but {} groups", self.resources.len(), self.groups.len()));
+        }
+        self.placement.check_invariants(|r| self.resources.contains_key(r))?;
+        self.check_shadow_invariants()?;
         debug_assert_eq!(self.replica_index, self.derive_replica_index());
         for r in self.resources.values() {
-            assert!(r.group_id < self.next_group_id, "group id {} not allocated", r.group_id);
-            assert_eq!(self.groups.get(&r.group_id), Some(&r.name));
-            for rep in &r.replicas {
-                assert!(rep.replica_id < self.next_replica_id, "replica id {} not allocated", rep.replica_id);
+            if r.group_id >= self.next_group_id {
+                return Err(format!("group id {} of {} not allocated", r.group_id, r.name));
+            }
+            if self.groups.get(&r.group_id) != Some(&r.name) {
+                return Err(format!("group {} does not name {}", r.group_id, r.name));
+            }
+            if let Some(rep) = r.replicas.iter().find(|rep| rep.replica_id >= self.next_replica_id) {
+                return Err(format!("replica id {} of {} not allocated", rep.replica_id, r.name));
             }
         }
+        Ok(())
+    }
+
+    /// What applying `cmd` would answer, on a copy: the meta leader runs
+    /// it before proposing, so that an entry that would leave the state
+    /// failing its check is refused before it is committed (on every
+    /// replica it would stop the meta group).
+    pub fn dry_run(&self, cmd: &MetaCommand) -> Result<MetaResponse, String> {
+        let mut copy = self.clone();
+        let answer = copy.apply(cmd);
+        copy.check_invariants()?;
+        Ok(answer)
     }
 
     fn derive_replica_index(&self) -> BTreeMap<ReplicaId, NodeId> {

@@ -22,20 +22,24 @@ fn cluster(n: usize) -> MetaState {
     s
 }
 
-#[test]
-fn identities_are_unique_and_never_reused() {
-    let mut s = cluster(3);
-    assert_eq!(s.nodes.keys().copied().collect::<Vec<_>>(), vec![NodeId::new(1), NodeId::new(2), NodeId::new(3)]);
-    let metas: BTreeSet<_> = s.nodes.values().map(|n| n.meta_replica_id).collect();
-    assert_eq!(metas.len(), 3);
-    let create = |name: &str| MetaCommand::CreateResource {
+/// Creating `name` on nodes 1, 2 and 3 with the defaults of factor 3.
+fn create(name: &str) -> MetaCommand {
+    MetaCommand::CreateResource {
         request: RequestId::default(),
         now_ms: 3,
         name: name.into(),
         replication_factor: 3,
         storage: StorageParams::default_for(3),
         nodes: vec![NodeId::new(1), NodeId::new(2), NodeId::new(3)],
-    };
+    }
+}
+
+#[test]
+fn identities_are_unique_and_never_reused() {
+    let mut s = cluster(3);
+    assert_eq!(s.nodes.keys().copied().collect::<Vec<_>>(), vec![NodeId::new(1), NodeId::new(2), NodeId::new(3)]);
+    let metas: BTreeSet<_> = s.nodes.values().map(|n| n.meta_replica_id).collect();
+    assert_eq!(metas.len(), 3);
     let MetaResponse::Created(a) = s.apply(&create("a")) else { panic!() };
     s.apply(&MetaCommand::DeleteResource { request: RequestId::default(), now_ms: 4, name: "a".into() });
     let MetaResponse::Created(a2) = s.apply(&create("a")) else { panic!() };
@@ -207,4 +211,26 @@ fn operator_prices_survive_a_restart_with_other_config_prices() {
     let missing = MetaCommand::SetNodePrices { now_ms: 5, node_id: NodeId::new(9), prices: config_prices(1) };
     assert_eq!(s.apply(&missing), MetaResponse::NotFound);
     assert!(!s.placement.price_overrides.contains_key(&NodeId::new(9)));
+}
+
+/// Regression (issue 17): invariants were asserted in the replicated
+/// apply path, so one entry leaving a bad state panicked the meta group on
+/// every node. The check is now an error, and the leader's dry run
+/// refuses a structural command whose result would fail it.
+#[test]
+fn a_state_failing_its_check_is_an_error_and_dry_runs_refuse() {
+    let mut s = cluster(3);
+    assert!(matches!(s.dry_run(&create("a")), Ok(MetaResponse::Created(_))));
+    assert!(s.resources.is_empty(), "a dry run changes nothing");
+    assert!(matches!(s.apply(&create("a")), MetaResponse::Created(_)));
+    s.check_invariants().expect("a consistent directory");
+    // A directory that lost a group's name (as a bug or a bad entry could
+    // leave it): the check says what is wrong, nothing panics, and every
+    // structural command is refused by the dry run.
+    let group = s.resources["a"].group_id;
+    s.groups.remove(&group);
+    let e = s.check_invariants().expect_err("one resource, no group");
+    assert!(e.contains("resources but"), "{e}");
+    assert!(s.dry_run(&create("b")).is_err());
+    let _ = s.apply(&create("b"));
 }

@@ -66,11 +66,21 @@ impl GroupData {
         }
     }
 
-    fn apply(&mut self, index: u64, cmd: &Command) -> CommandResponse {
+    /// Applies one command and checks the state's invariants; a state that
+    /// fails them is an error (the replica stops and is quarantined).
+    fn apply(&mut self, index: u64, cmd: &Command) -> Result<CommandResponse, String> {
         match (self, cmd) {
-            (GroupData::Meta(s), Command::Meta(c)) => CommandResponse::Meta(s.apply(c)),
-            (GroupData::Resource(s), Command::Resource(c)) => CommandResponse::Resource(s.apply(index, c)),
-            _ => CommandResponse::WrongGroupKind,
+            (GroupData::Meta(s), Command::Meta(c)) => {
+                let answer = s.apply(c);
+                s.check_invariants()?;
+                Ok(CommandResponse::Meta(answer))
+            }
+            (GroupData::Resource(s), Command::Resource(c)) => {
+                let answer = s.apply(index, c);
+                s.check_bounds()?;
+                Ok(CommandResponse::Resource(answer))
+            }
+            _ => Ok(CommandResponse::WrongGroupKind),
         }
     }
 }
@@ -81,6 +91,10 @@ pub struct AppliedState {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
     pub data: GroupData,
+    /// Set when an applied entry left `data` failing its check: the
+    /// state machine refuses to go on and the registry quarantines the
+    /// replica instead of restarting it (never stored).
+    pub failed_check: Option<String>,
 }
 
 /// The group's state, shared between the state machine (writer) and the
@@ -99,6 +113,7 @@ impl SharedState {
                 last_applied: None,
                 membership: StoredMembership::default(),
                 data: GroupData::initial(group),
+                failed_check: None,
             })),
             applied_tx: Arc::new(watch::channel(0).0),
         }
@@ -384,9 +399,23 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     entry.log_id,
                     st.last_applied
                 );
+                if let Some(reason) = &st.failed_check {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, reason.clone()));
+                }
                 let answer = match entry.payload {
                     EntryPayload::Blank => CommandResponse::None,
-                    EntryPayload::Normal(cmd) => st.data.apply(index, &cmd),
+                    EntryPayload::Normal(cmd) => match st.data.apply(index, &cmd) {
+                        Ok(answer) => answer,
+                        Err(reason) => {
+                            let reason = format!(
+                                "group {}: the state failed its check after entry {}: {reason}",
+                                self.group, entry.log_id
+                            );
+                            tracing::error!(group = %self.group, "{reason}");
+                            st.failed_check = Some(reason.clone());
+                            return Err(io::Error::new(io::ErrorKind::InvalidData, reason));
+                        }
+                    },
                     EntryPayload::Membership(m) => {
                         st.membership = StoredMembership::new(Some(entry.log_id.clone()), m);
                         CommandResponse::None
@@ -455,6 +484,46 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 mod tests {
     use super::*;
     use crate::storage::memory_engine::MemoryEngine;
+
+    /// An entry that leaves the state failing its check stops the state
+    /// machine with an error (openraft then stops the core, and the
+    /// registry quarantines the replica instead of restarting it), and
+    /// every later apply is refused.
+    #[tokio::test]
+    async fn an_entry_leaving_a_state_failing_its_check_stops_the_replica() {
+        use openraft::entry::RaftEntry;
+        use openraft::storage::RaftStateMachine;
+        use openraft::testing::log_id;
+        use shadowstore_base::ids::RequestId;
+
+        let engine = MemoryEngine::new();
+        let shared: SharedEngine = engine.clone();
+        let mut store = StateMachineStore::open(GroupId::new(6), shared.clone(), Syncer::start(shared)).unwrap();
+        let put = |index: u64, len: usize| {
+            let cmd = Command::Resource(crate::resource::ResourceCommand::Put {
+                request: RequestId::default(),
+                now_ms: index,
+                variant: format!("v{index}"),
+                value: bytes::Bytes::from(vec![1u8; len]),
+                if_version: None,
+            });
+            let entry: crate::raft::Entry =
+                RaftEntry::new_normal(log_id::<TypeConfig>(1, shadowstore_base::ids::ReplicaId::new(1), index), cmd);
+            Ok((entry, None))
+        };
+        store.apply(futures::stream::iter(vec![put(1, 10)])).await.expect("a good entry applies");
+        // This replica's state is wrong (a bug, memory corruption): it holds
+        // more inline bytes than any applied entry could have left.
+        if let GroupData::Resource(r) = &mut store.state.write().data {
+            r.inline_bytes = shadowstore_base::limits::RESOURCE_INLINE_BYTES_MAX + 1;
+        }
+        let e = store.apply(futures::stream::iter(vec![put(2, 10)])).await.expect_err("the check fails");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        let failed = store.state.read().failed_check.clone().expect("flagged for the registry");
+        assert!(failed.contains("inline bytes"), "{failed}");
+        assert_eq!(store.state.read().last_applied.as_ref().map(|l| l.index), Some(1));
+        store.apply(futures::stream::iter(vec![put(3, 10)])).await.expect_err("refused from then on");
+    }
 
     #[tokio::test]
     async fn verifying_a_snapshot_reads_only_and_catches_rot() {

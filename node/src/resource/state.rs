@@ -172,6 +172,19 @@ fn size_of(content: &Content) -> u64 {
 }
 
 impl ResourceState {
+    /// The bounds every applied state keeps (constant time: checked after
+    /// every entry). Apply refuses what would break them, so a failure
+    /// means this replica's state is wrong: it stops and is quarantined.
+    pub fn check_bounds(&self) -> Result<(), String> {
+        if self.inline_bytes > RESOURCE_INLINE_BYTES_MAX {
+            return Err(format!("{} inline bytes, limit {RESOURCE_INLINE_BYTES_MAX}", self.inline_bytes));
+        }
+        if self.variants.len() > RESOURCE_VARIANTS_MAX {
+            return Err(format!("{} variants, limit {RESOURCE_VARIANTS_MAX}", self.variants.len()));
+        }
+        Ok(())
+    }
+
     /// Applies `cmd`, committed at log index `index`.
     pub fn apply(&mut self, index: u64, cmd: &ResourceCommand) -> ResourceResponse {
         let (request, now_ms) = match cmd {
