@@ -403,7 +403,7 @@ impl ShadowStore for ClientService {
             .unwrap_or_default();
         let (variant_count, inline_bytes, blob_bytes) =
             (rs.variants.values().filter(|v| v.current.is_some()).count() as u64, rs.inline_bytes, rs.blob_bytes);
-        let variants = data::variant_details(&self.data, &g, rs).await;
+        let (variants, variants_truncated) = data::variant_details(&self.data, &g, &rs).await;
         Ok(Response::new(v1::DescribeResourceResponse {
             resource: Some(info),
             leader_replica_id: leader_replica_id.get(),
@@ -416,6 +416,7 @@ impl ShadowStore for ClientService {
             progress,
             variants,
             blob_bytes,
+            variants_truncated,
         }))
     }
 

@@ -199,6 +199,10 @@ pub fn version_bytes(
     }
 }
 
+/// Versions `DescribeResource` details at most (with their shards' health,
+/// which asks every holder): bounds the answer under the message limit.
+pub const DESCRIBE_VERSIONS_MAX: usize = 2_000;
+
 /// Asks every holder what it knows about its shards of `manifests`.
 async fn shard_health(
     ctx: &DataPlane,
@@ -214,59 +218,36 @@ async fn shard_health(
     let node_of = |r: ReplicaId| {
         ctx.cluster.with_meta(|meta| meta.replica_index.get(&r).copied()).flatten().unwrap_or(NodeId::new(0))
     };
+    let by_blob: HashMap<u64, &BlobManifest> = manifests.iter().map(|m| (m.blob_id, m.as_ref())).collect();
     let mut out = HashMap::new();
     for (holder, refs) in by_holder {
-        let answers: Result<Vec<(u64, u32, bool, u64, u64)>, String> = if holder == g.replica_id {
+        // (blob, shard) → (held, chunks stored, chunks corrupt or missing);
+        // Err: the holder did not answer.
+        let answers: Result<HashMap<(u64, u32), (bool, u64, u64)>, String> = if holder == g.replica_id {
             let store = ShardStore::new(ctx.engine.clone());
             refs.iter()
                 .map(|r| {
                     let held = store.held_shard(g.id, r.blob_id, r.shard as u8).map_err(|e| e.to_string())?;
                     let f = ctx.scrubber.finding(g.id, r.blob_id, r.shard as u8).unwrap_or_default();
-                    Ok((
-                        r.blob_id,
-                        r.shard,
-                        held.is_some(),
-                        held.map_or(0, |h| h.chunks_stored),
-                        f.chunks_corrupt + f.chunks_missing,
-                    ))
+                    let corrupt = f.chunks_corrupt + f.chunks_missing;
+                    Ok(((r.blob_id, r.shard), (held.is_some(), held.map_or(0, |h| h.chunks_stored), corrupt)))
                 })
                 .collect()
         } else {
-            match ctx.cluster.replica_addr(holder).map(|a| ctx.cluster.peers.client(&a)) {
-                Some(Ok(mut c)) => {
-                    let mut req = tonic::Request::new(ShardInventoryRequest {
-                        group_id: g.id.get(),
-                        target_replica_id: holder.get(),
-                        shards: refs.clone(),
-                    });
-                    req.set_timeout(PEER_CALL_TIMEOUT);
-                    c.shard_inventory(req)
-                        .await
-                        .map(|r| {
-                            r.into_inner()
-                                .shards
-                                .into_iter()
-                                .map(|e| (e.blob_id, e.shard, e.held, e.chunks_stored, e.chunks_corrupt))
-                                .collect()
-                        })
-                        .map_err(|s| s.message().to_string())
-                }
-                _ => Err("no address".into()),
-            }
+            remote_inventory(ctx, g, holder, &refs).await
         };
         for r in &refs {
-            let expected = manifests
-                .iter()
-                .find(|m| m.blob_id == r.blob_id)
+            let expected = by_blob
+                .get(&r.blob_id)
                 .map(|m| (0..m.layout.stripes()).map(|s| m.layout.chunks_in_shard(s) as u64).sum())
                 .unwrap_or(0);
             let entry = match &answers {
                 Err(_) => ("unreachable", 0, 0),
-                Ok(list) => match list.iter().find(|a| a.0 == r.blob_id && a.1 == r.shard) {
-                    None | Some((_, _, false, _, _)) => ("missing", 0, 0),
-                    Some((_, _, true, stored, corrupt)) if *corrupt > 0 => ("corrupt", *stored, *corrupt),
-                    Some((_, _, true, stored, _)) if *stored < expected => ("incomplete", *stored, 0),
-                    Some((_, _, true, stored, _)) => ("healthy", *stored, 0),
+                Ok(found) => match found.get(&(r.blob_id, r.shard)) {
+                    None | Some((false, _, _)) => ("missing", 0, 0),
+                    Some((true, stored, corrupt)) if *corrupt > 0 => ("corrupt", *stored, *corrupt),
+                    Some((true, stored, _)) if *stored < expected => ("incomplete", *stored, 0),
+                    Some((true, stored, _)) => ("healthy", *stored, 0),
                 },
             };
             out.insert(
@@ -286,13 +267,68 @@ async fn shard_health(
     out
 }
 
+/// What `holder` (on another node) reports of `refs`, asked in requests of
+/// at most `SHARD_HOLDERS_BLOBS_MAX` shards.
+async fn remote_inventory(
+    ctx: &DataPlane,
+    g: &Group,
+    holder: ReplicaId,
+    refs: &[ShardRef],
+) -> Result<HashMap<(u64, u32), (bool, u64, u64)>, String> {
+    let addr = ctx.cluster.replica_addr(holder).ok_or_else(|| "no address".to_string())?;
+    let mut c = ctx.cluster.peers.client(&addr).map_err(|e| e.to_string())?;
+    let mut found = HashMap::with_capacity(refs.len());
+    for chunk in refs.chunks(crate::api::peer::SHARD_HOLDERS_BLOBS_MAX) {
+        let mut req = tonic::Request::new(ShardInventoryRequest {
+            group_id: g.id.get(),
+            target_replica_id: holder.get(),
+            shards: chunk.to_vec(),
+        });
+        req.set_timeout(PEER_CALL_TIMEOUT);
+        let answer = c.shard_inventory(req).await.map_err(|s| s.message().to_string())?;
+        found.extend(
+            answer
+                .into_inner()
+                .shards
+                .into_iter()
+                .map(|e| ((e.blob_id, e.shard), (e.held, e.chunks_stored, e.chunks_corrupt))),
+        );
+    }
+    Ok(found)
+}
+
 /// Every variant with its retained versions and, for erasure-coded ones,
 /// stripes, holders and shard health.
-pub async fn variant_details(ctx: &DataPlane, g: &Group, rs: ResourceState) -> Vec<v1::VariantDetail> {
-    let manifests: Vec<Arc<BlobManifest>> = rs.blobs().cloned().collect();
-    let health = shard_health(ctx, g, &manifests).await;
-    rs.variants
+/// The variants `DescribeResource` details: the first in name order, up to
+/// `DESCRIBE_VERSIONS_MAX` versions in all (at least one variant), and
+/// whether any were left out (ListVariants pages through them all).
+fn described(rs: &ResourceState) -> (Vec<(&String, &crate::resource::state::Variant)>, bool) {
+    let mut listed = Vec::new();
+    let mut versions = 0usize;
+    for (name, v) in &rs.variants {
+        if versions + v.versions.len() > DESCRIBE_VERSIONS_MAX && !listed.is_empty() {
+            return (listed, true);
+        }
+        versions += v.versions.len();
+        listed.push((name, v));
+    }
+    (listed, false)
+}
+
+/// Details of the variants [`described`] picks, with their shards' health.
+pub async fn variant_details(ctx: &DataPlane, g: &Group, rs: &ResourceState) -> (Vec<v1::VariantDetail>, bool) {
+    let (listed, truncated) = described(rs);
+    let manifests: Vec<Arc<BlobManifest>> = listed
         .iter()
+        .flat_map(|(_, v)| v.versions.values())
+        .filter_map(|ver| match &ver.content {
+            Content::Blob(m) => Some(m.clone()),
+            Content::Inline(_) => None,
+        })
+        .collect();
+    let health = shard_health(ctx, g, &manifests).await;
+    let details = listed
+        .into_iter()
         .map(|(name, v)| v1::VariantDetail {
             name: name.clone(),
             current_version: v.current.unwrap_or(0),
@@ -318,5 +354,42 @@ pub async fn variant_details(ctx: &DataPlane, g: &Group, rs: ResourceState) -> V
                 })
                 .collect(),
         })
-        .collect()
+        .collect();
+    (details, truncated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 17): DescribeResource detailed every version of
+    /// every variant, past the message limit for large resources.
+    #[test]
+    fn describe_details_a_bounded_prefix_of_the_variants() {
+        let mut rs = ResourceState::default();
+        let put = |rs: &mut ResourceState, i: usize| {
+            rs.apply(
+                i as u64 + 1,
+                &ResourceCommand::Put {
+                    request: RequestId::default(),
+                    now_ms: 1,
+                    variant: format!("v{i:05}"),
+                    value: Bytes::from_static(b"x"),
+                    if_version: None,
+                },
+            )
+        };
+        for i in 0..10 {
+            put(&mut rs, i);
+        }
+        let (listed, truncated) = described(&rs);
+        assert_eq!((listed.len(), truncated), (10, false));
+        for i in 10..DESCRIBE_VERSIONS_MAX + 50 {
+            put(&mut rs, i);
+        }
+        let (listed, truncated) = described(&rs);
+        assert!(truncated);
+        assert_eq!(listed.len(), DESCRIBE_VERSIONS_MAX);
+        assert_eq!(listed[0].0, "v00000", "in name order from the first");
+    }
 }
