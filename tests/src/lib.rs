@@ -6,6 +6,7 @@
 //! wipe nodes, and talk to the cluster through the real client library.
 
 pub mod fuzzing;
+pub mod ledger;
 
 use std::net::TcpListener;
 use std::path::Path;

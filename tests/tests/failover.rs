@@ -5,114 +5,32 @@
 //! acknowledged version (or a later attempted one), also after the whole
 //! cluster is SIGKILLed and restarted.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use shadowstore_client::Client;
 use shadowstore_tests::Cluster;
-use shadowstore_tests::eventually;
+use shadowstore_tests::ledger;
+use shadowstore_tests::ledger::Load;
 
-const RESOURCES: usize = 50;
-const VARIANTS: usize = 20;
-const WRITERS: usize = 25;
+const LOAD: Load = Load { resources: 50, variants: 20, writers: 25, blob_every: 0 };
 
-/// What a writer knows about one variant.
-#[derive(Clone, Debug, Default)]
-struct Known {
-    /// The last acknowledged write: (version, attempt number).
-    acked: Option<(u64, u64)>,
-    /// The highest attempt number sent (acknowledged or not).
-    attempted: u64,
-}
-
-type Ledger = Arc<Mutex<HashMap<(usize, usize), Known>>>;
-
-fn value(r: usize, v: usize, attempt: u64) -> Vec<u8> {
-    format!("r{r}/v{v}/attempt{attempt}").into_bytes()
-}
-
-fn attempt_of(bytes: &[u8]) -> u64 {
-    let s = std::str::from_utf8(bytes).expect("utf8 value");
-    s.rsplit("attempt").next().unwrap().parse().expect("attempt number")
-}
-
-/// Writer `w` owns the (resource, variant) pairs with index % WRITERS == w,
-/// so each variant has a single sequential writer.
-async fn writer(w: usize, client: Client, ledger: Ledger, stop: Arc<AtomicBool>) -> u64 {
-    let mine: Vec<(usize, usize)> =
-        (0..RESOURCES * VARIANTS).filter(|i| i % WRITERS == w).map(|i| (i / VARIANTS, i % VARIANTS)).collect();
-    let mut acks = 0;
-    let mut round = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        round += 1;
-        for &(r, v) in &mine {
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-            let attempt = {
-                let mut l = ledger.lock().unwrap();
-                let k = l.entry((r, v)).or_default();
-                k.attempted = round;
-                round
-            };
-            if let Ok(version) = client.put(&format!("res-{r}"), &format!("var-{v}"), value(r, v, attempt)).await {
-                let mut l = ledger.lock().unwrap();
-                let k = l.get_mut(&(r, v)).unwrap();
-                assert!(k.acked.is_none_or(|(old, _)| old < version), "acknowledged versions must increase");
-                k.acked = Some((version, attempt));
-                acks += 1;
-            }
-        }
-    }
-    acks
-}
-
-async fn verify(client: &Client, ledger: &Ledger) {
-    let snapshot = ledger.lock().unwrap().clone();
-    let mut checked = 0;
-    for ((r, v), k) in snapshot {
-        let Some((acked_version, acked_attempt)) = k.acked else {
-            continue;
-        };
-        let got = eventually(Duration::from_secs(30), || {
-            let client = client.clone();
-            async move { Ok(client.get(&format!("res-{r}"), &format!("var-{v}")).await?) }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("res-{r}/var-{v}: acknowledged write unreadable: {e:#}"));
-        let attempt = attempt_of(&got.value);
-        assert!(got.version >= acked_version, "res-{r}/var-{v}: version {} < acked {acked_version}", got.version);
-        if got.version == acked_version {
-            assert_eq!(attempt, acked_attempt, "res-{r}/var-{v}: acked version holds another value");
-        } else {
-            assert!(
-                attempt > acked_attempt && attempt <= k.attempted,
-                "res-{r}/var-{v}: version {} holds attempt {attempt}, acked {acked_attempt}, attempted {}",
-                got.version,
-                k.attempted
-            );
-        }
-        checked += 1;
-    }
-    assert!(checked >= RESOURCES * VARIANTS * 9 / 10, "only {checked} variants were ever acknowledged");
+async fn verify(client: &shadowstore_client::Client, ledger: &ledger::Ledger) {
+    let checked = ledger::verify(LOAD, client, ledger).await;
+    assert!(checked >= LOAD.resources * LOAD.variants * 9 / 10, "only {checked} variants were ever acknowledged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_leader_crashes_and_full_restart() {
     let mut cluster = Cluster::start(3).await.expect("cluster");
     let admin = cluster.client();
-    for r in 0..RESOURCES {
-        admin.create_resource(&format!("res-{r}"), 3).await.unwrap();
-    }
-    let ledger: Ledger = Arc::new(Mutex::new(HashMap::new()));
+    ledger::create_resources(&admin, LOAD).await.unwrap();
+    let ledger = ledger::new_ledger();
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
-    for w in 0..WRITERS {
-        writers.push(tokio::spawn(writer(w, cluster.client(), ledger.clone(), stop.clone())));
+    for w in 0..LOAD.writers {
+        writers.push(tokio::spawn(ledger::writer(LOAD, w, cluster.client(), ledger.clone(), stop.clone())));
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -138,7 +56,7 @@ async fn acknowledged_writes_survive_leader_crashes_and_full_restart() {
         acks += w.await.unwrap();
     }
     eprintln!("{acks} acknowledged writes");
-    assert!(acks > (RESOURCES * VARIANTS) as u64, "writers made too little progress: {acks}");
+    assert!(acks > (LOAD.resources * LOAD.variants) as u64, "writers made too little progress: {acks}");
     verify(&admin, &ledger).await;
 
     // Every node crashes at once; everything acknowledged is still there.

@@ -1,0 +1,156 @@
+//! A ledger of acknowledged writes, for tests that crash nodes under load.
+//!
+//! Writers own disjoint (resource, variant) pairs and write them in rounds;
+//! every value names its pair and attempt and carries a filler derived from
+//! them, so a read can tell a lost write (an older version than the last
+//! acknowledged one), a corrupt value (a filler that does not match) and a
+//! write from nowhere (an attempt never sent). Some variants hold values
+//! above the inline threshold, so the erasure-coded path is loaded too.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use shadowstore_client::Client;
+
+use crate::eventually;
+use crate::pseudo_random;
+
+/// Size of the values of blob variants: above the 64 KiB inline threshold.
+pub const BLOB_VALUE_BYTES: usize = 160 * 1024;
+/// Size of the values of inline variants.
+const INLINE_VALUE_BYTES: usize = 200;
+
+/// The load: `resources` × `variants` pairs written by `writers` tasks;
+/// every `blob_every`-th variant (0: none) holds erasure-coded values.
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    pub resources: usize,
+    pub variants: usize,
+    pub writers: usize,
+    pub blob_every: usize,
+}
+
+impl Load {
+    pub fn resource(r: usize) -> String {
+        format!("res-{r}")
+    }
+
+    fn is_blob(&self, v: usize) -> bool {
+        self.blob_every != 0 && v % self.blob_every == self.blob_every - 1
+    }
+
+    /// The value of attempt `attempt` of pair (r, v).
+    pub fn value(&self, r: usize, v: usize, attempt: u64) -> Vec<u8> {
+        let mut bytes = format!("r{r}/v{v}/attempt{attempt}/").into_bytes();
+        let len = if self.is_blob(v) { BLOB_VALUE_BYTES } else { INLINE_VALUE_BYTES };
+        bytes.extend(pseudo_random(len, (r as u64) << 40 | (v as u64) << 20 | attempt));
+        bytes
+    }
+
+    /// The attempt a value holds, if it is exactly what that attempt wrote.
+    pub fn attempt_of(&self, r: usize, v: usize, bytes: &[u8]) -> Option<u64> {
+        let prefix = format!("r{r}/v{v}/attempt");
+        let rest = bytes.strip_prefix(prefix.as_bytes())?;
+        let end = rest.iter().position(|b| *b == b'/')?;
+        let attempt: u64 = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+        (self.value(r, v, attempt) == bytes).then_some(attempt)
+    }
+}
+
+/// What the writers know about one pair.
+#[derive(Clone, Debug, Default)]
+pub struct Known {
+    /// The last acknowledged write: (version, attempt number).
+    pub acked: Option<(u64, u64)>,
+    /// The highest attempt number sent (acknowledged or not).
+    pub attempted: u64,
+}
+
+pub type Ledger = Arc<Mutex<HashMap<(usize, usize), Known>>>;
+
+pub fn new_ledger() -> Ledger {
+    Arc::new(Mutex::new(HashMap::new()))
+}
+
+/// Creates the load's resources (factor 3).
+pub async fn create_resources(admin: &Client, load: Load) -> anyhow::Result<()> {
+    for r in 0..load.resources {
+        admin.create_resource(&Load::resource(r), 3).await?;
+    }
+    Ok(())
+}
+
+/// Writer `w`: writes its pairs (index % writers == w) in rounds until
+/// `stop`; returns the writes acknowledged.
+pub async fn writer(load: Load, w: usize, client: Client, ledger: Ledger, stop: Arc<AtomicBool>) -> u64 {
+    let mine: Vec<(usize, usize)> = (0..load.resources * load.variants)
+        .filter(|i| i % load.writers == w)
+        .map(|i| (i / load.variants, i % load.variants))
+        .collect();
+    let mut acks = 0;
+    let mut round = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        round += 1;
+        for &(r, v) in &mine {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            {
+                let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+                l.entry((r, v)).or_default().attempted = round;
+            }
+            let put = client.put(&Load::resource(r), &format!("var-{v}"), load.value(r, v, round)).await;
+            if let Ok(version) = put {
+                let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+                let k = l.entry((r, v)).or_default();
+                assert!(k.acked.is_none_or(|(old, _)| old < version), "acknowledged versions must increase");
+                k.acked = Some((version, round));
+                acks += 1;
+            }
+        }
+    }
+    acks
+}
+
+/// Checks one read of pair (r, v) against what was known before it was
+/// sent: not older than the acknowledged version, exactly some attempt's
+/// value, and that attempt was sent.
+pub fn check_read(load: Load, r: usize, v: usize, before: &Known, version: u64, bytes: &[u8]) {
+    let attempt = load
+        .attempt_of(r, v, bytes)
+        .unwrap_or_else(|| panic!("res-{r}/var-{v}: version {version} holds a corrupt value ({} bytes)", bytes.len()));
+    let Some((acked_version, acked_attempt)) = before.acked else { return };
+    assert!(version >= acked_version, "res-{r}/var-{v}: read version {version} < acknowledged {acked_version}");
+    if version == acked_version {
+        assert_eq!(attempt, acked_attempt, "res-{r}/var-{v}: the acknowledged version holds another value");
+    } else {
+        assert!(attempt > acked_attempt, "res-{r}/var-{v}: version {version} holds older attempt {attempt}");
+    }
+}
+
+/// Reads every acknowledged pair (retrying for up to 30 s each) and checks
+/// it: zero lost, zero corrupt. Returns the pairs checked.
+pub async fn verify(load: Load, client: &Client, ledger: &Ledger) -> usize {
+    let snapshot = ledger.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut checked = 0;
+    for ((r, v), k) in snapshot {
+        if k.acked.is_none() {
+            continue;
+        }
+        let got = eventually(Duration::from_secs(30), || {
+            let client = client.clone();
+            async move { Ok(client.get(&Load::resource(r), &format!("var-{v}")).await?) }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("res-{r}/var-{v}: acknowledged write unreadable: {e:#}"));
+        check_read(load, r, v, &k, got.version, &got.value);
+        let attempt = load.attempt_of(r, v, &got.value).unwrap_or(0);
+        assert!(attempt <= k.attempted, "res-{r}/var-{v}: attempt {attempt} was never sent");
+        checked += 1;
+    }
+    checked
+}
