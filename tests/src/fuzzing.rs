@@ -314,7 +314,9 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             for i in 0..80 {
                 text.push_str(&format!("2015-01-01 {:02}:{:02}:00,{}\n", i / 12, i % 12 * 5, i * 3 % 17));
             }
-            vec![text.into_bytes(), b"timestamp,value\n2015-01-01 00:00:00,1\n".to_vec()]
+            // The last: what cargo-fuzz found overflowing the day arithmetic.
+            let crash = b"timestamp,value\n288888888888015-01-01 00:15:00,9\n2015-01-01 00:20:00,12\n".to_vec();
+            vec![text.into_bytes(), b"timestamp,value\n2015-01-01 00:00:00,1\n".to_vec(), crash]
         }
         "handlers" => {
             use prost::Message;

@@ -48,7 +48,17 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
     let (year, month, day) = (d.next()??, d.next()??, d.next()??);
     let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
     let (hour, minute, second) = (t.next()??, t.next()??, t.next()??);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    // Four-digit years only: the day arithmetic below overflows on years
+    // of a dozen digits (found by fuzzing the parser).
+    if d.next().is_some() || t.next().is_some() || !(1..=9999).contains(&year) {
+        return None;
+    }
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || !(0..=23).contains(&hour)
+        || !(0..=59).contains(&minute)
+        || !(0..=60).contains(&second)
+    {
         return None;
     }
     // Days from civil (proleptic Gregorian), after H. Hinnant's algorithm.
@@ -150,6 +160,22 @@ mod tests {
         assert_eq!(parse_timestamp("2014-07-01 00:30:00"), Some(1_404_174_600));
         assert_eq!(parse_timestamp("2014-13-01 00:30:00"), None);
         assert_eq!(parse_timestamp("yesterday"), None);
+        assert_eq!(parse_timestamp("2015-01-01 00:-1:00"), None, "negative fields");
+        assert_eq!(parse_timestamp("2015-01-01-7 00:00:00"), None, "extra fields");
+        assert_eq!(parse_timestamp("9999-12-31 23:59:59"), Some(253_402_300_799));
+    }
+
+    /// Regression: cargo-fuzz (`tests/fuzz`, target `trace`) found that a
+    /// year of a dozen digits overflowed the day arithmetic, a panic in
+    /// debug builds and a wrong timestamp in release ones. This is its
+    /// input, minimized to the line that matters.
+    #[test]
+    fn a_year_of_many_digits_is_refused_not_an_overflow() {
+        assert_eq!(parse_timestamp("288888888888015-01-01 00:15:00"), None);
+        assert_eq!(parse_timestamp("-288888888888015-01-01 00:15:00"), None);
+        let text = "timestamp,value\n288888888888015-01-01 00:15:00,9\n2015-01-01 00:20:00,12\n";
+        let error = parse("crash.csv", "crash".into(), text).expect_err("a bad year").to_string();
+        assert!(error.contains("crash.csv:2") && error.contains("bad timestamp"), "{error}");
     }
 
     #[test]
