@@ -56,8 +56,14 @@ pub const SESSION_IDLE_EXPIRY_MS: u64 = 10 * 60 * 1000;
 pub const GRPC_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Snapshot transfer chunk size.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
-/// Largest snapshot a node accepts (the inline limit plus sessions).
-pub const SNAPSHOT_BYTES_MAX: usize = RESOURCE_INLINE_BYTES_MAX as usize + 64 * 1024 * 1024;
+/// Encoded bytes of blob manifests one resource may hold (a 1 GiB blob's
+/// manifest takes about 170 KB with the default layout, so about 750 such
+/// blobs); further blob writes are refused with RESOURCE_EXHAUSTED.
+pub const RESOURCE_MANIFEST_BYTES_MAX: u64 = 128 * 1024 * 1024;
+/// Largest snapshot a node accepts: the inline limit, the manifest limit
+/// and sessions.
+pub const SNAPSHOT_BYTES_MAX: usize =
+    RESOURCE_INLINE_BYTES_MAX as usize + RESOURCE_MANIFEST_BYTES_MAX as usize + 64 * 1024 * 1024;
 
 /// Largest value sled ever stores for us. Larger ones are split, so that no
 /// leaf page (at most 17 values) reaches sled's blob threshold (segment

@@ -7,6 +7,7 @@ use shadowstore_base::ids::NodeId;
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use bytes::BytesMut;
@@ -31,11 +32,14 @@ use crate::raft::CommandResponse;
 use crate::resource::ResourceCommand;
 use crate::resource::ResourceResponse;
 use crate::resource::ResourceState;
+use crate::resource::layout::Layout;
+use crate::resource::manifest;
 use crate::resource::manifest::BlobManifest;
 use crate::resource::state::Content;
 use crate::resource::state::Version;
 use shadowstore_base::ids::ReplicaId;
 use shadowstore_base::ids::RequestId;
+use shadowstore_base::limits::RESOURCE_MANIFEST_BYTES_MAX;
 use shadowstore_base::limits::STREAM_CHUNK_BYTES_MAX;
 
 /// What a write asks for, besides its bytes.
@@ -81,6 +85,50 @@ pub fn write_outcome(
     }
 }
 
+/// Encoded bytes of the manifests `g`'s applied state holds (an upper
+/// bound: what they take in its snapshot).
+fn manifest_bytes_held(g: &Group) -> u64 {
+    match &g.state.read().data {
+        crate::raft::state_machine::GroupData::Resource(rs) => {
+            rs.blobs().map(|m| manifest::encoded_bytes_upper(&m.layout) as u64).sum()
+        }
+        crate::raft::state_machine::GroupData::Meta(_) => 0,
+    }
+}
+
+/// A blob write's share of `RESOURCE_MANIFEST_BYTES_MAX`, held from before
+/// its proposal until it is answered, so that concurrent writes cannot
+/// pass the check together: the snapshot that seeds a new replica stays
+/// under `SNAPSHOT_BYTES_MAX`. The leader checks (not apply, which every
+/// release must apply alike); after the commit the applied state counts
+/// the manifest too for a moment, which only errs on the safe side.
+pub(crate) struct ManifestReservation<'a> {
+    group: &'a Group,
+    bytes: u64,
+}
+
+impl<'a> ManifestReservation<'a> {
+    pub(crate) fn take(group: &'a Group, layout: &Layout) -> Result<Self, Status> {
+        let bytes = manifest::encoded_bytes_upper(layout) as u64;
+        let reserved = group.manifest_bytes_reserved.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        let reservation = ManifestReservation { group, bytes };
+        let total = manifest_bytes_held(group).saturating_add(reserved);
+        if total > RESOURCE_MANIFEST_BYTES_MAX {
+            return Err(Status::resource_exhausted(format!(
+                "the resource's blob manifests would take {total} bytes, limit {RESOURCE_MANIFEST_BYTES_MAX} (they are \
+                 part of the snapshot that seeds a new replica): expire or delete versions, or use larger stripes"
+            )));
+        }
+        Ok(reservation)
+    }
+}
+
+impl Drop for ManifestReservation<'_> {
+    fn drop(&mut self) {
+        self.group.manifest_bytes_reserved.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// Writes `prefix` followed by `rest` as the new version of a variant: inline
 /// through Raft if it fits the resource's inline threshold, erasure-coded
 /// otherwise. Returns the version.
@@ -99,7 +147,7 @@ where
     // The node's limit, or what one manifest of this resource's layout can
     // describe if that is less: refused before any byte is stored.
     let s = rec.storage;
-    let manifest_max = crate::resource::manifest::blob_bytes_capacity(s.stripe_size, s.k, s.m);
+    let manifest_max = manifest::blob_bytes_capacity(s.stripe_size, s.k, s.m);
     let (max, limit) = if manifest_max < blob_bytes_max {
         (manifest_max, "the manifest limit of this resource's layout (larger stripes hold more)")
     } else {
@@ -122,6 +170,8 @@ where
         }
     }
     let now_ms = ctx.clock.now_ms();
+    // Held until the proposal is answered (a blob's manifest budget).
+    let mut reservation: Option<ManifestReservation<'_>> = None;
     let cmd = if ended && head.len() <= threshold {
         if let Some(d) = w.declared.filter(|d| *d != head.len() as u64) {
             return Err(Status::invalid_argument(format!("stream carried {} of the declared {d} bytes", head.len())));
@@ -134,9 +184,19 @@ where
             if_version: w.if_version,
         }
     } else {
+        // Manifests count against the resource's snapshot budget: a
+        // declared size reserves its manifest before the upload, any other
+        // once the manifest is known; the reservation lasts until the
+        // proposal is answered.
+        if let Some(d) = w.declared {
+            reservation = Some(ManifestReservation::take(g, &Layout::new(d, s.stripe_size, s.k, s.m))?);
+        }
         let rest = rest.map(|r| r.map_err(status::source_error));
         let source = Source { prefix: head.freeze(), rest, declared: w.declared, max_bytes: max };
         let manifest = write_blob(ctx, g, rec.storage, g.voters(), source).await?;
+        if reservation.is_none() {
+            reservation = Some(ManifestReservation::take(g, &manifest.layout)?);
+        }
         ResourceCommand::PutBlob {
             request: w.request,
             now_ms: ctx.clock.now_ms(),
@@ -145,8 +205,9 @@ where
             if_version: w.if_version,
         }
     };
-    let answer = propose(ctx, g, cmd, "put").await?;
-    write_outcome(w.resource, w.variant, answer, w.if_version)
+    let answer = propose(ctx, g, cmd, "put").await;
+    drop(reservation);
+    write_outcome(w.resource, w.variant, answer?, w.if_version)
 }
 
 /// The version of `variant` a read asks for (`None`: the latest).

@@ -431,6 +431,36 @@ mod tests {
             .collect()
     }
 
+    /// Blob writes reserve their manifest's bytes until answered, so
+    /// concurrent writes cannot together take a resource's manifests past
+    /// `RESOURCE_MANIFEST_BYTES_MAX` (and its snapshot past the limit).
+    #[tokio::test]
+    async fn manifest_reservations_bound_a_resources_manifests() {
+        use crate::api::data::ManifestReservation;
+        use crate::resource::layout::Layout;
+        use shadowstore_base::limits::RESOURCE_MANIFEST_BYTES_MAX;
+        let engine = MemoryEngine::new();
+        let node = registry(&engine);
+        let g = single_voter(&node, ReplicaId::new(71)).await;
+        // The largest manifests a layout allows: about 2 MiB each.
+        let (stripe, k, m) = (64 * 1024, 1, 4);
+        let big = Layout::new(crate::resource::manifest::blob_bytes_capacity(stripe, k, m), stripe, k, m);
+        let each = crate::resource::manifest::encoded_bytes_upper(&big) as u64;
+        let fit = (RESOURCE_MANIFEST_BYTES_MAX / each) as usize;
+        let mut held: Vec<ManifestReservation<'_>> =
+            (0..fit).map(|i| ManifestReservation::take(&g, &big).unwrap_or_else(|e| panic!("{i}: {e}"))).collect();
+        let e = ManifestReservation::take(&g, &big).err().expect("one more is over the budget");
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        assert!(e.message().contains("manifests"), "{}", e.message());
+        // A refused reservation holds nothing; an answered write frees its share.
+        assert_eq!(g.manifest_bytes_reserved.load(std::sync::atomic::Ordering::Relaxed), fit as u64 * each);
+        held.pop();
+        let again = ManifestReservation::take(&g, &big).expect("room again");
+        drop(again);
+        drop(held);
+        assert_eq!(g.manifest_bytes_reserved.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+
     #[tokio::test]
     async fn a_quarantine_outlives_a_restart_and_an_in_place_successor_starts_clean() {
         let engine = MemoryEngine::new();

@@ -56,6 +56,10 @@ pub struct Group {
     /// Monotonic milliseconds (see `quiesce::mono_ms`) when this replica
     /// last accepted entries or a heartbeat from a leader.
     pub leader_contact_ms: AtomicU64,
+    /// Manifest bytes of blob writes reserved on this replica (as leader)
+    /// and not yet committed, counted with the applied ones against
+    /// `RESOURCE_MANIFEST_BYTES_MAX` (see `api::data`).
+    pub manifest_bytes_reserved: AtomicU64,
     /// Closed before the replica's storage is reused: openraft's snapshot
     /// builder may outlive the core's shutdown.
     snapshot_writes: SnapshotGate,
@@ -77,6 +81,7 @@ impl Group {
             state,
             activity: Activity::new(),
             leader_contact_ms: AtomicU64::new(0),
+            manifest_bytes_reserved: AtomicU64::new(0),
             snapshot_writes,
         }
     }
