@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use shadowstore_proto::peer::PingRequest;
 use shadowstore_proto::peer::PingResponse;
 
 use super::Registry;
@@ -151,17 +150,7 @@ pub async fn run(
             let timeout = detector.timing.ping_timeout;
             let (node, addr) = (*node, addr.clone());
             async move {
-                let answer = match peers.client(&addr) {
-                    Err(_) => None,
-                    Ok(mut c) => {
-                        let mut req = tonic::Request::new(PingRequest { from_node_id: self_id.get() });
-                        req.set_timeout(timeout);
-                        match tokio::time::timeout(timeout, c.ping(req)).await {
-                            Ok(Ok(r)) if r.get_ref().node_id == node.get() => Some(r.into_inner()),
-                            _ => None,
-                        }
-                    }
-                };
+                let answer = peers.ping(&addr, self_id, timeout).await.filter(|r| r.node_id == node.get());
                 (node, answer)
             }
         });

@@ -23,7 +23,6 @@ use std::time::Duration;
 use shadowstore_proto::LEADER_ADDRESS_METADATA;
 use shadowstore_proto::peer::JoinRequest;
 use shadowstore_proto::peer::JoinResponse;
-use shadowstore_proto::peer::PingRequest;
 
 use super::Member;
 use crate::cluster::NodeIdentity;
@@ -125,11 +124,9 @@ async fn refuse_if_peers_formed(ctx: &Member) -> Result<(), String> {
         if *addr == ctx.addr {
             continue;
         }
-        let Ok(mut c) = ctx.cluster.peers.client(addr) else { continue };
-        let mut req = tonic::Request::new(PingRequest { from_node_id: 0 });
-        req.set_timeout(BOOTSTRAP_PROBE_TIMEOUT);
-        let Ok(Ok(answer)) = tokio::time::timeout(BOOTSTRAP_PROBE_TIMEOUT, c.ping(req)).await else { continue };
-        let answer = answer.into_inner();
+        let Some(answer) = ctx.cluster.peers.ping(addr, NodeId::new(0), BOOTSTRAP_PROBE_TIMEOUT).await else {
+            continue;
+        };
         if answer.node_id != 0 || !answer.cluster_id.is_empty() {
             let cluster = if answer.cluster_id.is_empty() {
                 "a cluster".to_string()

@@ -6,7 +6,6 @@ use shadowstore_base::ids::NodeId;
 use shadowstore_base::ids::ReplicaId;
 use shadowstore_base::ids::RequestId;
 use shadowstore_proto::peer::JoinRequest;
-use shadowstore_proto::peer::PingRequest;
 
 use super::Member;
 use crate::cluster::Error;
@@ -82,13 +81,8 @@ async fn refuse_live_readdressing(ctx: &Member, node_id: NodeId, new_addr: &str)
     if recorded == new_addr {
         return Ok(());
     }
-    let Ok(mut c) = ctx.cluster.peers.client(&recorded) else { return Ok(()) };
-    let mut req = tonic::Request::new(PingRequest { from_node_id: 0 });
-    req.set_timeout(READDRESS_PROBE_TIMEOUT);
-    let answer = tokio::time::timeout(READDRESS_PROBE_TIMEOUT, c.ping(req)).await;
-    if let Ok(Ok(answer)) = answer
-        && answer.get_ref().node_id == node_id.get()
-    {
+    let answer = ctx.cluster.peers.ping(&recorded, NodeId::new(0), READDRESS_PROBE_TIMEOUT).await;
+    if answer.is_some_and(|a| a.node_id == node_id.get()) {
         return Err(Error::Denied {
             what: "join".into(),
             detail: format!(

@@ -12,6 +12,8 @@ use std::sync::Mutex;
 use std::sync::RwLock;
 use std::time::Duration;
 
+use shadowstore_proto::peer::PingRequest;
+use shadowstore_proto::peer::PingResponse;
 use shadowstore_proto::peer::peer_client::PeerClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -81,6 +83,18 @@ impl Peers {
         Ok(PeerClient::with_interceptor(self.channel(addr)?, StampCluster(self.cluster_id.clone()))
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX))
+    }
+
+    /// Pings the node at `addr` on behalf of `from` (0: a node without an
+    /// identity yet); `None` if it did not answer within `timeout`.
+    pub async fn ping(&self, addr: &str, from: NodeId, timeout: Duration) -> Option<PingResponse> {
+        let mut c = self.client(addr).ok()?;
+        let mut req = tonic::Request::new(PingRequest { from_node_id: from.get() });
+        req.set_timeout(timeout);
+        match tokio::time::timeout(timeout, c.ping(req)).await {
+            Ok(Ok(answer)) => Some(answer.into_inner()),
+            _ => None,
+        }
     }
 
     pub fn set_node_addr(&self, node: NodeId, addr: &str) {
