@@ -135,19 +135,23 @@ async fn a_replica_whose_raft_records_rotted_is_quarantined_and_replaced_in_plac
     use shadowstore_node::storage::keys;
 
     let (mut nodes, group) = three_nodes_with_a_resource().await;
+    let mut last = 0;
     for i in 0..3 {
-        on_any(&nodes, |mut s| async move { s.put(put("v", format!("value-{i}").as_bytes())).await }).await;
+        last =
+            on_any(&nodes, |mut s| async move { s.put(put("v", format!("value-{i}").as_bytes())).await }).await.version;
     }
     // A follower (not the meta leader, whose restart would move the meta
-    // group too) stops; one bit of one of its group's records rots.
-    let victim = nodes
-        .iter()
-        .position(|n| {
+    // group too) stops; one bit of one of its group's records rots. It
+    // must have received the writes (they commit on two of the three
+    // replicas): a replica the leader has not reached yet holds no record.
+    let victim = eventually(Duration::from_secs(30), "a follower that applied the writes", || {
+        nodes.iter().position(|n| {
             let ctx = n.node.ctx();
-            ctx.cluster.registry.get(group).is_some_and(|g| !g.is_leader())
+            ctx.cluster.registry.get(group).is_some_and(|g| !g.is_leader() && g.state.applied_index() >= last)
                 && ctx.cluster.meta_group().is_some_and(|m| !m.is_leader())
         })
-        .expect("a follower of the group that does not lead the meta group");
+    })
+    .await;
     let node_id = nodes[victim].node.ctx().cluster.node_id().unwrap();
     let old_replica = nodes[victim].node.ctx().cluster.registry.get(group).unwrap().replica_id;
     let TestNode { node, engine } = nodes.remove(victim);
@@ -291,7 +295,7 @@ async fn supervisor_quiescing_health_and_reflection() {
     nodes.push(start_node_on(node_id.get(), None, engine).await);
     let back = nodes.last().unwrap().node.ctx().clone();
     let last = on_any(&nodes, |mut s| async move { s.put(put("v", b"after")).await }).await.version;
-    tokio::time::timeout(Duration::from_secs(30), async {
+    let caught_up = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             if let Some(g) = back.cluster.registry.get(group)
                 && g.state.applied_index() >= last
@@ -301,8 +305,30 @@ async fn supervisor_quiescing_health_and_reflection() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
-    .await
-    .expect("the restarted node caught up");
+    .await;
+    if caught_up.is_err() {
+        // What each node sees of the group, to tell a slow catch-up from
+        // a stuck one.
+        let views: Vec<String> = nodes
+            .iter()
+            .map(|n| match n.node.ctx().cluster.registry.get(group) {
+                Some(g) => {
+                    let m = g.metrics();
+                    format!(
+                        "{}: leader {:?} term {} last log {:?} applied {:?} replication {:?}",
+                        n.node.addr(),
+                        m.current_leader,
+                        m.current_term,
+                        m.last_log_index,
+                        m.last_applied,
+                        m.replication
+                    )
+                }
+                None => format!("{}: no replica of the group", n.node.addr()),
+            })
+            .collect();
+        panic!("the restarted node did not catch up to {last} within 60 s: {views:#?}");
+    }
 
     for n in nodes {
         n.node.shutdown().await;
@@ -386,8 +412,14 @@ async fn a_meta_voter_keeps_its_demand_history_across_a_restart_and_receives_wha
         (reads_last_hour(&back) >= held).then_some(())
     })
     .await;
-    let backlog = leader.placement.share_queues().backlog();
-    assert_eq!(backlog.get(&node_id).map(|(batches, _, dropped)| (*batches, *dropped)), Some((0, 0)), "{backlog:?}");
+    // Minutes collected since keep joining the voter's queue; it drains
+    // to empty once the voter answers again, and nothing was dropped.
+    let dropped = eventually(Duration::from_secs(30), "the voter's share queue drains", || {
+        let backlog = leader.placement.share_queues().backlog();
+        backlog.get(&node_id).and_then(|(batches, _, dropped)| (*batches == 0).then_some(*dropped))
+    })
+    .await;
+    assert_eq!(dropped, 0, "batches for the returning voter were dropped");
     for n in nodes {
         n.node.shutdown().await;
     }
