@@ -121,6 +121,13 @@ pub struct NodeConfig {
     pub replace_down_after_ms: u64,
     /// tracing filter, e.g. "info" or "shadowstore_node=debug".
     pub log: String,
+    /// Log lines as text for people or as one JSON object per line for a
+    /// log pipeline.
+    pub log_format: LogFormat,
+    /// Address of the operator's HTTP listener (`host:port`): Prometheus
+    /// metrics at `/metrics` and the dashboard at `/`. Unset: none. It
+    /// serves read-only views only (docs/OPERATING.md).
+    pub http_addr: Option<String>,
     /// Certificates for mutual TLS with peers and clients (required unless
     /// `insecure = true`; see docs/SECURITY.md).
     pub tls: Option<TlsConfig>,
@@ -161,6 +168,18 @@ pub struct FaultConfig {
     pub panic_loop_once: Option<String>,
 }
 
+/// How log lines are written (`log_format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, with the span fields (node, group,
+    /// resource, request id) of each line.
+    Json,
+}
+
 impl Default for NodeConfig {
     fn default() -> Self {
         let d = DetectorTiming::default();
@@ -188,6 +207,8 @@ impl Default for NodeConfig {
             superseded_grace_ms: 60_000,
             replace_down_after_ms: 30 * 60_000,
             log: "info,openraft=warn".to_string(),
+            log_format: LogFormat::Text,
+            http_addr: None,
             tls: None,
             insecure: false,
             fault: FaultConfig::default(),
@@ -206,6 +227,11 @@ impl NodeConfig {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.listen_addr.is_empty() {
             return bad("listen_addr is empty".into());
+        }
+        if let Some(http) = &self.http_addr
+            && http.parse::<std::net::SocketAddr>().is_err()
+        {
+            return bad(format!("http_addr must be an IP address and port (host:port), got {http:?}"));
         }
         if !self.bootstrap && self.join.is_empty() && !self.data_dir.join("db").exists() {
             return bad(format!(

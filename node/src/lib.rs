@@ -13,6 +13,8 @@
 //! - [`meta`], [`resource`]: the two kinds of replicated state machines.
 //! - [`transport`]: the network seam and the peer channels.
 //! - [`loops`]: supervision of the background loops.
+//! - [`telemetry`]: what a node tells its operators: Prometheus metrics,
+//!   the per-request layer, the HTTP listener and its dashboard.
 //! - [`rng`]: the randomness seam.
 //! - `planted` (feature `planted-bugs`, simulator only): deliberate bugs
 //!   that prove the simulator's checkers catch what they claim to.
@@ -36,4 +38,5 @@ pub mod resource;
 pub mod rng;
 pub mod shadow;
 pub mod storage;
+pub mod telemetry;
 pub mod transport;

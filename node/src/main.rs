@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use shadowstore_node::config::LogFormat;
 use shadowstore_node::config::NodeConfig;
 use shadowstore_node::node::Node;
 use shadowstore_node::node::Seams;
@@ -45,6 +46,12 @@ struct Args {
     /// tracing filter, e.g. "info" or "shadowstore_node=debug".
     #[arg(long, env = "SHADOWSTORE_LOG")]
     log: Option<String>,
+    /// Log lines as text, or as one JSON object per line.
+    #[arg(long, env = "SHADOWSTORE_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// Operator HTTP listener (metrics at /metrics), host:port.
+    #[arg(long, env = "SHADOWSTORE_HTTP_ADDR")]
+    http_addr: Option<String>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -114,6 +121,12 @@ fn load(args: Args) -> anyhow::Result<NodeConfig> {
     if let Some(v) = args.log {
         c.log = v;
     }
+    if let Some(v) = args.log_format {
+        c.log_format = v;
+    }
+    if let Some(v) = args.http_addr {
+        c.http_addr = Some(v);
+    }
     c.validate()?;
     Ok(c)
 }
@@ -124,6 +137,9 @@ async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("starting node with data dir {data_dir}"))?;
     println!("shadowstore node listening on {}", node.addr());
+    if let Some(http) = &node.ctx().http_addr {
+        println!("shadowstore operator HTTP on http://{http}/metrics");
+    }
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing SIGTERM handler")?;
     tokio::select! {
@@ -154,7 +170,18 @@ fn main() -> ExitCode {
         }
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    match config.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init(),
+        // Each line carries the fields of the spans it was written in
+        // (request id, node, group, resource).
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_env_filter(filter)
+            .with_target(false)
+            .init(),
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -23,6 +23,7 @@ use crate::api;
 use crate::blob::DataPlane;
 use crate::cluster::Cluster;
 use crate::config::NodeConfig;
+use crate::demand::admission::ReadAdmission;
 use crate::group::Registry;
 use crate::group::failure_detector;
 use crate::group::failure_detector::FailureDetector;
@@ -38,6 +39,9 @@ use crate::storage::SharedEngine;
 use crate::storage::Syncer;
 use crate::storage::format::Opened;
 use crate::storage::sled_engine::SledEngine;
+use crate::telemetry::collector::NodeCollector;
+use crate::telemetry::requests::RequestMetrics;
+use crate::telemetry::requests::RequestMetricsLayer;
 use crate::transport::Peers;
 use crate::transport::seam::SharedNetwork;
 use crate::transport::tls::NodeTls;
@@ -120,6 +124,8 @@ pub struct NodeCtx {
     pub engine: SharedEngine,
     pub syncer: Syncer,
     pub clock: SharedClock,
+    /// The operator's HTTP listener as bound (`http_addr`), if any.
+    pub http_addr: Option<String>,
 }
 
 /// A running node.
@@ -175,6 +181,15 @@ impl Node {
             .map_err(|source| NodeError::Listen { addr: config.listen_addr.clone(), source })?;
         let incoming = crate::transport::limit::limit_connections(incoming, crate::transport::limit::CONNECTIONS_MAX);
         let addr = config.advertise_addr.clone().unwrap_or(bound);
+        let http = match &config.http_addr {
+            Some(a) => Some(
+                crate::telemetry::http::bind(a)
+                    .await
+                    .map_err(|source| NodeError::Listen { addr: a.clone(), source })?,
+            ),
+            None => None,
+        };
+        let http_addr = http.as_ref().map(|(_, bound)| bound.clone());
         let cluster_id = crate::transport::cluster_id::ClusterIdCell::default();
         let peers =
             Arc::new(Peers::new(seams.network.clone(), tls.as_ref().map(|t| t.client.clone()), cluster_id.clone()));
@@ -212,8 +227,28 @@ impl Node {
             clock: seams.clock.clone(),
             rng: seams.rng.clone(),
         });
-        let ctx =
-            Arc::new(NodeCtx { config, addr, cluster, data, placement, member, engine, syncer, clock: seams.clock });
+        let ctx = Arc::new(NodeCtx {
+            config,
+            addr,
+            cluster,
+            data,
+            placement,
+            member,
+            engine,
+            syncer,
+            clock: seams.clock,
+            http_addr,
+        });
+        let loops = crate::loops::Loops::new();
+        let admission = Arc::new(ReadAdmission::new(ctx.config.read_capacity_rps, ctx.clock.now_ms()));
+        let mut metrics = prometheus_client::registry::Registry::default();
+        let requests = RequestMetrics::register(&mut metrics, &ctx.addr);
+        crate::telemetry::register_components(&mut metrics, &ctx);
+        metrics.register_collector(Box::new(NodeCollector {
+            ctx: ctx.clone(),
+            loops: loops.clone(),
+            admission: admission.clone(),
+        }));
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_not_serving::<ShadowStoreServer<api::client::ClientService>>().await;
@@ -233,6 +268,7 @@ impl Node {
         ));
         let client_service = ShadowStoreServer::new(api::client::ClientService::new(
             shadows.clone(),
+            admission,
             ctx.config.read_capacity_rps,
             ctx.config.blob_bytes_max,
         ))
@@ -247,6 +283,7 @@ impl Node {
             builder = builder.tls_config(tls.server.clone()).map_err(|e| NodeError::Grpc(e.to_string()))?;
         }
         let server = builder
+            .layer(RequestMetricsLayer(requests))
             .layer(api::auth::AuthorizeLayer {
                 enforce: tls.is_some(),
                 cluster_id: ctx.cluster.peers.cluster_id().clone(),
@@ -272,12 +309,15 @@ impl Node {
         tracing::info!(node = %identity.node_id, addr = %ctx.addr, "node ready");
 
         let cluster = &ctx.cluster;
-        let loops = crate::loops::Loops::new();
         if let Some(name) = &ctx.config.fault.panic_loop_once {
             tracing::warn!(background_loop = %name, "fault injection: this loop panics on its first run");
             loops.inject_panic_once(name);
         }
         let mut tasks = Vec::new();
+        if let Some((listener, bound)) = http {
+            tracing::info!(addr = %bound, "operator HTTP listener: /metrics");
+            tasks.push(tokio::spawn(crate::telemetry::http::serve(listener, Arc::new(metrics))));
+        }
         let member = ctx.member.clone();
         tasks.push(crate::loops::supervise(loops.clone(), "reconciler", {
             let m = member.clone();

@@ -24,6 +24,11 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 /// (32 hex digits). A node of another cluster is refused with
 /// PERMISSION_DENIED (see `node::api::auth`).
 pub const CLUSTER_ID_METADATA: &str = "x-shadowstore-cluster-id";
+/// A call's request id: set by the caller or given by the first node it
+/// reaches, carried on the peer calls made for it, echoed on the answer,
+/// and written in every log line of the call (at most
+/// `REQUEST_ID_BYTES_MAX` bytes of `[A-Za-z0-9_.-]`, else replaced).
+pub const REQUEST_ID_METADATA: &str = "x-request-id";
 /// Response metadata key carrying the address of the current leader of the
 /// group a request was about, set on UNAVAILABLE answers.
 pub const LEADER_ADDRESS_METADATA: &str = "x-shadowstore-leader";

@@ -46,16 +46,22 @@ pub struct ClientService {
     pub(super) data: Arc<DataPlane>,
     pub(super) placement: Arc<Placement>,
     /// Sheds reads above this node's read capacity.
-    pub(super) admission: ReadAdmission,
+    pub(super) admission: Arc<ReadAdmission>,
     pub(super) read_capacity_rps: u64,
     pub(super) blob_bytes_max: u64,
     pub(super) shadows: Arc<Shadows>,
 }
 
 impl ClientService {
-    pub fn new(shadows: Arc<Shadows>, read_capacity_rps: u64, blob_bytes_max: u64) -> Self {
+    /// `admission` is shared with the node's metrics, which report its
+    /// counts.
+    pub fn new(
+        shadows: Arc<Shadows>,
+        admission: Arc<ReadAdmission>,
+        read_capacity_rps: u64,
+        blob_bytes_max: u64,
+    ) -> Self {
         let (data, placement) = (shadows.data.clone(), shadows.placement.clone());
-        let admission = ReadAdmission::new(read_capacity_rps, data.clock.now_ms());
         ClientService { data, placement, admission, read_capacity_rps, blob_bytes_max, shadows }
     }
 

@@ -7,6 +7,8 @@
 //! absorbed and a sustained overload is shed.
 
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 
 /// Seconds of capacity the bucket holds.
 pub const BURST_S: f64 = 1.0;
@@ -19,6 +21,9 @@ pub const RETRY_AFTER_MS_MAX: u64 = 1_000;
 pub struct ReadAdmission {
     capacity_rps: f64,
     state: Mutex<Bucket>,
+    /// Reads admitted and shed since start (metrics).
+    pub admitted: AtomicU64,
+    pub shed: AtomicU64,
 }
 
 struct Bucket {
@@ -30,7 +35,12 @@ impl ReadAdmission {
     pub fn new(capacity_rps: u64, now_ms: u64) -> ReadAdmission {
         assert!(capacity_rps > 0, "read capacity must be positive");
         let capacity_rps = capacity_rps as f64;
-        ReadAdmission { capacity_rps, state: Mutex::new(Bucket { tokens: capacity_rps * BURST_S, last_ms: now_ms }) }
+        ReadAdmission {
+            capacity_rps,
+            state: Mutex::new(Bucket { tokens: capacity_rps * BURST_S, last_ms: now_ms }),
+            admitted: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+        }
     }
 
     /// Admits one read at `now_ms`, or returns the milliseconds after which
@@ -42,8 +52,10 @@ impl ReadAdmission {
         bucket.last_ms = bucket.last_ms.max(now_ms);
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
+            self.admitted.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
+        self.shed.fetch_add(1, Ordering::Relaxed);
         let wait_ms = ((1.0 - bucket.tokens) / self.capacity_rps * 1000.0).ceil() as u64;
         Err(wait_ms.clamp(RETRY_AFTER_MS_MIN, RETRY_AFTER_MS_MAX))
     }

@@ -18,6 +18,7 @@
 use std::sync::Arc;
 use std::sync::Mutex;
 
+use prometheus_client::metrics::histogram::Histogram;
 use shadowstore_base::clock::SharedClock;
 use shadowstore_placement::demand::DemandRecorder;
 use shadowstore_placement::planner::Plan;
@@ -51,6 +52,26 @@ pub struct Placement {
     /// (resource, shadow node) → since when demand without that shadow
     /// has been low, from the verdicts of the leader's earlier plans.
     low_since: Mutex<std::collections::BTreeMap<(String, shadowstore_base::ids::NodeId), u64>>,
+    /// How long each phase of the leader's planning passes took (metrics).
+    pub timings: PassTimings,
+}
+
+/// Durations of a planning pass's phases, in seconds.
+#[derive(Debug)]
+pub struct PassTimings {
+    /// Draining demand from every node.
+    pub collect: Histogram,
+    /// Feeding the forecasters (fitting models where due).
+    pub forecast: Histogram,
+    /// Planning every resource.
+    pub plan: Histogram,
+}
+
+impl Default for PassTimings {
+    fn default() -> Self {
+        let h = crate::telemetry::seconds_histogram;
+        PassTimings { collect: h(), forecast: h(), plan: h() }
+    }
 }
 
 impl Placement {
@@ -72,6 +93,7 @@ impl Placement {
             queues: Mutex::new(share::ShareQueues::default()),
             last_plans: Mutex::new(Vec::new()),
             low_since: Mutex::new(std::collections::BTreeMap::new()),
+            timings: PassTimings::default(),
         }
     }
 

@@ -47,11 +47,17 @@ fn record_of(plan: &Plan) -> Option<PlacementRecord> {
 /// One planning pass on the meta leader.
 pub async fn plan_once(p: &Arc<Placement>) {
     let now_ms = p.clock.now_ms();
+    let started = std::time::Instant::now();
     let drained = collect(p, now_ms).await;
+    p.timings.collect.observe(started.elapsed().as_secs_f64());
     super::share::share(p, drained);
     let Some(settings) = p.cluster.with_meta(|m| m.placement.settings.clone()) else { return };
+    let started = std::time::Instant::now();
     p.forecasters.feed(&p.history, &settings, now_ms).await;
+    p.timings.forecast.observe(started.elapsed().as_secs_f64());
+    let started = std::time::Instant::now();
     let plans = plan_all(p, None, now_ms);
+    p.timings.plan.observe(started.elapsed().as_secs_f64());
     for plan in &plans {
         let Some(record) = record_of(plan) else { continue };
         let (current, acted_since) = p

@@ -29,12 +29,24 @@ type Completion = Box<dyn FnOnce(io::Result<()>) + Send>;
 /// Scheduler yields before each sync to gather waiters (see `run`).
 const SYNC_GATHER_YIELDS: usize = 2;
 
-#[derive(Default, Debug)]
+#[derive(Debug)]
 pub struct SyncStats {
     /// Syncs performed.
     pub syncs: AtomicU64,
     /// Completions served (waiters / syncs = average batch).
     pub waiters: AtomicU64,
+    /// How long each sync took (metrics).
+    pub seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for SyncStats {
+    fn default() -> Self {
+        SyncStats {
+            syncs: AtomicU64::new(0),
+            waiters: AtomicU64::new(0),
+            seconds: crate::telemetry::seconds_histogram(),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -132,7 +144,12 @@ async fn run(
             Some(first) => Err(io::Error::other(format!(
                 "storage failed earlier ({first}); nothing is synced until the node restarts"
             ))),
-            None => engine.clone().sync().await,
+            None => {
+                let started = std::time::Instant::now();
+                let r = engine.clone().sync().await;
+                stats.seconds.observe(started.elapsed().as_secs_f64());
+                r
+            }
         };
         stats.syncs.fetch_add(1, Ordering::Relaxed);
         stats.waiters.fetch_add(batch.len() as u64, Ordering::Relaxed);

@@ -117,6 +117,9 @@ impl tonic::service::Interceptor for StampCluster {
             let value = id.to_string().parse().map_err(|_| tonic::Status::internal("cluster id is not ASCII"))?;
             req.metadata_mut().insert(CLUSTER_ID_METADATA, value);
         }
+        // A peer call made while serving a request carries its id, so the
+        // next hop logs under the same id.
+        crate::telemetry::requests::stamp_request_id(req.metadata_mut());
         Ok(req)
     }
 }

@@ -62,7 +62,10 @@ struct DemoArgs {
     /// Return once the cluster is up and leave it running.
     #[arg(long)]
     detach: bool,
-    /// Skip the demo workload.
+    /// Skip the demo workload (the demand generator and the placement
+    /// settings). The nodes still serve at most 50 reads/s each, the demo's
+    /// read capacity, and shed the rest with RESOURCE_EXHAUSTED; `--set
+    /// read_capacity_rps=20000` lifts it (for `shadowctl bench`).
     #[arg(long)]
     no_workload: bool,
     /// The node binary (default: `shadowstore` next to this executable).
@@ -76,6 +79,9 @@ struct DemoArgs {
 }
 
 const REGIONS: [&str; 3] = ["us-east", "us-west", "eu-west"];
+/// Node i serves its operator HTTP (metrics, dashboard) on base_port +
+/// this + i.
+const HTTP_PORT_OFFSET: u16 = 90;
 /// Each demo node serves at most this many reads per second, so the
 /// generator's surges exceed what the three replicas give.
 const DEMO_READ_CAPACITY_RPS: u64 = 50;
@@ -218,6 +224,10 @@ fn stop(pids: &[i32]) {
     }
 }
 
+fn http_addr(args: &DemoArgs, i: u16) -> String {
+    format!("127.0.0.1:{}", args.base_port + HTTP_PORT_OFFSET + i)
+}
+
 fn endpoints(args: &DemoArgs) -> Vec<String> {
     (1..=args.nodes).map(|i| format!("127.0.0.1:{}", args.base_port + i)).collect()
 }
@@ -257,6 +267,7 @@ fn write_config(args: &DemoArgs, i: u16) -> anyhow::Result<PathBuf> {
         ("join".into(), format!("[{join}]")),
         ("region".into(), format!("\"{}\"", REGIONS[(i as usize - 1) % REGIONS.len()])),
         ("read_capacity_rps".into(), DEMO_READ_CAPACITY_RPS.to_string()),
+        ("http_addr".into(), format!("\"{}\"", http_addr(args, i))),
     ];
     if !insecure(args) {
         let certs = std::path::absolute(certs_dir(args)).context("cannot resolve the demo's directory")?;
@@ -444,6 +455,19 @@ pub async fn run(cmd: &DemoCmd, out: Output) -> anyhow::Result<()> {
     println!("shadowstore demo cluster: {} nodes up", args.nodes);
     println!("endpoints: {eps}");
     println!("data, configs and logs: {}", args.dir.display());
+    println!(
+        "metrics (Prometheus): {}",
+        (1..=args.nodes).map(|i| format!("http://{}/metrics", http_addr(args, i))).collect::<Vec<_>>().join(" ")
+    );
+    let capacity = args
+        .settings
+        .iter()
+        .find_map(|kv| kv.strip_prefix("read_capacity_rps="))
+        .map_or(DEMO_READ_CAPACITY_RPS.to_string(), str::to_string);
+    println!(
+        "read capacity: {capacity} reads/s per node (reads above it are shed with RESOURCE_EXHAUSTED; \
+         --set read_capacity_rps=N changes it)"
+    );
     if !args.no_workload {
         if let Err(e) = workload(&client, out).await {
             eprintln!("demo workload failed: {e:#}");
