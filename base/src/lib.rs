@@ -8,6 +8,8 @@
 //!   payloads.
 //! - [`clock`]: the wall-clock seam.
 
+#[cfg(feature = "cli-docs")]
+pub mod cli_docs;
 pub mod clock;
 pub mod codec;
 pub mod ids;

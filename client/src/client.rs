@@ -108,9 +108,20 @@ pub(crate) struct Inner {
     pub(crate) router: Router,
     pub(crate) ids: RequestIds,
     pub(crate) options: ClientOptions,
+    /// Attempts a node shed (RESOURCE_EXHAUSTED: at its read capacity),
+    /// retried or not; see [`Client::sheds`].
+    pub(crate) sheds: std::sync::atomic::AtomicU64,
 }
 
 impl Client {
+    /// Attempts of this client's calls that a node shed because it was at
+    /// its read capacity (RESOURCE_EXHAUSTED with a retry hint). The client
+    /// retries them on another replica after the hint, so they show as
+    /// latency, not errors; a benchmark reports them with this count.
+    pub fn sheds(&self) -> u64 {
+        self.inner.sheds.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Connects to a cluster through any of `endpoints` (`host:port`) and
     /// checks that one of them answers.
     pub async fn connect<I, S>(endpoints: I) -> Result<Client, Error>
@@ -158,7 +169,12 @@ impl Client {
         }
         let client_id: u64 = rand::rng().random();
         Ok(Client {
-            inner: Arc::new(Inner { router: Router::new(endpoints, tls), ids: RequestIds::new(client_id), options }),
+            inner: Arc::new(Inner {
+                router: Router::new(endpoints, tls),
+                ids: RequestIds::new(client_id),
+                options,
+                sheds: std::sync::atomic::AtomicU64::new(0),
+            }),
         })
     }
 

@@ -223,6 +223,7 @@ impl Client {
             let retry_after = retry_after(&status);
             if status.code() == Code::ResourceExhausted {
                 shed_before += 1;
+                self.inner.sheds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             if !is_retryable(status.code(), retry_after) {
                 return Err(Error::Status(status));

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use shadowstore_base::cli_docs;
 use shadowstore_node::config::LogFormat;
 use shadowstore_node::config::NodeConfig;
 use shadowstore_node::node::Node;
@@ -63,6 +64,13 @@ enum Tool {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Print a shell completion script, e.g. `shadowstore completions bash`.
+    Completions {
+        #[arg(value_enum)]
+        shell: cli_docs::Shell,
+    },
+    /// Write the manual pages (shadowstore.1 and one per subcommand) into DIR.
+    Man { dir: PathBuf },
 }
 
 fn compact(data_dir: &std::path::Path) -> ExitCode {
@@ -159,8 +167,31 @@ async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(Tool::Compact { data_dir }) = &args.command {
-        return compact(data_dir);
+    match &args.command {
+        Some(Tool::Compact { data_dir }) => return compact(data_dir),
+        Some(Tool::Completions { shell }) => {
+            let script = cli_docs::completions(<Args as clap::CommandFactory>::command(), *shell);
+            return match cli_docs::write_stdout(&script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("shadowstore: writing the completion script: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Tool::Man { dir }) => {
+            return match cli_docs::write_man_pages(<Args as clap::CommandFactory>::command(), dir) {
+                Ok(pages) => {
+                    println!("wrote {} manual pages in {}", pages.len(), dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("shadowstore: cannot write the manual pages in {}: {e}", dir.display());
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        None => {}
     }
     let config = match load(args) {
         Ok(c) => c,

@@ -11,11 +11,12 @@ use std::process::Stdio;
 
 use shadowstore_tests::binary;
 
-/// A base port with base+1..=base+3 free.
+/// A base port with base+1..=base+3 free, and base+91..=base+93 (the
+/// demo's operator HTTP).
 fn free_base_port() -> u16 {
     loop {
         let base = 20_000 + (rand::random::<u16>() % 30_000);
-        if (1..=3).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+        if (1..=3).chain(91..=93).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             return base;
         }
     }
@@ -44,6 +45,16 @@ fn ctl_stdin(args: &[&str], endpoints: &str, certs: &Path, input: &[u8]) -> Outp
         .expect("run shadowctl");
     child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// `GET path` over plain HTTP/1.1; the whole answer, headers included.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the operator HTTP listener");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("send");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read");
+    answer
 }
 
 fn text(o: &[u8]) -> String {
@@ -148,6 +159,66 @@ fn demo_cluster_and_commands() {
     let bad_flag = ctl(&["bench", "put", "--clients", "0"], &endpoints, &certs);
     assert!(!bad_flag.status.success());
     assert!(text(&bad_flag.stderr).contains("--clients"), "{}", text(&bad_flag.stderr));
+
+    // The demo's read capacity (50 reads/s per node) sheds a read
+    // benchmark, and the benchmark says so and why.
+    let bench = ctl(
+        &[
+            "bench",
+            "get",
+            "--clients",
+            "16",
+            "--duration",
+            "3",
+            "--warmup",
+            "0",
+            "--resources",
+            "1",
+            "--output",
+            "json",
+        ],
+        &endpoints,
+        &certs,
+    );
+    assert!(bench.status.success(), "{}", text(&bench.stderr));
+    let b: serde_json::Value = serde_json::from_slice(&bench.stdout).expect("bench json");
+    assert!(b["sheds"].as_u64().unwrap_or(0) > 0, "no sheds reported: {b}");
+    assert!(b["shed_cause"].as_str().unwrap_or("").contains("read_capacity_rps"), "{b}");
+
+    // A Prometheus scrape of the demo's first node: the sheds are counted.
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", base + 91);
+    assert!(stdout.contains(&metrics_url), "the demo prints its metrics URLs: {stdout}");
+    let scrape = http_get(&format!("127.0.0.1:{}", base + 91), "/metrics");
+    assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
+    assert!(scrape.contains("# TYPE shadowstore_reads_shed counter"), "{scrape}");
+    let shed_total: f64 = scrape
+        .lines()
+        .find_map(|l| l.strip_prefix("shadowstore_reads_shed_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("shed counter");
+    let sheds_anywhere = shed_total > 0.0
+        || (92..=93).any(|p| {
+            http_get(&format!("127.0.0.1:{}", base + p), "/metrics")
+                .lines()
+                .any(|l| l.starts_with("shadowstore_reads_shed_total ") && !l.ends_with(" 0"))
+        });
+    assert!(sheds_anywhere, "no node counted a shed read");
+
+    // The demand chart, completions and manual pages.
+    let svg = tmp.path().join("demand.svg");
+    let chart = ctl(&["demand", "show", "cli-res", "--svg", svg.to_str().unwrap()], &endpoints, &certs);
+    assert!(chart.status.success(), "{}", text(&chart.stderr));
+    let svg = std::fs::read_to_string(&svg).expect("the chart was written");
+    for part in ["<svg", "time (UTC)", "reads per 5 min", "capacity (", "observed"] {
+        assert!(svg.contains(part), "{part:?} missing from the chart");
+    }
+    let completions = ctl(&["completions", "bash"], &endpoints, &certs);
+    assert!(text(&completions.stdout).contains("_shadowctl()"), "{}", text(&completions.stderr));
+    let man = tmp.path().join("man");
+    let pages = ctl(&["man", man.to_str().unwrap()], &endpoints, &certs);
+    assert!(pages.status.success(), "{}", text(&pages.stderr));
+    let page = std::fs::read_to_string(man.join("shadowctl-put.1")).expect("a page per subcommand");
+    assert!(page.contains(".TH shadowctl-put"), "{page}");
 
     let down = Command::new(binary("shadowctl")).args(["demo", "down", "--dir"]).arg(&dir).output().unwrap();
     assert!(text(&down.stdout).contains("stopped 3 node processes"), "{}", text(&down.stdout));

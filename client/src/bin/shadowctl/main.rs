@@ -7,6 +7,7 @@
 
 mod bench;
 mod certs;
+mod chart;
 mod demo;
 mod idle;
 mod output;
@@ -24,6 +25,7 @@ use anyhow::Context;
 use clap::Parser;
 use clap::Subcommand;
 use output::Output;
+use shadowstore_base::cli_docs;
 use shadowstore_client::Client;
 use shadowstore_client::ClientOptions;
 use shadowstore_client::ClientTls;
@@ -171,6 +173,14 @@ enum Command {
     /// Make a cluster's certificates: the CA (once), node certificates and
     /// client certificates with their roles.
     Certs(certs::CertsArgs),
+    /// Print a shell completion script, e.g. `shadowctl completions bash >
+    /// /etc/bash_completion.d/shadowctl`.
+    Completions {
+        #[arg(value_enum)]
+        shell: cli_docs::Shell,
+    },
+    /// Write the manual pages (shadowctl.1 and one per subcommand) into DIR.
+    Man { dir: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -284,6 +294,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Demo(cmd) => return demo::run(cmd, out).await,
         Command::Certs(args) => return certs::run(args, out),
+        Command::Completions { shell } => {
+            let script = cli_docs::completions(<Cli as clap::CommandFactory>::command(), *shell);
+            return cli_docs::write_stdout(&script).context("writing to standard output");
+        }
+        Command::Man { dir } => {
+            let written = cli_docs::write_man_pages(<Cli as clap::CommandFactory>::command(), dir)
+                .with_context(|| format!("cannot write the manual pages in {}", dir.display()))?;
+            println!("wrote {} manual pages in {}", written.len(), dir.display());
+            return Ok(());
+        }
         Command::Bench(args) => {
             return match args.workload {
                 bench::Workload::Idle => idle::run(&cli.target, args, out).await,
@@ -416,7 +436,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             placement::plans(out, &c.placement_plan(resource.as_deref()).await?)?;
         }
         Command::Demand(DemandCmd::Show { resource, slots, svg }) => {
-            placement::demand(out, &c.demand_show(resource, *slots).await?, svg.as_deref())?;
+            let answer = c.demand_show(resource, *slots).await?;
+            // The chart shows the shadows' read weight too; without it the
+            // chart is still drawn.
+            let steps = match svg {
+                Some(_) => match c.shadow_status(Some(resource)).await {
+                    Ok(s) => s.resources.iter().flat_map(|r| chart::shadow_steps(&r.history)).collect(),
+                    Err(e) => {
+                        eprintln!("shadowctl: the chart has no shadow steps (shadow status failed: {e})");
+                        Vec::new()
+                    }
+                },
+                None => Vec::new(),
+            };
+            placement::demand(out, &answer, svg.as_deref(), &steps)?;
         }
         Command::Placement(PlacementCmd::Apply { resource }) => {
             shadow::action(out, &c.shadow_action(resource, None, ShadowActionKind::Apply).await?);
@@ -435,7 +468,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(ConfigCmd::Set { key, value, node, resource }) => {
             placement::config(out, &c.set_placement_config(key, value, *node, resource.as_deref()).await?)?;
         }
-        Command::Demo(_) | Command::Bench(_) | Command::Certs(_) => unreachable!("handled above"),
+        Command::Demo(_)
+        | Command::Bench(_)
+        | Command::Certs(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => unreachable!("handled above"),
     }
     Ok(())
 }

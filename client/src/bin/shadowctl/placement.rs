@@ -262,10 +262,10 @@ pub fn plans(out: Output, answer: &v1::PlacementPlanResponse) -> anyhow::Result<
         if let Some(record) = plan["resource"].as_str().and_then(|r| committed.get(r)) {
             let _ = writeln!(
                 text,
-                "  last committed decision: {} {} at {} ms: {}",
+                "  last committed decision: {} {} at {}: {}",
                 record["action"].as_str().unwrap_or("?"),
                 record["nodes"],
-                record["at_ms"],
+                crate::shadow::utc(record["at_ms"].as_u64().unwrap_or(0)),
                 record["reason"].as_str().unwrap_or("")
             );
         }
@@ -274,11 +274,19 @@ pub fn plans(out: Output, answer: &v1::PlacementPlanResponse) -> anyhow::Result<
     Ok(())
 }
 
-/// Renders a demand view as a table, and optionally as an SVG file.
-pub fn demand(out: Output, answer: &v1::DemandShowResponse, svg: Option<&Path>) -> anyhow::Result<()> {
+/// Renders a demand view as a table, and optionally as an SVG chart
+/// (with the read weight on shadows after each of `shadow_steps`).
+pub fn demand(
+    out: Output,
+    answer: &v1::DemandShowResponse,
+    svg: Option<&Path>,
+    shadow_steps: &[(u64, f64)],
+) -> anyhow::Result<()> {
     let view = demand_json(answer);
     if let Some(path) = svg {
-        std::fs::write(path, demand_svg(&view)).with_context(|| format!("writing {}", path.display()))?;
+        let chart =
+            crate::chart::demand_svg(answer, shadow_steps).map_err(|e| anyhow::anyhow!("drawing the chart: {e}"))?;
+        std::fs::write(path, chart).with_context(|| format!("writing {}", path.display()))?;
     }
     if matches!(out, Output::Json) {
         println!("{}", serde_json::to_string_pretty(&view)?);
@@ -308,6 +316,20 @@ pub fn demand(out: Output, answer: &v1::DemandShowResponse, svg: Option<&Path>) 
             let _ = writeln!(text, "  no forecast yet (no complete five-minute slot)");
             continue;
         }
+        if forecast["mode"].as_str() == Some("reactive") {
+            // No model yet: the forecast is the last observed level.
+            let level = match history.last() {
+                Some(v) => format!("{v:.0} reads per slot"),
+                None => "none observed yet".to_string(),
+            };
+            let _ = writeln!(
+                text,
+                "  forecast: reactive (no model yet): holds the last complete slot's level ({level}) for every lead; \
+                 P(exceed capacity) {:.2}",
+                num(&forecast["p_exceed"])
+            );
+            continue;
+        }
         let _ = writeln!(
             text,
             "  forecast ({}), P(exceed capacity within horizon) {:.2}",
@@ -329,59 +351,6 @@ pub fn demand(out: Output, answer: &v1::DemandShowResponse, svg: Option<&Path>) 
     }
     print!("{text}");
     Ok(())
-}
-
-/// History (black) and forecast with its 95% band (orange) per region.
-fn demand_svg(view: &Value) -> String {
-    let (width, row_height, margin) = (900.0, 220.0, 40.0);
-    let regions = view["regions"].as_array().cloned().unwrap_or_default();
-    let height = row_height * regions.len().max(1) as f64;
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-    );
-    for (row, region) in regions.iter().enumerate() {
-        let top = row as f64 * row_height;
-        let history: Vec<f64> = region["history"].as_array().map(|h| h.iter().map(num).collect()).unwrap_or_default();
-        let f = &region["forecast"];
-        let series =
-            |key: &str| -> Vec<f64> { f[key].as_array().map(|a| a.iter().map(num).collect()).unwrap_or_default() };
-        let (point, low, high) = (series("point"), series("lower_95"), series("upper_95"));
-        let n = (history.len() + point.len()).max(2);
-        let y_max = history.iter().chain(high.iter()).copied().fold(1.0, f64::max);
-        let x = |i: usize| margin + i as f64 * (width - 2.0 * margin) / (n - 1) as f64;
-        let y = |v: f64| top + row_height - margin - v / y_max * (row_height - 2.0 * margin);
-        let line = |start: usize, values: &[f64]| {
-            values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| format!("{:.1},{:.1}", x(start + i), y(*v)))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        let _ = writeln!(
-            svg,
-            "<text x=\"{margin}\" y=\"{:.0}\">{} region {}: reads per 5 min (max {y_max:.0}); history black, forecast orange with 95% band</text>",
-            top + 20.0,
-            view["resource"].as_str().unwrap_or("?"),
-            region["region"].as_str().unwrap_or("?")
-        );
-        if !high.is_empty() && high.len() == low.len() {
-            let mut band: Vec<String> =
-                high.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", x(history.len() + i), y(*v))).collect();
-            band.extend(low.iter().enumerate().rev().map(|(i, v)| format!("{:.1},{:.1}", x(history.len() + i), y(*v))));
-            let _ = writeln!(svg, "<polygon points=\"{}\" fill=\"#ffcc80\" fill-opacity=\"0.6\"/>", band.join(" "));
-        }
-        let _ = writeln!(svg, "<polyline points=\"{}\" fill=\"none\" stroke=\"black\"/>", line(0, &history));
-        if !point.is_empty() {
-            let _ = writeln!(
-                svg,
-                "<polyline points=\"{}\" fill=\"none\" stroke=\"#e65100\"/>",
-                line(history.len(), &point)
-            );
-        }
-    }
-    svg.push_str("</svg>\n");
-    svg
 }
 
 pub fn config(out: Output, answer: &v1::PlacementConfigResponse) -> anyhow::Result<()> {
