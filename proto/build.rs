@@ -14,6 +14,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(files, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("shadowstore_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().bytes(".shadowstore").compile_fds(fds)?;
+    // The client messages serialize to JSON for the node's dashboard
+    // (`node/src/telemetry/dashboard.rs`), which serves the same answers
+    // as the gRPC API.
+    tonic_prost_build::configure()
+        .bytes(".shadowstore")
+        .type_attribute(".shadowstore.v1", "#[derive(serde::Serialize)]")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -268,7 +268,7 @@ impl Node {
         ));
         let client_service = ShadowStoreServer::new(api::client::ClientService::new(
             shadows.clone(),
-            admission,
+            admission.clone(),
             ctx.config.read_capacity_rps,
             ctx.config.blob_bytes_max,
         ))
@@ -315,8 +315,18 @@ impl Node {
         }
         let mut tasks = Vec::new();
         if let Some((listener, bound)) = http {
-            tracing::info!(addr = %bound, "operator HTTP listener: /metrics");
-            tasks.push(tokio::spawn(crate::telemetry::http::serve(listener, Arc::new(metrics))));
+            tracing::info!(addr = %bound, "operator HTTP listener: /metrics and the dashboard");
+            let dashboard = Arc::new(crate::telemetry::dashboard::Dashboard {
+                ctx: ctx.clone(),
+                loops: loops.clone(),
+                service: api::client::ClientService::new(
+                    shadows.clone(),
+                    admission.clone(),
+                    ctx.config.read_capacity_rps,
+                    ctx.config.blob_bytes_max,
+                ),
+            });
+            tasks.push(tokio::spawn(crate::telemetry::http::serve(listener, Arc::new(metrics), dashboard)));
         }
         let member = ctx.member.clone();
         tasks.push(crate::loops::supervise(loops.clone(), "reconciler", {

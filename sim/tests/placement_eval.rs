@@ -72,6 +72,9 @@ fn evaluates_every_policy_on_a_trace_slice() {
         let svg = std::fs::read_to_string(plots.path().join(format!("twitter_volume_AMZN_head-lag{lag}.svg")))
             .expect("plot written");
         assert!(svg.starts_with("<svg") && svg.contains("oracle") && svg.trim_end().ends_with("</svg>"));
+        for part in ["hours into the scored part", "requests/s (log scale)", "95% forecast band", "demand"] {
+            assert!(svg.contains(part), "{part:?} missing from the plot");
+        }
     }
 }
 

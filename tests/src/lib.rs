@@ -115,10 +115,15 @@ impl NodeProc {
     pub fn spawn(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
         let err = log.try_clone()?;
-        let child = Command::new(binary("shadowstore"))
+        // The tests' log filter, unless the node's configuration names one.
+        let configured = std::fs::read_to_string(&self.config)?.lines().any(|l| l.starts_with("log = "));
+        let mut cmd = Command::new(binary("shadowstore"));
+        if !configured {
+            cmd.env("SHADOWSTORE_LOG", "info,openraft=warn");
+        }
+        let child = cmd
             .arg("--config")
             .arg(&self.config)
-            .env("SHADOWSTORE_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -264,6 +269,24 @@ impl Cluster {
     /// A raw stub for the node at `addr` presenting the admin certificate.
     pub fn stub_at(&self, addr: &str) -> ShadowStoreClient<Channel> {
         shadowstore_client::node_stub(addr, Some(&self.tls("admin"))).expect("stub")
+    }
+
+    /// The operator HTTP address (`http_addr`) node `i` printed at start-up.
+    pub async fn http_addr(&self, i: usize) -> String {
+        let log = self.nodes[i].log_path();
+        eventually(Duration::from_secs(10), || {
+            let log = log.clone();
+            async move {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                text.lines()
+                    .find_map(|l| l.strip_prefix("shadowstore operator HTTP on http://"))
+                    .and_then(|rest| rest.strip_suffix("/metrics"))
+                    .map(str::to_string)
+                    .ok_or_else(|| anyhow::anyhow!("no operator HTTP line yet"))
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("node {i}: {e}\n{}", tail(&log)))
     }
 
     /// Waits until `n` nodes are members, min(n, 5) of them meta voters,
@@ -477,4 +500,18 @@ pub fn group_records(data_dir: &Path, group: u64) -> usize {
         .filter(|t| !matches!(t, Tree::Local))
         .map(|t| engine.range(*t, &keys::group_start(group), &keys::group_end(group), usize::MAX).expect("range").len())
         .sum()
+}
+
+/// `GET path` over plain HTTP/1.1 (the operator listener): the status
+/// line, the headers (lower-cased) and the body.
+pub fn http_get(addr: &str, path: &str) -> (String, String, String) {
+    use std::io::Read;
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the operator HTTP listener");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("send");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw.as_str(), ""));
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.to_string(), headers.to_lowercase(), body.to_string())
 }

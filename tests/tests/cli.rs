@@ -10,6 +10,7 @@ use std::process::Output;
 use std::process::Stdio;
 
 use shadowstore_tests::binary;
+use shadowstore_tests::http_get;
 
 /// A base port with base+1..=base+3 free, and base+91..=base+93 (the
 /// demo's operator HTTP).
@@ -45,16 +46,6 @@ fn ctl_stdin(args: &[&str], endpoints: &str, certs: &Path, input: &[u8]) -> Outp
         .expect("run shadowctl");
     child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
-}
-
-/// `GET path` over plain HTTP/1.1; the whole answer, headers included.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the operator HTTP listener");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("send");
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).expect("read");
-    answer
 }
 
 fn text(o: &[u8]) -> String {
@@ -188,8 +179,8 @@ fn demo_cluster_and_commands() {
     // A Prometheus scrape of the demo's first node: the sheds are counted.
     let metrics_url = format!("http://127.0.0.1:{}/metrics", base + 91);
     assert!(stdout.contains(&metrics_url), "the demo prints its metrics URLs: {stdout}");
-    let scrape = http_get(&format!("127.0.0.1:{}", base + 91), "/metrics");
-    assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
+    let (status, _, scrape) = http_get(&format!("127.0.0.1:{}", base + 91), "/metrics");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert!(scrape.contains("# TYPE shadowstore_reads_shed counter"), "{scrape}");
     let shed_total: f64 = scrape
         .lines()
@@ -199,6 +190,7 @@ fn demo_cluster_and_commands() {
     let sheds_anywhere = shed_total > 0.0
         || (92..=93).any(|p| {
             http_get(&format!("127.0.0.1:{}", base + p), "/metrics")
+                .2
                 .lines()
                 .any(|l| l.starts_with("shadowstore_reads_shed_total ") && !l.ends_with(" 0"))
         });

@@ -3,43 +3,8 @@
 //! just made counted by method and code; JSON logs carry each call's
 //! request id, which the answer echoes.
 
-use std::time::Duration;
-
 use shadowstore_tests::Cluster;
-use shadowstore_tests::eventually;
-use tokio::io::AsyncReadExt;
-use tokio::io::AsyncWriteExt;
-
-/// The operator HTTP address node `i` printed at start-up.
-async fn http_addr(cluster: &Cluster, i: usize) -> String {
-    let log = cluster.nodes[i].log_path();
-    eventually(Duration::from_secs(10), || {
-        let log = log.clone();
-        async move {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            text.lines()
-                .find_map(|l| l.strip_prefix("shadowstore operator HTTP on http://"))
-                .and_then(|rest| rest.strip_suffix("/metrics"))
-                .map(str::to_string)
-                .ok_or_else(|| anyhow::anyhow!("no operator HTTP line yet"))
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("node {i}: {e}\n{}", shadowstore_tests::tail(&log)))
-}
-
-/// `GET path` over plain HTTP/1.1: (status line, headers, body).
-async fn http_get(addr: &str, path: &str) -> (String, String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to the operator HTTP listener");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).await.expect("send");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.expect("read");
-    let text = String::from_utf8(raw).expect("utf-8 answer");
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    (status.to_string(), headers.to_lowercase(), body.to_string())
-}
+use shadowstore_tests::http_get;
 
 /// The metric names in docs/OPERATING.md's table.
 fn documented_metrics() -> Vec<String> {
@@ -61,8 +26,10 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrape_holds_every_documented_metric_and_logs_carry_request_ids() {
-    let cluster =
-        Cluster::start_with(3, "http_addr = \"127.0.0.1:0\"\nlog_format = \"json\"\n").await.expect("cluster");
+    // Peer handlers at debug: a shard read logs a line on the node serving
+    // it, in the span of the request it serves.
+    let config = "http_addr = \"127.0.0.1:0\"\nlog_format = \"json\"\nlog = \"info,openraft=warn,shadowstore_node::api::peer=debug\"\n";
+    let cluster = Cluster::start_with(3, config).await.expect("cluster");
     let c = cluster.client();
     c.create_resource("m", 3).await.expect("create");
     c.put("m", "v", b"hello".to_vec()).await.expect("put");
@@ -91,8 +58,8 @@ async fn a_scrape_holds_every_documented_metric_and_logs_carry_request_ids() {
     let mut not_found = 0.0;
     let mut groups_led = 0.0;
     for i in 0..cluster.nodes.len() {
-        let addr = http_addr(&cluster, i).await;
-        let (status, headers, text) = http_get(&addr, "/metrics").await;
+        let addr = cluster.http_addr(i).await;
+        let (status, headers, text) = http_get(&addr, "/metrics");
         assert!(status.contains(" 200 "), "node {i}: {status}");
         assert!(headers.contains("content-type: application/openmetrics-text"), "node {i}: {headers}");
         for name in &documented {
@@ -112,7 +79,7 @@ async fn a_scrape_holds_every_documented_metric_and_logs_carry_request_ids() {
                 "shadowstore_grpc_requests_total{method=\"shadowstore.v1.ShadowStore/Put\",code=\"PermissionDenied\"}";
             assert_eq!(sample(&text, denied), Some(1.0), "the refused put is counted on node 0");
         }
-        let (status, _, _) = http_get(&addr, "/no-such-page").await;
+        let (status, _, _) = http_get(&addr, "/no-such-page");
         assert!(status.contains(" 404 "), "node {i}: {status}");
     }
     assert!(puts_ok >= 1.0, "the put was not counted");
@@ -133,4 +100,37 @@ async fn a_scrape_holds_every_documented_metric_and_logs_carry_request_ids() {
     assert_eq!(line["span"]["name"], "request", "{line}");
     assert_eq!(line["span"]["id"], "operating-test-42", "{line}");
     assert_eq!(line["span"]["method"], "shadowstore.v1.ShadowStore/Put", "{line}");
+
+    // The id travels with the peer calls made for the request: reading an
+    // erasure-coded value fetches shards from the other nodes, which log
+    // their part under the caller's id.
+    c.put("m", "big", vec![7u8; 200 * 1024]).await.expect("put an erasure-coded value");
+    let mut served_by = None;
+    for (i, addr) in cluster.endpoints().iter().enumerate() {
+        let mut stub = shadowstore_client::node_stub(addr, Some(&cluster.tls("reader"))).expect("stub");
+        let mut request = tonic::Request::new(shadowstore_proto::v1::GetRequest {
+            resource: "m".into(),
+            variant: "big".into(),
+            ..Default::default()
+        });
+        request.metadata_mut().insert("x-request-id", "operating-hop-7".parse().unwrap());
+        if let Ok(answer) = stub.get(request).await {
+            assert_eq!(answer.into_inner().value.len(), 200 * 1024);
+            served_by = Some(i);
+            break;
+        }
+    }
+    let served_by = served_by.expect("a node served the read");
+    let hops: Vec<usize> = (0..cluster.nodes.len())
+        .filter(|j| *j != served_by)
+        .filter(|j| {
+            std::fs::read_to_string(cluster.nodes[*j].log_path()).unwrap_or_default().lines().any(|l| {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else { return false };
+                v["fields"]["message"] == "read shard"
+                    && v["span"]["id"] == "operating-hop-7"
+                    && v["span"]["method"] == "shadowstore.peer.v1.Peer/ReadShard"
+            })
+        })
+        .collect();
+    assert!(!hops.is_empty(), "no other node logged a shard read under the request's id (served by node {served_by})");
 }

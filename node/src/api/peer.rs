@@ -189,6 +189,7 @@ impl Peer for PeerService {
 
     async fn read_shard(&self, req: Request<ReadShardRequest>) -> Result<Response<Self::ReadShardStream>, Status> {
         let r = req.into_inner();
+        tracing::debug!(group = r.group_id, blob = r.blob_id, shard = r.shard, stripes = r.stripes, "read shard");
         // A quarantined or removed replica's shards are still served until
         // they are handed off: each chunk is checked by the reader against
         // the manifest's crc32.

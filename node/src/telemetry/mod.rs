@@ -9,7 +9,7 @@
 //!   scrape (Raft groups aggregated by role, lag, storage, scrub, GC,
 //!   sheds, shadows, cost), so their cardinality is bounded by design.
 //! - [`http`]: the operator's HTTP listener (`http_addr`): `/metrics` in
-//!   the OpenMetrics text format.
+//!   the OpenMetrics text format, and the [`dashboard`] page.
 //!
 //! The names and their meaning are listed in docs/OPERATING.md; a test
 //! (`tests/tests/operating.rs`) scrapes a real node for every one.
@@ -18,6 +18,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::histogram::exponential_buckets;
 
 pub mod collector;
+pub mod dashboard;
 pub mod http;
 pub mod requests;
 

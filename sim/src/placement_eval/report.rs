@@ -5,6 +5,7 @@
 
 use std::fmt::Write;
 
+use plotters::prelude::*;
 use serde::Serialize;
 
 use super::TraceResult;
@@ -289,13 +290,41 @@ pub fn text(results: &[TraceResult], summary: &Summary) -> String {
     out
 }
 
-const COLOURS: [&str; 5] = ["#7f7f7f", "#d62728", "#1f77b4", "#2ca02c", "#9467bd"];
+const COLOURS: [RGBColor; 5] = [
+    RGBColor(127, 127, 127),
+    RGBColor(214, 39, 40),
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+];
+const BAND_COLOUR: RGBColor = RGBColor(255, 204, 128);
 
-/// One SVG: demand, the 95% band at lead 1 and each policy's capacity.
+/// One SVG, drawn with plotters: demand, the 95% band at lead 1 and each
+/// policy's capacity over the scored part, time in hours from its start,
+/// requests/s on a log axis, with a legend.
 pub fn svg_plot(prepared: &Prepared, scored_from: usize, lag_min: u64, capacities: &[(&str, Vec<f64>)]) -> String {
-    let (width, height, margin) = (1200.0, 420.0, 50.0);
+    let mut svg = String::new();
+    if let Err(e) = draw_plot(&mut svg, prepared, scored_from, lag_min, capacities) {
+        // A plot that cannot be drawn says why, where the plot would be.
+        return format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"600\" height=\"40\"><text x=\"10\" y=\"25\">plot failed: {e}</text></svg>\n"
+        );
+    }
+    svg
+}
+
+fn draw_plot(
+    svg: &mut String,
+    prepared: &Prepared,
+    scored_from: usize,
+    lag_min: u64,
+    capacities: &[(&str, Vec<f64>)],
+) -> Result<(), String> {
     let demand = &prepared.rps[scored_from..];
-    let n = demand.len().max(2);
+    let step_h = prepared.step_min as f64 / 60.0;
+    let hours = |i: usize| i as f64 * step_h;
+    // Reactive forecasts have no interval: the band is their point (the
+    // last observed level).
     let bands: Vec<(f64, f64)> = prepared.forecasts[scored_from..]
         .iter()
         .map(|f| if f.is_reactive() { (f.point[0], f.point[0]) } else { f.interval(1, 0.95) })
@@ -304,55 +333,54 @@ pub fn svg_plot(prepared: &Prepared, scored_from: usize, lag_min: u64, capacitie
     for (_, capacity) in capacities {
         top = capacity.iter().copied().fold(top, f64::max);
     }
-    let y_of = |v: f64| {
-        let frac = (v.max(1.0)).log10() / top.log10().max(1e-9);
-        height - margin - frac * (height - 2.0 * margin)
-    };
-    let x_of = |i: usize| margin + i as f64 * (width - 2.0 * margin) / (n - 1) as f64;
-    let polyline = |values: &[f64]| -> String {
-        values.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", x_of(i), y_of(*v))).collect::<Vec<_>>().join(" ")
-    };
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{margin}\" y=\"20\">{} — scored part, warm-up lag {lag_min} min (requests/s, log scale)</text>\n",
-        prepared.name
-    );
-    // The band: upper edge left to right, lower edge back.
-    let mut band: Vec<String> =
-        bands.iter().enumerate().map(|(i, (_, hi))| format!("{:.1},{:.1}", x_of(i), y_of(*hi))).collect();
-    band.extend(bands.iter().enumerate().rev().map(|(i, (lo, _))| format!("{:.1},{:.1}", x_of(i), y_of(*lo))));
-    let _ =
-        writeln!(svg, "<polygon points=\"{}\" fill=\"#ffcc80\" fill-opacity=\"0.6\" stroke=\"none\"/>", band.join(" "));
-    let _ = writeln!(
-        svg,
-        "<polyline points=\"{}\" fill=\"none\" stroke=\"black\" stroke-width=\"0.8\"/>",
-        polyline(demand)
-    );
+    // The log axis starts at the power of ten below half the quietest
+    // demand, so the picture is not mostly empty decades.
+    let quietest = demand.iter().copied().filter(|v| *v > 0.0).fold(top, f64::min);
+    let bottom = 10f64.powf((quietest / 2.0).max(1.0).log10().floor());
+    let floor = |v: f64| v.max(bottom);
+    let x_end = hours(demand.len().max(2) - 1);
+    let root = SVGBackend::with_string(svg, (1200, 460)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{}: scored part, warm-up lag {lag_min} min", prepared.name), ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_end, (bottom..top * 1.2).log_scale())
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("hours into the scored part")
+        .y_desc("requests/s (log scale)")
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    let mut band: Vec<(f64, f64)> = bands.iter().enumerate().map(|(i, (_, hi))| (hours(i), floor(*hi))).collect();
+    band.extend(bands.iter().enumerate().rev().map(|(i, (lo, _))| (hours(i), floor(*lo))));
+    chart
+        .draw_series(std::iter::once(Polygon::new(band, BAND_COLOUR.mix(0.6).filled())))
+        .map_err(|e| e.to_string())?
+        .label("95% forecast band at lead 1")
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], BAND_COLOUR.filled()));
+    chart
+        .draw_series(LineSeries::new(demand.iter().enumerate().map(|(i, v)| (hours(i), floor(*v))), BLACK))
+        .map_err(|e| e.to_string())?
+        .label("demand")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK));
     for (index, (name, capacity)) in capacities.iter().enumerate() {
         let colour = COLOURS[index % COLOURS.len()];
-        let _ = writeln!(
-            svg,
-            "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"1\"/>",
-            polyline(capacity)
-        );
-        let _ = writeln!(
-            svg,
-            "<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{name}</text>",
-            width - 190.0,
-            40.0 + 16.0 * index as f64
-        );
+        chart
+            .draw_series(LineSeries::new(capacity.iter().enumerate().map(|(i, v)| (hours(i), floor(*v))), colour))
+            .map_err(|e| e.to_string())?
+            .label(format!("capacity: {name}"))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour));
     }
-    let _ = writeln!(
-        svg,
-        "<text x=\"{}\" y=\"{}\">demand (black), 95% forecast band at lead 1 (orange)</text>",
-        margin,
-        height - 15.0
-    );
-    for decade in 0..=(top.log10().ceil() as i32) {
-        let value = 10f64.powi(decade);
-        if value <= top {
-            let _ = writeln!(svg, "<text x=\"2\" y=\"{:.1}\">{value:.0}</text>", y_of(value));
-        }
-    }
-    svg.push_str("</svg>\n");
-    svg
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
 }
