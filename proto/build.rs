@@ -15,7 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("shadowstore_descriptor.bin"), fds.encode_to_vec())?;
     // The client messages serialize to JSON for the node's dashboard
-    // (`node/src/telemetry/dashboard.rs`), which serves the same answers
+    // (`node/src/operator/dashboard.rs`), which serves the same answers
     // as the gRPC API.
     tonic_prost_build::configure()
         .bytes(".shadowstore")

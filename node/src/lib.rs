@@ -13,8 +13,11 @@
 //! - [`meta`], [`resource`]: the two kinds of replicated state machines.
 //! - [`transport`]: the network seam and the peer channels.
 //! - [`loops`]: supervision of the background loops.
-//! - [`telemetry`]: what a node tells its operators: Prometheus metrics,
-//!   the per-request layer, the HTTP listener and its dashboard.
+//! - [`telemetry`]: the instruments: duration histograms and the per-call
+//!   layer (counts, latency, request ids).
+//! - [`operator`]: what a node tells its operators: the Prometheus
+//!   families, the dashboard and the HTTP listener serving them.
+//! - [`parts`]: the parts of a running node, as [`node`] assembles them.
 //! - [`rng`]: the randomness seam.
 //! - `planted` (feature `planted-bugs`, simulator only): deliberate bugs
 //!   that prove the simulator's checkers catch what they claim to.
@@ -30,6 +33,8 @@ pub mod loops;
 pub mod membership;
 pub mod meta;
 pub mod node;
+pub mod operator;
+pub mod parts;
 pub mod placement;
 #[cfg(feature = "planted-bugs")]
 pub mod planted;

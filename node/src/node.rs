@@ -32,6 +32,8 @@ use crate::group::supervisor;
 use crate::membership;
 use crate::membership::Member;
 use crate::meta::state::MetaState;
+use crate::operator::collector::NodeCollector;
+pub use crate::parts::NodeCtx;
 use crate::placement::Placement;
 use crate::raft::network::RaftRouter;
 use crate::rng::NodeRng;
@@ -39,7 +41,6 @@ use crate::storage::SharedEngine;
 use crate::storage::Syncer;
 use crate::storage::format::Opened;
 use crate::storage::sled_engine::SledEngine;
-use crate::telemetry::collector::NodeCollector;
 use crate::telemetry::requests::RequestMetrics;
 use crate::telemetry::requests::RequestMetricsLayer;
 use crate::transport::Peers;
@@ -110,24 +111,6 @@ impl Seams {
     }
 }
 
-/// The parts of a running node, as assembled here. Each service and loop
-/// is handed the parts it uses; this struct is for the node's owner (the
-/// binary, the simulator and tests), not for logic.
-pub struct NodeCtx {
-    pub config: NodeConfig,
-    /// The address other nodes and clients use.
-    pub addr: String,
-    pub cluster: Arc<Cluster>,
-    pub data: Arc<DataPlane>,
-    pub placement: Arc<Placement>,
-    pub member: Arc<Member>,
-    pub engine: SharedEngine,
-    pub syncer: Syncer,
-    pub clock: SharedClock,
-    /// The operator's HTTP listener as bound (`http_addr`), if any.
-    pub http_addr: Option<String>,
-}
-
 /// A running node.
 pub struct Node {
     ctx: Arc<NodeCtx>,
@@ -183,9 +166,7 @@ impl Node {
         let addr = config.advertise_addr.clone().unwrap_or(bound);
         let http = match &config.http_addr {
             Some(a) => Some(
-                crate::telemetry::http::bind(a)
-                    .await
-                    .map_err(|source| NodeError::Listen { addr: a.clone(), source })?,
+                crate::operator::http::bind(a).await.map_err(|source| NodeError::Listen { addr: a.clone(), source })?,
             ),
             None => None,
         };
@@ -243,7 +224,7 @@ impl Node {
         let admission = Arc::new(ReadAdmission::new(ctx.config.read_capacity_rps, ctx.clock.now_ms()));
         let mut metrics = prometheus_client::registry::Registry::default();
         let requests = RequestMetrics::register(&mut metrics, &ctx.addr);
-        crate::telemetry::register_components(&mut metrics, &ctx);
+        crate::operator::register_components(&mut metrics, &ctx);
         metrics.register_collector(Box::new(NodeCollector {
             ctx: ctx.clone(),
             loops: loops.clone(),
@@ -316,7 +297,7 @@ impl Node {
         let mut tasks = Vec::new();
         if let Some((listener, bound)) = http {
             tracing::info!(addr = %bound, "operator HTTP listener: /metrics and the dashboard");
-            let dashboard = Arc::new(crate::telemetry::dashboard::Dashboard {
+            let dashboard = Arc::new(crate::operator::dashboard::Dashboard {
                 ctx: ctx.clone(),
                 loops: loops.clone(),
                 service: api::client::ClientService::new(
@@ -326,7 +307,7 @@ impl Node {
                     ctx.config.blob_bytes_max,
                 ),
             });
-            tasks.push(tokio::spawn(crate::telemetry::http::serve(listener, Arc::new(metrics), dashboard)));
+            tasks.push(tokio::spawn(crate::operator::http::serve(listener, Arc::new(metrics), dashboard)));
         }
         let member = ctx.member.clone();
         tasks.push(crate::loops::supervise(loops.clone(), "reconciler", {

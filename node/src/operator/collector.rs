@@ -23,7 +23,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::demand::admission::ReadAdmission;
 use crate::loops::Loops;
-use crate::node::NodeCtx;
+use crate::parts::NodeCtx;
 
 /// What the collector reads.
 pub struct NodeCollector {

@@ -19,7 +19,7 @@ use tonic::Request;
 
 use crate::api::client::ClientService;
 use crate::loops::Loops;
-use crate::node::NodeCtx;
+use crate::parts::NodeCtx;
 
 /// Resources whose demand the page charts (the ones with the most recent
 /// placement activity first, then by name).
