@@ -250,7 +250,6 @@ impl Node {
         let client_service = ShadowStoreServer::new(api::client::ClientService::new(
             shadows.clone(),
             admission.clone(),
-            ctx.config.read_capacity_rps,
             ctx.config.blob_bytes_max,
         ))
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
@@ -300,12 +299,7 @@ impl Node {
             let dashboard = Arc::new(crate::operator::dashboard::Dashboard {
                 ctx: ctx.clone(),
                 loops: loops.clone(),
-                service: api::client::ClientService::new(
-                    shadows.clone(),
-                    admission.clone(),
-                    ctx.config.read_capacity_rps,
-                    ctx.config.blob_bytes_max,
-                ),
+                service: api::client::ClientService::new(shadows.clone(), admission.clone(), ctx.config.blob_bytes_max),
             });
             tasks.push(tokio::spawn(crate::operator::http::serve(listener, Arc::new(metrics), dashboard)));
         }

@@ -47,7 +47,6 @@ pub struct ClientService {
     pub(super) placement: Arc<Placement>,
     /// Sheds reads above this node's read capacity.
     pub(super) admission: Arc<ReadAdmission>,
-    pub(super) read_capacity_rps: u64,
     pub(super) blob_bytes_max: u64,
     pub(super) shadows: Arc<Shadows>,
 }
@@ -55,14 +54,9 @@ pub struct ClientService {
 impl ClientService {
     /// `admission` is shared with the node's metrics, which report its
     /// counts.
-    pub fn new(
-        shadows: Arc<Shadows>,
-        admission: Arc<ReadAdmission>,
-        read_capacity_rps: u64,
-        blob_bytes_max: u64,
-    ) -> Self {
+    pub fn new(shadows: Arc<Shadows>, admission: Arc<ReadAdmission>, blob_bytes_max: u64) -> Self {
         let (data, placement) = (shadows.data.clone(), shadows.placement.clone());
-        ClientService { data, placement, admission, read_capacity_rps, blob_bytes_max, shadows }
+        ClientService { data, placement, admission, blob_bytes_max, shadows }
     }
 
     fn resource_info(&self, rec: &ResourceRecord, roles: Option<&AppliedState>) -> v1::ResourceInfo {

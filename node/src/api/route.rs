@@ -171,7 +171,7 @@ impl ClientService {
                 }
                 let mut status = Status::resource_exhausted(format!(
                     "node at its read capacity of {} reads/s; retry after {retry_after_ms} ms or read another replica",
-                    self.read_capacity_rps
+                    self.admission.capacity_rps()
                 ));
                 status.metadata_mut().insert(
                     shadowstore_proto::RETRY_AFTER_MS_METADATA,

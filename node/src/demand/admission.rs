@@ -43,6 +43,11 @@ impl ReadAdmission {
         }
     }
 
+    /// Reads per second admitted at most.
+    pub fn capacity_rps(&self) -> u64 {
+        self.capacity_rps as u64
+    }
+
     /// Admits one read at `now_ms`, or returns the milliseconds after which
     /// a retry would find a token.
     pub fn try_admit(&self, now_ms: u64) -> Result<(), u64> {

@@ -84,15 +84,21 @@ impl Dashboard {
         let (plans, demand) = if leads_meta {
             let plans =
                 or_error(s.placement_plan(Request::new(v1::PlacementPlanRequest { resource: String::new() })).await);
-            let mut names: Vec<String> =
-                resources.iter().filter_map(|r| r["name"].as_str().map(String::from)).collect();
-            // Resources with shadows first: their charts show the loop.
-            let with_shadows = |n: &String| {
-                ctx.cluster.with_meta(|m| m.shadows.of(n).is_some_and(|x| !x.history.is_empty())).unwrap_or(false)
-            };
-            names.sort_by_key(|n| (!with_shadows(n), n.clone()));
+            // Resources with shadow activity first (their charts show the
+            // loop), then by name; one read of the directory.
+            let mut names: Vec<(bool, String)> = ctx
+                .cluster
+                .with_meta(|m| {
+                    m.resources
+                        .keys()
+                        .take(DASHBOARD_RESOURCES_MAX)
+                        .map(|n| (m.shadows.of(n).is_none_or(|x| x.history.is_empty()), n.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
             let mut demand = Vec::new();
-            for name in names.into_iter().take(DASHBOARD_DEMAND_RESOURCES_MAX) {
+            for (_, name) in names.into_iter().take(DASHBOARD_DEMAND_RESOURCES_MAX) {
                 let request = v1::DemandShowRequest { resource: name, history_slots: DASHBOARD_HISTORY_SLOTS };
                 demand.push(or_error(s.demand_show(Request::new(request)).await));
             }
