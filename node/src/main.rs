@@ -154,8 +154,12 @@ async fn run(config: NodeConfig) -> anyhow::Result<()> {
         r = node.serve_until_stopped() => {
             if let Err(e) = r {
                 // No orderly shutdown: it would sync again. The process
-                // exits non-zero and a supervisor (systemd) restarts it.
-                return Err(anyhow::Error::new(e).context("node stopped"));
+                // exits non-zero at once, without dropping the node: the
+                // storage engine's destructor flushes and syncs, and sled
+                // panics when that sync fails. A supervisor (systemd)
+                // restarts the node, which recovers from what is on disk.
+                eprintln!("shadowstore: {:#}", anyhow::Error::new(e).context("node stopped"));
+                std::process::exit(1);
             }
         }
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),

@@ -11,9 +11,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use rand::Rng;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
 use shadowstore_client::Client;
 
 use crate::eventually;
@@ -114,6 +118,81 @@ pub async fn writer(load: Load, w: usize, client: Client, ledger: Ledger, stop: 
         }
     }
     acks
+}
+
+/// Reads random acknowledged pairs until `stop`, checking each answer
+/// against what was acknowledged before the read was sent; counts the
+/// reads checked in `checked`.
+pub async fn reader(
+    load: Load,
+    seed: u64,
+    client: Client,
+    ledger: Ledger,
+    stop: Arc<AtomicBool>,
+    checked: Arc<AtomicU64>,
+) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    while !stop.load(Ordering::Relaxed) {
+        let (r, v) = (rng.random_range(0..load.resources), rng.random_range(0..load.variants));
+        let before = ledger.lock().unwrap_or_else(|p| p.into_inner()).get(&(r, v)).cloned().unwrap_or_default();
+        if before.acked.is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        if let Ok(got) = client.get(&Load::resource(r), &format!("var-{v}")).await {
+            check_read(load, r, v, &before, got.version, &got.value);
+            checked.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A number from environment variable `name`, if it holds one.
+pub fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// The seed in environment variable `name`, else one from the clock (the
+/// test prints it so that the run can be replayed).
+pub fn seed_from_env(name: &str) -> u64 {
+    env_u64(name).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+    })
+}
+
+/// Writers and checking readers running against a cluster.
+pub struct Workload {
+    pub ledger: Ledger,
+    stop: Arc<AtomicBool>,
+    writers: Vec<tokio::task::JoinHandle<u64>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+    reads: Arc<AtomicU64>,
+}
+
+impl Workload {
+    /// Starts `load.writers` writers and `readers` readers, each with a
+    /// client from `client`.
+    pub fn start(load: Load, readers: usize, seed: u64, client: impl Fn() -> Client) -> Workload {
+        let (ledger, stop, reads) = (new_ledger(), Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let writers =
+            (0..load.writers).map(|w| tokio::spawn(writer(load, w, client(), ledger.clone(), stop.clone()))).collect();
+        let readers = (0..readers)
+            .map(|i| tokio::spawn(reader(load, seed ^ i as u64, client(), ledger.clone(), stop.clone(), reads.clone())))
+            .collect();
+        Workload { ledger, stop, writers, readers, reads }
+    }
+
+    /// Stops the load; returns (writes acknowledged, reads checked).
+    pub async fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut acks = 0;
+        for w in self.writers {
+            acks += w.await.expect("writer");
+        }
+        for r in self.readers {
+            r.await.expect("reader");
+        }
+        (acks, self.reads.load(Ordering::Relaxed))
+    }
 }
 
 /// Checks one read of pair (r, v) against what was known before it was

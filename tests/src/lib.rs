@@ -7,6 +7,7 @@
 
 pub mod fuzzing;
 pub mod ledger;
+pub mod lossyfs;
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -176,6 +177,16 @@ impl Cluster {
     /// Like [`start`](Self::start), with `extra` appended to every node's
     /// TOML configuration.
     pub async fn start_with(n: usize, extra: &str) -> anyhow::Result<Cluster> {
+        let mut cluster = Self::configure(n, extra)?;
+        cluster.launch().await?;
+        Ok(cluster)
+    }
+
+    /// Writes the configuration of `n` nodes (node 0 bootstraps, the others
+    /// join through it; `extra` appended to each) without starting them:
+    /// a test can prepare each node's directory (`node.dir`, data under
+    /// `data_dir()`) before [`launch`](Self::launch).
+    pub fn configure(n: usize, extra: &str) -> anyhow::Result<Cluster> {
         let tmp = tempfile::tempdir()?;
         let (certs, tls) = certificates(tmp.path())?;
         let mut nodes = Vec::new();
@@ -198,14 +209,18 @@ impl Cluster {
             )?;
             nodes.push(NodeProc { index: i, addr, dir, config, child: None });
         }
-        let mut cluster = Cluster { _tmp: tmp, nodes, certs };
-        cluster.nodes[0].spawn()?;
+        Ok(Cluster { _tmp: tmp, nodes, certs })
+    }
+
+    /// Starts the configured nodes: node 0 first, then the others, and
+    /// waits until they have formed the cluster.
+    pub async fn launch(&mut self) -> anyhow::Result<()> {
+        self.nodes[0].spawn()?;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        for i in 1..n {
-            cluster.nodes[i].spawn()?;
+        for i in 1..self.nodes.len() {
+            self.nodes[i].spawn()?;
         }
-        cluster.wait_formed(n).await?;
-        Ok(cluster)
+        self.wait_formed(self.nodes.len()).await
     }
 
     /// Starts one node per data directory already in `tmp` (`node{i}/data`,
