@@ -24,6 +24,12 @@ pub fn encode<T: Serialize + ?Sized>(what: &'static str, value: &T) -> Result<Ve
     postcard::to_allocvec(value).map_err(|source| CodecError { what, source })
 }
 
+/// Bytes `value` takes encoded (without encoding it); 0 for a value the
+/// codec cannot encode (encode would refuse it).
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    postcard::experimental::serialized_size(value).unwrap_or(0)
+}
+
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, CodecError> {
     postcard::from_bytes(bytes).map_err(|source| CodecError { what, source })
 }

@@ -47,6 +47,10 @@ pub const SESSIONS_PER_GROUP_MAX: usize = 4_096;
 /// Answers kept per session (requests a client may have in flight to one
 /// group and still be deduplicated).
 pub const SESSION_ANSWERS_MAX: usize = 1_024;
+/// Encoded bytes of the answers all sessions of one group keep; beyond
+/// this the least recently active sessions are forgotten, so that the
+/// sessions' share of a snapshot stays bounded (`SNAPSHOT_BYTES_MAX`).
+pub const SESSION_ANSWER_BYTES_MAX: u64 = 32 * 1024 * 1024;
 /// A session idle longer than this (by the leader's clock, carried in the
 /// log) is forgotten.
 pub const SESSION_IDLE_EXPIRY_MS: u64 = 10 * 60 * 1000;
@@ -61,7 +65,8 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// blobs); further blob writes are refused with RESOURCE_EXHAUSTED.
 pub const RESOURCE_MANIFEST_BYTES_MAX: u64 = 128 * 1024 * 1024;
 /// Largest snapshot a node accepts: the inline limit, the manifest limit
-/// and sessions.
+/// and 64 MiB for the rest (sessions' answers, `SESSION_ANSWER_BYTES_MAX`,
+/// and the records of up to `RESOURCE_VARIANTS_MAX` variants).
 pub const SNAPSHOT_BYTES_MAX: usize =
     RESOURCE_INLINE_BYTES_MAX as usize + RESOURCE_MANIFEST_BYTES_MAX as usize + 64 * 1024 * 1024;
 

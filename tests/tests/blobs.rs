@@ -65,6 +65,16 @@ async fn large_blobs_holders_down_and_concurrent_writers() {
     let d = c.describe_resource("media").await.unwrap();
     let small = d.variants.iter().find(|v| v.name == "small").unwrap();
     assert_eq!(small.versions[0].storage, "inline");
+    // A blob whose stripes are not a multiple of k: its shards are rounded
+    // up, and every holder (the leader's own included) takes them at once,
+    // in the 2+1 code (the local holder once refused them).
+    let odd = pseudo_random((1 << 20) + 3, 13);
+    let v_odd = c.put("media", "odd", odd.clone()).await.expect("a blob of an odd size");
+    let got = c.get("media", "odd").await.unwrap();
+    assert_eq!((got.version, got.value.to_vec()), (v_odd, odd));
+    let d = c.describe_resource("media").await.unwrap();
+    let odd_version = &d.variants.iter().find(|v| v.name == "odd").unwrap().versions[0];
+    assert_eq!((odd_version.data_shards, odd_version.parity_shards), (2, 1), "not a narrower code after a refusal");
 
     // --- m = 1 holder down (not the leader): reads still succeed.
     let leader = leader_index(&cluster, &c, "media").await;

@@ -9,6 +9,9 @@
 //! acknowledged write is read back, and again after the whole cluster loses
 //! power at once: zero lost, zero corrupt.
 //!
+//! A third test interrupts an offline compaction at each of its syncs in
+//! turn, cuts the power, and recovers with the command the node prints.
+//!
 //! `SHADOWSTORE_POWER_SECS` sets the length (30 s by default, the CI run;
 //! docs/TESTING.md gives the long command and its result);
 //! `SHADOWSTORE_POWER_SEED` replays a schedule. Where FUSE cannot be
@@ -24,6 +27,7 @@ use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use shadowstore_tests::Cluster;
+use shadowstore_tests::binary;
 use shadowstore_tests::ledger;
 use shadowstore_tests::ledger::Load;
 use shadowstore_tests::lossyfs;
@@ -181,4 +185,127 @@ async fn power_cuts_and_failed_syncs_under_mixed_load_lose_and_corrupt_nothing()
     assert!(dropped > 0, "no cut dropped anything: the test did not test power loss");
     drop(cluster);
     drop(mounts);
+}
+
+/// Syncs a compaction of the test's small directory makes, at most: the
+/// loop below fails each in turn until one compaction runs through.
+const COMPACTION_SYNCS_MAX: u32 = 60;
+/// The node whose directory is compacted.
+const COMPACTED: usize = 2;
+
+/// The last command a node's log quotes (between backticks).
+fn last_quoted_command(log: &str) -> Option<String> {
+    let line = log.lines().rev().find(|l| l.contains("compaction"))?;
+    let end = line.rfind('`')?;
+    let start = line[..end].rfind('`')?;
+    Some(line[start + 1..end].to_string())
+}
+
+/// Every key and value a stopped node's directory holds, tree by tree.
+fn contents(dir: &std::path::Path) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
+    use shadowstore_node::storage::StorageEngine;
+    use shadowstore_node::storage::Tree;
+    let engine = shadowstore_node::storage::sled_engine::SledEngine::open(dir, 8 << 20).expect("open sled");
+    let mut all = Vec::new();
+    for tree in Tree::ALL {
+        for (k, v) in engine.range(tree, &[], &[0xff; 64], usize::MAX).expect("read") {
+            all.push((tree.name(), k, v));
+        }
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_cut_off_at_any_sync_recovers_with_the_printed_command() {
+    if skip_without_fuse() {
+        return;
+    }
+    // The compacted node's data directory's parent is the mount, so that
+    // the compaction's siblings (DIR.compacting, DIR.before-compaction)
+    // are on it too.
+    let mut cluster = Cluster::configure(3, "").expect("configure");
+    let node = &cluster.nodes[COMPACTED];
+    let fs = node.dir.join("fs");
+    std::fs::create_dir_all(&fs).expect("mount point");
+    let mount = lossyfs::mount(&fs).expect("mount");
+    let data = fs.join("data");
+    let config = std::fs::read_to_string(&node.config).expect("config");
+    let quoted = |p: &std::path::Path| format!("{:?}", p.display().to_string());
+    std::fs::write(&node.config, config.replace(&quoted(&node.data_dir()), &quoted(&data))).expect("config");
+    cluster.launch().await.expect("cluster");
+    let load = Load { resources: 2, variants: 5, writers: 1, blob_every: 5 };
+    ledger::create_resources(&cluster.client(), load).await.expect("resources");
+    let client = cluster.client();
+    for r in 0..load.resources {
+        for v in 0..load.variants {
+            client.put(&Load::resource(r), &format!("var-{v}"), load.value(r, v, 1)).await.expect("put");
+        }
+    }
+    cluster.stop(COMPACTED);
+
+    let mut refusals = std::collections::BTreeSet::new();
+    let mut completed_after = None;
+    let started = std::time::Instant::now();
+    for k in 0..COMPACTION_SYNCS_MAX {
+        let before = contents(&data);
+        let failed_before = mount.switch.stats().failed_syncs;
+        mount.switch.fail_syncs_after(k, 1);
+        let out = std::process::Command::new(binary("shadowstore"))
+            .arg("compact")
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .expect("run compaction");
+        mount.switch.fail_syncs(0);
+        // The injected failure may land on a sync whose failure changes
+        // nothing the compaction depends on (sled's background flush of the
+        // original): it then completes, and the next k goes on from the
+        // compacted directory. Done when one runs through with no failure.
+        let failure_hit = mount.switch.stats().failed_syncs > failed_before;
+        eprintln!("compaction {k}: {} ({:?} in)", out.status, started.elapsed());
+        if !out.status.success() {
+            mount.switch.cut();
+        }
+        // What an interruption left, if anything, is refused at start-up
+        // with the command that recovers; run that command.
+        if let Some(what) = shadowstore_node::storage::compact::interrupted(&data) {
+            cluster.nodes[COMPACTED].spawn().expect("spawn");
+            let status = cluster.nodes[COMPACTED].wait_exited(Duration::from_secs(30)).await.expect("a refusal");
+            assert!(!status.success());
+            let log = std::fs::read_to_string(cluster.nodes[COMPACTED].log_path()).unwrap_or_default();
+            let command = last_quoted_command(&log).unwrap_or_else(|| panic!("no recovery command in:\n{log}"));
+            refusals.insert(what.split(':').next().unwrap_or_default().replace(&data.display().to_string(), "DIR"));
+            let ran = std::process::Command::new("sh").arg("-c").arg(&command).status().expect("sh");
+            assert!(ran.success(), "the printed command `{command}` failed");
+            assert_eq!(shadowstore_node::storage::compact::interrupted(&data), None, "after `{command}`");
+            assert!(contents(&data) == before, "the node's data changed after an interruption at sync {k}");
+            cluster.restart(COMPACTED).await.unwrap_or_else(|e| panic!("after recovering at sync {k}: {e:#}"));
+            cluster.stop(COMPACTED);
+        } else {
+            assert!(contents(&data) == before, "the node's data changed after an interruption at sync {k}");
+        }
+        if out.status.success() && !failure_hit {
+            completed_after = Some(k);
+            break;
+        }
+    }
+    let completed_after = completed_after.expect("no compaction ran through");
+    eprintln!(
+        "compaction: a failure injected at each of its first {completed_after} syncs; refusals seen: {refusals:#?}"
+    );
+    assert!(
+        refusals.iter().any(|r| r.contains("stopped while copying"))
+            && refusals.iter().any(|r| r.contains("stopped between its two renames")),
+        "the interruptions did not reach both renames: {refusals:?}"
+    );
+    cluster.restart(COMPACTED).await.expect("start after the compaction");
+    let via = cluster.client_via(COMPACTED);
+    for r in 0..load.resources {
+        for v in 0..load.variants {
+            let got = via.get(&Load::resource(r), &format!("var-{v}")).await.expect("read");
+            assert_eq!(load.attempt_of(r, v, &got.value), Some(1), "res-{r}/var-{v}");
+        }
+    }
+    drop(cluster);
+    drop(mount);
 }

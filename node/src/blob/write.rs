@@ -187,7 +187,10 @@ where
     let params = StorageParams { k, m, ..params };
     let shards = holders.len();
     let blob_id = ctx.rng.next_u64();
-    let expected_shard_bytes = source.declared.unwrap_or(source.max_bytes) / params.k as u64;
+    // What each holder may receive: a stripe's shards are rounded up, so
+    // this is more than size / k when a stripe is not a multiple of k.
+    let size_bound = source.declared.unwrap_or(source.max_bytes);
+    let expected_shard_bytes = Layout::new(size_bound, params.stripe_size, params.k, params.m).shard_bytes();
     let sinks: Vec<Sink> = holders
         .iter()
         .enumerate()

@@ -461,6 +461,48 @@ mod tests {
         assert_eq!(g.manifest_bytes_reserved.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
+    /// An entry that leaves a replica's state failing its check stops the
+    /// replica; the restart that follows (the supervisor's) quarantines it
+    /// instead of replaying the entry, and it stays quarantined when the
+    /// node restarts.
+    #[tokio::test]
+    async fn a_replica_whose_state_fails_its_check_is_quarantined_not_restarted() {
+        use crate::raft::state_machine::GroupData;
+        use crate::resource::ResourceCommand;
+        use shadowstore_base::ids::RequestId;
+        let engine = MemoryEngine::new();
+        let node = registry(&engine);
+        let g = single_voter(&node, ReplicaId::new(72)).await;
+        let put = |variant: &str| {
+            crate::raft::Command::Resource(ResourceCommand::Put {
+                request: RequestId::default(),
+                now_ms: 1,
+                variant: variant.to_string(),
+                value: bytes::Bytes::from_static(b"value"),
+                if_version: None,
+            })
+        };
+        g.raft.client_write(put("before")).await.expect("a write to a sound replica");
+        // The replica's state goes wrong (a bug, memory corruption): more
+        // inline bytes than any entry could have left.
+        g.state.tamper(|data| {
+            if let GroupData::Resource(r) = data {
+                r.inline_bytes = shadowstore_base::limits::RESOURCE_INLINE_BYTES_MAX + 1;
+            }
+        });
+        let after = tokio::time::timeout(Duration::from_secs(10), g.raft.client_write(put("after"))).await;
+        assert!(!matches!(after, Ok(Ok(_))), "the next entry fails the check");
+        let Err(e) = node.restart(GROUP).await else { panic!("restarted into the same failure") };
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("failed its check"), "{e}");
+        assert_eq!(node.quarantined(), BTreeMap::from([(GROUP, ReplicaId::new(72))]));
+        assert!(node.get(GROUP).is_none(), "a quarantined replica does not run");
+        node.shutdown_all().await;
+        let restarted = registry(&engine);
+        let Err(e) = restarted.open(GROUP, ReplicaId::new(72)).await else { panic!("a quarantined replica started") };
+        assert!(e.to_string().contains("quarantined"), "{e}");
+    }
+
     #[tokio::test]
     async fn a_quarantine_outlives_a_restart_and_an_in_place_successor_starts_clean() {
         let engine = MemoryEngine::new();

@@ -129,6 +129,13 @@ impl SharedState {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Changes the applied data behind the state machine's back: tests use
+    /// it to stand for a bug or memory corruption.
+    #[cfg(test)]
+    pub(crate) fn tamper(&self, f: impl FnOnce(&mut GroupData)) {
+        f(&mut self.write().data)
+    }
+
     /// Watches the last applied index.
     pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
         self.applied_tx.subscribe()

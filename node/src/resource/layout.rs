@@ -86,15 +86,37 @@ impl Layout {
         self.stripes() as usize * self.shards() * self.chunk_slots_per_shard() as usize
     }
 
+    /// Bytes of one shard over the whole blob (the shards of a stripe are
+    /// equally long): what a holder receives. More than `size / k` when a
+    /// stripe's length is not a multiple of k.
+    pub fn shard_bytes(&self) -> u64 {
+        let stripe = self.stripe_size as u64;
+        let (full, rest) = (self.size / stripe, self.size % stripe);
+        full * stripe.div_ceil(self.k as u64) + rest.div_ceil(self.k as u64)
+    }
+
     /// Bytes stored over all holders (what erasure coding costs).
     pub fn encoded_bytes(&self) -> u64 {
-        (0..self.stripes()).map(|s| self.shard_len(s) as u64 * self.shards() as u64).sum()
+        self.shard_bytes() * self.shards() as u64
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shard_bytes_are_the_shards_stripe_by_stripe() {
+        for (size, stripe, k) in [(163_855, 1 << 20, 2), (200_001, 1 << 20, 2), ((3 << 20) + 7, 1 << 20, 3), (10, 4, 3)]
+        {
+            let l = Layout::new(size, stripe, k, 1);
+            let by_stripe: u64 = (0..l.stripes()).map(|s| l.shard_len(s) as u64).sum();
+            assert_eq!(l.shard_bytes(), by_stripe, "{size} bytes in stripes of {stripe}, k = {k}");
+            assert!(l.shard_bytes() * k as u64 >= size);
+        }
+        // Not size / k: the reason a holder's bound must come from here.
+        assert_eq!(Layout::new(163_855, 1 << 20, 2, 1).shard_bytes(), 81_928);
+    }
 
     #[test]
     fn every_byte_is_covered_once() {
