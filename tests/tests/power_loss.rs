@@ -192,6 +192,8 @@ async fn power_cuts_and_failed_syncs_under_mixed_load_lose_and_corrupt_nothing()
 const COMPACTION_SYNCS_MAX: u32 = 60;
 /// The node whose directory is compacted.
 const COMPACTED: usize = 2;
+/// Sweeps of the compaction's syncs before both refusals must have shown.
+const SWEEPS_MAX: usize = 3;
 
 /// The last command a node's log quotes (between backticks).
 fn last_quoted_command(log: &str) -> Option<String> {
@@ -243,61 +245,68 @@ async fn a_compaction_cut_off_at_any_sync_recovers_with_the_printed_command() {
     }
     cluster.stop(COMPACTED);
 
+    // sled's background flush syncs on its own clock, so the position of
+    // a given sync in the sequence can shift by one between runs: sweep
+    // again (at most SWEEPS_MAX times) until both refusals were seen.
     let mut refusals = std::collections::BTreeSet::new();
-    let mut completed_after = None;
+    let both_seen = |r: &std::collections::BTreeSet<String>| {
+        r.iter().any(|x| x.contains("stopped while copying"))
+            && r.iter().any(|x| x.contains("stopped between its two renames"))
+    };
     let started = std::time::Instant::now();
-    for k in 0..COMPACTION_SYNCS_MAX {
-        let before = contents(&data);
-        let failed_before = mount.switch.stats().failed_syncs;
-        mount.switch.fail_syncs_after(k, 1);
-        let out = std::process::Command::new(binary("shadowstore"))
-            .arg("compact")
-            .arg("--data-dir")
-            .arg(&data)
-            .output()
-            .expect("run compaction");
-        mount.switch.fail_syncs(0);
-        // The injected failure may land on a sync whose failure changes
-        // nothing the compaction depends on (sled's background flush of the
-        // original): it then completes, and the next k goes on from the
-        // compacted directory. Done when one runs through with no failure.
-        let failure_hit = mount.switch.stats().failed_syncs > failed_before;
-        eprintln!("compaction {k}: {} ({:?} in)", out.status, started.elapsed());
-        if !out.status.success() {
-            mount.switch.cut();
+    for sweep in 0..SWEEPS_MAX {
+        let mut completed_after = None;
+        for k in 0..COMPACTION_SYNCS_MAX {
+            let before = contents(&data);
+            let failed_before = mount.switch.stats().failed_syncs;
+            mount.switch.fail_syncs_after(k, 1);
+            let out = std::process::Command::new(binary("shadowstore"))
+                .arg("compact")
+                .arg("--data-dir")
+                .arg(&data)
+                .output()
+                .expect("run compaction");
+            mount.switch.fail_syncs(0);
+            // The injected failure may land on a sync whose failure changes
+            // nothing the compaction depends on (sled's background flush of the
+            // original): it then completes, and the next k goes on from the
+            // compacted directory. Done when one runs through with no failure.
+            let failure_hit = mount.switch.stats().failed_syncs > failed_before;
+            eprintln!("compaction {k}: {} ({:?} in)", out.status, started.elapsed());
+            if !out.status.success() {
+                mount.switch.cut();
+            }
+            // What an interruption left, if anything, is refused at start-up
+            // with the command that recovers; run that command.
+            if let Some(what) = shadowstore_node::storage::compact::interrupted(&data) {
+                cluster.nodes[COMPACTED].spawn().expect("spawn");
+                let status = cluster.nodes[COMPACTED].wait_exited(Duration::from_secs(30)).await.expect("a refusal");
+                assert!(!status.success());
+                let log = std::fs::read_to_string(cluster.nodes[COMPACTED].log_path()).unwrap_or_default();
+                let command = last_quoted_command(&log).unwrap_or_else(|| panic!("no recovery command in:\n{log}"));
+                refusals.insert(what.split(':').next().unwrap_or_default().replace(&data.display().to_string(), "DIR"));
+                let ran = std::process::Command::new("sh").arg("-c").arg(&command).status().expect("sh");
+                assert!(ran.success(), "the printed command `{command}` failed");
+                assert_eq!(shadowstore_node::storage::compact::interrupted(&data), None, "after `{command}`");
+                assert!(contents(&data) == before, "the node's data changed after an interruption at sync {k}");
+                cluster.restart(COMPACTED).await.unwrap_or_else(|e| panic!("after recovering at sync {k}: {e:#}"));
+                cluster.stop(COMPACTED);
+            } else {
+                assert!(contents(&data) == before, "the node's data changed after an interruption at sync {k}");
+            }
+            if out.status.success() && !failure_hit {
+                completed_after = Some(k);
+                break;
+            }
         }
-        // What an interruption left, if anything, is refused at start-up
-        // with the command that recovers; run that command.
-        if let Some(what) = shadowstore_node::storage::compact::interrupted(&data) {
-            cluster.nodes[COMPACTED].spawn().expect("spawn");
-            let status = cluster.nodes[COMPACTED].wait_exited(Duration::from_secs(30)).await.expect("a refusal");
-            assert!(!status.success());
-            let log = std::fs::read_to_string(cluster.nodes[COMPACTED].log_path()).unwrap_or_default();
-            let command = last_quoted_command(&log).unwrap_or_else(|| panic!("no recovery command in:\n{log}"));
-            refusals.insert(what.split(':').next().unwrap_or_default().replace(&data.display().to_string(), "DIR"));
-            let ran = std::process::Command::new("sh").arg("-c").arg(&command).status().expect("sh");
-            assert!(ran.success(), "the printed command `{command}` failed");
-            assert_eq!(shadowstore_node::storage::compact::interrupted(&data), None, "after `{command}`");
-            assert!(contents(&data) == before, "the node's data changed after an interruption at sync {k}");
-            cluster.restart(COMPACTED).await.unwrap_or_else(|e| panic!("after recovering at sync {k}: {e:#}"));
-            cluster.stop(COMPACTED);
-        } else {
-            assert!(contents(&data) == before, "the node's data changed after an interruption at sync {k}");
-        }
-        if out.status.success() && !failure_hit {
-            completed_after = Some(k);
+        let completed_after = completed_after.expect("no compaction ran through");
+        eprintln!("compaction sweep {sweep}: a failure injected at each of its first {completed_after} syncs");
+        if both_seen(&refusals) {
             break;
         }
     }
-    let completed_after = completed_after.expect("no compaction ran through");
-    eprintln!(
-        "compaction: a failure injected at each of its first {completed_after} syncs; refusals seen: {refusals:#?}"
-    );
-    assert!(
-        refusals.iter().any(|r| r.contains("stopped while copying"))
-            && refusals.iter().any(|r| r.contains("stopped between its two renames")),
-        "the interruptions did not reach both renames: {refusals:?}"
-    );
+    eprintln!("compaction: refusals seen: {refusals:#?}");
+    assert!(both_seen(&refusals), "the interruptions did not reach both renames: {refusals:?}");
     cluster.restart(COMPACTED).await.expect("start after the compaction");
     let via = cluster.client_via(COMPACTED);
     for r in 0..load.resources {
