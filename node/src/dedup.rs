@@ -88,6 +88,7 @@ fn all_kept_bytes<R: Serialize>(answers: &BTreeMap<u64, R>) -> u64 {
 impl<R: Clone + Serialize> Sessions<R> {
     /// Advances log time to `now_ms` (if later) and forgets idle sessions.
     pub fn advance(&mut self, now_ms: u64) {
+        self.answer_bytes();
         self.now_ms = self.now_ms.max(now_ms);
         let horizon = self.now_ms.saturating_sub(SESSION_IDLE_EXPIRY_MS);
         while let Some(&(t, c)) = self.by_activity.first() {
@@ -110,8 +111,12 @@ impl<R: Clone + Serialize> Sessions<R> {
         }
     }
 
+    /// Adjusts the count by a change just made. Every mutator counts first
+    /// (`answer_bytes`), while the answers are still as the count was
+    /// taken: counting after the change would count it twice.
     fn add_bytes(&mut self, added: u64, removed: u64) {
-        let b = self.answer_bytes().saturating_add(added);
+        debug_assert!(self.answer_bytes.0.is_some(), "sessions changed before their bytes were counted");
+        let b = self.answer_bytes.0.unwrap_or(0).saturating_add(added);
         debug_assert!(b >= removed, "answer bytes {b} below the {removed} removed");
         self.answer_bytes = Derived(Some(b.saturating_sub(removed)));
     }
@@ -132,6 +137,7 @@ impl<R: Clone + Serialize> Sessions<R> {
         if !req.is_deduplicated() {
             return Admission::Execute;
         }
+        self.answer_bytes();
         let now = self.now_ms;
         let session = match self.by_client.get_mut(&req.client_id) {
             Some(s) => {
@@ -176,6 +182,7 @@ impl<R: Clone + Serialize> Sessions<R> {
         if !req.is_deduplicated() {
             return;
         }
+        self.answer_bytes();
         let Some(s) = self.by_client.get_mut(&req.client_id) else { return };
         let mut removed = 0;
         if s.answers.len() >= SESSION_ANSWERS_MAX
@@ -297,6 +304,15 @@ mod tests {
         assert_eq!(s.answer_bytes(), held);
         let mut decoded: Sessions<String> = codec::decode("sessions", &codec::encode("sessions", &s).unwrap()).unwrap();
         assert_eq!(decoded.answer_bytes(), held);
+        // A decoded table changed before anything asked for its count
+        // still counts exactly.
+        let mut decoded: Sessions<String> = codec::decode("sessions", &codec::encode("sessions", &s).unwrap()).unwrap();
+        decoded.advance(SESSION_IDLE_EXPIRY_MS + clients / 2);
+        let r = req(clients + 1, 1, 1);
+        decoded.admit(&r);
+        decoded.record(&r, &answer);
+        let recount = decoded.by_client.values().map(|x| all_kept_bytes(&x.answers)).sum::<u64>();
+        assert_eq!(decoded.answer_bytes(), recount);
         // Answers a client no longer waits for stop counting.
         let before = s.answer_bytes();
         s.admit(&req(clients, 5, 5));
