@@ -19,6 +19,9 @@ pub const RESOURCE_VARIANTS_MAX: usize = 100_000;
 pub const CLUSTER_RESOURCES_MAX: usize = 1_000_000;
 /// Nodes one cluster may hold.
 pub const CLUSTER_NODES_MAX: usize = 1_024;
+/// Longest address (client or peer) or region a node may announce when it
+/// joins or restarts.
+pub const NODE_LABEL_BYTES_MAX: usize = 256;
 
 /// Largest value (blob) one Put may write, by default (configurable per
 /// node up to what one manifest of the default layout describes, about

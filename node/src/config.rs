@@ -83,6 +83,15 @@ pub struct NodeConfig {
     pub listen_addr: String,
     /// Address other nodes and clients use; defaults to the bound address.
     pub advertise_addr: Option<String>,
+    /// Address the peer service (Raft, joins, shards, demand) binds, on a
+    /// listener of its own (`host:port`, port 0 picks one). Unset: peers and
+    /// clients share `listen_addr`, told apart only by their certificates'
+    /// roles. With it set, `listen_addr` serves clients only and `join`
+    /// names other nodes' peer addresses.
+    pub peer_listen_addr: Option<String>,
+    /// Address other nodes use for the peer service; defaults to the bound
+    /// peer address.
+    pub peer_advertise_addr: Option<String>,
     /// Create a new cluster if this node has no identity yet.
     pub bootstrap: bool,
     /// Members to join through when this node has no identity yet.
@@ -187,6 +196,8 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("shadowstore-data"),
             listen_addr: "127.0.0.1:7100".to_string(),
             advertise_addr: None,
+            peer_listen_addr: None,
+            peer_advertise_addr: None,
             bootstrap: false,
             join: Vec::new(),
             region: "local".to_string(),
@@ -227,6 +238,20 @@ impl NodeConfig {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.listen_addr.is_empty() {
             return bad("listen_addr is empty".into());
+        }
+        match &self.peer_listen_addr {
+            Some(p) if p.is_empty() || *p == self.listen_addr => {
+                return bad(format!(
+                    "peer_listen_addr must name a listener of its own, other than listen_addr {:?}; got {p:?}",
+                    self.listen_addr
+                ));
+            }
+            None if self.peer_advertise_addr.is_some() => {
+                return bad("peer_advertise_addr is set but peer_listen_addr is not: there is no peer listener to \
+                            advertise"
+                    .into());
+            }
+            _ => {}
         }
         if let Some(http) = &self.http_addr
             && http.parse::<std::net::SocketAddr>().is_err()
@@ -407,5 +432,23 @@ mod tests {
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("TLS is required") && e.contains("insecure = true"), "{e}");
         assert!(NodeConfig { bootstrap: true, insecure: true, ..Default::default() }.validate().is_ok());
+    }
+
+    #[test]
+    fn a_peer_listener_must_be_a_listener_of_its_own() {
+        let ok = NodeConfig {
+            bootstrap: true,
+            insecure: true,
+            peer_listen_addr: Some("127.0.0.1:7200".into()),
+            peer_advertise_addr: Some("10.0.0.1:7200".into()),
+            ..Default::default()
+        };
+        ok.validate().unwrap();
+        let shared = NodeConfig { peer_listen_addr: Some(ok.listen_addr.clone()), ..ok.clone() };
+        let e = shared.validate().unwrap_err().to_string();
+        assert!(e.contains("peer_listen_addr") && e.contains("listen_addr"), "{e}");
+        let nothing_to_advertise = NodeConfig { peer_listen_addr: None, ..ok };
+        let e = nothing_to_advertise.validate().unwrap_err().to_string();
+        assert!(e.contains("peer_advertise_addr") && e.contains("peer_listen_addr"), "{e}");
     }
 }

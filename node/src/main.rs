@@ -32,6 +32,14 @@ struct Args {
     /// Address other nodes and clients use, if not the listen address.
     #[arg(long, env = "SHADOWSTORE_ADVERTISE")]
     advertise: Option<String>,
+    /// Address the peer service listens on, host:port (unset: the listen
+    /// address serves peers too).
+    #[arg(long, env = "SHADOWSTORE_PEER_LISTEN")]
+    peer_listen: Option<String>,
+    /// Address other nodes use for the peer service, if not the peer
+    /// listen address.
+    #[arg(long, env = "SHADOWSTORE_PEER_ADVERTISE")]
+    peer_advertise: Option<String>,
     /// Create a new cluster if this node has no identity yet.
     #[arg(long, env = "SHADOWSTORE_BOOTSTRAP")]
     bootstrap: bool,
@@ -114,6 +122,12 @@ fn load(args: Args) -> anyhow::Result<NodeConfig> {
     if let Some(v) = args.advertise {
         c.advertise_addr = Some(v);
     }
+    if let Some(v) = args.peer_listen {
+        c.peer_listen_addr = Some(v);
+    }
+    if let Some(v) = args.peer_advertise {
+        c.peer_advertise_addr = Some(v);
+    }
     if args.bootstrap {
         c.bootstrap = true;
     }
@@ -145,6 +159,9 @@ async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("starting node with data dir {data_dir}"))?;
     println!("shadowstore node listening on {}", node.addr());
+    if let Some(peer) = node.peer_addr() {
+        println!("shadowstore peer service on {peer}");
+    }
     if let Some(http) = &node.ctx().http_addr {
         println!("shadowstore operator HTTP on http://{http}/metrics");
     }

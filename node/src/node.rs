@@ -3,7 +3,7 @@
 //! background loops. Nothing imports this module for logic: it builds the
 //! parts and hands each service and loop the parts it uses.
 //!
-//! Start-up order: open storage, bind the listener (so the advertised
+//! Start-up order: open storage, bind the listeners (so the advertised
 //! address is known), serve gRPC (answering UNAVAILABLE until ready), form
 //! or rejoin the cluster (`membership::formation`), then run the loops:
 //! reconciler, membership manager, failure detector, quiescer, supervisor,
@@ -18,6 +18,7 @@ use shadowstore_placement::demand::DemandRecorder;
 use shadowstore_proto::peer::peer_server::PeerServer;
 use shadowstore_proto::v1::shadow_store_server::ShadowStoreServer;
 use tokio::task::JoinHandle;
+use tonic::server::NamedService;
 
 use crate::api;
 use crate::blob::DataPlane;
@@ -44,6 +45,7 @@ use crate::storage::sled_engine::SledEngine;
 use crate::telemetry::requests::RequestMetrics;
 use crate::telemetry::requests::RequestMetricsLayer;
 use crate::transport::Peers;
+use crate::transport::peer_gate::PeerGate;
 use crate::transport::seam::SharedNetwork;
 use crate::transport::tls::NodeTls;
 
@@ -86,6 +88,9 @@ pub enum NodeError {
     StorageFailed(String),
 }
 
+/// The standard health service's name (grpc.health.v1).
+const HEALTH_SERVICE_NAME: &str = "grpc.health.v1.Health";
+
 /// Concurrent requests (HTTP/2 streams) one connection may have open;
 /// further streams are refused by HTTP/2 until one ends.
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 1_024;
@@ -115,8 +120,9 @@ impl Seams {
 pub struct Node {
     ctx: Arc<NodeCtx>,
     tasks: Vec<JoinHandle<()>>,
+    /// Both listeners' servers (client, and peer when separate).
     server: JoinHandle<Result<(), tonic::transport::Error>>,
-    stop_server: Option<tokio::sync::oneshot::Sender<()>>,
+    stop_server: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Node {
@@ -164,6 +170,20 @@ impl Node {
             .map_err(|source| NodeError::Listen { addr: config.listen_addr.clone(), source })?;
         let incoming = crate::transport::limit::limit_connections(incoming, crate::transport::limit::CONNECTIONS_MAX);
         let addr = config.advertise_addr.clone().unwrap_or(bound);
+        let peer_listener = match &config.peer_listen_addr {
+            Some(a) => {
+                let (bound, incoming) = seams
+                    .network
+                    .listen(a.clone())
+                    .await
+                    .map_err(|source| NodeError::Listen { addr: a.clone(), source })?;
+                let incoming =
+                    crate::transport::limit::limit_connections(incoming, crate::transport::limit::CONNECTIONS_MAX);
+                Some((config.peer_advertise_addr.clone().unwrap_or(bound), incoming))
+            }
+            None => None,
+        };
+        let peer_addr = peer_listener.as_ref().map(|(a, _)| a.clone());
         let http = match &config.http_addr {
             Some(a) => Some(
                 crate::operator::http::bind(a).await.map_err(|source| NodeError::Listen { addr: a.clone(), source })?,
@@ -203,6 +223,8 @@ impl Node {
             cluster: cluster.clone(),
             config: config.clone(),
             addr: addr.clone(),
+            peer_gate: peer_addr.as_ref().map(|_| PeerGate::open()),
+            peer_addr: peer_addr.clone(),
             engine: engine.clone(),
             syncer: syncer.clone(),
             clock: seams.clock.clone(),
@@ -233,10 +255,14 @@ impl Node {
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_not_serving::<ShadowStoreServer<api::client::ClientService>>().await;
+        // Reflection advertises what clients may call: the peer service is
+        // for nodes (and on its own listener when `peer_listen_addr` is set).
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(shadowstore_proto::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name(<ShadowStoreServer<api::client::ClientService> as NamedService>::NAME)
+                .with_service_name(HEALTH_SERVICE_NAME)
         };
         // Both reflection versions: grpcurl and older tools still ask v1alpha.
         let reflection_v1 = reflection().build_v1().map_err(|e| NodeError::Grpc(e.to_string()))?;
@@ -257,32 +283,57 @@ impl Node {
         let peer_service = PeerServer::new(api::peer::PeerService::new(shadows.clone(), ctx.member.clone()))
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = &tls {
-            builder = builder.tls_config(tls.server.clone()).map_err(|e| NodeError::Grpc(e.to_string()))?;
-        }
-        let server = builder
-            .layer(RequestMetricsLayer(requests))
-            .layer(api::auth::AuthorizeLayer {
-                enforce: tls.is_some(),
-                cluster_id: ctx.cluster.peers.cluster_id().clone(),
-            })
-            .timeout(Duration::from_millis(ctx.config.request_timeout_max_ms))
-            .http2_keepalive_interval(Some(Duration::from_secs(5)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-            .initial_stream_window_size(Some(4 * 1024 * 1024))
-            .initial_connection_window_size(Some(16 * 1024 * 1024))
-            .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
-            .add_service(health_service)
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        // Both listeners: the same TLS, authorization, limits and metrics.
+        let server = |peer_gate: PeerGate| -> Result<_, NodeError> {
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(tls) = &tls {
+                builder = builder.tls_config(tls.server.clone()).map_err(|e| NodeError::Grpc(e.to_string()))?;
+            }
+            Ok(builder
+                .layer(RequestMetricsLayer(requests.clone()))
+                .layer(api::auth::AuthorizeLayer {
+                    enforce: tls.is_some(),
+                    cluster_id: ctx.cluster.peers.cluster_id().clone(),
+                    peer_gate,
+                })
+                .timeout(Duration::from_millis(ctx.config.request_timeout_max_ms))
+                .http2_keepalive_interval(Some(Duration::from_secs(5)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+                .initial_stream_window_size(Some(4 * 1024 * 1024))
+                .initial_connection_window_size(Some(16 * 1024 * 1024))
+                .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX)))
+        };
+        // With a peer listener, the client listener answers peer calls only
+        // until the directory records it (`transport::peer_gate`).
+        let client_server = server(ctx.member.peer_gate.clone().unwrap_or_else(PeerGate::open))?
+            .add_service(health_service.clone())
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(client_service)
-            .add_service(peer_service)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stop_rx.await;
-            });
-        let server = tokio::spawn(server);
+            .add_service(peer_service.clone())
+            .serve_with_incoming_shutdown(incoming, stopped());
+        let peer_server = match peer_listener {
+            Some((_, incoming)) => Some(
+                server(PeerGate::open())?
+                    .add_service(health_service)
+                    .add_service(peer_service)
+                    .serve_with_incoming_shutdown(incoming, stopped()),
+            ),
+            None => None,
+        };
+        let server = tokio::spawn(async move {
+            match peer_server {
+                Some(peer_server) => tokio::try_join!(client_server, peer_server).map(|_| ()),
+                None => client_server.await,
+            }
+        });
 
         let identity = membership::formation::form(&ctx.member).await.map_err(NodeError::Formation)?;
         ctx.cluster.set_identity(identity);
@@ -401,6 +452,11 @@ impl Node {
         &self.ctx.addr
     }
 
+    /// The peer listener's address, when the node has one of its own.
+    pub fn peer_addr(&self) -> Option<&str> {
+        self.ctx.member.peer_addr.as_deref()
+    }
+
     /// Waits until the gRPC server stops (it only stops on error or
     /// shutdown) or storage fails (a failed sync stops the node).
     pub async fn serve_until_stopped(&mut self) -> Result<(), NodeError> {
@@ -418,7 +474,7 @@ impl Node {
     /// Stops serving, stops every group and syncs storage.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.stop_server.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         for t in &self.tasks {
             t.abort();

@@ -72,7 +72,10 @@ pub fn free_port() -> u16 {
 
 pub struct NodeProc {
     pub index: usize,
+    /// The client listener (`listen_addr`).
     pub addr: String,
+    /// The peer listener (`peer_listen_addr`): Raft, joins, shards.
+    pub peer_addr: String,
     pub dir: PathBuf,
     pub config: PathBuf,
     child: Option<Child>,
@@ -190,24 +193,24 @@ impl Cluster {
         let tmp = tempfile::tempdir()?;
         let (certs, tls) = certificates(tmp.path())?;
         let mut nodes = Vec::new();
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        for (i, port) in ports.iter().enumerate() {
+        let peer_addrs: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        for (i, peer_addr) in peer_addrs.iter().enumerate() {
             let dir = tmp.path().join(format!("node{i}"));
             std::fs::create_dir_all(&dir)?;
-            let addr = format!("127.0.0.1:{port}");
+            let addr = format!("127.0.0.1:{}", free_port());
             let config = dir.join("node.toml");
-            let join = if i == 0 { String::new() } else { format!("\"127.0.0.1:{}\"", ports[0]) };
+            let join = if i == 0 { String::new() } else { format!("{:?}", peer_addrs[0]) };
             std::fs::write(
                 &config,
                 format!(
-                    "data_dir = {:?}\nlisten_addr = \"{addr}\"\nbootstrap = {}\njoin = [{join}]\nregion = \"r{}\"\n\
-                     quiesce_after_ms = 3000\n{tls}{extra}\n",
+                    "data_dir = {:?}\nlisten_addr = \"{addr}\"\npeer_listen_addr = \"{peer_addr}\"\nbootstrap = {}\n\
+                     join = [{join}]\nregion = \"r{}\"\nquiesce_after_ms = 3000\n{tls}{extra}\n",
                     dir.join("data").display().to_string(),
                     i == 0,
                     i % 3
                 ),
             )?;
-            nodes.push(NodeProc { index: i, addr, dir, config, child: None });
+            nodes.push(NodeProc { index: i, addr, peer_addr: peer_addr.clone(), dir, config, child: None });
         }
         Ok(Cluster { _tmp: tmp, nodes, certs })
     }
@@ -224,24 +227,27 @@ impl Cluster {
     }
 
     /// Starts one node per data directory already in `tmp` (`node{i}/data`,
-    /// as [`start`](Self::start) lays them out), listening on `addrs[i]`:
-    /// the cluster those directories were written by, started again by
-    /// this build. Waits until all `addrs.len()` nodes are members again.
+    /// as [`start`](Self::start) lays them out), listening on `addrs[i]`
+    /// for clients and on a new port for peers: the cluster those
+    /// directories were written by, started again by this build. Waits
+    /// until all `addrs.len()` nodes are members again.
     pub async fn adopt(tmp: tempfile::TempDir, addrs: &[&str], extra: &str) -> anyhow::Result<Cluster> {
         let (certs, tls) = certificates(tmp.path())?;
         let mut nodes = Vec::new();
         for (i, addr) in addrs.iter().enumerate() {
             let dir = tmp.path().join(format!("node{i}"));
             let config = dir.join("node.toml");
+            let peer_addr = format!("127.0.0.1:{}", free_port());
             std::fs::write(
                 &config,
                 format!(
-                    "data_dir = {:?}\nlisten_addr = \"{addr}\"\nregion = \"r{}\"\n{tls}{extra}\n",
+                    "data_dir = {:?}\nlisten_addr = \"{addr}\"\npeer_listen_addr = \"{peer_addr}\"\nregion = \"r{}\"\n\
+                     {tls}{extra}\n",
                     dir.join("data").display().to_string(),
                     i % 3
                 ),
             )?;
-            nodes.push(NodeProc { index: i, addr: addr.to_string(), dir, config, child: None });
+            nodes.push(NodeProc { index: i, addr: addr.to_string(), peer_addr, dir, config, child: None });
         }
         let mut cluster = Cluster { _tmp: tmp, nodes, certs };
         for node in &mut cluster.nodes {
@@ -305,7 +311,8 @@ impl Cluster {
     }
 
     /// Waits until `n` nodes are members, min(n, 5) of them meta voters,
-    /// and every running node reports every other running node up.
+    /// every running node reports every other running node up, and the
+    /// directory records each node's peer listener.
     pub async fn wait_formed(&mut self, n: usize) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
         let client = Client::new_lazy(
@@ -321,7 +328,10 @@ impl Cluster {
             if let Ok(s) = client.cluster_status().await {
                 let voters = s.nodes.iter().filter(|x| x.meta_voter).count();
                 let up = s.nodes.iter().all(|x| x.health == "up" || x.health == "self");
-                if s.nodes.len() == n && voters == n.min(5) && up {
+                let routed = s.nodes.iter().all(|x| {
+                    self.nodes.iter().find(|p| p.addr == x.address).is_none_or(|p| p.peer_addr == x.peer_address)
+                });
+                if s.nodes.len() == n && voters == n.min(5) && up && routed {
                     return Ok(());
                 }
             }

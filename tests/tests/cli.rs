@@ -90,6 +90,10 @@ fn demo_cluster_and_commands() {
     assert!(status.status.success(), "{}", text(&status.stderr));
     let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
     assert_eq!(v["nodes"].as_array().unwrap().len(), 3);
+    for n in v["nodes"].as_array().unwrap() {
+        let (addr, peer) = (n["address"].as_str().unwrap(), n["peer_address"].as_str().unwrap());
+        assert!(!peer.is_empty() && peer != addr, "a demo node serves peers on a listener of its own: {n}");
+    }
 
     assert!(ctl(&["resource", "create", "cli-res"], &endpoints, &certs).status.success());
     let file = tmp.path().join("in.bin");

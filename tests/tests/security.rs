@@ -54,17 +54,19 @@ async fn callers_are_authenticated_and_held_to_their_roles() {
     let v = admin.put("guarded", "a", b"kept".to_vec()).await.expect("put");
     let before = admin.cluster_status().await.expect("status");
     let addr = cluster.nodes[0].addr.clone();
+    let peer_addr = cluster.nodes[0].peer_addr.clone();
     let ca = cluster.tls("admin").ca_pem;
 
-    // --- the peer service: no certificate, a client certificate (even an
-    // admin's), and a certificate of another cluster's CA.
-    let mut anonymous = PeerClient::new(channel(&addr, &ca, None));
+    // --- the peer service (on its own listener): no certificate, a client
+    // certificate (even an admin's), and a certificate of another
+    // cluster's CA.
+    let mut anonymous = PeerClient::new(channel(&peer_addr, &ca, None));
     let e = anonymous.raft_vote(envelope()).await.expect_err("anonymous vote");
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     let e = anonymous.join(join()).await.expect_err("anonymous join");
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     let admin_tls = cluster.tls("admin");
-    let mut as_admin = PeerClient::new(channel(&addr, &ca, Some((&admin_tls.cert_pem, &admin_tls.key_pem))));
+    let mut as_admin = PeerClient::new(channel(&peer_addr, &ca, Some((&admin_tls.cert_pem, &admin_tls.key_pem))));
     for e in [
         as_admin.raft_vote(envelope()).await.expect_err("admin vote"),
         as_admin.raft_append(envelope()).await.expect_err("admin append"),
@@ -75,7 +77,7 @@ async fn callers_are_authenticated_and_held_to_their_roles() {
     }
     let other_ca = CertAuthority::create().expect("another CA");
     let (cert, key) = other_ca.issue("intruder", Role::Node, &["127.0.0.1".into()]).expect("cert");
-    let mut intruder = PeerClient::new(channel(&addr, &ca, Some((&cert, &key))));
+    let mut intruder = PeerClient::new(channel(&peer_addr, &ca, Some((&cert, &key))));
     let e = intruder.join(join()).await.expect_err("a node of another cluster");
     assert!(matches!(e.code(), Code::Unavailable | Code::Unknown | Code::Cancelled), "refused at the handshake: {e:?}");
 
@@ -151,7 +153,8 @@ async fn malformed_peer_requests_are_refused() {
     c.put("bounded", "a", b"kept".to_vec()).await.expect("put");
     let replica = &info.replicas[0];
     let node = cluster.tls("node");
-    let to_replica = channel(&replica.address, &node.ca_pem, Some((&node.cert_pem, &node.key_pem)));
+    let replica_node = cluster.nodes.iter().find(|n| n.addr == replica.address).expect("the replica's node");
+    let to_replica = channel(&replica_node.peer_addr, &node.ca_pem, Some((&node.cert_pem, &node.key_pem)));
     // Sent as a node of this cluster would: with its cluster id.
     let ping = v1_peer::PingRequest { from_node_id: 0 };
     let id = PeerClient::new(to_replica.clone()).ping(ping).await.expect("ping").into_inner().cluster_id;
@@ -243,9 +246,9 @@ async fn malformed_peer_requests_are_refused() {
     assert_eq!(&c.get("bounded", "a").await.expect("read").value[..], b"kept");
 }
 
-/// Node ids and addresses of a status, sorted.
-fn members(s: &v1::ClusterStatusResponse) -> Vec<(u64, String)> {
-    let mut m: Vec<(u64, String)> = s.nodes.iter().map(|n| (n.node_id, n.address.clone())).collect();
+/// Node ids, addresses and peer addresses of a status, sorted.
+fn members(s: &v1::ClusterStatusResponse) -> Vec<(u64, String, String)> {
+    let mut m: Vec<_> = s.nodes.iter().map(|n| (n.node_id, n.address.clone(), n.peer_address.clone())).collect();
     m.sort();
     m
 }
@@ -281,7 +284,7 @@ async fn nodes_of_another_cluster_and_forged_joins_are_refused() {
     // Every node answers the same cluster id (a Ping may name none).
     let mut ids = Vec::new();
     for n in &cluster.nodes {
-        ids.push(peer(&n.addr).ping(ping.clone()).await.expect("ping").into_inner().cluster_id);
+        ids.push(peer(&n.peer_addr).ping(ping.clone()).await.expect("ping").into_inner().cluster_id);
     }
     let id = ids[0].clone();
     assert_eq!(id.len(), 32, "{ids:?}");
@@ -293,7 +296,7 @@ async fn nodes_of_another_cluster_and_forged_joins_are_refused() {
         r.metadata_mut().insert(shadowstore_proto::CLUSTER_ID_METADATA, cluster_id.parse().expect("ascii"));
         r
     };
-    let addr = cluster.nodes[1].addr.clone();
+    let addr = cluster.nodes[1].peer_addr.clone();
     let other = "0123456789abcdef0123456789abcdef";
     let e = peer(&addr).raft_vote(with_cluster(envelope(), other)).await.expect_err("vote of another cluster");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
@@ -305,26 +308,36 @@ async fn nodes_of_another_cluster_and_forged_joins_are_refused() {
     let e = peer(&addr).join(join_other).await.expect_err("join from another cluster");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
 
-    // A Join claiming node 2's identity from another address, sent with a
-    // node certificate and the right cluster id to whichever node leads
-    // the meta group: refused while node 2 answers at its address.
+    // A Join claiming node 2's identity from another address, or from its
+    // own address with another peer address (where its Raft traffic would
+    // go), sent with a node certificate and the right cluster id to
+    // whichever node leads the meta group: refused while node 2 answers.
     let victim = before.nodes.iter().find(|n| n.address == cluster.nodes[1].addr).expect("node 1's record");
-    let forged = v1_peer::JoinRequest { existing_node_id: victim.node_id, ..join() };
-    let mut refused = None;
-    for n in &cluster.nodes {
-        let mut r = tonic::Request::new(forged.clone());
-        r.metadata_mut().insert(shadowstore_proto::CLUSTER_ID_METADATA, id.parse().expect("ascii"));
-        match peer(&n.addr).join(r).await {
-            Err(e) if e.code() == Code::Unavailable => continue,
-            other => {
-                refused = Some(other);
-                break;
+    for forged in [
+        v1_peer::JoinRequest { existing_node_id: victim.node_id, ..join() },
+        v1_peer::JoinRequest {
+            existing_node_id: victim.node_id,
+            address: victim.address.clone(),
+            peer_address: "127.0.0.1:1".into(),
+            ..join()
+        },
+    ] {
+        let mut refused = None;
+        for n in &cluster.nodes {
+            let mut r = tonic::Request::new(forged.clone());
+            r.metadata_mut().insert(shadowstore_proto::CLUSTER_ID_METADATA, id.parse().expect("ascii"));
+            match peer(&n.peer_addr).join(r).await {
+                Err(e) if e.code() == Code::Unavailable => continue,
+                other => {
+                    refused = Some(other);
+                    break;
+                }
             }
         }
+        let e = refused.expect("the meta leader answered").expect_err("forged re-addressing");
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains("is alive at"), "{}", e.message());
     }
-    let e = refused.expect("the meta leader answered").expect_err("forged re-addressing");
-    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    assert!(e.message().contains("is alive at"), "{}", e.message());
 
     // Node 0 (the bootstrap node) loses its data directory and starts
     // again with bootstrap = true, naming the other two as peers: it
@@ -332,7 +345,7 @@ async fn nodes_of_another_cluster_and_forged_joins_are_refused() {
     cluster.kill(0);
     std::fs::remove_dir_all(cluster.nodes[0].data_dir()).expect("remove data");
     let config = std::fs::read_to_string(&cluster.nodes[0].config).expect("config");
-    let peers = format!("join = [\"{}\", \"{}\"]", cluster.nodes[1].addr, cluster.nodes[2].addr);
+    let peers = format!("join = [\"{}\", \"{}\"]", cluster.nodes[1].peer_addr, cluster.nodes[2].peer_addr);
     std::fs::write(&cluster.nodes[0].config, config.replace("join = []", &peers)).expect("write config");
     cluster.nodes[0].spawn().expect("spawn");
     let status = cluster.nodes[0].wait_exited(std::time::Duration::from_secs(60)).await.expect("node 0 exits");
@@ -350,4 +363,75 @@ async fn nodes_of_another_cluster_and_forged_joins_are_refused() {
     assert_eq!(members(&before), members(&after));
     let read = survivors.get("identity", "a").await.expect("read");
     assert_eq!((read.version, &read.value[..]), (v, &b"kept"[..]));
+}
+
+/// Peers have a listener of their own (`peer_listen_addr`): the directory
+/// records each node's peer address, peer calls at a client listener are
+/// UNIMPLEMENTED once it does, the client service is not served on the
+/// peer listener, and reflection on the client listener lists what clients
+/// may call, not the peer service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_service_has_a_listener_of_its_own() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let cluster = Cluster::start(3).await.expect("cluster");
+    let status = cluster.client().cluster_status().await.expect("status");
+    for n in &cluster.nodes {
+        let record = status.nodes.iter().find(|r| r.address == n.addr).expect("a record per node");
+        assert_eq!(record.peer_address, n.peer_addr, "node {}", n.index);
+    }
+
+    let node = cluster.tls("node");
+    let as_node = |addr: &str| channel(addr, &node.ca_pem, Some((&node.cert_pem, &node.key_pem)));
+    let ping = v1_peer::PingRequest { from_node_id: 0 };
+    for n in &cluster.nodes {
+        let answer = PeerClient::new(as_node(&n.peer_addr)).ping(ping.clone()).await.expect("ping at the peer port");
+        assert_ne!(answer.into_inner().node_id, 0, "node {} answers as a member", n.index);
+        // The client listener refuses peer calls once the node has seen
+        // its own peer address recorded (it answers them until then).
+        let refused = shadowstore_tests::eventually(std::time::Duration::from_secs(10), || {
+            let mut c = PeerClient::new(as_node(&n.addr));
+            let ping = ping.clone();
+            async move {
+                match c.ping(ping).await {
+                    Err(e) if e.code() == Code::Unimplemented => Ok(e),
+                    other => Err(anyhow::anyhow!("still answered: {other:?}")),
+                }
+            }
+        })
+        .await
+        .expect("peer calls at the client listener are refused");
+        assert!(refused.message().contains("peer_listen_addr"), "{}", refused.message());
+
+        let admin = cluster.tls("admin");
+        let mut client_at_peer = v1::shadow_store_client::ShadowStoreClient::new(channel(
+            &n.peer_addr,
+            &admin.ca_pem,
+            Some((&admin.cert_pem, &admin.key_pem)),
+        ));
+        let e = client_at_peer.cluster_status(v1::ClusterStatusRequest {}).await.expect_err("client at peer port");
+        assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+    }
+
+    let admin = cluster.tls("admin");
+    let mut reflection = ServerReflectionClient::new(channel(
+        &cluster.nodes[0].addr,
+        &admin.ca_pem,
+        Some((&admin.cert_pem, &admin.key_pem)),
+    ));
+    let ask = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers =
+        reflection.server_reflection_info(futures::stream::iter([ask])).await.expect("reflection").into_inner();
+    let answer = answers.message().await.expect("an answer").expect("one message");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a service list: {answer:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"shadowstore.v1.ShadowStore".to_string()), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains("peer")), "reflection lists the peer service: {names:?}");
 }

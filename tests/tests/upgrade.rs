@@ -10,7 +10,11 @@
 //! `de/desktop` ("v1\n" .. "v5\n") and `config set threshold 0.7`.
 //!
 //! The nodes keep their addresses (they are in the directories' meta
-//! state), so this test uses those fixed ports.
+//! state), so this test uses those fixed ports. They start again all at
+//! once with peer listeners of their own, which that release did not
+//! have: the cluster must still elect a leader and record every node's
+//! peer address (`Cluster::wait_formed`), through the client listeners'
+//! gate (`node/src/transport/peer_gate.rs`).
 
 use std::path::Path;
 use std::process::Command;

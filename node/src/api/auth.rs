@@ -11,7 +11,9 @@
 //! an admin's, cannot speak Raft or join. With `insecure = true` nothing
 //! is checked (the node logs that loudly at start-up). Peer calls must
 //! also name this node's cluster ([`crate::transport::cluster_id`]),
-//! with or without TLS.
+//! with or without TLS. A client listener of a node with a peer listener
+//! of its own refuses peer calls once its gate closes
+//! ([`crate::transport::peer_gate`]).
 
 use std::task::Context;
 use std::task::Poll;
@@ -27,6 +29,7 @@ use tonic::transport::server::TlsConnectInfo;
 
 use crate::transport::cluster_id;
 use crate::transport::cluster_id::ClusterIdCell;
+use crate::transport::peer_gate::PeerGate;
 
 /// The peer service's name, and the prefix of its methods' paths.
 const PEER_SERVICE: &str = "shadowstore.peer.v1.Peer";
@@ -97,6 +100,17 @@ fn check_cluster(path: &str, theirs: Option<&str>, mine: &ClusterIdCell) -> Resu
     cluster_id::check(mine.get(), theirs, method).map_err(|m| tonic::Status::permission_denied(m.to_string()))
 }
 
+/// A peer call on a listener whose gate is closed: the node serves peers
+/// on a listener of its own.
+fn check_gate(path: &str, gate: &PeerGate) -> Result<(), tonic::Status> {
+    if gate.is_open() || !path.starts_with(PEER_SERVICE_PREFIX) {
+        return Ok(());
+    }
+    Err(tonic::Status::unimplemented(format!(
+        "{path}: this is a client listener; this node serves peers on its peer listener (peer_listen_addr)"
+    )))
+}
+
 /// The layer that puts [`Authorize`] in front of every service.
 #[derive(Clone, Debug)]
 pub struct AuthorizeLayer {
@@ -104,20 +118,21 @@ pub struct AuthorizeLayer {
     pub enforce: bool,
     /// This node's cluster id, checked on every peer call.
     pub cluster_id: ClusterIdCell,
+    /// Whether this listener answers peer calls.
+    pub peer_gate: PeerGate,
 }
 
 impl<S> tower::Layer<S> for AuthorizeLayer {
     type Service = Authorize<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Authorize { inner, enforce: self.enforce, cluster_id: self.cluster_id.clone() }
+        Authorize { inner, layer: self.clone() }
     }
 }
 
 #[derive(Clone, Debug)]
 pub struct Authorize<S> {
     inner: S,
-    enforce: bool,
-    cluster_id: ClusterIdCell,
+    layer: AuthorizeLayer,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Authorize<S>
@@ -136,14 +151,17 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let path = req.uri().path();
-        let roles = if self.enforce {
+        let roles = if self.layer.enforce {
             let certs = req.extensions().get::<TlsConnectInfo<()>>().and_then(TlsConnectInfo::peer_certs);
             check(path, certs.as_deref().map(Vec::as_slice))
         } else {
             Ok(())
         };
         let theirs = req.headers().get(CLUSTER_ID_METADATA).map(|v| v.to_str().unwrap_or("(not ASCII)"));
-        if let Err(status) = roles.and_then(|()| check_cluster(path, theirs, &self.cluster_id)) {
+        let allowed = roles
+            .and_then(|()| check_cluster(path, theirs, &self.layer.cluster_id))
+            .and_then(|()| check_gate(path, &self.layer.peer_gate));
+        if let Err(status) = allowed {
             tracing::warn!(path = %path, code = ?status.code(), "call refused: {}", status.message());
             return Box::pin(std::future::ready(Ok(status.into_http())));
         }
@@ -187,6 +205,20 @@ mod tests {
         assert!(e.message().contains(&id.to_string()), "{}", e.message());
         assert!(check_cluster("/shadowstore.peer.v1.Peer/RaftVote", Some(&id.to_string()), &mine).is_ok());
         assert!(check_cluster("/shadowstore.v1.ShadowStore/Get", Some(&other), &mine).is_ok(), "clients are not peers");
+    }
+
+    #[test]
+    fn a_closed_gate_refuses_peer_calls_only() {
+        let gate = PeerGate::open();
+        assert!(check_gate("/shadowstore.peer.v1.Peer/RaftAppend", &gate).is_ok());
+        gate.follow(true);
+        let e = check_gate("/shadowstore.peer.v1.Peer/RaftAppend", &gate).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unimplemented);
+        assert!(e.message().contains("peer_listen_addr"), "{}", e.message());
+        assert!(check_gate("/shadowstore.v1.ShadowStore/Get", &gate).is_ok());
+        assert!(check_gate("/grpc.health.v1.Health/Check", &gate).is_ok());
+        gate.follow(false);
+        assert!(check_gate("/shadowstore.peer.v1.Peer/RaftAppend", &gate).is_ok());
     }
 
     #[test]

@@ -552,6 +552,7 @@ impl ShadowStore for ClientService {
                             groups_hosted: hosted,
                             groups_led: led,
                             meta_voter: voters.contains(&n.meta_replica_id),
+                            peer_address: m.peer_addr_of(n.node_id).unwrap_or_default().to_string(),
                         }
                     })
                     .collect();

@@ -416,6 +416,8 @@ impl Peer for PeerService {
             groups_led: registry.led.load(std::sync::atomic::Ordering::Relaxed),
             quarantined_replica_ids: registry.quarantined().into_values().map(ReplicaId::get).collect(),
             cluster_id: self.cluster().peers.cluster_id().get().map(|c| c.to_string()).unwrap_or_default(),
+            address: self.member.addr.clone(),
+            peer_address: self.member.peer_addr.clone().unwrap_or_default(),
         }))
     }
 

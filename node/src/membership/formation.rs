@@ -168,10 +168,16 @@ async fn start_local_replicas(ctx: &Member) -> Result<(), String> {
     Ok(())
 }
 
-pub(super) fn join_request(labels: &NodeLabels, existing_node_id: NodeId, join_id: u64) -> JoinRequest {
+pub(super) fn join_request(
+    labels: &NodeLabels,
+    peer_addr: Option<&str>,
+    existing_node_id: NodeId,
+    join_id: u64,
+) -> JoinRequest {
     JoinRequest {
         join_id,
         address: labels.addr.clone(),
+        peer_address: peer_addr.unwrap_or_default().to_string(),
         region: labels.region.clone(),
         read_capacity_rps: labels.read_capacity_rps,
         price_storage_gb_hour_micros: labels.prices.storage_gb_hour_micros,
@@ -215,6 +221,13 @@ pub(super) async fn send_join(ctx: &Member, seeds: &[String], req: JoinRequest) 
             Err(s) if s.code() == tonic::Code::InvalidArgument && s.message().contains("bad address") => {
                 return Err(s.message().to_string());
             }
+            Err(s) if s.code() == tonic::Code::Unimplemented => {
+                return Err(format!(
+                    "{addr} does not serve the peer service: it is a client listener of a node with a peer \
+                     listener of its own, so `join` must name that node's peer address ({})",
+                    s.message()
+                ));
+            }
             Err(s) if s.code() == tonic::Code::Unknown || s.code() == tonic::Code::Internal => {
                 tracing::info!(via = %addr, status = %s.message(), "join: retrying");
             }
@@ -229,7 +242,8 @@ async fn join(ctx: &Member) -> Result<(NodeIdentity, Option<ClusterId>), String>
     if ctx.config.join.is_empty() {
         return Err("no identity, bootstrap is false and no join address is configured".into());
     }
-    let req = join_request(&ctx.config.labels(&ctx.addr), NodeId::new(0), ctx.rng.next_u64() | 1);
+    let req =
+        join_request(&ctx.config.labels(&ctx.addr), ctx.peer_addr.as_deref(), NodeId::new(0), ctx.rng.next_u64() | 1);
     let joined = send_join(ctx, &ctx.config.join, req).await?;
     let cluster_id = if joined.cluster_id.is_empty() {
         None

@@ -24,6 +24,7 @@ use crate::config::NodeConfig;
 use crate::rng::NodeRng;
 use crate::storage::SharedEngine;
 use crate::storage::Syncer;
+use crate::transport::peer_gate::PeerGate;
 
 pub mod formation;
 pub mod reconciler;
@@ -38,6 +39,11 @@ pub struct Member {
     pub config: NodeConfig,
     /// The address other nodes and clients use.
     pub addr: String,
+    /// Where this node serves the peer service, if not at `addr`.
+    pub peer_addr: Option<String>,
+    /// With a peer listener: whether the client listener still answers
+    /// peer calls (until the directory records `peer_addr`).
+    pub peer_gate: Option<PeerGate>,
     pub engine: SharedEngine,
     pub syncer: Syncer,
     pub clock: SharedClock,

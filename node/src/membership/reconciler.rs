@@ -2,7 +2,9 @@
 //!
 //! Runs on every node whenever the meta group applies something, and every
 //! `RECONCILE_PERIOD` as a safety net:
-//! - refreshes the address book from the member list;
+//! - refreshes the address book and the peer routes from the member list,
+//!   and closes the client listener to peer calls once this node's peer
+//!   listener is recorded (`transport::peer_gate`);
 //! - opens every replica the directory places on this node, and the
 //!   replica that initializes a new group (the smallest of its initial
 //!   replicas) initializes it;
@@ -72,6 +74,10 @@ fn replica_nodes(meta: &MetaState, r: &ResourceRecord) -> BTreeMap<ReplicaId, Re
 
 struct Plan {
     addresses: Vec<(NodeId, String)>,
+    /// (address, peer address) of nodes with a peer listener.
+    routes: Vec<(String, String)>,
+    /// This node's peer address as the directory records it.
+    my_peer_addr: Option<String>,
     /// (group, replica, members to initialize with if this replica does).
     open: Vec<(GroupId, ReplicaId, Option<BTreeMap<ReplicaId, ReplicaNode>>)>,
     /// (group, replica, what becomes of its shards).
@@ -83,6 +89,8 @@ fn plan(ctx: &Member, me: NodeId) -> Option<Plan> {
     let quarantined = ctx.cluster.registry.quarantined();
     ctx.cluster.with_meta(|meta| {
         let addresses = meta.node_addrs();
+        let routes = meta.peer_routes();
+        let my_peer_addr = meta.peer_addr_of(me).map(String::from);
         let mut open = Vec::new();
         for r in meta.resources.values() {
             let Some(mine) = r.replica_on(me) else {
@@ -122,7 +130,7 @@ fn plan(ctx: &Member, me: NodeId) -> Option<Plan> {
                 remove.push((group, replica, fate));
             }
         }
-        Plan { addresses, open, remove }
+        Plan { addresses, routes, my_peer_addr, open, remove }
     })
 }
 
@@ -130,6 +138,10 @@ async fn reconcile(ctx: &Member, me: NodeId) -> std::io::Result<()> {
     let Some(plan) = plan(ctx, me) else {
         return Ok(());
     };
+    ctx.cluster.peers.set_routes(plan.routes);
+    if let Some(gate) = &ctx.peer_gate {
+        gate.follow(plan.my_peer_addr.is_some() && plan.my_peer_addr == ctx.peer_addr);
+    }
     for (node, addr) in &plan.addresses {
         ctx.cluster.peers.set_node_addr(*node, addr);
     }

@@ -5,6 +5,7 @@
 use shadowstore_base::ids::NodeId;
 use shadowstore_base::ids::ReplicaId;
 use shadowstore_base::ids::RequestId;
+use shadowstore_base::limits::NODE_LABEL_BYTES_MAX;
 use shadowstore_proto::peer::JoinRequest;
 
 use super::Member;
@@ -17,15 +18,38 @@ use crate::meta::state::NodeLabels;
 /// before it lets a `Join` move that node's identity elsewhere.
 const READDRESS_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Serves a join on the meta leader.
+/// Serves a join on the meta leader. A redirect names the leader's peer
+/// address: the caller may not know the directory's routes yet.
 pub async fn handle_join(ctx: &Member, req: JoinRequest) -> Result<(u64, u64), Error> {
+    register(ctx, req).await.map_err(|e| match e {
+        Error::NotLeader { what, leader_addr } => {
+            Error::NotLeader { what, leader_addr: leader_addr.map(|a| ctx.cluster.peers.route(&a)) }
+        }
+        Error::OutcomeUnknown { what, leader_addr } => {
+            Error::OutcomeUnknown { what, leader_addr: leader_addr.map(|a| ctx.cluster.peers.route(&a)) }
+        }
+        e => e,
+    })
+}
+
+async fn register(ctx: &Member, req: JoinRequest) -> Result<(u64, u64), Error> {
     let meta = ctx.cluster.meta_group().ok_or(Error::NotReady)?;
     if !meta.is_leader() {
         return Err(ctx.cluster.not_leader("join", &meta));
     }
+    let invalid = |detail: String| Error::Invalid { what: "join".into(), detail };
     if req.address.is_empty() {
-        return Err(Error::Invalid { what: "join".into(), detail: "empty address".into() });
+        return Err(invalid("empty address".into()));
     }
+    for (field, value) in [("address", &req.address), ("peer_address", &req.peer_address), ("region", &req.region)] {
+        if value.len() > NODE_LABEL_BYTES_MAX {
+            return Err(invalid(format!("{field} is {} bytes, over the limit of {NODE_LABEL_BYTES_MAX}", value.len())));
+        }
+    }
+    if req.peer_address == req.address {
+        return Err(invalid(format!("peer_address {} is the client address: leave it empty instead", req.address)));
+    }
+    let peer_addr = (!req.peer_address.is_empty()).then(|| req.peer_address.clone());
     let labels = NodeLabels {
         addr: req.address.clone(),
         region: req.region.clone(),
@@ -38,7 +62,7 @@ pub async fn handle_join(ctx: &Member, req: JoinRequest) -> Result<(u64, u64), E
         },
     };
     if req.existing_node_id != 0 {
-        refuse_live_readdressing(ctx, NodeId::new(req.existing_node_id), &req.address).await?;
+        refuse_live_readdressing(ctx, NodeId::new(req.existing_node_id), &req.address, peer_addr.as_deref()).await?;
     }
     let now_ms = ctx.clock.now_ms();
     let cmd = if req.existing_node_id != 0 {
@@ -50,45 +74,91 @@ pub async fn handle_join(ctx: &Member, req: JoinRequest) -> Result<(u64, u64), E
             labels,
         }
     };
-    match ctx.cluster.propose_meta(cmd).await? {
-        MetaResponse::Registered { node_id, meta_replica_id } => Ok((node_id.get(), meta_replica_id.get())),
+    let (node_id, meta_replica_id) = match ctx.cluster.propose_meta(cmd).await? {
+        MetaResponse::Registered { node_id, meta_replica_id } => (node_id, meta_replica_id),
         MetaResponse::Updated => {
+            let node_id = NodeId::new(req.existing_node_id);
             let replica = ctx
                 .cluster
-                .with_meta(|m| m.nodes.get(&NodeId::new(req.existing_node_id)).map(|n| n.meta_replica_id))
+                .with_meta(|m| m.nodes.get(&node_id).map(|n| n.meta_replica_id))
                 .flatten()
                 .unwrap_or(ReplicaId::new(0));
-            Ok((req.existing_node_id, replica.get()))
+            (node_id, replica)
         }
-        MetaResponse::NotFound => Err(Error::NotFound {
-            what: "join".into(),
-            detail: format!("node {} is not a member of this cluster", req.existing_node_id),
-        }),
-        MetaResponse::Rejected { reason } => Err(Error::Refused { what: "join".into(), detail: reason }),
-        other => Err(Error::internal("join", format!("unexpected meta answer {other:?}"))),
+        other => return Err(refusal(req.existing_node_id, other)),
+    };
+    set_peer_addr(ctx, node_id, peer_addr).await?;
+    Ok((node_id.get(), meta_replica_id.get()))
+}
+
+/// Records where `node_id` serves the peer service, if the directory says
+/// otherwise (on the meta leader).
+pub async fn set_peer_addr(ctx: &Member, node_id: NodeId, peer_addr: Option<String>) -> Result<(), Error> {
+    let recorded = ctx.cluster.with_meta(|m| m.peer_addr_of(node_id).map(String::from)).flatten();
+    if recorded == peer_addr {
+        return Ok(());
+    }
+    let now_ms = ctx.clock.now_ms();
+    match ctx.cluster.propose_meta(MetaCommand::SetPeerAddr { now_ms, node_id, peer_addr }).await? {
+        MetaResponse::Updated => Ok(()),
+        other => Err(refusal(node_id.get(), other)),
     }
 }
 
-/// A known node's identity moves to a new address only when the node no
-/// longer answers as itself at its recorded one: otherwise the `Join`
+/// A meta answer other than success to a node's announcement.
+fn refusal(node_id: u64, answer: MetaResponse) -> Error {
+    match answer {
+        MetaResponse::NotFound => {
+            Error::NotFound { what: "join".into(), detail: format!("node {node_id} is not a member of this cluster") }
+        }
+        MetaResponse::Rejected { reason } => Error::Refused { what: "join".into(), detail: reason },
+        other => Error::internal("join", format!("unexpected meta answer {other:?}")),
+    }
+}
+
+/// A known node's identity moves to a new address (client or peer) only
+/// when the node no longer answers as itself where the directory routes
+/// peers to it, or when it answers there announcing exactly these
+/// addresses itself (a node turning on its peer listener still answers at
+/// its client address until the move is recorded). Otherwise the `Join`
 /// comes from another process claiming that identity (which would receive
 /// the node's Raft traffic and could acknowledge appends it does not
 /// hold), and is refused with PERMISSION_DENIED.
-async fn refuse_live_readdressing(ctx: &Member, node_id: NodeId, new_addr: &str) -> Result<(), Error> {
-    let Some(recorded) = ctx.cluster.with_meta(|m| m.addr_of(node_id).map(String::from)).flatten() else {
+async fn refuse_live_readdressing(
+    ctx: &Member,
+    node_id: NodeId,
+    new_addr: &str,
+    new_peer_addr: Option<&str>,
+) -> Result<(), Error> {
+    let recorded = ctx
+        .cluster
+        .with_meta(|m| m.addr_of(node_id).map(|a| (a.to_string(), m.peer_addr_of(node_id).map(String::from))))
+        .flatten();
+    let Some((recorded, recorded_peer)) = recorded else {
         return Ok(());
     };
-    if recorded == new_addr {
+    if recorded == new_addr && recorded_peer.as_deref() == new_peer_addr {
         return Ok(());
     }
+    // The ping goes where the node serves peers now (its route).
     let answer = ctx.cluster.peers.ping(&recorded, NodeId::new(0), READDRESS_PROBE_TIMEOUT).await;
-    if answer.is_some_and(|a| a.node_id == node_id.get()) {
-        return Err(Error::Denied {
-            what: "join".into(),
-            detail: format!(
-                "node {node_id} is alive at {recorded}: its identity cannot be moved to {new_addr} by another process"
-            ),
-        });
+    let Some(answer) = answer.filter(|a| a.node_id == node_id.get()) else {
+        return Ok(());
+    };
+    let announces = |addr: &str, peer: &str| match peer {
+        "" => addr.to_string(),
+        p => format!("{addr} (peers at {p})"),
+    };
+    let (claimed, its_own) =
+        (announces(new_addr, new_peer_addr.unwrap_or_default()), announces(&answer.address, &answer.peer_address));
+    if claimed == its_own {
+        return Ok(());
     }
-    Ok(())
+    Err(Error::Denied {
+        what: "join".into(),
+        detail: format!(
+            "node {node_id} is alive at {recorded}, announcing {its_own}: its identity cannot be moved to {claimed} by \
+             another process"
+        ),
+    })
 }

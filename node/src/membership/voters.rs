@@ -48,12 +48,12 @@ pub async fn run_manager(ctx: Arc<Member>) {
                 tracing::warn!(error = %e, "replacing lost replicas");
             }
         } else if !announced {
-            // After a restart: tell the meta leader our current labels.
-            let recorded = ctx.cluster.with_meta(|m| m.nodes.get(&me.node_id).map(|n| n.labels.clone())).flatten();
-            if recorded.as_ref() == Some(&labels) {
+            // After a restart: tell the meta leader our current labels and
+            // peer address.
+            if recorded_announcement(&ctx, me) == Some((labels.clone(), ctx.peer_addr.clone())) {
                 announced = true;
             } else if let Some(leader) = ctx.cluster.leader_addr(&meta) {
-                let req = join_request(&labels, me.node_id, 0);
+                let req = join_request(&labels, ctx.peer_addr.as_deref(), me.node_id, 0);
                 match send_join(&ctx, &[leader], req).await {
                     Ok(_) => announced = true,
                     Err(e) => tracing::warn!(error = %e, "re-announcing labels"),
@@ -63,9 +63,24 @@ pub async fn run_manager(ctx: Arc<Member>) {
     }
 }
 
+/// What the directory holds of what `me` announces: labels and peer address.
+fn recorded_announcement(ctx: &Member, me: NodeIdentity) -> Option<(NodeLabels, Option<String>)> {
+    ctx.cluster
+        .with_meta(|m| {
+            let labels = m.nodes.get(&me.node_id)?.labels.clone();
+            Some((labels, m.peer_addr_of(me.node_id).map(String::from)))
+        })
+        .flatten()
+}
+
 async fn lead_meta_membership(ctx: &Member, me: NodeIdentity, labels: &NodeLabels) -> Result<(), Error> {
-    let recorded = ctx.cluster.with_meta(|m| m.nodes.get(&me.node_id).map(|n| n.labels.clone())).flatten();
-    match recorded {
+    let recorded = recorded_announcement(ctx, me);
+    if let Some((_, peer)) = &recorded
+        && *peer != ctx.peer_addr
+    {
+        super::registration::set_peer_addr(ctx, me.node_id, ctx.peer_addr.clone()).await?;
+    }
+    match recorded.map(|(l, _)| l) {
         None if me.node_id == BOOTSTRAP_NODE_ID => {
             ctx.cluster
                 .propose_meta(MetaCommand::Bootstrap { now_ms: ctx.clock.now_ms(), labels: labels.clone() })

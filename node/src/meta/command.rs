@@ -147,6 +147,13 @@ pub enum MetaCommand {
         now_ms: u64,
         setting: ShiftSetting,
     },
+    /// Where `node_id` serves the peer service (`None`: at its client
+    /// address). Set by the node's join or restart announcement.
+    SetPeerAddr {
+        now_ms: u64,
+        node_id: NodeId,
+        peer_addr: Option<String>,
+    },
 }
 
 impl MetaCommand {
@@ -166,6 +173,7 @@ impl MetaCommand {
                 | MetaCommand::AddShadow { .. }
                 | MetaCommand::TransitionShadow { .. }
                 | MetaCommand::RemoveShadow { .. }
+                | MetaCommand::SetPeerAddr { .. }
         )
     }
 }
@@ -206,6 +214,10 @@ impl fmt::Display for MetaCommand {
                 write!(f, "flag shadow {replica} of {resource}: pinned {pinned:?} halted {halted:?}")
             }
             MetaCommand::SetShiftSetting { setting, .. } => write!(f, "set shift setting {setting:?}"),
+            MetaCommand::SetPeerAddr { node_id, peer_addr, .. } => match peer_addr {
+                Some(a) => write!(f, "node {node_id} serves peers at {a}"),
+                None => write!(f, "node {node_id} serves peers at its client address"),
+            },
         }
     }
 }

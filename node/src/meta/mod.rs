@@ -4,7 +4,7 @@
 //! - [`state`]: the replicated state machine (members, directory, id
 //!   allocation), a dispatch over its commands.
 //! - [`directory`]: members and resources as the directory records them.
-//! - [`format1`]: the state as format 1 stored it, for the upgrade.
+//! - [`formats`]: the state as earlier formats stored it, for the upgrade.
 //! - [`command`]: the meta group's commands and answers (its log entries).
 //! - [`placement`]: the placement sub-state (settings, decisions,
 //!   priorities, prices, region distances) with its own apply.
@@ -17,7 +17,7 @@
 
 pub mod command;
 pub mod directory;
-pub mod format1;
+pub mod formats;
 pub mod placement;
 pub mod shadow;
 pub mod shadow_ops;

@@ -27,7 +27,7 @@ use shadowstore_placement::Prices;
 
 pub use super::command::{MetaCommand, MetaResponse};
 pub use super::directory::{NodeLabels, NodeRecord, ReplicaRecord, ReplicaRole, ResourceRecord, StorageParams};
-pub use super::format1::MetaStateFormat1;
+pub use super::formats::{MetaStateFormat1, MetaStateFormat2};
 use super::placement::PlacementMeta;
 use super::shadow::ShadowMeta;
 
@@ -53,6 +53,10 @@ pub struct MetaState {
     /// Shadow replicas' phases and weights, routing versions, history and
     /// shift settings (meta_state format 2; absent from format 1).
     pub shadows: ShadowMeta,
+    /// Where a node serves the peer service when it has a peer listener of
+    /// its own; a node absent here serves peers at `labels.addr` (meta_state
+    /// format 3; absent from format 2).
+    pub peer_addrs: BTreeMap<NodeId, String>,
 }
 
 impl Default for MetaState {
@@ -69,6 +73,7 @@ impl Default for MetaState {
             sessions: Sessions::default(),
             placement: PlacementMeta::default(),
             shadows: ShadowMeta::default(),
+            peer_addrs: BTreeMap::new(),
         }
     }
 }
@@ -94,7 +99,8 @@ impl MetaState {
             | MetaCommand::TransitionShadow { now_ms, .. }
             | MetaCommand::RemoveShadow { now_ms, .. }
             | MetaCommand::FlagShadow { now_ms, .. }
-            | MetaCommand::SetShiftSetting { now_ms, .. } => {
+            | MetaCommand::SetShiftSetting { now_ms, .. }
+            | MetaCommand::SetPeerAddr { now_ms, .. } => {
                 self.sessions.advance(*now_ms);
                 None
             }
@@ -155,6 +161,7 @@ impl MetaState {
                 self.flag_shadow(resource, *replica, *pinned, *halted, now_ms)
             }
             MetaCommand::SetShiftSetting { setting, .. } => self.shadows.set(setting.clone()),
+            MetaCommand::SetPeerAddr { node_id, peer_addr, .. } => self.set_peer_addr(*node_id, peer_addr.as_deref()),
         }
     }
 
@@ -190,6 +197,7 @@ impl MetaState {
             if let Some(n) = self.nodes.remove(&old) {
                 self.replica_index.remove(&n.meta_replica_id);
             }
+            self.peer_addrs.remove(&old);
             self.placement.forget_node(old);
             self.retired_nodes.insert(old);
         }
@@ -204,10 +212,8 @@ impl MetaState {
     }
 
     fn update_node(&mut self, node_id: NodeId, labels: &NodeLabels) -> MetaResponse {
-        if let Some(other) = self.nodes.values().find(|n| n.labels.addr == labels.addr && n.node_id != node_id) {
-            return MetaResponse::Rejected {
-                reason: format!("address {} belongs to node {}", labels.addr, other.node_id),
-            };
+        if let Some(other) = self.addr_owner(&labels.addr, node_id) {
+            return MetaResponse::Rejected { reason: format!("address {} belongs to node {other}", labels.addr) };
         }
         match self.nodes.get_mut(&node_id) {
             None => MetaResponse::NotFound,
@@ -216,6 +222,28 @@ impl MetaState {
                 MetaResponse::Updated
             }
         }
+    }
+
+    fn set_peer_addr(&mut self, node_id: NodeId, peer_addr: Option<&str>) -> MetaResponse {
+        if !self.nodes.contains_key(&node_id) {
+            return MetaResponse::NotFound;
+        }
+        let Some(addr) = peer_addr else {
+            self.peer_addrs.remove(&node_id);
+            return MetaResponse::Updated;
+        };
+        if let Some(other) = self.addr_owner(addr, node_id) {
+            return MetaResponse::Rejected { reason: format!("address {addr} belongs to node {other}") };
+        }
+        self.peer_addrs.insert(node_id, addr.to_string());
+        MetaResponse::Updated
+    }
+
+    /// The member other than `except` that serves clients or peers at
+    /// `addr`.
+    fn addr_owner(&self, addr: &str, except: NodeId) -> Option<NodeId> {
+        let serves = |n: &NodeRecord| n.labels.addr == addr || self.peer_addr_of(n.node_id) == Some(addr);
+        self.nodes.values().find(|n| n.node_id != except && serves(n)).map(|n| n.node_id)
     }
 
     fn create_resource(
@@ -341,6 +369,9 @@ impl MetaState {
         }
         self.placement.check_invariants(|r| self.resources.contains_key(r))?;
         self.check_shadow_invariants()?;
+        if let Some(n) = self.peer_addrs.keys().find(|n| !self.nodes.contains_key(n)) {
+            return Err(format!("peer address of node {n}, which is not a member"));
+        }
         debug_assert_eq!(self.replica_index, self.derive_replica_index());
         for r in self.resources.values() {
             if r.group_id >= self.next_group_id {
@@ -404,6 +435,17 @@ impl MetaState {
     /// Every member with its address.
     pub fn node_addrs(&self) -> Vec<(NodeId, String)> {
         self.nodes.values().map(|n| (n.node_id, n.labels.addr.clone())).collect()
+    }
+
+    /// Where `node` serves the peer service, if not at its address.
+    pub fn peer_addr_of(&self, node: NodeId) -> Option<&str> {
+        self.peer_addrs.get(&node).map(String::as_str)
+    }
+
+    /// (address, peer address) of every member with a peer listener of its
+    /// own: how the transport reaches a node named by its address.
+    pub fn peer_routes(&self) -> Vec<(String, String)> {
+        self.peer_addrs.iter().filter_map(|(n, p)| Some((self.addr_of(*n)?.to_string(), p.clone()))).collect()
     }
 }
 

@@ -234,3 +234,59 @@ fn a_state_failing_its_check_is_an_error_and_dry_runs_refuse() {
     assert!(s.dry_run(&create("b")).is_err());
     let _ = s.apply(&create("b"));
 }
+
+/// Peer addresses: recorded per member, routed by client address, unique
+/// across every address a member serves, dropped with a retired node.
+#[test]
+fn peer_addresses_are_recorded_routed_and_unique() {
+    let mut s = cluster(3);
+    let set = |node: u64, addr: Option<&str>| MetaCommand::SetPeerAddr {
+        now_ms: 4,
+        node_id: NodeId::new(node),
+        peer_addr: addr.map(String::from),
+    };
+    assert_eq!(s.apply(&set(2, Some("p:2"))), MetaResponse::Updated);
+    assert_eq!(s.peer_addr_of(NodeId::new(2)), Some("p:2"));
+    assert_eq!(s.peer_addr_of(NodeId::new(1)), None, "node 1 serves peers at its address");
+    assert_eq!(s.peer_routes(), vec![("a:2".to_string(), "p:2".to_string())]);
+
+    // Another member's client or peer address is refused, and so is a
+    // client address that is some member's peer address.
+    for taken in ["a:1", "p:2"] {
+        let answer = s.apply(&set(3, Some(taken)));
+        assert!(
+            matches!(&answer, MetaResponse::Rejected { reason } if reason.contains("belongs to node")),
+            "{answer:?}"
+        );
+    }
+    let update = MetaCommand::UpdateNode { now_ms: 5, node_id: NodeId::new(3), labels: labels("p:2") };
+    assert!(matches!(s.apply(&update), MetaResponse::Rejected { .. }));
+    assert_eq!(s.apply(&set(9, Some("p:9"))), MetaResponse::NotFound);
+    assert_eq!(s.peer_addrs.len(), 1, "refusals change nothing");
+
+    // A new registration from node 2's address retires node 2 and its peer
+    // address; the state stays consistent.
+    s.apply(&MetaCommand::RegisterNode {
+        request: RequestId { client_id: 7, seq: 1, first_incomplete_seq: 1 },
+        now_ms: 6,
+        labels: labels("a:2"),
+    });
+    assert!(s.retired_nodes.contains(&NodeId::new(2)));
+    assert!(s.peer_addrs.is_empty());
+    s.check_invariants().expect("consistent");
+
+    // Clearing goes back to the client address.
+    assert_eq!(s.apply(&set(3, Some("p:3"))), MetaResponse::Updated);
+    assert_eq!(s.apply(&set(3, None)), MetaResponse::Updated);
+    assert!(s.peer_routes().is_empty());
+}
+
+/// A peer address of a node that is not a member fails the check, so the
+/// leader's dry run refuses what would leave one.
+#[test]
+fn a_peer_address_without_its_member_fails_the_check() {
+    let mut s = cluster(2);
+    s.peer_addrs.insert(NodeId::new(5), "p:5".into());
+    let e = s.check_invariants().expect_err("an orphan peer address");
+    assert!(e.contains("not a member"), "{e}");
+}

@@ -285,26 +285,38 @@ fn write_snapshot(group: GroupId, engine: &SharedEngine, meta: &SnapshotMeta, da
     Ok(())
 }
 
-/// The group data of a `meta_state` format 0 or 1 snapshot (the variant
-/// order of [`GroupData`]).
+/// The group data of a snapshot whose meta state has the layout `M` of an
+/// earlier `meta_state` format (the variant order of [`GroupData`]).
 #[derive(Deserialize)]
-enum GroupDataFormat1 {
-    Meta(crate::meta::state::MetaStateFormat1),
+enum GroupDataAs<M> {
+    Meta(M),
     #[allow(dead_code)]
     Resource(ResourceState),
 }
 
-/// `meta_state` format 0 or 1 → 2: the stored meta snapshot gains the
-/// (empty) shadow sub-state. Idempotent: a snapshot that already decodes
-/// in the current format (a crash after the rewrite, before the format
-/// record) is left alone. Log entries need nothing: commands were only
-/// appended.
+/// `meta_state` formats 0, 1 and 2 → 3: the stored meta snapshot gains what
+/// later formats appended (format 2: the empty shadow sub-state; format 3:
+/// no peer addresses). Idempotent: a snapshot that already decodes in the
+/// current format (a crash after the rewrite, before the format record) is
+/// left alone. Log entries need nothing: commands were only appended.
+///
+/// postcard ignores bytes after a value, so the layouts are tried newest
+/// first: an older layout would also read the start of a newer snapshot.
 pub fn upgrade_meta_snapshot(engine: &SharedEngine, _from: u32) -> io::Result<()> {
+    use crate::meta::state::{MetaStateFormat1, MetaStateFormat2};
     let Some(snapshot) = read_snapshot(META_GROUP_ID, engine)? else { return Ok(()) };
-    if codec::decode::<GroupData>("snapshot", &snapshot.snapshot).is_ok() {
+    let bytes = &snapshot.snapshot;
+    if codec::decode::<GroupData>("snapshot", bytes).is_ok() {
         return Ok(());
     }
-    let GroupDataFormat1::Meta(old) = codec::decode("meta snapshot in format 1", &snapshot.snapshot)? else {
+    let old: GroupDataAs<MetaStateFormat2> = match codec::decode("meta snapshot in format 2", bytes) {
+        Ok(s) => s,
+        Err(_) => match codec::decode::<GroupDataAs<MetaStateFormat1>>("meta snapshot in format 1", bytes)? {
+            GroupDataAs::Meta(m) => GroupDataAs::Meta(m.into()),
+            GroupDataAs::Resource(r) => GroupDataAs::Resource(r),
+        },
+    };
+    let GroupDataAs::Meta(old) = old else {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "the meta group's snapshot holds a resource state"));
     };
     let data = codec::encode("snapshot", &GroupData::Meta(old.into()))?;

@@ -42,10 +42,10 @@ pub const FAMILIES: [(&str, u32); 8] = [
     // Snapshot manifests and chunks of every group.
     ("snapshot", 1),
     // The meta group's state machine (`MetaState`) in snapshots and commands.
-    // 2: the shadow sub-state appended to `MetaState`; formats 0 and 1 are
-    // upgraded by rewriting the stored meta snapshot
-    // (`raft::state_machine::upgrade_meta_snapshot`).
-    ("meta_state", 2),
+    // 2: the shadow sub-state appended to `MetaState`; 3: peer addresses
+    // appended. Formats 0 to 2 are upgraded by rewriting the stored meta
+    // snapshot (`raft::state_machine::upgrade_meta_snapshot`).
+    ("meta_state", 3),
     // A resource group's state machine (`ResourceState`, manifests, dedup).
     ("resource_state", 1),
     // The node's identity, local replica and retired records.
@@ -288,29 +288,32 @@ mod tests {
         assert_eq!(hex_of(&MetaState::default()), PINNED_EMPTY_META_STATE);
     }
 
-    /// An empty `MetaState` as `meta_state` format 1 stored it decodes
-    /// through the upgrade and re-encodes in the current format.
+    /// An empty `MetaState` as `meta_state` formats 1 and 2 stored it
+    /// decodes through the upgrade and re-encodes in the current format.
     #[tokio::test]
-    async fn a_format_1_meta_snapshot_is_upgraded_in_place() {
+    async fn format_1_and_2_meta_snapshots_are_upgraded_in_place() {
         use crate::meta::state::MetaState;
         use crate::raft::state_machine::GroupData;
-        let e = engine();
-        // Format 1: GroupData::Meta (tag 0) then the empty state.
-        let v1 = hex_to_bytes(&format!("00{PINNED_EMPTY_META_STATE_FORMAT_1}"));
-        crate::raft::state_machine::write_test_snapshot(&e, &v1);
-        put_record(&e, encode(&[("meta_state", 1)]));
-        let Opened::Upgraded { from } =
-            open(&e, &[("meta_state", crate::raft::state_machine::upgrade_meta_snapshot)]).await.unwrap()
-        else {
-            panic!("not upgraded")
-        };
-        assert!(from.contains(&("meta_state".to_string(), 1)));
-        let data = crate::raft::state_machine::read_test_snapshot(&e);
-        let state: GroupData = shadowstore_base::codec::decode("snapshot", &data).unwrap();
-        assert_eq!(state, GroupData::Meta(MetaState::default()));
-        // Running it again (a crash before the record) changes nothing.
-        crate::raft::state_machine::upgrade_meta_snapshot(&e, 1).unwrap();
-        assert_eq!(crate::raft::state_machine::read_test_snapshot(&e), data);
+        for (format, pinned) in [(1, PINNED_EMPTY_META_STATE_FORMAT_1), (2, PINNED_EMPTY_META_STATE_FORMAT_2)] {
+            let e = engine();
+            // GroupData::Meta (tag 0) then the empty state.
+            let old = hex_to_bytes(&format!("00{pinned}"));
+            crate::raft::state_machine::write_test_snapshot(&e, &old);
+            put_record(&e, encode(&[("meta_state", format)]));
+            let Opened::Upgraded { from } =
+                open(&e, &[("meta_state", crate::raft::state_machine::upgrade_meta_snapshot)]).await.unwrap()
+            else {
+                panic!("format {format} not upgraded")
+            };
+            assert!(from.contains(&("meta_state".to_string(), format)));
+            let data = crate::raft::state_machine::read_test_snapshot(&e);
+            let state: GroupData = shadowstore_base::codec::decode("snapshot", &data).unwrap();
+            assert_eq!(state, GroupData::Meta(MetaState::default()), "format {format}");
+            assert_eq!(hex_of(&state), format!("00{PINNED_EMPTY_META_STATE}"));
+            // Running it again (a crash before the record) changes nothing.
+            crate::raft::state_machine::upgrade_meta_snapshot(&e, format).unwrap();
+            assert_eq!(crate::raft::state_machine::read_test_snapshot(&e), data);
+        }
     }
 
     fn hex_to_bytes(h: &str) -> Vec<u8> {
@@ -319,6 +322,9 @@ mod tests {
 
     const PINNED_EMPTY_META_STATE_FORMAT_1: &str = "0000000000020201000000a006880ee0d40380aea60ac0ee6d00000000";
 
-    const PINNED_EMPTY_META_STATE: &str =
+    const PINNED_EMPTY_META_STATE_FORMAT_2: &str =
         "0000000000020201000000a006880ee0d40380aea60ac0ee6d0000000000040a193264b0ea01f403320203882700";
+
+    const PINNED_EMPTY_META_STATE: &str =
+        "0000000000020201000000a006880ee0d40380aea60ac0ee6d0000000000040a193264b0ea01f40332020388270000";
 }

@@ -8,12 +8,15 @@
 //! - [`peers`]: one tonic channel per peer node, shared by every group,
 //!   and the address book (node id → address).
 //! - [`limit`]: the bound on connections a listener holds.
+//! - [`peer_gate`]: whether a client listener still answers peer calls
+//!   (until the directory records the node's own peer listener).
 //! - [`tls`]: the node's certificates, for its listener and its channels.
 //! - [`cluster_id`]: the cluster id every peer call carries and every node
 //!   checks.
 
 pub mod cluster_id;
 pub mod limit;
+pub mod peer_gate;
 pub mod peers;
 pub mod seam;
 pub mod tls;

@@ -2,6 +2,12 @@
 //! node-to-node call, plus the address book that says where each node and
 //! each replica lives.
 //!
+//! Nodes are named by their (client) address everywhere; a node with a
+//! peer listener of its own (`peer_listen_addr`) is reached at its peer
+//! address instead, through the routes the meta directory lists
+//! (`MetaState::peer_routes`). An address without a route (a seed in
+//! `join`, a node serving both on one port) is dialed as it is.
+//!
 //! Channels are lazy: created on first use, they connect on demand and
 //! reconnect by themselves. HTTP/2 keepalives close a connection to a peer
 //! that stopped answering, so calls fail fast instead of hanging.
@@ -43,6 +49,8 @@ pub struct Peers {
     /// `None` with `insecure = true`.
     tls: Option<ClientTlsConfig>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// address → peer address, for nodes with a peer listener.
+    routes: RwLock<HashMap<String, String>>,
     nodes: RwLock<HashMap<NodeId, String>>,
     replicas: RwLock<HashMap<ReplicaId, ReplicaNode>>,
 }
@@ -54,6 +62,7 @@ impl Peers {
             cluster_id,
             tls,
             channels: Mutex::new(HashMap::new()),
+            routes: RwLock::new(HashMap::new()),
             nodes: RwLock::new(HashMap::new()),
             replicas: RwLock::new(HashMap::new()),
         }
@@ -63,8 +72,21 @@ impl Peers {
         &self.net
     }
 
-    /// The shared channel to `addr`, created on first use.
+    /// Where the node at `addr` serves the peer service.
+    pub fn route(&self, addr: &str) -> String {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        routes.get(addr).cloned().unwrap_or_else(|| addr.to_string())
+    }
+
+    /// Replaces the peer routes (address, peer address) with `routes`.
+    pub fn set_routes(&self, routes: Vec<(String, String)>) {
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes.into_iter().collect();
+    }
+
+    /// The shared channel to the peer service of the node at `addr`,
+    /// created on first use.
     pub fn channel(&self, addr: &str) -> io::Result<Channel> {
+        let addr = &self.route(addr);
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
@@ -120,7 +142,7 @@ impl Peers {
     /// address for the node wins over the one recorded in the membership.
     /// What the network does to the next Raft message to `addr`.
     pub fn message_fate(&self, addr: &str) -> super::seam::MessageFate {
-        self.net.message_fate(addr)
+        self.net.message_fate(&self.route(addr))
     }
 
     pub fn replica_addr(&self, replica: ReplicaId) -> Option<(NodeId, String)> {

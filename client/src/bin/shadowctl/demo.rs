@@ -7,8 +7,9 @@
 //! more nodes the planner's shadow is added on the cheapest node, synced,
 //! shifted to step by step and retired (`shadowctl placement status`).
 //!
-//! Node i (1-based) listens on 127.0.0.1:(base_port + i) and keeps its data,
-//! config and log under `<dir>/node<i>`. Node 1 bootstraps the cluster, the
+//! Node i (1-based) listens for clients on 127.0.0.1:(base_port + i), for
+//! other nodes on 127.0.0.1:(base_port + 50 + i) (its peer listener), and
+//! keeps its data, config and log under `<dir>/node<i>`. Node 1 bootstraps the cluster, the
 //! others join through it. Without `--detach` the cluster runs until Ctrl-C;
 //! with it, `shadowctl demo down` stops it later (pids are kept in
 //! `<dir>/pids`).
@@ -50,7 +51,7 @@ enum DemoAction {
 
 #[derive(Args, Debug)]
 struct DemoArgs {
-    /// Number of node processes (3 or more).
+    /// Number of node processes (3 to 40).
     #[arg(long, default_value_t = 3)]
     nodes: u16,
     /// Directory for the nodes' data, configs and logs.
@@ -79,9 +80,13 @@ struct DemoArgs {
 }
 
 const REGIONS: [&str; 3] = ["us-east", "us-west", "eu-west"];
+/// Node i serves the peer service on base_port + this + i.
+const PEER_PORT_OFFSET: u16 = 50;
 /// Node i serves its operator HTTP (metrics, dashboard) on base_port +
 /// this + i.
 const HTTP_PORT_OFFSET: u16 = 90;
+/// Nodes a demo runs at most: their peer ports stay below the HTTP ports.
+const DEMO_NODES_MAX: u16 = HTTP_PORT_OFFSET - PEER_PORT_OFFSET;
 /// Each demo node serves at most this many reads per second, so the
 /// generator's surges exceed what the three replicas give.
 const DEMO_READ_CAPACITY_RPS: u64 = 50;
@@ -224,6 +229,10 @@ fn stop(pids: &[i32]) {
     }
 }
 
+fn peer_addr(args: &DemoArgs, i: u16) -> String {
+    format!("127.0.0.1:{}", args.base_port + PEER_PORT_OFFSET + i)
+}
+
 fn http_addr(args: &DemoArgs, i: u16) -> String {
     format!("127.0.0.1:{}", args.base_port + HTTP_PORT_OFFSET + i)
 }
@@ -257,12 +266,13 @@ fn write_config(args: &DemoArgs, i: u16) -> anyhow::Result<PathBuf> {
     let dir = args.dir.join(format!("node{i}"));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let data = dir.join("data");
-    let join = if i == 1 { String::new() } else { format!("\"127.0.0.1:{}\"", args.base_port + 1) };
+    let join = if i == 1 { String::new() } else { format!("{:?}", peer_addr(args, 1)) };
     // The demo's own settings, in order; `--set` replaces a key given here
     // or adds one.
     let mut settings: Vec<(String, String)> = vec![
         ("data_dir".into(), format!("{:?}", data.display().to_string())),
         ("listen_addr".into(), format!("\"127.0.0.1:{}\"", args.base_port + i)),
+        ("peer_listen_addr".into(), format!("{:?}", peer_addr(args, i))),
         ("bootstrap".into(), (i == 1).to_string()),
         ("join".into(), format!("[{join}]")),
         ("region".into(), format!("\"{}\"", REGIONS[(i as usize - 1) % REGIONS.len()])),
@@ -331,7 +341,9 @@ async fn wait_ready(args: &DemoArgs, children: &mut [Child], tls: &Option<Client
         if let Ok(s) = client.cluster_status().await {
             let voters = s.nodes.iter().filter(|n| n.meta_voter).count();
             let healthy = s.nodes.iter().all(|n| n.health == "up" || n.health == "self");
-            if s.nodes.len() == args.nodes as usize && voters == want_voters && healthy {
+            // Every demo node has a peer listener: ready once each is recorded.
+            let routed = s.nodes.iter().all(|n| !n.peer_address.is_empty());
+            if s.nodes.len() == args.nodes as usize && voters == want_voters && healthy && routed {
                 return Ok(Client::new_lazy(&eps, ClientOptions { tls: tls.clone(), ..ClientOptions::default() })?);
             }
         }
@@ -407,11 +419,16 @@ pub async fn run(cmd: &DemoCmd, out: Output) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    if args.nodes < 3 {
-        bail!("--nodes must be at least 3, got {}", args.nodes);
+    if !(3..=DEMO_NODES_MAX).contains(&args.nodes) {
+        bail!("--nodes must be 3 to {DEMO_NODES_MAX}, got {}", args.nodes);
     }
-    if args.base_port.checked_add(args.nodes).is_none() {
-        bail!("--base-port {} + --nodes {} exceeds the port range", args.base_port, args.nodes);
+    if args.base_port.checked_add(HTTP_PORT_OFFSET + args.nodes).is_none() {
+        bail!(
+            "--base-port {} leaves no room for {} nodes' client, peer and HTTP ports (base + 1 to base + {})",
+            args.base_port,
+            args.nodes,
+            HTTP_PORT_OFFSET + args.nodes
+        );
     }
     let running: Vec<i32> = read_pids(&args.dir).into_iter().filter(|p| alive(*p)).collect();
     if !running.is_empty() {

@@ -231,24 +231,27 @@ impl Output {
                 json!({"meta_leader_node_id": s.meta_leader_node_id, "resource_count": s.resource_count,
                     "nodes": s.nodes.iter().map(|n| json!({"node_id": n.node_id, "address": n.address,
                         "region": n.region, "read_capacity_rps": n.read_capacity_rps, "health": n.health,
-                        "groups_hosted": n.groups_hosted, "groups_led": n.groups_led, "meta_voter": n.meta_voter})).collect::<Vec<_>>()})
+                        "groups_hosted": n.groups_hosted, "groups_led": n.groups_led, "meta_voter": n.meta_voter,
+                        "peer_address": n.peer_address})).collect::<Vec<_>>()})
             ),
             Output::Text => {
                 println!("{} resources; meta leader on node {}", s.resource_count, s.meta_leader_node_id);
                 println!(
-                    "{:>4}  {:<22} {:<10} {:<8} {:>6} {:>6}  meta",
-                    "node", "address", "region", "health", "hosts", "leads"
+                    "{:>4}  {:<22} {:<10} {:<8} {:>6} {:>6}  {:<7}  peers at",
+                    "node", "address", "region", "health", "hosts", "leads", "meta"
                 );
                 for n in &s.nodes {
                     println!(
-                        "{:>4}  {:<22} {:<10} {:<8} {:>6} {:>6}  {}",
+                        "{:>4}  {:<22} {:<10} {:<8} {:>6} {:>6}  {:<7}  {}",
                         n.node_id,
                         n.address,
                         n.region,
                         n.health,
                         n.groups_hosted,
                         n.groups_led,
-                        if n.meta_voter { "voter" } else { "learner" }
+                        if n.meta_voter { "voter" } else { "learner" },
+                        // Empty: the node serves peers at its address.
+                        if n.peer_address.is_empty() { "(address)" } else { &n.peer_address }
                     );
                 }
             }
