@@ -310,17 +310,25 @@ async fn nodes_of_another_cluster_and_forged_joins_are_refused() {
 
     // A Join claiming node 2's identity from another address, or from its
     // own address with another peer address (where its Raft traffic would
-    // go), sent with a node certificate and the right cluster id to
+    // go), or registering a new node at its address (which would retire
+    // it), sent with a node certificate and the right cluster id to
     // whichever node leads the meta group: refused while node 2 answers.
     let victim = before.nodes.iter().find(|n| n.address == cluster.nodes[1].addr).expect("node 1's record");
-    for forged in [
-        v1_peer::JoinRequest { existing_node_id: victim.node_id, ..join() },
-        v1_peer::JoinRequest {
-            existing_node_id: victim.node_id,
-            address: victim.address.clone(),
-            peer_address: "127.0.0.1:1".into(),
-            ..join()
-        },
+    for (forged, refusal) in [
+        (v1_peer::JoinRequest { existing_node_id: victim.node_id, ..join() }, "is alive at"),
+        (
+            v1_peer::JoinRequest {
+                existing_node_id: victim.node_id,
+                address: victim.address.clone(),
+                peer_address: "127.0.0.1:1".into(),
+                ..join()
+            },
+            "is alive at",
+        ),
+        (
+            v1_peer::JoinRequest { existing_node_id: 0, address: victim.address.clone(), join_id: 8, ..join() },
+            "a new node cannot register its address",
+        ),
     ] {
         let mut refused = None;
         for n in &cluster.nodes {
@@ -336,7 +344,7 @@ async fn nodes_of_another_cluster_and_forged_joins_are_refused() {
         }
         let e = refused.expect("the meta leader answered").expect_err("forged re-addressing");
         assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-        assert!(e.message().contains("is alive at"), "{}", e.message());
+        assert!(e.message().contains(refusal), "{}", e.message());
     }
 
     // Node 0 (the bootstrap node) loses its data directory and starts

@@ -63,6 +63,8 @@ async fn register(ctx: &Member, req: JoinRequest) -> Result<(u64, u64), Error> {
     };
     if req.existing_node_id != 0 {
         refuse_live_readdressing(ctx, NodeId::new(req.existing_node_id), &req.address, peer_addr.as_deref()).await?;
+    } else {
+        refuse_retiring_a_live_member(ctx, &req.address).await?;
     }
     let now_ms = ctx.clock.now_ms();
     let cmd = if req.existing_node_id != 0 {
@@ -140,9 +142,7 @@ async fn refuse_live_readdressing(
     if recorded == new_addr && recorded_peer.as_deref() == new_peer_addr {
         return Ok(());
     }
-    // The ping goes where the node serves peers now (its route).
-    let answer = ctx.cluster.peers.ping(&recorded, NodeId::new(0), READDRESS_PROBE_TIMEOUT).await;
-    let Some(answer) = answer.filter(|a| a.node_id == node_id.get()) else {
+    let Some(answer) = answer_as(ctx, node_id, &recorded).await else {
         return Ok(());
     };
     let announces = |addr: &str, peer: &str| match peer {
@@ -161,4 +161,30 @@ async fn refuse_live_readdressing(
              another process"
         ),
     })
+}
+
+/// A new registration from a member's address retires that member (it
+/// lost its data directory and came back as a new node). Refused while
+/// the member still answers as itself there: then the `Join` comes from
+/// another process, and would retire a live node and replace its replicas.
+/// A node that lost its data answers with no identity.
+async fn refuse_retiring_a_live_member(ctx: &Member, addr: &str) -> Result<(), Error> {
+    let member = ctx.cluster.with_meta(|m| m.nodes.values().find(|n| n.labels.addr == addr).map(|n| n.node_id));
+    let Some(node_id) = member.flatten() else {
+        return Ok(());
+    };
+    if answer_as(ctx, node_id, addr).await.is_none() {
+        return Ok(());
+    }
+    Err(Error::Denied {
+        what: "join".into(),
+        detail: format!("node {node_id} is alive at {addr}: a new node cannot register its address"),
+    })
+}
+
+/// What `node_id` answers to a ping where the directory routes peers for
+/// its address `addr`; `None` if nothing answers there as that node.
+async fn answer_as(ctx: &Member, node_id: NodeId, addr: &str) -> Option<shadowstore_proto::peer::PingResponse> {
+    let answer = ctx.cluster.peers.ping(addr, NodeId::new(0), READDRESS_PROBE_TIMEOUT).await?;
+    (answer.node_id == node_id.get()).then_some(answer)
 }
