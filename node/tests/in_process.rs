@@ -223,9 +223,11 @@ async fn supervisor_quiescing_health_and_reflection() {
         panic!("unexpected reflection answer {answer:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for want in ["shadowstore.v1.ShadowStore", "grpc.health.v1.Health", "shadowstore.peer.v1.Peer"] {
+    for want in ["shadowstore.v1.ShadowStore", "grpc.health.v1.Health"] {
         assert!(names.iter().any(|n| n == want), "{want} missing from reflection: {names:?}");
     }
+    // The peer service is for nodes: reflection does not advertise it.
+    assert!(!names.iter().any(|n| n == "shadowstore.peer.v1.Peer"), "reflection lists the peer service: {names:?}");
 
     // --- quiescing: every group on every node stops its timers when idle,
     // and a request wakes the group.
