@@ -314,6 +314,18 @@ async fn nodes_of_another_cluster_and_forged_joins_are_refused() {
     // it), sent with a node certificate and the right cluster id to
     // whichever node leads the meta group: refused while node 2 answers.
     let victim = before.nodes.iter().find(|n| n.address == cluster.nodes[1].addr).expect("node 1's record");
+    // Sent to whichever node leads the meta group (the others redirect).
+    let to_meta_leader = async |join: v1_peer::JoinRequest| {
+        for n in &cluster.nodes {
+            let mut r = tonic::Request::new(join.clone());
+            r.metadata_mut().insert(shadowstore_proto::CLUSTER_ID_METADATA, id.parse().expect("ascii"));
+            match peer(&n.peer_addr).join(r).await {
+                Err(e) if e.code() == Code::Unavailable => continue,
+                answered => return answered,
+            }
+        }
+        panic!("no node answered as the meta leader")
+    };
     for (forged, refusal) in [
         (v1_peer::JoinRequest { existing_node_id: victim.node_id, ..join() }, "is alive at"),
         (
@@ -330,22 +342,23 @@ async fn nodes_of_another_cluster_and_forged_joins_are_refused() {
             "a new node cannot register its address",
         ),
     ] {
-        let mut refused = None;
-        for n in &cluster.nodes {
-            let mut r = tonic::Request::new(forged.clone());
-            r.metadata_mut().insert(shadowstore_proto::CLUSTER_ID_METADATA, id.parse().expect("ascii"));
-            match peer(&n.peer_addr).join(r).await {
-                Err(e) if e.code() == Code::Unavailable => continue,
-                other => {
-                    refused = Some(other);
-                    break;
-                }
-            }
-        }
-        let e = refused.expect("the meta leader answered").expect_err("forged re-addressing");
+        let refused = to_meta_leader(forged).await;
+        let e = refused.expect_err("forged re-addressing");
         assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
         assert!(e.message().contains(refusal), "{}", e.message());
     }
+    // A new node announcing a member's peer address is refused before it
+    // is registered (it could never be reached).
+    let taken = v1_peer::JoinRequest {
+        existing_node_id: 0,
+        address: "127.0.0.1:2".into(),
+        peer_address: cluster.nodes[1].peer_addr.clone(),
+        join_id: 9,
+        ..join()
+    };
+    let e = to_meta_leader(taken).await.expect_err("a taken peer address");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("belongs to node"), "{}", e.message());
 
     // Node 0 (the bootstrap node) loses its data directory and starts
     // again with bootstrap = true, naming the other two as peers: it

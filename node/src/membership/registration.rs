@@ -13,6 +13,7 @@ use crate::cluster::Error;
 use crate::meta::command::MetaCommand;
 use crate::meta::command::MetaResponse;
 use crate::meta::state::NodeLabels;
+use crate::meta::state::NodeRecord;
 
 /// How long the meta leader waits for a node's recorded address to answer
 /// before it lets a `Join` move that node's identity elsewhere.
@@ -50,6 +51,9 @@ async fn register(ctx: &Member, req: JoinRequest) -> Result<(u64, u64), Error> {
         return Err(invalid(format!("peer_address {} is the client address: leave it empty instead", req.address)));
     }
     let peer_addr = (!req.peer_address.is_empty()).then(|| req.peer_address.clone());
+    if let Some(peer) = &peer_addr {
+        refuse_a_taken_peer_address(ctx, &req, peer)?;
+    }
     let labels = NodeLabels {
         addr: req.address.clone(),
         region: req.region.clone(),
@@ -104,6 +108,25 @@ pub async fn set_peer_addr(ctx: &Member, node_id: NodeId, peer_addr: Option<Stri
     match ctx.cluster.propose_meta(MetaCommand::SetPeerAddr { now_ms, node_id, peer_addr }).await? {
         MetaResponse::Updated => Ok(()),
         other => Err(refusal(node_id.get(), other)),
+    }
+}
+
+/// A peer address another member serves (as client or peer address) is
+/// refused before anything is proposed: found only after a registration
+/// committed, it would leave a member that can never be reached. The
+/// member the `Join` updates, or retires by registering at its address,
+/// does not count.
+fn refuse_a_taken_peer_address(ctx: &Member, req: &JoinRequest, peer: &str) -> Result<(), Error> {
+    let owner = ctx.cluster.with_meta(|m| {
+        let replaced = |n: &NodeRecord| n.node_id.get() == req.existing_node_id || n.labels.addr == req.address;
+        let serves = |n: &NodeRecord| n.labels.addr == peer || m.peer_addr_of(n.node_id) == Some(peer);
+        m.nodes.values().find(|n| !replaced(n) && serves(n)).map(|n| n.node_id)
+    });
+    match owner.flatten() {
+        Some(other) => {
+            Err(Error::Refused { what: "join".into(), detail: format!("peer address {peer} belongs to node {other}") })
+        }
+        None => Ok(()),
     }
 }
 
