@@ -223,7 +223,7 @@ impl Node {
             cluster: cluster.clone(),
             config: config.clone(),
             addr: addr.clone(),
-            peer_gate: peer_addr.as_ref().map(|_| PeerGate::open()),
+            peer_gate: peer_addr.as_deref().map(PeerGate::for_client_listener),
             peer_addr: peer_addr.clone(),
             engine: engine.clone(),
             syncer: syncer.clone(),

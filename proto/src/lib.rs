@@ -32,6 +32,10 @@ pub const REQUEST_ID_METADATA: &str = "x-request-id";
 /// Response metadata key carrying the address of the current leader of the
 /// group a request was about, set on UNAVAILABLE answers.
 pub const LEADER_ADDRESS_METADATA: &str = "x-shadowstore-leader";
+/// Response metadata key carrying a node's peer address, set when its
+/// client listener refuses a peer call (UNIMPLEMENTED): the caller's
+/// directory does not route to that listener yet.
+pub const PEER_ADDRESS_METADATA: &str = "x-shadowstore-peer-address";
 /// Response metadata key carrying a retry hint in milliseconds, set on
 /// RESOURCE_EXHAUSTED and UNAVAILABLE answers where waiting helps.
 pub const RETRY_AFTER_MS_METADATA: &str = "x-shadowstore-retry-after-ms";

@@ -425,6 +425,8 @@ async fn the_peer_service_has_a_listener_of_its_own() {
         .await
         .expect("peer calls at the client listener are refused");
         assert!(refused.message().contains("peer_listen_addr"), "{}", refused.message());
+        let named = refused.metadata().get(shadowstore_proto::PEER_ADDRESS_METADATA).and_then(|v| v.to_str().ok());
+        assert_eq!(named, Some(n.peer_addr.as_str()), "the refusal names the peer listener");
 
         let admin = cluster.tls("admin");
         let mut client_at_peer = v1::shadow_store_client::ShadowStoreClient::new(channel(

@@ -106,9 +106,13 @@ fn check_gate(path: &str, gate: &PeerGate) -> Result<(), tonic::Status> {
     if gate.is_open() || !path.starts_with(PEER_SERVICE_PREFIX) {
         return Ok(());
     }
-    Err(tonic::Status::unimplemented(format!(
+    let mut refusal = tonic::Status::unimplemented(format!(
         "{path}: this is a client listener; this node serves peers on its peer listener (peer_listen_addr)"
-    )))
+    ));
+    if let Some(v) = gate.peer_addr().and_then(|a| tonic::metadata::MetadataValue::try_from(a).ok()) {
+        refusal.metadata_mut().insert(shadowstore_proto::PEER_ADDRESS_METADATA, v);
+    }
+    Err(refusal)
 }
 
 /// The layer that puts [`Authorize`] in front of every service.
@@ -209,12 +213,14 @@ mod tests {
 
     #[test]
     fn a_closed_gate_refuses_peer_calls_only() {
-        let gate = PeerGate::open();
+        let gate = PeerGate::for_client_listener("10.0.0.1:7200");
         assert!(check_gate("/shadowstore.peer.v1.Peer/RaftAppend", &gate).is_ok());
         gate.follow(true);
         let e = check_gate("/shadowstore.peer.v1.Peer/RaftAppend", &gate).unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unimplemented);
         assert!(e.message().contains("peer_listen_addr"), "{}", e.message());
+        let named = e.metadata().get(shadowstore_proto::PEER_ADDRESS_METADATA).and_then(|v| v.to_str().ok());
+        assert_eq!(named, Some("10.0.0.1:7200"), "the refusal names the peer address");
         assert!(check_gate("/shadowstore.v1.ShadowStore/Get", &gate).is_ok());
         assert!(check_gate("/grpc.health.v1.Health/Check", &gate).is_ok());
         gate.follow(false);

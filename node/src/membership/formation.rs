@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use shadowstore_proto::LEADER_ADDRESS_METADATA;
+use shadowstore_proto::PEER_ADDRESS_METADATA;
 use shadowstore_proto::peer::JoinRequest;
 use shadowstore_proto::peer::JoinResponse;
 
@@ -220,6 +221,13 @@ pub(super) async fn send_join(ctx: &Member, seeds: &[String], req: JoinRequest) 
             }
             Err(s) if s.code() == tonic::Code::InvalidArgument && s.message().contains("bad address") => {
                 return Err(s.message().to_string());
+            }
+            // A client listener that names its node's peer listener (it
+            // came from a redirect, or a seed's lagging routes).
+            Err(s) if s.code() == tonic::Code::Unimplemented && s.metadata().contains_key(PEER_ADDRESS_METADATA) => {
+                let peer = s.metadata().get(PEER_ADDRESS_METADATA).and_then(|v| v.to_str().ok()).map(String::from);
+                tracing::info!(via = %addr, ?peer, "join: following the refusal to the peer listener");
+                next = peer;
             }
             Err(s) if s.code() == tonic::Code::Unimplemented => {
                 return Err(format!(

@@ -77,8 +77,10 @@ async fn lead_meta_membership(ctx: &Member, me: NodeIdentity, labels: &NodeLabel
     let recorded = recorded_announcement(ctx, me);
     if let Some((_, peer)) = &recorded
         && *peer != ctx.peer_addr
+        && let Err(e) = super::registration::set_peer_addr(ctx, me.node_id, ctx.peer_addr.clone()).await
     {
-        super::registration::set_peer_addr(ctx, me.node_id, ctx.peer_addr.clone()).await?;
+        // Logged, not returned: the rest of the leader's duties go on.
+        tracing::warn!(error = %e, "recording this node's peer address");
     }
     match recorded.map(|(l, _)| l) {
         None if me.node_id == BOOTSTRAP_NODE_ID => {

@@ -193,6 +193,9 @@ impl MetaState {
         // node: the old identity is retired, never reused.
         let replaced: Vec<NodeId> =
             self.nodes.values().filter(|n| n.labels.addr == labels.addr).map(|n| n.node_id).collect();
+        if let Some((owner, _)) = self.peer_addrs.iter().find(|(_, p)| **p == labels.addr) {
+            return MetaResponse::Rejected { reason: format!("address {} belongs to node {owner}", labels.addr) };
+        }
         for old in replaced {
             if let Some(n) = self.nodes.remove(&old) {
                 self.replica_index.remove(&n.meta_replica_id);

@@ -261,6 +261,13 @@ fn peer_addresses_are_recorded_routed_and_unique() {
     }
     let update = MetaCommand::UpdateNode { now_ms: 5, node_id: NodeId::new(3), labels: labels("p:2") };
     assert!(matches!(s.apply(&update), MetaResponse::Rejected { .. }));
+    let register = MetaCommand::RegisterNode {
+        request: RequestId { client_id: 8, seq: 1, first_incomplete_seq: 1 },
+        now_ms: 5,
+        labels: labels("p:2"),
+    };
+    assert!(matches!(s.apply(&register), MetaResponse::Rejected { .. }), "a new node at a member's peer address");
+    assert_eq!(s.nodes.len(), 3);
     assert_eq!(s.apply(&set(9, Some("p:9"))), MetaResponse::NotFound);
     assert_eq!(s.peer_addrs.len(), 1, "refusals change nothing");
 

@@ -8,7 +8,11 @@
 //! the node sees its own peer address recorded, then refuses them with
 //! UNIMPLEMENTED. Without that window, a cluster whose nodes all restart
 //! with peer listeners at once could not elect the meta leader that records
-//! their peer addresses.
+//! their peer addresses. The refusal names the peer address (metadata
+//! `x-shadowstore-peer-address`), and the caller's transport follows it
+//! until its own directory has the route (`transport::peers`): a node that
+//! has applied its address before another voter has (the leader lost in
+//! between) stays reachable for that voter's elections.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -16,23 +20,37 @@ use std::sync::atomic::Ordering;
 
 /// Shared between a listener's authorization layer and the reconciler.
 #[derive(Clone, Debug)]
-pub struct PeerGate(Arc<AtomicBool>);
+pub struct PeerGate {
+    open: Arc<AtomicBool>,
+    /// Where the node serves peers, named in a refusal.
+    peer_addr: Option<Arc<str>>,
+}
 
 impl PeerGate {
-    /// Open: peer calls are answered (a shared port, a peer listener, or a
-    /// client listener whose node's peer address is not recorded yet).
+    /// Always open: a shared port or the peer listener itself.
     pub fn open() -> PeerGate {
-        PeerGate(Arc::new(AtomicBool::new(true)))
+        PeerGate { open: Arc::new(AtomicBool::new(true)), peer_addr: None }
+    }
+
+    /// The gate of the client listener of a node serving peers at
+    /// `peer_addr`: open until [`follow`](Self::follow) closes it.
+    pub fn for_client_listener(peer_addr: &str) -> PeerGate {
+        PeerGate { open: Arc::new(AtomicBool::new(true)), peer_addr: Some(peer_addr.into()) }
     }
 
     pub fn is_open(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// The peer address a refusal names.
+    pub fn peer_addr(&self) -> Option<&str> {
+        self.peer_addr.as_deref()
     }
 
     /// Closes the gate once the directory routes peers to the node's peer
     /// listener (`recorded`), and opens it again if it no longer does.
     pub fn follow(&self, recorded: bool) {
-        let was_open = self.0.swap(!recorded, Ordering::Relaxed);
+        let was_open = self.open.swap(!recorded, Ordering::Relaxed);
         if was_open == recorded {
             tracing::info!(
                 peer_calls_on_client_listener = !recorded,

@@ -6,7 +6,11 @@
 //! peer listener of its own (`peer_listen_addr`) is reached at its peer
 //! address instead, through the routes the meta directory lists
 //! (`MetaState::peer_routes`). An address without a route (a seed in
-//! `join`, a node serving both on one port) is dialed as it is.
+//! `join`, a node serving both on one port) is dialed as it is. Until this
+//! node's directory has a route, a client listener's refusal that names the
+//! peer address (`transport::peer_gate`) is followed: it is kept as a hint,
+//! used after the directory's routes, and dropped whenever the directory's
+//! routes are refreshed (a stale hint costs one refused call).
 //!
 //! Channels are lazy: created on first use, they connect on demand and
 //! reconnect by themselves. HTTP/2 keepalives close a connection to a peer
@@ -14,9 +18,15 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::RwLock;
+use std::task::Context;
+use std::task::Poll;
 use std::time::Duration;
+
+use futures::future::BoxFuture;
+use shadowstore_proto::PEER_ADDRESS_METADATA;
 
 use shadowstore_proto::peer::PingRequest;
 use shadowstore_proto::peer::PingResponse;
@@ -41,7 +51,10 @@ const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 
 /// A peer service client whose every call carries this node's cluster id.
-pub type PeerStub = PeerClient<InterceptedService<Channel, StampCluster>>;
+pub type PeerStub = PeerClient<InterceptedService<FollowRefusals, StampCluster>>;
+
+/// address → peer address.
+type RouteMap = Arc<RwLock<HashMap<String, String>>>;
 
 pub struct Peers {
     net: SharedNetwork,
@@ -51,6 +64,9 @@ pub struct Peers {
     channels: Mutex<HashMap<String, Channel>>,
     /// address → peer address, for nodes with a peer listener.
     routes: RwLock<HashMap<String, String>>,
+    /// address → peer address named by a client listener's refusal, until
+    /// the directory's routes are next refreshed.
+    hints: RouteMap,
     nodes: RwLock<HashMap<NodeId, String>>,
     replicas: RwLock<HashMap<ReplicaId, ReplicaNode>>,
 }
@@ -63,6 +79,7 @@ impl Peers {
             tls,
             channels: Mutex::new(HashMap::new()),
             routes: RwLock::new(HashMap::new()),
+            hints: RouteMap::default(),
             nodes: RwLock::new(HashMap::new()),
             replicas: RwLock::new(HashMap::new()),
         }
@@ -72,15 +89,20 @@ impl Peers {
         &self.net
     }
 
-    /// Where the node at `addr` serves the peer service.
+    /// Where the node at `addr` serves the peer service: the directory's
+    /// route, else a hint, else `addr` itself.
     pub fn route(&self, addr: &str) -> String {
-        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        routes.get(addr).cloned().unwrap_or_else(|| addr.to_string())
+        let routed = self.routes.read().unwrap_or_else(|p| p.into_inner()).get(addr).cloned();
+        routed
+            .or_else(|| self.hints.read().unwrap_or_else(|p| p.into_inner()).get(addr).cloned())
+            .unwrap_or_else(|| addr.to_string())
     }
 
-    /// Replaces the peer routes (address, peer address) with `routes`.
+    /// Replaces the peer routes (address, peer address) with `routes` and
+    /// drops the hints.
     pub fn set_routes(&self, routes: Vec<(String, String)>) {
         *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes.into_iter().collect();
+        self.hints.write().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// The shared channel to the peer service of the node at `addr`,
@@ -102,7 +124,8 @@ impl Peers {
     }
 
     pub fn client(&self, addr: &str) -> io::Result<PeerStub> {
-        Ok(PeerClient::with_interceptor(self.channel(addr)?, StampCluster(self.cluster_id.clone()))
+        let follow = FollowRefusals { inner: self.channel(addr)?, addr: addr.into(), hints: self.hints.clone() };
+        Ok(PeerClient::with_interceptor(follow, StampCluster(self.cluster_id.clone()))
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX))
     }
@@ -152,6 +175,49 @@ impl Peers {
     }
 }
 
+/// A channel that notes the peer address a client listener's refusal
+/// names (`transport::peer_gate`) as a hint for `addr`, so the next call
+/// goes there.
+#[derive(Clone, Debug)]
+pub struct FollowRefusals {
+    inner: Channel,
+    addr: Arc<str>,
+    hints: RouteMap,
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for FollowRefusals {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let answer = self.inner.call(req);
+        let (addr, hints) = (self.addr.clone(), self.hints.clone());
+        Box::pin(async move {
+            let response = answer.await?;
+            note_refusal(&hints, &addr, response.headers());
+            Ok(response)
+        })
+    }
+}
+
+/// Keeps the peer address a refusal's `headers` name as the hint for
+/// `addr` (bounded by the addresses this node dials).
+fn note_refusal(hints: &RouteMap, addr: &str, headers: &http::HeaderMap) {
+    let Some(peer) = headers.get(PEER_ADDRESS_METADATA).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    if peer.is_empty() || peer == addr || peer.len() > shadowstore_base::limits::NODE_LABEL_BYTES_MAX {
+        return;
+    }
+    tracing::info!(%addr, %peer, "following a client listener's refusal to its peer listener");
+    hints.write().unwrap_or_else(|p| p.into_inner()).insert(addr.to_string(), peer.to_string());
+}
+
 /// A lazily connecting channel to `addr` over `net`, with TLS when `tls`
 /// is given.
 pub fn connect_lazy(net: SharedNetwork, addr: &str, tls: Option<&ClientTlsConfig>) -> io::Result<Channel> {
@@ -178,4 +244,29 @@ pub fn connect_lazy(net: SharedNetwork, addr: &str, tls: Option<&ClientTlsConfig
         }
     });
     Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peers() -> Peers {
+        Peers::new(std::sync::Arc::new(crate::transport::TcpNetwork), None, ClusterIdCell::default())
+    }
+
+    #[test]
+    fn a_refusal_is_followed_until_the_directory_routes() {
+        let p = peers();
+        assert_eq!(p.route("a:1"), "a:1", "no route: the address itself");
+        let mut refusal = http::HeaderMap::new();
+        refusal.insert(PEER_ADDRESS_METADATA, "a:2".parse().unwrap());
+        note_refusal(&p.hints, "a:1", &refusal);
+        assert_eq!(p.route("a:1"), "a:2", "the refusal's peer address is followed");
+        note_refusal(&p.hints, "b:1", &http::HeaderMap::new());
+        assert_eq!(p.route("b:1"), "b:1", "an answer without the header changes nothing");
+        p.set_routes(vec![("a:1".into(), "a:3".into())]);
+        assert_eq!(p.route("a:1"), "a:3", "the directory wins");
+        p.set_routes(Vec::new());
+        assert_eq!(p.route("a:1"), "a:1", "hints are dropped when the directory's routes are refreshed");
+    }
 }
