@@ -95,6 +95,16 @@ const HEALTH_SERVICE_NAME: &str = "grpc.health.v1.Health";
 /// further streams are refused by HTTP/2 until one ends.
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 1_024;
 
+/// Listens on `addr`, holding at most `CONNECTIONS_MAX` connections; the
+/// bound address (port 0 picks one) and the connections.
+async fn bind(network: &SharedNetwork, addr: &str) -> Result<(String, crate::transport::Incoming), NodeError> {
+    let (bound, incoming) = network
+        .listen(addr.to_string())
+        .await
+        .map_err(|source| NodeError::Listen { addr: addr.to_string(), source })?;
+    Ok((bound, crate::transport::limit::limit_connections(incoming, crate::transport::limit::CONNECTIONS_MAX)))
+}
+
 /// What the simulator replaces; production uses [`Seams::production`].
 #[derive(Clone)]
 pub struct Seams {
@@ -163,22 +173,11 @@ impl Node {
             }
         };
         let syncer = Syncer::start(engine.clone());
-        let (bound, incoming) = seams
-            .network
-            .listen(config.listen_addr.clone())
-            .await
-            .map_err(|source| NodeError::Listen { addr: config.listen_addr.clone(), source })?;
-        let incoming = crate::transport::limit::limit_connections(incoming, crate::transport::limit::CONNECTIONS_MAX);
+        let (bound, incoming) = bind(&seams.network, &config.listen_addr).await?;
         let addr = config.advertise_addr.clone().unwrap_or(bound);
         let peer_listener = match &config.peer_listen_addr {
             Some(a) => {
-                let (bound, incoming) = seams
-                    .network
-                    .listen(a.clone())
-                    .await
-                    .map_err(|source| NodeError::Listen { addr: a.clone(), source })?;
-                let incoming =
-                    crate::transport::limit::limit_connections(incoming, crate::transport::limit::CONNECTIONS_MAX);
+                let (bound, incoming) = bind(&seams.network, a).await?;
                 Some((config.peer_advertise_addr.clone().unwrap_or(bound), incoming))
             }
             None => None,

@@ -117,11 +117,8 @@ pub async fn set_peer_addr(ctx: &Member, node_id: NodeId, peer_addr: Option<Stri
 /// member the `Join` updates, or retires by registering at its address,
 /// does not count.
 fn refuse_a_taken_peer_address(ctx: &Member, req: &JoinRequest, peer: &str) -> Result<(), Error> {
-    let owner = ctx.cluster.with_meta(|m| {
-        let replaced = |n: &NodeRecord| n.node_id.get() == req.existing_node_id || n.labels.addr == req.address;
-        let serves = |n: &NodeRecord| n.labels.addr == peer || m.peer_addr_of(n.node_id) == Some(peer);
-        m.nodes.values().find(|n| !replaced(n) && serves(n)).map(|n| n.node_id)
-    });
+    let replaced = |n: &NodeRecord| n.node_id.get() == req.existing_node_id || n.labels.addr == req.address;
+    let owner = ctx.cluster.with_meta(|m| m.addr_owner(peer, replaced));
     match owner.flatten() {
         Some(other) => {
             Err(Error::Refused { what: "join".into(), detail: format!("peer address {peer} belongs to node {other}") })

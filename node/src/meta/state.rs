@@ -215,7 +215,7 @@ impl MetaState {
     }
 
     fn update_node(&mut self, node_id: NodeId, labels: &NodeLabels) -> MetaResponse {
-        if let Some(other) = self.addr_owner(&labels.addr, node_id) {
+        if let Some(other) = self.addr_owner(&labels.addr, |n| n.node_id == node_id) {
             return MetaResponse::Rejected { reason: format!("address {} belongs to node {other}", labels.addr) };
         }
         match self.nodes.get_mut(&node_id) {
@@ -235,18 +235,18 @@ impl MetaState {
             self.peer_addrs.remove(&node_id);
             return MetaResponse::Updated;
         };
-        if let Some(other) = self.addr_owner(addr, node_id) {
+        if let Some(other) = self.addr_owner(addr, |n| n.node_id == node_id) {
             return MetaResponse::Rejected { reason: format!("address {addr} belongs to node {other}") };
         }
         self.peer_addrs.insert(node_id, addr.to_string());
         MetaResponse::Updated
     }
 
-    /// The member other than `except` that serves clients or peers at
-    /// `addr`.
-    fn addr_owner(&self, addr: &str, except: NodeId) -> Option<NodeId> {
+    /// A member that serves clients or peers at `addr`, other than those
+    /// `excepted`.
+    pub fn addr_owner(&self, addr: &str, excepted: impl Fn(&NodeRecord) -> bool) -> Option<NodeId> {
         let serves = |n: &NodeRecord| n.labels.addr == addr || self.peer_addr_of(n.node_id) == Some(addr);
-        self.nodes.values().find(|n| n.node_id != except && serves(n)).map(|n| n.node_id)
+        self.nodes.values().find(|n| !excepted(n) && serves(n)).map(|n| n.node_id)
     }
 
     fn create_resource(
